@@ -1,1 +1,664 @@
-//! placeholder
+//! ferryd's configuration: the TOML file, its embedded defaults and validation.
+//!
+//! Every key has a default, so an empty file (or none) serves all six
+//! protocols. Unknown keys are errors, reported with their line, so a typo
+//! never silently leaves a default in force. `docs/CONFIG.md` and the README
+//! list every key; `deploy/ferryd.toml` is the commented example.
+//!
+//! # Layout
+//! - [`units`]: durations, sizes and networks as written in the file.
+//! - [`Config`] and one struct per table, each with its defaults.
+//! - [`Config::parse`] / [`Config::load`] / [`Config::validate`].
+
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use units::{Dur, IpNet, Size};
+
+/// What an upload does when its name is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Store as `report (1).pdf`, `report (2).pdf`, …: nothing is ever lost (default).
+    #[default]
+    Rename,
+    /// Replace the old file atomically.
+    Overwrite,
+    /// Refuse the upload with an error.
+    Reject,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Storage root for every service (default `./ferry-data`).
+    pub storage: PathBuf,
+    /// What an upload does when its name is taken (default `rename`).
+    pub on_conflict: OnConflict,
+    /// How long transfers in flight may finish after SIGTERM (default 10 s;
+    /// keep it below the unit's `TimeoutStopSec`).
+    pub shutdown_grace: Dur,
+    /// Logging.
+    pub log: LogConfig,
+    /// Limits shared by every service.
+    pub limits: Limits,
+    /// `udp_upload` (seed 000).
+    pub udp_upload: UdpUpload,
+    /// `udp_download` (seed 001 §4).
+    pub udp_download: UdpDownload,
+    /// `udp_sum` (seed 001 §3).
+    pub udp_sum: UdpSum,
+    /// `tcp_upload` (seed 002).
+    pub tcp_upload: TcpUpload,
+    /// `magic_download` (seed 003).
+    pub magic_download: MagicDownload,
+    /// `signal` (seed 004).
+    pub signal: Signal,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` (default) or `ferryd=debug`.
+    pub level: String,
+}
+
+/// `[limits]`: what bounds every service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest file accepted by any upload, checked before a byte is written
+    /// (default 4 GiB, the largest the magic protocol's 4-byte length can serve).
+    pub max_file_size: Size,
+    /// Longest name or path accepted, in bytes (default 1024).
+    pub max_name_len: usize,
+    /// TCP connections open at once over all TCP services (default 1024);
+    /// the excess is refused in each protocol's own way, never queued.
+    pub max_connections: usize,
+    /// TCP connections open at once from one IP address (default 64).
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a whole request header (default 10 s), so a
+    /// slow-loris client cannot hold a connection by trickling a header.
+    pub header_timeout: Dur,
+    /// Longest wait for the next bytes in the middle of a transfer (default 30 s).
+    pub idle_timeout: Dur,
+}
+
+/// `[udp_upload]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpUpload {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Address to bind (default `0.0.0.0:9000`; `[::]:9000` for IPv6 and IPv4).
+    pub bind: SocketAddr,
+    /// Buffer size announced to clients (default 1452: 1500-byte Ethernet MTU
+    /// − 40 IPv6 − 8 UDP, so no datagram is fragmented on IPv4 or IPv6).
+    pub buffer_size: usize,
+    /// An upload with no datagram for this long is dropped (default 10 s).
+    pub session_timeout: Dur,
+    /// Uploads in progress at once (default 1024, each holding one open
+    /// temporary file and a 64 KiB write buffer at most: ≤ 64 MiB).
+    pub max_sessions: usize,
+    /// Uploads in progress at once from one IP address (default 16).
+    pub max_sessions_per_ip: usize,
+}
+
+/// `[udp_download]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpDownload {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Address to bind (default `0.0.0.0:9001`).
+    pub bind: SocketAddr,
+    /// Networks allowed to download (default: loopback, the private ranges and
+    /// link-local). UDP sources can be forged, and one small request makes the
+    /// server send a whole file, so an open UDP download server is an
+    /// amplification weapon; a lab box serves its campus network, not the Internet.
+    pub allow: Vec<IpNet>,
+    /// Bytes per second one download is paced to (default 32 MiB; 0 = unpaced).
+    /// The lab protocol has no flow control: pacing keeps a client's socket
+    /// buffer from overflowing and bounds what one forged request can send.
+    pub rate: Size,
+    /// Downloads in progress at once (default 256).
+    pub max_downloads: usize,
+    /// Downloads in progress at once to one IP address (default 4).
+    pub max_downloads_per_ip: usize,
+}
+
+/// `[udp_sum]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpSum {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Address to bind (default `0.0.0.0:9002`).
+    pub bind: SocketAddr,
+    /// The name the server answers with (default `Server of ferry`).
+    pub server_name: String,
+    /// The server's integer, 1..=100 (default 42).
+    pub number: i64,
+}
+
+/// `[tcp_upload]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpUpload {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Address to bind (default `0.0.0.0:9003`).
+    pub bind: SocketAddr,
+    /// The quiet gap that ends the file name (default 20 ms): the header has no
+    /// name length, and the client sends nothing more until `go ahead`, so the
+    /// name is every byte that arrives until the line goes quiet this long.
+    pub name_settle: Dur,
+}
+
+/// `[magic_download]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MagicDownload {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Address to bind (default `0.0.0.0:9004`).
+    pub bind: SocketAddr,
+    /// The assignment's read gap: a request with a pause this long is dropped (default 1 s).
+    pub read_timeout: Dur,
+}
+
+/// `[signal]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signal {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Address to bind (default `0.0.0.0:9005`).
+    pub bind: SocketAddr,
+    /// Files in one directory tree sent by SAR or RAR (default 10000).
+    pub max_tree_entries: usize,
+    /// Total bytes of one tree (default 4 GiB).
+    pub max_tree_size: Size,
+}
+
+fn bind(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+fn secs(n: u64) -> Dur {
+    Dur(Duration::from_secs(n))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            storage: PathBuf::from("./ferry-data"),
+            on_conflict: OnConflict::Rename,
+            shutdown_grace: secs(10),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            udp_upload: UdpUpload::default(),
+            udp_download: UdpDownload::default(),
+            udp_sum: UdpSum::default(),
+            tcp_upload: TcpUpload::default(),
+            magic_download: MagicDownload::default(),
+            signal: Signal::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_size: Size(4 << 30),
+            max_name_len: 1024,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            header_timeout: secs(10),
+            idle_timeout: secs(30),
+        }
+    }
+}
+
+impl Default for UdpUpload {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: bind(9000),
+            buffer_size: 1452,
+            session_timeout: secs(10),
+            max_sessions: 1024,
+            max_sessions_per_ip: 16,
+        }
+    }
+}
+
+impl Default for UdpDownload {
+    fn default() -> Self {
+        let allow = [
+            "127.0.0.0/8",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "::1/128",
+            "fc00::/7",
+            "fe80::/10",
+        ];
+        Self {
+            enabled: true,
+            bind: bind(9001),
+            // Invariant: the literals above are valid networks (tested below).
+            allow: allow.iter().filter_map(|n| n.parse().ok()).collect(),
+            rate: Size(32 << 20),
+            max_downloads: 256,
+            max_downloads_per_ip: 4,
+        }
+    }
+}
+
+impl Default for UdpSum {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: bind(9002),
+            server_name: "Server of ferry".into(),
+            number: 42,
+        }
+    }
+}
+
+impl Default for TcpUpload {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: bind(9003),
+            name_settle: Dur(Duration::from_millis(20)),
+        }
+    }
+}
+
+impl Default for MagicDownload {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: bind(9004),
+            read_timeout: secs(1),
+        }
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: bind(9005),
+            max_tree_entries: 10_000,
+            max_tree_size: Size(4 << 30),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("{}line {line}, column {column}: {message}", origin.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when read from one.
+        origin: Option<PathBuf>,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is of the right type but not allowed.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `udp_sum.number`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses a TOML document and validates it.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_from(text, None)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_from(&text, Some(path))
+    }
+
+    fn parse_from(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+            let before = &text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            ConfigError::Parse {
+                origin: origin.map(Path::to_owned),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML, every default filled in.
+    pub fn to_toml(&self) -> String {
+        // Serialising plain structs of strings, numbers and tables cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks values the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            message,
+        };
+        if self.storage.as_os_str().is_empty() {
+            return Err(invalid("storage", "must name a directory".into()));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(invalid(
+                "log.level",
+                "must not be empty (e.g. \"info\")".into(),
+            ));
+        }
+        let l = &self.limits;
+        if !(16..=4096).contains(&l.max_name_len) {
+            return Err(invalid(
+                "limits.max_name_len",
+                format!("{} is not in 16..=4096", l.max_name_len),
+            ));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if l.max_connections_per_ip == 0 || l.max_connections_per_ip > l.max_connections {
+            return Err(invalid(
+                "limits.max_connections_per_ip",
+                format!(
+                    "must be in 1..=limits.max_connections ({})",
+                    l.max_connections
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("limits.header_timeout", l.header_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+            (
+                "udp_upload.session_timeout",
+                self.udp_upload.session_timeout,
+            ),
+            (
+                "magic_download.read_timeout",
+                self.magic_download.read_timeout,
+            ),
+            ("tcp_upload.name_settle", self.tcp_upload.name_settle),
+        ] {
+            if d.0.is_zero() {
+                return Err(invalid(key, "must be longer than 0".into()));
+            }
+        }
+        if self.tcp_upload.name_settle.0 >= Duration::from_secs(1) {
+            return Err(invalid(
+                "tcp_upload.name_settle",
+                "must be under 1s (handout clients wait about 1 s for `go ahead`)".into(),
+            ));
+        }
+        let u = &self.udp_upload;
+        if !(1..=ferry_proto::udp_upload::MAX_DATAGRAM).contains(&u.buffer_size) {
+            return Err(invalid(
+                "udp_upload.buffer_size",
+                format!("{} is not in 1..=65507", u.buffer_size),
+            ));
+        }
+        if u.max_sessions == 0
+            || u.max_sessions_per_ip == 0
+            || u.max_sessions_per_ip > u.max_sessions
+        {
+            return Err(invalid(
+                "udp_upload.max_sessions_per_ip",
+                "max_sessions and max_sessions_per_ip must be at least 1, per-IP no more than the total".into(),
+            ));
+        }
+        let d = &self.udp_download;
+        if d.max_downloads == 0
+            || d.max_downloads_per_ip == 0
+            || d.max_downloads_per_ip > d.max_downloads
+        {
+            return Err(invalid(
+                "udp_download.max_downloads_per_ip",
+                "max_downloads and max_downloads_per_ip must be at least 1, per-IP no more than the total".into(),
+            ));
+        }
+        if d.rate.0 != 0 && d.rate.0 < 2048 {
+            return Err(invalid(
+                "udp_download.rate",
+                "must be 0 (unpaced) or at least 2048 bytes/s".into(),
+            ));
+        }
+        let s = &self.udp_sum;
+        ferry_proto::udp_sum::check_range(s.number)
+            .map_err(|e| invalid("udp_sum.number", e.to_string()))?;
+        if s.server_name.trim().is_empty()
+            || s.server_name.len() > ferry_proto::udp_sum::MAX_NAME_LEN
+        {
+            return Err(invalid(
+                "udp_sum.server_name",
+                "must be 1..=256 bytes".into(),
+            ));
+        }
+        if s.server_name.contains(['\n', ':', ',', ';', '|']) {
+            return Err(invalid(
+                "udp_sum.server_name",
+                "must not contain a separator (newline : , ; |), or clients cannot split the reply"
+                    .into(),
+            ));
+        }
+        if self.signal.max_tree_entries == 0 {
+            return Err(invalid(
+                "signal.max_tree_entries",
+                "must be at least 1".into(),
+            ));
+        }
+        self.check_ports()
+    }
+
+    fn check_ports(&self) -> Result<(), ConfigError> {
+        let udp = [
+            ("udp_upload", self.udp_upload.enabled, self.udp_upload.bind),
+            (
+                "udp_download",
+                self.udp_download.enabled,
+                self.udp_download.bind,
+            ),
+            ("udp_sum", self.udp_sum.enabled, self.udp_sum.bind),
+        ];
+        let tcp = [
+            ("tcp_upload", self.tcp_upload.enabled, self.tcp_upload.bind),
+            (
+                "magic_download",
+                self.magic_download.enabled,
+                self.magic_download.bind,
+            ),
+            ("signal", self.signal.enabled, self.signal.bind),
+        ];
+        for group in [&udp, &tcp] {
+            for (i, a) in group.iter().enumerate() {
+                for b in &group[i + 1..] {
+                    let clash = a.1
+                        && b.1
+                        && a.2.port() != 0
+                        && a.2.port() == b.2.port()
+                        && (a.2.ip() == b.2.ip()
+                            || a.2.ip().is_unspecified()
+                            || b.2.ip().is_unspecified());
+                    if clash {
+                        return Err(ConfigError::Invalid {
+                            key: format!("{}.bind", b.0),
+                            message: format!("port {} is already used by {}", b.2.port(), a.0),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests: every service on `127.0.0.1:0`, storage at `root`.
+    pub fn for_tests(root: &Path) -> Config {
+        let mut c = Config {
+            storage: root.to_owned(),
+            ..Config::default()
+        };
+        let lo = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.udp_upload.bind = lo;
+        c.udp_download.bind = lo;
+        c.udp_sum.bind = lo;
+        c.tcp_upload.bind = lo;
+        c.magic_download.bind = lo;
+        c.signal.bind = lo;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.udp_upload.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.signal.bind.to_string(), "0.0.0.0:9005");
+        assert_eq!(c.udp_download.allow.len(), 8);
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let c = Config::default();
+        let text = c.to_toml();
+        assert!(text.contains("max_file_size = \"4 GiB\""), "{text}");
+        assert_eq!(Config::parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = Config::parse(
+            r#"
+storage = "/var/lib/ferry"
+on_conflict = "reject"
+[udp_upload]
+bind = "[::]:7000"
+buffer_size = 65000
+[udp_sum]
+enabled = false
+[limits]
+max_file_size = "10 MiB"
+idle_timeout = "1500ms"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.on_conflict, OnConflict::Reject);
+        assert_eq!(c.udp_upload.bind.to_string(), "[::]:7000");
+        assert_eq!(c.limits.max_file_size, Size(10 << 20));
+        assert_eq!(c.limits.idle_timeout.0, Duration::from_millis(1500));
+        assert!(!c.udp_sum.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let err = Config::parse("storage = \"x\"\n[udp_upload]\nbuffer_sise = 100\n").unwrap_err();
+        match err {
+            ConfigError::Parse { line, message, .. } => {
+                assert_eq!(line, 3);
+                assert!(message.contains("unknown field `buffer_sise`"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+        let err = Config::parse("[limits]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("line 2,"), "{err}");
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values() {
+        for (text, key) in [
+            ("[udp_sum]\nnumber = 101", "udp_sum.number"),
+            ("[udp_sum]\nserver_name = \"a:b\"", "udp_sum.server_name"),
+            (
+                "[udp_upload]\nbuffer_size = 70000",
+                "udp_upload.buffer_size",
+            ),
+            (
+                "[limits]\nmax_connections_per_ip = 5000",
+                "limits.max_connections_per_ip",
+            ),
+            ("[limits]\nidle_timeout = \"0s\"", "limits.idle_timeout"),
+            ("[signal]\nbind = \"0.0.0.0:9003\"", "signal.bind"),
+            ("[udp_download]\nrate = 100", "udp_download.rate"),
+        ] {
+            match Config::parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Same port on different transports is fine.
+        assert!(Config::parse("[signal]\nbind = \"0.0.0.0:9000\"").is_ok());
+    }
+}

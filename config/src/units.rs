@@ -1,0 +1,260 @@
+//! Human units in the file: durations (`"250ms"`, `"10s"`, `"2m"`) and sizes
+//! (`4096`, `"64 KiB"`, `"4 GiB"`, `"10MB"`), and IP networks (`"10.0.0.0/8"`).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as a number and a unit: `ms`, `s`, `m` or `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{s:?} has no unit; write e.g. \"10s\" or \"250ms\""))?;
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like \"10s\""))?;
+        let ms = match unit.trim() {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1000),
+            "m" | "min" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} (use ms, s, m or h)"
+                ))
+            }
+        }
+        .ok_or_else(|| format!("{s:?} is too long"))?;
+        Ok(Dur(Duration::from_millis(ms)))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// A size in bytes: an integer, or a string with a unit (`KiB` `MiB` `GiB`
+/// `TiB` are powers of 1024; `KB` `MB` `GB` `TB` of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like \"64 KiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, mult) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
+            if self.0 >= mult && self.0 % mult == 0 {
+                return write!(f, "{} {unit}", self.0 / mult);
+            }
+        }
+        write!(f, "{} B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Int(n)) => Ok(Size(n)),
+            Ok(Raw::Text(s)) => s.parse().map_err(de::Error::custom),
+            Err(_) => Err(de::Error::custom(
+                "expected a size: a non-negative integer of bytes or a string like \"64 KiB\"",
+            )),
+        }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// An IP network in CIDR form, `10.0.0.0/8` or `fc00::/7`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.0.0.1`, as seen on a dual-stack socket) counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a network like \"10.0.0.0/8\""))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|&p| p <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?;
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!("250ms".parse::<Dur>(), Ok(Dur(Duration::from_millis(250))));
+        assert_eq!("10s".parse::<Dur>(), Ok(Dur(Duration::from_secs(10))));
+        assert_eq!("2m".parse::<Dur>(), Ok(Dur(Duration::from_secs(120))));
+        assert_eq!("1h".parse::<Dur>(), Ok(Dur(Duration::from_secs(3600))));
+        assert!("10".parse::<Dur>().is_err());
+        assert!("ten s".parse::<Dur>().is_err());
+        assert!("5 days".parse::<Dur>().is_err());
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(Dur(Duration::from_secs(30)).to_string(), "30s");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("4096".parse::<Size>(), Ok(Size(4096)));
+        assert_eq!("64 KiB".parse::<Size>(), Ok(Size(65536)));
+        assert_eq!("4GiB".parse::<Size>(), Ok(Size(4 << 30)));
+        assert_eq!("10 MB".parse::<Size>(), Ok(Size(10_000_000)));
+        assert!("99999999999 TiB".parse::<Size>().is_err());
+        assert!("-1".parse::<Size>().is_err());
+        assert!("1 PB".parse::<Size>().is_err());
+        assert_eq!(Size(4 << 30).to_string(), "4 GiB");
+        assert_eq!(Size(1000).to_string(), "1000 B");
+    }
+
+    #[test]
+    fn networks() {
+        let n: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: IpNet = "fc00::/7".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db8::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("10.0.0.0".parse::<IpNet>().is_err());
+    }
+}

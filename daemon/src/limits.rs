@@ -1,0 +1,125 @@
+//! Caps on concurrent work: in total and per IP address.
+//!
+//! One [`Limiter`] bounds all TCP connections (shared by the three TCP
+//! services); others bound UDP upload sessions and UDP downloads. A full
+//! limiter refuses at once; the caller answers in its protocol's own way.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Why a permit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The total cap is reached.
+    #[error("the server is busy ({0} transfers at once); try again shortly")]
+    Full(usize),
+    /// This address's cap is reached.
+    #[error("too many transfers from your address ({0} at once); try again shortly")]
+    FullForIp(usize),
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Counts holders in total and per IP address.
+pub struct Limiter {
+    max_total: usize,
+    max_per_ip: usize,
+    counts: Mutex<Counts>,
+}
+
+impl Limiter {
+    /// A limiter of `max_total` holders, `max_per_ip` from any one address.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_ip,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // A panic while holding this lock cannot leave the counts inconsistent
+        // (each update is one statement), so a poisoned lock is still usable.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for `ip`, or why not. The permit releases its slot on drop.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
+        let ip = canonical(ip);
+        let mut c = self.counts();
+        if c.total >= self.max_total {
+            return Err(Refusal::Full(self.max_total));
+        }
+        let n = c.per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(Refusal::FullForIp(self.max_per_ip));
+        }
+        *n += 1;
+        c.total += 1;
+        Ok(Permit {
+            limiter: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Holders right now.
+    pub fn in_use(&self) -> usize {
+        self.counts().total
+    }
+}
+
+/// Treats `::ffff:a.b.c.d` as `a.b.c.d`, so a dual-stack socket counts one client once.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// One slot of a [`Limiter`].
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut c = self.limiter.counts();
+        c.total -= 1;
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_total_and_per_ip() {
+        let l = Limiter::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = l.try_acquire(a).unwrap();
+        let _p2 = l.try_acquire(a).unwrap();
+        assert_eq!(l.try_acquire(a).err(), Some(Refusal::FullForIp(2)));
+        assert_eq!(
+            l.try_acquire("::ffff:10.0.0.1".parse().unwrap()).err(),
+            Some(Refusal::FullForIp(2))
+        );
+        let _p3 = l.try_acquire(b).unwrap();
+        assert_eq!(l.try_acquire(b).err(), Some(Refusal::Full(3)));
+        drop(p1);
+        assert!(l.try_acquire(a).is_ok());
+        assert_eq!(l.in_use(), 3);
+    }
+}

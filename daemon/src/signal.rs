@@ -1,0 +1,464 @@
+//! `signal` (seed 004): many requests per connection, each answered in turn.
+//!
+//! | request | answer |
+//! |---------|--------|
+//! | `PIN` | `PON` |
+//! | `SAF` name size data crc | `DON` stored-name, or `ERR` reason (after the last byte) |
+//! | `RAF` path | `SAF` path size data crc, or `ERR` reason |
+//! | `SAR` name, `SAF` entries…, `DON` | `DON` stored-name, or `ERR` reason (after `DON`) |
+//! | `RAR` path | `SAR` name, `SAF` entries…, `DON` name; or `ERR` reason |
+//! | `CLS` | the connection closes (the server keeps running) |
+//! | anything else | `ERR` reason; a corrupt stream is then closed |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferry_proto::crc::Crc32;
+use ferry_proto::names::{RelPath, SafeName};
+use ferry_proto::signal::{SignalCodec, SignalFrame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::limits::Refusal;
+use crate::magic::SEND_CHUNK;
+use crate::report::Transfer;
+use crate::storage::{Download, StorageError, Stored, Upload};
+use crate::tcp::{read_until, reply_and_close, write_all, Failure, TcpService};
+use crate::Ctx;
+
+/// The `signal` service.
+#[derive(Clone, Copy)]
+pub struct Service;
+
+impl TcpService for Service {
+    const NAME: &'static str = "signal";
+
+    async fn handle(self, ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+        let codec = SignalCodec::new(
+            ctx.config.limits.max_name_len,
+            ctx.config.limits.max_file_size.0,
+        );
+        let mut conn = Conn {
+            ctx: &ctx,
+            stream,
+            peer,
+            codec,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::new(),
+        };
+        match conn.run().await {
+            Ok(()) => {
+                let _ = conn.stream.shutdown().await;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "connection ended");
+                if !matches!(e, Failure::Closed(_) | Failure::Io(_)) {
+                    let frame = encode_frame(SignalFrame::Error(e.to_string()));
+                    reply_and_close(&mut conn.stream, &frame).await;
+                }
+            }
+        }
+    }
+
+    async fn refuse(self, mut stream: TcpStream, why: Refusal) {
+        reply_and_close(
+            &mut stream,
+            &encode_frame(SignalFrame::Error(why.to_string())),
+        )
+        .await;
+    }
+}
+
+fn encode_frame(frame: SignalFrame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    // Texts are capped far below u16::MAX where they are made, so encoding cannot fail.
+    let _ = SignalCodec::default().encode(frame, &mut buf);
+    buf.to_vec()
+}
+
+struct Conn<'a> {
+    ctx: &'a Ctx,
+    stream: TcpStream,
+    peer: SocketAddr,
+    codec: SignalCodec,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+/// An upload being received, or why it is being discarded.
+type Sink = Result<Upload, Failure>;
+
+impl Conn<'_> {
+    async fn run(&mut self) -> Result<(), Failure> {
+        while let Some(frame) = self.next_request().await? {
+            match frame {
+                SignalFrame::Ping => self.send(SignalFrame::Pong).await?,
+                SignalFrame::Close => {
+                    tracing::debug!("client sent CLS");
+                    return Ok(());
+                }
+                SignalFrame::RequestFile(path) => self.send_file(path).await?,
+                SignalFrame::RequestRepo(path) => self.send_tree(path).await?,
+                SignalFrame::FileHeader { name, size } => self.receive_file(name, size).await?,
+                SignalFrame::SendRepo(name) => self.receive_tree(name).await?,
+                other => {
+                    let tag = frame_label(&other);
+                    self.send(SignalFrame::Error(format!(
+                        "unexpected {tag}: send PIN, SAF, RAF, SAR, RAR or CLS"
+                    )))
+                    .await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame between requests: waits up to `idle_timeout` for a
+    /// first byte (ending quietly at shutdown), then `header_timeout` for the rest.
+    async fn next_request(&mut self) -> Result<Option<SignalFrame>, Failure> {
+        let limits = &self.ctx.config.limits;
+        let mut header_deadline = None;
+        loop {
+            if let Some(frame) = self
+                .codec
+                .decode(&mut self.rbuf)
+                .map_err(Failure::refused)?
+            {
+                return Ok(Some(frame));
+            }
+            let n = if self.rbuf.is_empty() {
+                let deadline = Instant::now() + limits.idle_timeout.0;
+                tokio::select! {
+                    _ = self.ctx.stop.cancelled() => return Ok(None),
+                    r = read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "a request") => r?,
+                }
+            } else {
+                let deadline = *header_deadline
+                    .get_or_insert_with(|| Instant::now() + limits.header_timeout.0);
+                read_until(
+                    self.ctx,
+                    &mut self.stream,
+                    &mut self.rbuf,
+                    deadline,
+                    "the rest of a request",
+                )
+                .await?
+            };
+            if n == 0 {
+                return match self.codec.decode_eof(&mut self.rbuf) {
+                    Ok(frame) => Ok(frame),
+                    Err(e) => Err(Failure::Closed(format!("in the middle of a request ({e})"))),
+                };
+            }
+        }
+    }
+
+    /// The next frame inside a transfer (data, a CRC, a tree entry).
+    async fn next_in_transfer(&mut self) -> Result<SignalFrame, Failure> {
+        loop {
+            if let Some(frame) = self
+                .codec
+                .decode(&mut self.rbuf)
+                .map_err(Failure::refused)?
+            {
+                return Ok(frame);
+            }
+            let deadline = Instant::now() + self.ctx.config.limits.idle_timeout.0;
+            if read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "data").await? == 0
+            {
+                return Err(Failure::Closed("in the middle of a transfer".into()));
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: SignalFrame) -> Result<(), Failure> {
+        self.wbuf.clear();
+        self.codec
+            .encode(frame, &mut self.wbuf)
+            .map_err(Failure::refused)?;
+        let data = std::mem::take(&mut self.wbuf);
+        let r = write_all(
+            self.ctx,
+            &mut self.stream,
+            &data,
+            self.ctx.config.limits.idle_timeout.0,
+        )
+        .await;
+        self.wbuf = data;
+        r
+    }
+
+    /// Receives one file's data and CRC into `sink`, writing while the sink is
+    /// good and only discarding once it has failed, so the stream stays in step.
+    async fn receive_into(&mut self, sink: &mut Sink, t: &mut Transfer) -> Result<u32, Failure> {
+        loop {
+            match self.next_in_transfer().await? {
+                SignalFrame::Data(chunk) => {
+                    t.bytes += chunk.len() as u64;
+                    if let Ok(upload) = sink {
+                        if let Err(e) = upload.write(&chunk).await {
+                            *sink = Err(e.into());
+                        }
+                    }
+                }
+                SignalFrame::FileEnd { crc } => return Ok(crc),
+                other => {
+                    return Err(Failure::Refused(format!(
+                        "unexpected {} inside a file",
+                        frame_label(&other)
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn receive_file(&mut self, name: String, size: u64) -> Result<(), Failure> {
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        t.requested = name.clone();
+        let mut sink: Sink = match SafeName::for_upload(&name) {
+            Ok(n) => {
+                t.stored = n.to_string();
+                self.ctx
+                    .storage
+                    .begin_write(n, size)
+                    .await
+                    .map_err(Failure::from)
+            }
+            Err(e) => Err(Failure::refused(format!("refused name {name:?}: {e}"))),
+        };
+        let crc = self.receive_into(&mut sink, &mut t).await?;
+        t.crc = Some(crc);
+        let result = match sink {
+            Ok(upload) => upload.commit(Some(crc)).await.map_err(Failure::from),
+            Err(e) => Err(e),
+        };
+        self.finish(result, t).await
+    }
+
+    /// Answers a SAF or SAR: `DON` once stored, `ERR` otherwise; logs it.
+    async fn finish(
+        &mut self,
+        result: Result<Stored, Failure>,
+        mut t: Transfer,
+    ) -> Result<(), Failure> {
+        match result {
+            Ok(stored) => {
+                t.stored = stored.name.clone();
+                self.send(SignalFrame::Done(stored.name)).await?;
+                t.ok(if stored.deduplicated {
+                    "deduplicated"
+                } else {
+                    "stored"
+                });
+            }
+            Err(e) => {
+                self.send(SignalFrame::Error(e.to_string())).await?;
+                t.failed(&e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive_tree(&mut self, name: String) -> Result<(), Failure> {
+        let limits = &self.ctx.config.limits;
+        let sig = &self.ctx.config.signal;
+        let (max_entries, max_bytes, max_name) = (
+            sig.max_tree_entries,
+            sig.max_tree_size.0,
+            limits.max_name_len,
+        );
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        t.requested = format!("{name}/");
+        let mut tree = match SafeName::for_upload(&name) {
+            Ok(n) => self.ctx.storage.begin_tree(n).await.map_err(Failure::from),
+            Err(e) => Err(Failure::refused(format!(
+                "refused directory name {name:?}: {e}"
+            ))),
+        };
+        loop {
+            match self.next_in_transfer().await? {
+                SignalFrame::FileHeader { name: entry, size } => {
+                    let mut sink: Sink = match &mut tree {
+                        Ok(tr) => match RelPath::parse(&entry, max_name) {
+                            Ok(path) => tr
+                                .begin_file(&path, size, max_entries, max_bytes)
+                                .await
+                                .map_err(Failure::from),
+                            Err(e) => {
+                                Err(Failure::refused(format!("refused entry {entry:?}: {e}")))
+                            }
+                        },
+                        Err(_) => Err(Failure::Refused(String::new())),
+                    };
+                    let crc = self.receive_into(&mut sink, &mut t).await?;
+                    let stored = match sink {
+                        Ok(upload) => upload.commit(Some(crc)).await.map_err(|e| match e {
+                            StorageError::ChecksumMismatch { .. } => {
+                                Failure::refused(format!("{entry}: {e}"))
+                            }
+                            other => Failure::from(other),
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    if let (Err(e), Ok(_)) = (stored, &tree) {
+                        // Dropping the tree removes everything received so far.
+                        tree = Err(e);
+                    }
+                }
+                SignalFrame::Done(_) => break,
+                SignalFrame::Error(reason) => {
+                    tree = Err(Failure::Refused(format!(
+                        "the client abandoned the tree: {reason}"
+                    )));
+                    break;
+                }
+                other => {
+                    return Err(Failure::Refused(format!(
+                        "unexpected {} inside a tree: send SAF entries and DON",
+                        frame_label(&other)
+                    )))
+                }
+            }
+        }
+        let result = match tree {
+            Ok(tr) => {
+                let files = tr.files();
+                let r = tr.commit().await.map_err(Failure::from);
+                if let Ok(s) = &r {
+                    t.bytes = s.size;
+                    tracing::debug!(files, "tree stored");
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        self.finish(result, t).await
+    }
+
+    async fn send_file(&mut self, raw: String) -> Result<(), Failure> {
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        t.requested = raw.clone();
+        let opened = match RelPath::parse(&raw, self.ctx.config.limits.max_name_len) {
+            Ok(path) => self
+                .ctx
+                .storage
+                .open_read(&path)
+                .await
+                .map(|d| (path, d))
+                .map_err(Failure::from),
+            Err(e) => Err(Failure::refused(format!("refused name {raw:?}: {e}"))),
+        };
+        match opened {
+            Ok((path, download)) => {
+                t.stored = path.to_string();
+                self.stream_file(path.to_string(), download, &mut t).await?;
+                t.ok("sent");
+            }
+            Err(e) => {
+                self.send(SignalFrame::Error(e.to_string())).await?;
+                t.failed(&e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a whole `SAF`: header, data from disk, CRC computed on the way.
+    /// An error after the header cannot be framed, so it ends the connection.
+    async fn stream_file(
+        &mut self,
+        name: String,
+        mut download: Download,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let idle = self.ctx.config.limits.idle_timeout.0;
+        let size = download.size;
+        self.send(SignalFrame::FileHeader { name, size }).await?;
+        let mut crc = Crc32::new();
+        let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
+        let mut left = size;
+        while left > 0 {
+            download
+                .read_chunk(&mut chunk, SEND_CHUNK)
+                .await
+                .map_err(StorageError::from)?;
+            if chunk.is_empty() {
+                return Err(Failure::Refused("the file shrank while being sent".into()));
+            }
+            let take = chunk.len().min(left as usize);
+            crc.update(&chunk[..take]);
+            write_all(self.ctx, &mut self.stream, &chunk[..take], idle).await?;
+            left -= take as u64;
+            t.bytes += take as u64;
+        }
+        t.crc = Some(crc.value());
+        write_all(self.ctx, &mut self.stream, &crc.value().to_be_bytes(), idle).await
+    }
+
+    async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        t.requested = format!("{raw}/");
+        let max_entries = self.ctx.config.signal.max_tree_entries;
+        let listed = match RelPath::parse(&raw, self.ctx.config.limits.max_name_len) {
+            Ok(path) => self
+                .ctx
+                .storage
+                .list_tree(&path, max_entries)
+                .await
+                .map(|l| (path, l))
+                .map_err(Failure::from),
+            Err(e) => Err(Failure::refused(format!("refused name {raw:?}: {e}"))),
+        };
+        let (path, entries) = match listed {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.send(SignalFrame::Error(e.to_string())).await?;
+                t.failed(&e);
+                return Ok(());
+            }
+        };
+        t.stored = path.to_string();
+        let name = path.file_name().to_string();
+        self.send(SignalFrame::SendRepo(name.clone())).await?;
+        for (rel, _) in entries {
+            match self.ctx.storage.open_read(&path_join(&path, &rel)).await {
+                Ok(download) => self.stream_file(rel.to_string(), download, &mut t).await?,
+                Err(e) => {
+                    // The tree changed under us: tell the client, which drops it whole.
+                    let e = Failure::from(e);
+                    self.send(SignalFrame::Error(e.to_string())).await?;
+                    t.failed(&e);
+                    return Ok(());
+                }
+            }
+        }
+        t.crc = None;
+        self.send(SignalFrame::Done(name)).await?;
+        t.ok("sent");
+        Ok(())
+    }
+}
+
+fn path_join(base: &RelPath, rel: &RelPath) -> RelPath {
+    rel.components()
+        .iter()
+        .fold(base.clone(), |p, c| p.join(c.clone()))
+}
+
+fn frame_label(frame: &SignalFrame) -> &'static str {
+    match frame {
+        SignalFrame::Ping => "PIN",
+        SignalFrame::Pong => "PON",
+        SignalFrame::Close => "CLS",
+        SignalFrame::Done(_) => "DON",
+        SignalFrame::Error(_) => "ERR",
+        SignalFrame::RequestFile(_) => "RAF",
+        SignalFrame::RequestRepo(_) => "RAR",
+        SignalFrame::SendRepo(_) => "SAR",
+        SignalFrame::FileHeader { .. } | SignalFrame::Data(_) | SignalFrame::FileEnd { .. } => {
+            "SAF"
+        }
+    }
+}

@@ -1,0 +1,949 @@
+//! Storage: one root for every service, and the only code that touches it.
+//!
+//! The interface is small and streaming, so another backend can implement it:
+//! [`Storage::begin_write`] → [`Upload::write`]… → [`Upload::commit`] (or
+//! drop/[`Upload::abort`]), and [`Storage::open_read`] → a file and its size.
+//! Directory trees use [`Storage::begin_tree`] the same way.
+//!
+//! Guarantees:
+//! - An upload streams into a temporary file in the root's hidden work area
+//!   (`.ferry-work`), is checked (size always, CRC-32 when the protocol has one),
+//!   fsynced, then renamed into place and the directory fsynced. No reader sees
+//!   a partial file; `commit` returns only once the data is durable, and callers
+//!   acknowledge only after it returns.
+//! - A failed, cut or abandoned upload removes its temporary file (on drop);
+//!   leftovers from a crash are removed by [`Storage::open`].
+//! - Names are [`SafeName`]/[`RelPath`] values, built only by the normaliser.
+//!   Reads refuse symlinks and anything that is not a regular file or a
+//!   directory, at every component, then check the resolved path is inside the
+//!   root. Writes never follow a link: they rename into the root without
+//!   replacing (`RENAME_NOREPLACE`) unless `on_conflict = "overwrite"`.
+//! - Same-name uploads never destroy data (`on_conflict`), and a retried upload
+//!   identical to one already stored (same name, size, CRC-32) is acknowledged
+//!   with the stored name instead of being stored twice.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferry_config::OnConflict;
+use ferry_proto::crc::{format_hex, Crc32};
+use ferry_proto::names::{RelPath, SafeName};
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Name of the hidden work area inside the root (refused as a name by the normaliser).
+pub const WORK_DIR: &str = ".ferry-work";
+
+/// Bytes an upload gathers before handing them to the file (bounds memory per upload).
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How far `rename` counts (`report (1).pdf` … `report (9999).pdf`).
+const MAX_RENAME_SUFFIX: u32 = 9999;
+
+/// Why a storage operation failed; the text goes to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No such file or directory.
+    #[error("no such file: {0}")]
+    NotFound(String),
+    /// A symlink, device, socket or the like.
+    #[error("{0} is not a regular file or directory")]
+    NotRegular(String),
+    /// A file was asked for, a directory found (or the reverse).
+    #[error("{0} is a directory")]
+    IsDirectory(String),
+    /// `{0}` is not a directory.
+    #[error("{0} is not a directory")]
+    NotDirectory(String),
+    /// `on_conflict = "reject"` and the name is taken.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// Received size differs from the announced one.
+    #[error("size mismatch: expected {expected} bytes, received {received}")]
+    SizeMismatch {
+        /// Announced size.
+        expected: u64,
+        /// Bytes written.
+        received: u64,
+    },
+    /// CRC-32 of the data differs from the announced one.
+    #[error("checksum mismatch: expected {}, the data has {}", format_hex(*.expected), format_hex(*.actual))]
+    ChecksumMismatch {
+        /// Announced CRC.
+        expected: u32,
+        /// CRC of the data.
+        actual: u32,
+    },
+    /// A tree broke one of its limits or repeated a path.
+    #[error("{0}")]
+    BadTree(String),
+    /// The disk or the OS failed (full disk, I/O error, …).
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A stored file or tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The name it is stored under, relative to the root.
+    pub name: String,
+    /// Its size in bytes (sum of files for a tree).
+    pub size: u64,
+    /// Its CRC-32 (0 for a tree).
+    pub crc: u32,
+    /// True when an identical file was already there and nothing new was written.
+    pub deduplicated: bool,
+}
+
+struct Inner {
+    root: PathBuf,
+    work: PathBuf,
+    on_conflict: OnConflict,
+    counter: AtomicU64,
+}
+
+/// The storage root. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the root, checks it is a writable directory,
+    /// and empties the work area of anything a crash left behind.
+    pub fn open(root: &Path, on_conflict: OnConflict) -> io::Result<Storage> {
+        std::fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        if !std::fs::metadata(&root)?.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        let work = root.join(WORK_DIR);
+        match std::fs::remove_dir_all(&work) {
+            Ok(()) => tracing::info!(path = %work.display(), "removed leftovers of an earlier run"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir(&work)?;
+        // Prove the root is writable now rather than at the first upload.
+        let probe = work.join("probe");
+        std::fs::write(&probe, b"")?;
+        std::fs::remove_file(&probe)?;
+        Ok(Storage {
+            inner: Arc::new(Inner {
+                root,
+                work,
+                on_conflict,
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn temp_path(&self, kind: &str) -> PathBuf {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .work
+            .join(format!("{kind}-{}-{n}", std::process::id()))
+    }
+
+    /// Starts an upload of `size` bytes to be stored as `name`.
+    pub async fn begin_write(&self, name: SafeName, size: u64) -> Result<Upload, StorageError> {
+        let temp = self.temp_path("upload");
+        let file = File::create(&temp).await?;
+        Ok(Upload {
+            storage: self.clone(),
+            dest: Dest::Root(name),
+            temp: Some(temp),
+            file: Some(file),
+            pending: BytesMut::new(),
+            expected: size,
+            written: 0,
+            crc: Crc32::new(),
+        })
+    }
+
+    /// Opens a stored file for reading.
+    pub async fn open_read(&self, path: &RelPath) -> Result<Download, StorageError> {
+        let full = self.resolve(path, Want::File).await?;
+        let file = open_nofollow(&full)
+            .await
+            .map_err(|e| map_open_error(e, path))?;
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Err(StorageError::NotRegular(path.to_string()));
+        }
+        Ok(Download {
+            file,
+            size: meta.len(),
+        })
+    }
+
+    /// Walks a stored directory: every regular file below it, as paths
+    /// relative to it, in a stable order. Symlinks, special files and names the
+    /// normaliser refuses are skipped (and logged). At most `max_entries` files.
+    pub async fn list_tree(
+        &self,
+        path: &RelPath,
+        max_entries: usize,
+    ) -> Result<Vec<(RelPath, u64)>, StorageError> {
+        let full = self.resolve(path, Want::Dir).await?;
+        let label = path.to_string();
+        tokio::task::spawn_blocking(move || walk(&full, max_entries, &label))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?
+    }
+
+    /// Starts receiving a directory tree to be stored as `name`.
+    pub async fn begin_tree(&self, name: SafeName) -> Result<TreeUpload, StorageError> {
+        let dir = self.temp_path("tree");
+        tokio::fs::create_dir(&dir).await?;
+        Ok(TreeUpload {
+            storage: self.clone(),
+            name,
+            dir: Some(dir),
+            seen: std::collections::HashSet::new(),
+            files: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Checks every component below the root: each directory must be a real
+    /// directory (not a symlink), the last must be what is wanted. Then checks
+    /// the resolved path is still inside the root.
+    async fn resolve(&self, path: &RelPath, want: Want) -> Result<PathBuf, StorageError> {
+        let mut full = self.inner.root.clone();
+        let parts = path.components();
+        for (i, part) in parts.iter().enumerate() {
+            full.push(part.as_str());
+            let meta = match tokio::fs::symlink_metadata(&full).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StorageError::NotFound(path.to_string()))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    return Err(StorageError::NotFound(path.to_string()))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let ft = meta.file_type();
+            let last = i + 1 == parts.len();
+            if ft.is_symlink() || !(ft.is_dir() || ft.is_file()) {
+                return Err(StorageError::NotRegular(path.to_string()));
+            }
+            if !last && !ft.is_dir() {
+                return Err(StorageError::NotFound(path.to_string()));
+            }
+            if last {
+                match want {
+                    Want::File if ft.is_dir() => {
+                        return Err(StorageError::IsDirectory(path.to_string()))
+                    }
+                    Want::Dir if !ft.is_dir() => {
+                        return Err(StorageError::NotDirectory(path.to_string()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let real = tokio::fs::canonicalize(&full).await?;
+        if !real.starts_with(&self.inner.root) {
+            return Err(StorageError::NotRegular(path.to_string()));
+        }
+        Ok(real)
+    }
+
+    /// Moves a finished temporary file or tree into the root under `name`,
+    /// following `on_conflict`. `same` says whether an existing entry is
+    /// identical to the new one (a retried upload), in which case the new one
+    /// is dropped and the existing name returned.
+    fn place(
+        &self,
+        temp: &Path,
+        name: &SafeName,
+        same: &dyn Fn(&Path) -> bool,
+    ) -> Result<(String, bool), StorageError> {
+        let root = &self.inner.root;
+        let mut n = 0u32;
+        loop {
+            let candidate = if n == 0 {
+                name.as_str().to_owned()
+            } else {
+                numbered(name.as_str(), n)
+            };
+            let target = root.join(&candidate);
+            if same(&target) {
+                return Ok((candidate, true));
+            }
+            match self.inner.on_conflict {
+                OnConflict::Overwrite => {
+                    replace(temp, &target, &self.inner.work)?;
+                    return Ok((candidate, false));
+                }
+                _ => match rename_noreplace(temp, &target) {
+                    Ok(()) => return Ok((candidate, false)),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if self.inner.on_conflict == OnConflict::Reject {
+                            return Err(StorageError::Exists(candidate));
+                        }
+                        n += 1;
+                        if n > MAX_RENAME_SUFFIX {
+                            return Err(StorageError::Exists(candidate));
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    File,
+    Dir,
+}
+
+/// `report.pdf` → `report (3).pdf`; `archive.tar.gz` → `archive (3).tar.gz`;
+/// `.bashrc` → `.bashrc (3)`; `Makefile` → `Makefile (3)`.
+pub fn numbered(name: &str, n: u32) -> String {
+    let stem_end = match name.find('.') {
+        Some(0) | None => name.len(),
+        Some(i) => i,
+    };
+    format!("{} ({n}){}", &name[..stem_end], &name[stem_end..])
+}
+
+fn map_open_error(e: io::Error, path: &RelPath) -> StorageError {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => StorageError::NotRegular(path.to_string()),
+        Some(libc::ENOENT) => StorageError::NotFound(path.to_string()),
+        _ => StorageError::Io(e),
+    }
+}
+
+async fn open_nofollow(path: &Path) -> io::Result<File> {
+    let mut opts = tokio::fs::OpenOptions::new();
+    opts.read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    opts.open(path).await
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing (Linux `renameat2`).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    let (from, to) = (cpath(from)?, cpath(to)?);
+    // SAFETY: both pointers are valid NUL-terminated strings for the call's duration.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Atomically puts `temp` at `target`, whatever is there: a file is replaced
+/// by `rename`; a directory is swapped in with `RENAME_EXCHANGE` and the old
+/// one removed from the work area.
+fn replace(temp: &Path, target: &Path, work: &Path) -> io::Result<()> {
+    let temp_is_dir = std::fs::symlink_metadata(temp)?.is_dir();
+    let existing = std::fs::symlink_metadata(target).ok();
+    match existing {
+        Some(m) if m.is_dir() || temp_is_dir => {
+            renameat2(temp, target, libc::RENAME_EXCHANGE)?;
+            // `temp` now holds the old entry, inside the work area.
+            let old = temp;
+            debug_assert!(old.starts_with(work));
+            if m.is_dir() {
+                std::fs::remove_dir_all(old)
+            } else {
+                std::fs::remove_file(old)
+            }
+        }
+        _ => std::fs::rename(temp, target),
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Where a finished upload goes.
+enum Dest {
+    /// Into the root under this name.
+    Root(SafeName),
+    /// Into a tree being received (already in place in its temporary dir).
+    InTree,
+}
+
+/// An upload in progress. Dropping it without `commit` removes the temporary file.
+pub struct Upload {
+    storage: Storage,
+    dest: Dest,
+    temp: Option<PathBuf>,
+    file: Option<File>,
+    pending: BytesMut,
+    expected: u64,
+    written: u64,
+    crc: Crc32,
+}
+
+impl Upload {
+    /// Appends data. Refuses to go past the announced size.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        let total = self.written + data.len() as u64;
+        if total > self.expected {
+            return Err(StorageError::SizeMismatch {
+                expected: self.expected,
+                received: total,
+            });
+        }
+        self.crc.update(data);
+        self.written = total;
+        if self.pending.is_empty() && data.len() >= WRITE_BATCH {
+            return self.write_out(data).await;
+        }
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_BATCH {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_out(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        match self.file.as_mut() {
+            Some(f) => Ok(f.write_all(data).await?),
+            None => Err(io::Error::other("upload already finished").into()),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// CRC-32 of the bytes written so far.
+    pub fn crc(&self) -> u32 {
+        self.crc.value()
+    }
+
+    /// Checks size (and CRC when given), makes the data durable and puts it in
+    /// place. Returns only when an acknowledgement may be sent.
+    pub async fn commit(mut self, expected_crc: Option<u32>) -> Result<Stored, StorageError> {
+        if self.written != self.expected {
+            return Err(StorageError::SizeMismatch {
+                expected: self.expected,
+                received: self.written,
+            });
+        }
+        let crc = self.crc.value();
+        if let Some(expected) = expected_crc {
+            if expected != crc {
+                return Err(StorageError::ChecksumMismatch {
+                    expected,
+                    actual: crc,
+                });
+            }
+        }
+        if !self.pending.is_empty() {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        let size = self.written;
+        let name = match &self.dest {
+            Dest::InTree => {
+                // Stays where it is; the tree commit moves it.
+                self.temp = None;
+                return Ok(Stored {
+                    name: String::new(),
+                    size,
+                    crc,
+                    deduplicated: false,
+                });
+            }
+            Dest::Root(name) => name.clone(),
+        };
+        let temp = self
+            .temp
+            .clone()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        let storage = self.storage.clone();
+        let (stored, dedup) = tokio::task::spawn_blocking(move || {
+            let same = |existing: &Path| same_file(existing, size, crc);
+            let placed = storage.place(&temp, &name, &same)?;
+            if placed.1 {
+                std::fs::remove_file(&temp)?;
+            } else {
+                fsync_dir(&storage.inner.root)?;
+            }
+            Ok::<_, StorageError>(placed)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        self.temp = None;
+        Ok(Stored {
+            name: stored,
+            size,
+            crc,
+            deduplicated: dedup,
+        })
+    }
+
+    /// Drops the upload and its temporary file.
+    pub async fn abort(mut self) {
+        self.file = None;
+        if let Some(temp) = self.temp.take() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            // A quick unlink; the file handle (if any) closes just after.
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// True when `path` is a regular file (not a link) of `size` bytes with CRC `crc`.
+fn same_file(path: &Path, size: u64, crc: u32) -> bool {
+    use std::io::Read;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut hasher = Crc32::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    hasher.value() == crc
+}
+
+/// A stored file opened for reading.
+pub struct Download {
+    /// The open file, at offset 0.
+    pub file: File,
+    /// Its size when opened (uploads replace files by rename, so an open file never changes).
+    pub size: u64,
+}
+
+impl Download {
+    /// Reads the next bytes into `buf` (cleared first); an empty `buf` means the end.
+    pub async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {
+        buf.clear();
+        buf.reserve(max);
+        let mut limited = (&mut self.file).take(max as u64);
+        while buf.len() < max {
+            if limited.read_buf(buf).await? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A directory tree being received; dropping it without `commit` removes it.
+pub struct TreeUpload {
+    storage: Storage,
+    name: SafeName,
+    dir: Option<PathBuf>,
+    seen: std::collections::HashSet<RelPath>,
+    files: usize,
+    bytes: u64,
+}
+
+impl TreeUpload {
+    /// Files received so far.
+    pub fn files(&self) -> usize {
+        self.files
+    }
+
+    /// Starts one file of the tree at `path` (relative to the tree).
+    pub async fn begin_file(
+        &mut self,
+        path: &RelPath,
+        size: u64,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<Upload, StorageError> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| io::Error::other("tree already finished"))?;
+        if self.files >= max_entries {
+            return Err(StorageError::BadTree(format!(
+                "more than {max_entries} files in one tree"
+            )));
+        }
+        let bytes = self
+            .bytes
+            .checked_add(size)
+            .filter(|&b| b <= max_bytes)
+            .ok_or_else(|| {
+                StorageError::BadTree(format!("the tree is over the limit of {max_bytes} bytes"))
+            })?;
+        // A path may not repeat, nor be both a file and a directory.
+        let parts = path.components();
+        for i in 1..parts.len() {
+            let prefix = RelPath::from_name(parts[0].clone());
+            let prefix = parts[1..i].iter().fold(prefix, |p, c| p.join(c.clone()));
+            if self.seen.contains(&prefix) {
+                return Err(StorageError::BadTree(format!(
+                    "{prefix} is both a file and a directory"
+                )));
+            }
+        }
+        if !self.seen.insert(path.clone()) {
+            return Err(StorageError::BadTree(format!("{path} appears twice")));
+        }
+        let full = dir.join(path.to_path_buf());
+        if let Some(parent) = full.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                        StorageError::BadTree(format!("{path} is below a file"))
+                    }
+                    _ => StorageError::Io(e),
+                })?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists | io::ErrorKind::IsADirectory => {
+                    StorageError::BadTree(format!("{path} is both a file and a directory"))
+                }
+                _ => StorageError::Io(e),
+            })?;
+        self.files += 1;
+        self.bytes = bytes;
+        Ok(Upload {
+            storage: self.storage.clone(),
+            dest: Dest::InTree,
+            temp: Some(full),
+            file: Some(file),
+            pending: BytesMut::new(),
+            expected: size,
+            written: 0,
+            crc: Crc32::new(),
+        })
+    }
+
+    /// Makes the whole tree durable and moves it into the root at once.
+    pub async fn commit(mut self) -> Result<Stored, StorageError> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| io::Error::other("tree already finished"))?;
+        let storage = self.storage.clone();
+        let name = self.name.clone();
+        let bytes = self.bytes;
+        let stored = tokio::task::spawn_blocking(move || {
+            fsync_dirs(&dir)?;
+            let (stored, _) = storage.place(&dir, &name, &|_| false)?;
+            fsync_dir(&storage.inner.root)?;
+            Ok::<_, StorageError>(stored)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        self.dir = None;
+        Ok(Stored {
+            name: stored,
+            size: bytes,
+            crc: 0,
+            deduplicated: false,
+        })
+    }
+}
+
+impl Drop for TreeUpload {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn fsync_dirs(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fsync_dirs(&entry.path())?;
+        }
+    }
+    fsync_dir(dir)
+}
+
+fn walk(root: &Path, max_entries: usize, label: &str) -> Result<Vec<(RelPath, u64)>, StorageError> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(root.to_owned(), None)];
+    while let Some((dir, rel)) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries.into_iter().rev() {
+            let raw = entry.file_name();
+            let Some(name) = raw.to_str().and_then(|n| SafeName::component(n).ok()) else {
+                tracing::warn!(tree = label, name = ?raw, "skipping an entry whose name cannot be sent");
+                continue;
+            };
+            let child = match &rel {
+                Some(r) => r.join(name),
+                None => RelPath::from_name(name),
+            };
+            let meta = entry.metadata()?; // DirEntry::metadata does not follow links
+            if meta.is_dir() {
+                stack.push((entry.path(), Some(child)));
+            } else if meta.is_file() {
+                if out.len() >= max_entries {
+                    return Err(StorageError::BadTree(format!(
+                        "{label} has more than {max_entries} files"
+                    )));
+                }
+                out.push((child, meta.len()));
+            } else {
+                tracing::warn!(tree = label, path = %child, "skipping a symlink or special file");
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> SafeName {
+        SafeName::component(s).unwrap()
+    }
+
+    async fn put(storage: &Storage, n: &str, data: &[u8]) -> Result<Stored, StorageError> {
+        let mut up = storage.begin_write(name(n), data.len() as u64).await?;
+        up.write(data).await?;
+        up.commit(Some(ferry_proto::crc::checksum(data))).await
+    }
+
+    fn visible(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != WORK_DIR)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn numbered_names() {
+        assert_eq!(numbered("report.pdf", 1), "report (1).pdf");
+        assert_eq!(numbered("a.tar.gz", 2), "a (2).tar.gz");
+        assert_eq!(numbered(".bashrc", 3), ".bashrc (3)");
+        assert_eq!(numbered("Makefile", 4), "Makefile (4)");
+    }
+
+    #[tokio::test]
+    async fn rename_policy_keeps_both_and_dedups_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        assert_eq!(put(&s, "r.pdf", b"one").await.unwrap().name, "r.pdf");
+        assert_eq!(put(&s, "r.pdf", b"two").await.unwrap().name, "r (1).pdf");
+        let again = put(&s, "r.pdf", b"two").await.unwrap();
+        assert_eq!(
+            (again.name.as_str(), again.deduplicated),
+            ("r (1).pdf", true)
+        );
+        assert_eq!(visible(dir.path()), ["r (1).pdf", "r.pdf"]);
+        assert_eq!(std::fs::read(dir.path().join("r.pdf")).unwrap(), b"one");
+        assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn reject_and_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), OnConflict::Reject).unwrap();
+        put(&s, "a", b"1").await.unwrap();
+        assert!(matches!(
+            put(&s, "a", b"2").await,
+            Err(StorageError::Exists(_))
+        ));
+        assert!(put(&s, "a", b"1").await.unwrap().deduplicated);
+        let s = Storage::open(dir.path(), OnConflict::Overwrite).unwrap();
+        put(&s, "a", b"3").await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"3");
+    }
+
+    #[tokio::test]
+    async fn failed_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        let mut up = s.begin_write(name("x"), 4).await.unwrap();
+        up.write(b"ab").await.unwrap();
+        assert!(matches!(
+            up.write(b"cde").await,
+            Err(StorageError::SizeMismatch { .. })
+        ));
+        drop(up);
+        assert!(matches!(put(&s, "y", b"").await, Ok(_)));
+        let mut up = s.begin_write(name("z"), 2).await.unwrap();
+        up.write(b"ab").await.unwrap();
+        assert!(matches!(
+            up.commit(Some(7)).await,
+            Err(StorageError::ChecksumMismatch { .. })
+        ));
+        assert_eq!(visible(dir.path()), ["y"]);
+        assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_cleaned_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(WORK_DIR).join("tree-1/a")).unwrap();
+        std::fs::write(dir.path().join(WORK_DIR).join("upload-1-1"), b"partial").unwrap();
+        Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn reads_refuse_symlinks_and_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+        let p = |s: &str| RelPath::parse(s, 1024).unwrap();
+        assert!(matches!(
+            s.open_read(&p("link")).await,
+            Err(StorageError::NotRegular(_))
+        ));
+        assert!(matches!(
+            s.open_read(&p("dirlink/secret")).await,
+            Err(StorageError::NotRegular(_))
+        ));
+        assert!(matches!(
+            s.list_tree(&p("dirlink"), 10).await,
+            Err(StorageError::NotRegular(_))
+        ));
+        assert!(matches!(
+            s.open_read(&p("missing")).await,
+            Err(StorageError::NotFound(_))
+        ));
+        put(&s, "f", b"data").await.unwrap();
+        assert!(matches!(
+            s.open_read(&p("f/x")).await,
+            Err(StorageError::NotFound(_))
+        ));
+        let mut d = s.open_read(&p("f")).await.unwrap();
+        assert_eq!(d.size, 4);
+        let mut buf = BytesMut::new();
+        d.read_chunk(&mut buf, 3).await.unwrap();
+        assert_eq!(&buf[..], b"dat");
+    }
+
+    #[tokio::test]
+    async fn trees_appear_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        let p = |s: &str| RelPath::parse(s, 1024).unwrap();
+        let mut t = s.begin_tree(name("proj")).await.unwrap();
+        for (path, data) in [
+            ("a.txt", &b"A"[..]),
+            ("src/main.rs", b"fn main(){}"),
+            ("src/x/y", b""),
+        ] {
+            let mut up = t
+                .begin_file(&p(path), data.len() as u64, 10, 1000)
+                .await
+                .unwrap();
+            up.write(data).await.unwrap();
+            up.commit(None).await.unwrap();
+        }
+        assert!(matches!(
+            t.begin_file(&p("a.txt"), 0, 10, 1000).await,
+            Err(StorageError::BadTree(_))
+        ));
+        assert!(matches!(
+            t.begin_file(&p("a.txt/z"), 0, 10, 1000).await,
+            Err(StorageError::BadTree(_))
+        ));
+        assert_eq!(visible(dir.path()), Vec::<String>::new());
+        let stored = t.commit().await.unwrap();
+        assert_eq!(stored.name, "proj");
+        let listed = s.list_tree(&p("proj"), 10).await.unwrap();
+        let names: Vec<String> = listed.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(names, ["a.txt", "src/main.rs", "src/x/y"]);
+        assert!(matches!(
+            s.list_tree(&p("proj"), 2).await,
+            Err(StorageError::BadTree(_))
+        ));
+        // A second tree of the same name is renamed; an abandoned one vanishes.
+        let t = s.begin_tree(name("proj")).await.unwrap();
+        assert_eq!(t.commit().await.unwrap().name, "proj (1)");
+        let mut t = s.begin_tree(name("gone")).await.unwrap();
+        t.begin_file(&p("f"), 1, 10, 1000).await.unwrap();
+        drop(t);
+        assert_eq!(visible(dir.path()), ["proj", "proj (1)"]);
+        assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+}

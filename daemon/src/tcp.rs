@@ -1,0 +1,172 @@
+//! What the three TCP services share: the accept loop with its connection
+//! caps, deadlines on every wait, and the error type of a connection.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::limits::Refusal;
+use crate::storage::StorageError;
+use crate::Ctx;
+
+/// How long a refused client gets to read its refusal.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One TCP protocol.
+pub trait TcpService: Copy + Send + Sync + 'static {
+    /// The service's name in logs and the config.
+    const NAME: &'static str;
+
+    /// Serves one connection to its end.
+    fn handle(
+        self,
+        ctx: Arc<Ctx>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Tells a client over the connection caps, in the protocol's own way.
+    fn refuse(self, stream: TcpStream, why: Refusal) -> impl Future<Output = ()> + Send;
+}
+
+/// Accepts until shutdown; each connection runs in its own task holding a
+/// permit of the shared connection cap. Over the cap, the client is refused at
+/// once rather than queued.
+pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service: S) {
+    tracing::info!(service = S::NAME, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(service = S::NAME, error = %e, "accept failed");
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match ctx.connections.try_acquire(peer.ip()) {
+            Ok(permit) => {
+                let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
+                let task_ctx = Arc::clone(&ctx);
+                ctx.tracker.spawn(
+                    async move {
+                        let _permit = permit;
+                        service.handle(task_ctx, stream, peer).await;
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(why) => {
+                tracing::warn!(service = S::NAME, peer = %peer, reason = %why, "connection refused");
+                ctx.tracker.spawn(async move {
+                    let _ =
+                        tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
+                });
+            }
+        }
+    }
+    tracing::debug!(service = S::NAME, "stopped accepting");
+}
+
+/// Why a connection's transfer failed. The text is what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The client sent something the protocol or the rules refuse.
+    #[error("{0}")]
+    Refused(String),
+    /// A wait on the client ran out.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The client went away.
+    #[error("the client closed the connection {0}")]
+    Closed(String),
+    /// The grace period after SIGTERM ran out.
+    #[error("aborted: the server is shutting down")]
+    Aborted,
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The socket failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Failure {
+    /// A refusal from any displayable reason.
+    pub fn refused(why: impl std::fmt::Display) -> Failure {
+        Failure::Refused(why.to_string())
+    }
+}
+
+/// Reads more bytes into `buf`, waiting at most until `deadline` (and never
+/// past an abort). Returns the count; 0 is end of stream.
+pub async fn read_until<R: AsyncRead + Unpin>(
+    ctx: &Ctx,
+    stream: &mut R,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<usize, Failure> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+    tokio::select! {
+        _ = ctx.abort.cancelled() => Err(Failure::Aborted),
+        r = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => match r {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Failure::Timeout(what)),
+        },
+    }
+}
+
+/// Writes all of `data`, within `timeout` (a client that stops reading cannot
+/// hold the task), and never past an abort.
+pub async fn write_all<W: AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    stream: &mut W,
+    data: &[u8],
+    timeout: Duration,
+) -> Result<(), Failure> {
+    tokio::select! {
+        _ = ctx.abort.cancelled() => Err(Failure::Aborted),
+        r = tokio::time::timeout(timeout, stream.write_all(data)) => match r {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Failure::Timeout("the client to read")),
+        },
+    }
+}
+
+/// Best-effort final reply, then a lingering close: stop writing, and discard
+/// what the client is still sending (up to 1 s or 1 MiB) so the reply is not
+/// destroyed by a reset.
+pub async fn reply_and_close(stream: &mut TcpStream, reply: &[u8]) {
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        stream.write_all(reply).await?;
+        stream.shutdown().await?;
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut drained = 0usize;
+        while drained < (1 << 20) {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
+}

@@ -1,0 +1,309 @@
+//! `udp_upload` (seed 000): `file_info`, buffer size, data datagrams, `OK`.
+//!
+//! One receive loop owns the session table, keyed by peer address (IP and
+//! port). Each session is a task fed through a bounded channel; it writes
+//! through [`crate::storage`] and sends `OK` only after the file is durable.
+//! - A fresh `file_info` from a peer restarts its session; one from a new port
+//!   of the same IP with the same name, size and checksum (a handout client
+//!   retrying from a new socket) replaces the old session too.
+//! - An identical `file_info` arriving before any data is a duplicate datagram
+//!   and is ignored (answering it twice would make the client read the second
+//!   buffer size as the reply to its data).
+//! - Any error is sent back as `ERROR: <reason>` ("if there is any exception …
+//!   send it to the client"), and the loop goes on.
+//! - Sessions expire after `session_timeout` with no datagram; total and per-IP
+//!   session counts are capped; no datagram may exceed the announced buffer size.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_proto::names::SafeName;
+use ferry_proto::udp_upload::{
+    encode_buffer_size, encode_error, looks_like_file_info, parse_file_info, FileInfo, Progress,
+    UploadProgress, DEFAULT_MAX_HEADER_LEN, OK,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::limits::{Limiter, Permit};
+use crate::report::Transfer;
+use crate::storage::Stored;
+use crate::tcp::Failure;
+use crate::Ctx;
+
+/// Queued data per session, in bytes (bounds memory when the disk is slow).
+const QUEUE_BYTES: usize = 256 * 1024;
+
+/// Asks the kernel for larger socket buffers (best effort: the kernel caps it
+/// at `net.core.rmem_max`), so a burst of datagrams is queued, not dropped.
+pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: a valid socket fd, a pointer to a c_int and its length.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "setsockopt buffer size");
+        }
+    }
+}
+
+struct Handle {
+    id: u64,
+    info: FileInfo,
+    tx: mpsc::Sender<Bytes>,
+    started_data: bool,
+}
+
+/// The receive loop.
+pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
+    let cfg = &ctx.config.udp_upload;
+    tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = cfg.buffer_size, "listening");
+    let socket = Arc::new(socket);
+    let limiter = Limiter::new(cfg.max_sessions, cfg.max_sessions_per_ip);
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
+    let mut sessions: HashMap<SocketAddr, Handle> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut buf = vec![0u8; 65_536];
+    let mut stopping = false;
+    let queue = (QUEUE_BYTES / cfg.buffer_size).max(8);
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = ctx.stop.cancelled(), if !stopping => {
+                stopping = true;
+                if sessions.is_empty() { break }
+                continue;
+            }
+            _ = ctx.abort.cancelled() => break,
+            Some((peer, id)) = ended_rx.recv() => {
+                if sessions.get(&peer).map(|h| h.id) == Some(id) {
+                    sessions.remove(&peer);
+                }
+                if stopping && sessions.is_empty() { break }
+                continue;
+            }
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; never end the loop.
+                    tracing::debug!(error = %e, "recv_from");
+                    continue;
+                }
+            },
+        };
+        let datagram = &buf[..n];
+        tracing::trace!(peer = %peer, len = n, "datagram");
+        let reply_error = |why: String| {
+            let socket = Arc::clone(&socket);
+            async move {
+                let _ = socket.send_to(&encode_error(&why), peer).await;
+            }
+        };
+
+        if looks_like_file_info(datagram) {
+            match parse_file_info(
+                datagram,
+                DEFAULT_MAX_HEADER_LEN.max(ctx.config.limits.max_name_len * 6 + 128),
+            ) {
+                Ok(info) => {
+                    if let Some(h) = sessions.get(&peer) {
+                        if h.info == info && !h.started_data {
+                            tracing::debug!(peer = %peer, "duplicate file_info ignored");
+                            continue;
+                        }
+                    }
+                    if stopping {
+                        reply_error("the server is shutting down; try again shortly".into()).await;
+                        continue;
+                    }
+                    // The same upload retried from a new port replaces the old session.
+                    sessions.retain(|addr, h| !(addr.ip() == peer.ip() && h.info == info));
+                    sessions.remove(&peer);
+                    let name = match SafeName::for_upload(&info.name) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!(service = "udp_upload", peer = %peer, requested = ?info.name, error = %e, "refused");
+                            reply_error(format!("refused name {:?}: {e}", info.name)).await;
+                            continue;
+                        }
+                    };
+                    let max = ctx.config.limits.max_file_size.0;
+                    if info.size > max {
+                        reply_error(format!(
+                            "the file is {} bytes, the limit is {max}",
+                            info.size
+                        ))
+                        .await;
+                        continue;
+                    }
+                    let permit = match limiter.try_acquire(peer.ip()) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
+                            reply_error(why.to_string()).await;
+                            continue;
+                        }
+                    };
+                    next_id += 1;
+                    let (tx, rx) = mpsc::channel(queue);
+                    sessions.insert(
+                        peer,
+                        Handle {
+                            id: next_id,
+                            info: info.clone(),
+                            tx,
+                            started_data: false,
+                        },
+                    );
+                    let session = Session {
+                        ctx: Arc::clone(&ctx),
+                        socket: Arc::clone(&socket),
+                        peer,
+                        info,
+                        name,
+                        _permit: permit,
+                    };
+                    let ended = ended_tx.clone();
+                    let id = next_id;
+                    ctx.tracker.spawn(async move {
+                        session.run(rx).await;
+                        let _ = ended.send((peer, id));
+                    });
+                    continue;
+                }
+                Err(e) if !sessions.contains_key(&peer) => {
+                    tracing::debug!(peer = %peer, error = %e, "bad file_info");
+                    reply_error(e.to_string()).await;
+                    continue;
+                }
+                // Data that happens to start with '{': fall through to the session.
+                Err(_) => {}
+            }
+        }
+        match sessions.get_mut(&peer) {
+            Some(h) => {
+                h.started_data = true;
+                if n > ctx.config.udp_upload.buffer_size {
+                    let why = format!(
+                        "a datagram of {n} bytes is larger than the buffer size {}",
+                        ctx.config.udp_upload.buffer_size
+                    );
+                    sessions.remove(&peer);
+                    reply_error(why).await;
+                    continue;
+                }
+                let chunk = Bytes::copy_from_slice(datagram);
+                let tx = h.tx.clone();
+                tokio::select! {
+                    _ = ctx.abort.cancelled() => break,
+                    r = tx.send(chunk) => { let _ = r; }
+                }
+            }
+            None => {
+                tracing::debug!(peer = %peer, len = n, "data without a session");
+                reply_error(format!(
+                    "no upload in progress from {peer}: send the file_info JSON first"
+                ))
+                .await;
+            }
+        }
+    }
+    tracing::debug!(service = "udp_upload", "receive loop ended");
+}
+
+struct Session {
+    ctx: Arc<Ctx>,
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    info: FileInfo,
+    name: SafeName,
+    _permit: Permit,
+}
+
+impl Session {
+    async fn run(self, rx: mpsc::Receiver<Bytes>) {
+        let mut t = Transfer::start("udp_upload", self.peer);
+        t.requested = self.info.name.clone();
+        t.stored = self.name.to_string();
+        match self.receive(rx, &mut t).await {
+            Ok(stored) => {
+                t.stored = stored.name.clone();
+                t.ok(if stored.deduplicated {
+                    "deduplicated"
+                } else {
+                    "stored"
+                });
+            }
+            Err(None) => t.failed(&"replaced by a new file_info"),
+            Err(Some(e)) => {
+                let _ = self
+                    .socket
+                    .send_to(&encode_error(&e.to_string()), self.peer)
+                    .await;
+                t.failed(&e);
+            }
+        }
+    }
+
+    /// `Err(None)`: the session was replaced and must end without a reply.
+    async fn receive(
+        &self,
+        mut rx: mpsc::Receiver<Bytes>,
+        t: &mut Transfer,
+    ) -> Result<Stored, Option<Failure>> {
+        let cfg = &self.ctx.config.udp_upload;
+        let mut upload = self
+            .ctx
+            .storage
+            .begin_write(self.name.clone(), self.info.size)
+            .await
+            .map_err(|e| Some(e.into()))?;
+        self.socket
+            .send_to(&encode_buffer_size(cfg.buffer_size), self.peer)
+            .await
+            .map_err(|e| Some(e.into()))?;
+        let mut progress = UploadProgress::new(&self.info);
+        loop {
+            match progress.status() {
+                Ok(Progress::Complete) => break,
+                Ok(Progress::NeedMore { .. }) => {}
+                Err(e) => return Err(Some(Failure::refused(e))),
+            }
+            let chunk = tokio::select! {
+                _ = self.ctx.abort.cancelled() => return Err(Some(Failure::Aborted)),
+                r = tokio::time::timeout(cfg.session_timeout.0, rx.recv()) => match r {
+                    Err(_) => return Err(Some(Failure::Timeout("the next datagram"))),
+                    Ok(None) => return Err(None),
+                    Ok(Some(c)) => c,
+                },
+            };
+            progress
+                .accept(&chunk)
+                .map_err(|e| Some(Failure::refused(e)))?;
+            upload.write(&chunk).await.map_err(|e| Some(e.into()))?;
+            t.bytes = progress.received();
+        }
+        t.crc = Some(progress.crc());
+        let stored = upload
+            .commit(Some(self.info.checksum))
+            .await
+            .map_err(|e| Some(e.into()))?;
+        // Only now, with the data durable: "If the message is received, then it
+        // means the file was sent correctly."
+        self.socket
+            .send_to(OK, self.peer)
+            .await
+            .map_err(|e| Some(e.into()))?;
+        Ok(stored)
+    }
+}

@@ -79,7 +79,8 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
         _ => return Err(Failure::Refused("incomplete header".into())),
     };
     t.requested = header.name.clone();
-    let name = SafeName::for_upload(&header.name).map_err(Failure::refused)?;
+    let name = SafeName::for_upload(&header.name)
+        .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
     t.stored = name.to_string();
     let mut upload = ctx.storage.begin_write(name, header.size).await?;
     write_all(ctx, stream, GO_AHEAD, limits.idle_timeout.0).await?;

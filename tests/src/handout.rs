@@ -64,7 +64,9 @@ pub async fn udp_upload(
         if new_port_each_try && attempt > 1 {
             sock = udp_socket().await;
         }
-        sock.send_to(&file_info(name, data), addr).await.expect("send");
+        sock.send_to(&file_info(name, data), addr)
+            .await
+            .expect("send");
         let mut buf = vec![0u8; 65_536];
         let n = match timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await {
             Ok(Ok((n, _))) => n,
@@ -78,7 +80,9 @@ pub async fn udp_upload(
             sock.send_to(chunk, addr).await.expect("send");
         }
         match timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await {
-            Ok(Ok((n, _))) if &buf[..n] == b"OK" => return UdpUploadOutcome::Ok { attempts: attempt },
+            Ok(Ok((n, _))) if &buf[..n] == b"OK" => {
+                return UdpUploadOutcome::Ok { attempts: attempt }
+            }
             Ok(Ok((n, _))) => last = String::from_utf8_lossy(&buf[..n]).into_owned(),
             _ => last = "(no reply within 1 s)".into(),
         }
@@ -94,7 +98,10 @@ pub async fn udp_download(addr: SocketAddr, name: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65_536];
     loop {
-        let (n, _) = timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await.ok()?.ok()?;
+        let (n, _) = timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         out.extend_from_slice(&buf[..n]);
         if n < 2048 {
             return Some(out);
@@ -119,9 +126,12 @@ pub async fn udp_sum(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
 pub async fn tcp_upload(addr: SocketAddr, name: &str, data: &[u8]) -> Vec<u8> {
     timeout(OP_TIMEOUT, async {
         let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(&ferry_proto::tcp_upload::encode_header(data.len() as u64, name))
-            .await
-            .expect("send header");
+        s.write_all(&ferry_proto::tcp_upload::encode_header(
+            data.len() as u64,
+            name,
+        ))
+        .await
+        .expect("send header");
         let mut reply = vec![0u8; 1024];
         let n = s.read(&mut reply).await.unwrap_or(0);
         reply.truncate(n);
@@ -200,7 +210,11 @@ impl Signal {
     pub async fn recv(&mut self) -> Option<SignalFrame> {
         timeout(OP_TIMEOUT, async {
             loop {
-                if let Some(f) = self.codec.decode(&mut self.buf).expect("valid frames from ferryd") {
+                if let Some(f) = self
+                    .codec
+                    .decode(&mut self.buf)
+                    .expect("valid frames from ferryd")
+                {
                     return Some(f);
                 }
                 if self.stream.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {

@@ -13,8 +13,15 @@ async fn udp_upload_stores_every_boundary_size() {
         let bytes = data::bytes(size, i as u64);
         let name = format!("files/u{size}.bin");
         let outcome = handout::udp_upload(addr, &name, &bytes, false, 5).await;
-        assert!(matches!(outcome, UdpUploadOutcome::Ok { .. }), "size {size}: {outcome:?}");
-        assert_same_bytes(&d.read(&format!("u{size}.bin")), &bytes, &format!("size {size}"));
+        assert!(
+            matches!(outcome, UdpUploadOutcome::Ok { .. }),
+            "size {size}: {outcome:?}"
+        );
+        assert_same_bytes(
+            &d.read(&format!("u{size}.bin")),
+            &bytes,
+            &format!("size {size}"),
+        );
     }
     assert_eq!(d.work_entries(), 0);
     d.stop().await;
@@ -24,11 +31,15 @@ async fn udp_upload_stores_every_boundary_size() {
 async fn udp_upload_announces_the_configured_buffer_size() {
     let d = TestDaemon::start_with(|c| c.udp_upload.buffer_size = 100).await;
     let sock = handout::udp_socket().await;
-    sock.send_to(&handout::file_info("a", b"x"), d.addrs.udp_upload.unwrap()).await.unwrap();
+    sock.send_to(&handout::file_info("a", b"x"), d.addrs.udp_upload.unwrap())
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
     let (n, _) = sock.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"100");
-    sock.send_to(b"x", d.addrs.udp_upload.unwrap()).await.unwrap();
+    sock.send_to(b"x", d.addrs.udp_upload.unwrap())
+        .await
+        .unwrap();
     let (n, _) = sock.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"OK");
     assert_eq!(d.read("a"), b"x");
@@ -55,7 +66,9 @@ async fn tcp_upload_stores_every_boundary_size() {
 async fn tcp_upload_name_sent_separately_from_the_size() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = TestDaemon::start().await;
-    let mut s = tokio::net::TcpStream::connect(d.addrs.tcp_upload.unwrap()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(d.addrs.tcp_upload.unwrap())
+        .await
+        .unwrap();
     s.write_all(&5u64.to_be_bytes()).await.unwrap();
     s.flush().await.unwrap();
     tokio::task::yield_now().await;
@@ -102,7 +115,11 @@ async fn udp_download_follows_the_end_rule() {
         let bytes = data::bytes(size, 300 + i as u64);
         d.put(&format!("d{size}"), &bytes);
         let got = handout::udp_download(addr, format!("d{size}").as_bytes()).await;
-        assert_same_bytes(&got.expect("the download ends"), &bytes, &format!("size {size}"));
+        assert_same_bytes(
+            &got.expect("the download ends"),
+            &bytes,
+            &format!("size {size}"),
+        );
     }
     // A multiple of 2048 ends with an empty datagram: count the datagrams.
     d.put("two", &[7u8; 4096]);
@@ -131,17 +148,34 @@ async fn udp_sum_answers_every_layout() {
     let d = TestDaemon::start().await;
     let addr = d.addrs.udp_sum.unwrap();
     for (req, want) in [
-        (&b"Client of John Q. Smith:7"[..], &b"Server of ferry:42"[..]),
+        (
+            &b"Client of John Q. Smith:7"[..],
+            &b"Server of ferry:42"[..],
+        ),
         (b"Client of Ann,7", b"Server of ferry,42"),
         (b"Client of Ann;1", b"Server of ferry;42"),
         (b"Client of Ann|100", b"Server of ferry|42"),
         (b"Client of Ann\n7", b"Server of ferry\n42"),
-        (br#"{"name": "Client of Ann", "number": 7}"#, br#"{"name": "Server of ferry", "number": 42}"#),
-        (b"Client of Ann:0", b"ERROR: 0 is out of range: the number must be an integer from 1 to 100"),
-        (b"Client of Ann:101", b"ERROR: 101 is out of range: the number must be an integer from 1 to 100"),
+        (
+            br#"{"name": "Client of Ann", "number": 7}"#,
+            br#"{"name": "Server of ferry", "number": 42}"#,
+        ),
+        (
+            b"Client of Ann:0",
+            b"ERROR: 0 is out of range: the number must be an integer from 1 to 100",
+        ),
+        (
+            b"Client of Ann:101",
+            b"ERROR: 101 is out of range: the number must be an integer from 1 to 100",
+        ),
         (b":7", b"ERROR: the client name is empty"),
     ] {
-        assert_eq!(handout::udp_sum(addr, req).await, want, "{}", String::from_utf8_lossy(req));
+        assert_eq!(
+            handout::udp_sum(addr, req).await,
+            want,
+            "{}",
+            String::from_utf8_lossy(req)
+        );
     }
     // Two datagrams: the name, then the number, from the same socket.
     let sock = handout::udp_socket().await;
@@ -153,7 +187,10 @@ async fn udp_sum_answers_every_layout() {
     let (n, _) = sock.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"42");
     // Still serving after the out-of-range numbers above.
-    assert_eq!(handout::udp_sum(addr, b"Ann:1").await, b"Server of ferry:42");
+    assert_eq!(
+        handout::udp_sum(addr, b"Ann:1").await,
+        b"Server of ferry:42"
+    );
     d.stop().await;
 }
 
@@ -164,7 +201,10 @@ async fn signal_files_round_trip_at_every_boundary_size() {
     for (i, size) in data::boundary_sizes(65_536).into_iter().enumerate() {
         let bytes = data::bytes(size, 400 + i as u64);
         let name = format!("s{size}.bin");
-        assert_eq!(c.upload(&format!("up/{name}"), &bytes).await, Some(SignalFrame::Done(name.clone())));
+        assert_eq!(
+            c.upload(&format!("up/{name}"), &bytes).await,
+            Some(SignalFrame::Done(name.clone()))
+        );
         assert_same_bytes(&d.read(&name), &bytes, &name);
         c.send(SignalFrame::RequestFile(name.clone())).await;
         let (got_name, got) = c.recv_file().await.unwrap();
@@ -174,7 +214,10 @@ async fn signal_files_round_trip_at_every_boundary_size() {
     c.send(SignalFrame::Ping).await;
     assert_eq!(c.recv().await, Some(SignalFrame::Pong));
     c.send(SignalFrame::RequestFile("missing".into())).await;
-    assert_eq!(c.recv().await, Some(SignalFrame::Error("no such file: missing".into())));
+    assert_eq!(
+        c.recv().await,
+        Some(SignalFrame::Error("no such file: missing".into()))
+    );
     d.stop().await;
 }
 
@@ -183,7 +226,9 @@ async fn bare_pin_gets_bare_pon() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = TestDaemon::start().await;
     // What `printf PIN | nc -q1 host 9005` does.
-    let mut s = tokio::net::TcpStream::connect(d.addrs.signal.unwrap()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(d.addrs.signal.unwrap())
+        .await
+        .unwrap();
     s.write_all(b"PIN").await.unwrap();
     s.shutdown().await.unwrap();
     let mut out = Vec::new();
@@ -204,7 +249,8 @@ async fn signal_trees_round_trip() {
     ];
     c.send(SignalFrame::SendRepo("project".into())).await;
     for (path, bytes) in &files {
-        c.send_raw(&ferry_proto::signal::encode_file(path, bytes).unwrap()).await;
+        c.send_raw(&ferry_proto::signal::encode_file(path, bytes).unwrap())
+            .await;
     }
     c.send(SignalFrame::Done(String::new())).await;
     assert_eq!(c.recv().await, Some(SignalFrame::Done("project".into())));
@@ -213,19 +259,28 @@ async fn signal_trees_round_trip() {
     }
     // And back with RAR: SAR name, the entries in path order, DON name.
     c.send(SignalFrame::RequestRepo("project".into())).await;
-    assert_eq!(c.recv().await, Some(SignalFrame::SendRepo("project".into())));
+    assert_eq!(
+        c.recv().await,
+        Some(SignalFrame::SendRepo("project".into()))
+    );
     let mut got = Vec::new();
     for _ in 0..files.len() {
         got.push(c.recv_file().await.unwrap());
     }
     assert_eq!(c.recv().await, Some(SignalFrame::Done("project".into())));
-    let mut want: Vec<(String, Vec<u8>)> = files.iter().map(|(p, b)| (p.to_string(), b.clone())).collect();
+    let mut want: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(p, b)| (p.to_string(), b.clone()))
+        .collect();
     want.sort();
     assert_eq!(got, want);
     // The same tree again is stored beside it, not over it.
     c.send(SignalFrame::SendRepo("project".into())).await;
     c.send(SignalFrame::Done(String::new())).await;
-    assert_eq!(c.recv().await, Some(SignalFrame::Done("project (1)".into())));
+    assert_eq!(
+        c.recv().await,
+        Some(SignalFrame::Done("project (1)".into()))
+    );
     d.stop().await;
 }
 
@@ -246,7 +301,11 @@ async fn any_upload_is_served_by_every_download_protocol() {
     handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "t.bin", &bytes).await;
     wait_for(|| d.visible_files().contains(&"t.bin".to_string())).await;
     c.send(SignalFrame::RequestFile("t.bin".into())).await;
-    assert_same_bytes(&c.recv_file().await.unwrap().1, &bytes, "RAF of a TCP upload");
+    assert_same_bytes(
+        &c.recv_file().await.unwrap().1,
+        &bytes,
+        "RAF of a TCP upload",
+    );
     d.stop().await;
 }
 
@@ -255,7 +314,10 @@ async fn any_upload_is_served_by_every_download_protocol() {
 pub async fn wait_for(cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + ferry_tests::OP_TIMEOUT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

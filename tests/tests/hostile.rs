@@ -1,0 +1,477 @@
+//! Hostile input on every service: traversal and bad names, symlinks out of
+//! the root, malformed headers. Nothing is written or read outside the root,
+//! the client gets a clear refusal in the protocol's own way, and the daemon
+//! keeps serving.
+
+use std::path::{Path, PathBuf};
+
+use ferry_proto::signal::SignalFrame;
+use ferry_tests::handout::{self, UdpUploadOutcome};
+use ferry_tests::TestDaemon;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A daemon whose root is `outer/root`, with `outer/secret` beside it and
+/// symlinks inside the root pointing at it.
+struct Jail {
+    outer: tempfile::TempDir,
+    d: TestDaemon,
+}
+
+impl Jail {
+    async fn new() -> Jail {
+        let outer = tempfile::tempdir().unwrap();
+        std::fs::write(outer.path().join("secret"), b"SECRET").unwrap();
+        let root = outer.path().join("root");
+        // An empty tcp_upload name never completes the header; 1 s keeps the test quick.
+        let d = TestDaemon::start_in(&root, |c| {
+            c.limits.header_timeout = ferry_config::Dur(std::time::Duration::from_secs(1))
+        })
+        .await;
+        std::os::unix::fs::symlink(outer.path().join("secret"), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(outer.path(), root.join("dirlink")).unwrap();
+        Jail { outer, d }
+    }
+
+    /// Everything outside the root is exactly as set up.
+    fn outside_untouched(&self) {
+        let mut names: Vec<String> = std::fs::read_dir(self.outer.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["root", "secret"],
+            "something was written outside the root"
+        );
+        assert_eq!(
+            std::fs::read(self.outer.path().join("secret")).unwrap(),
+            b"SECRET"
+        );
+    }
+
+    fn root(&self) -> PathBuf {
+        self.d.root.clone()
+    }
+}
+
+/// Names a client might send. Each is either refused or stored as a plain
+/// file directly inside the root.
+fn upload_corpus() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "../escape1",
+        "..\\escape2",
+        "....//escape3",
+        "...",
+        "/etc/passwd",
+        "/tmp/escape4",
+        "%2e%2e/escape5",
+        "%2e%2e%2fescape6",
+        "a\0b",
+        "\u{1b}[31mred",
+        "bell\u{7}",
+        "..",
+        ".",
+        "",
+        "/",
+        ".ferry-work",
+        "x/.ferry-work",
+        "caf\u{e9}",
+        "cafe\u{301}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push("n".repeat(300));
+    v.push(format!("{}/ok-after-long-dirs", "d".repeat(200)));
+    v
+}
+
+/// Names a download may try. None of them may return the secret.
+fn download_corpus() -> Vec<&'static str> {
+    vec![
+        "../secret",
+        "..\\secret",
+        "../../secret",
+        "/etc/passwd",
+        "link",
+        "dirlink/secret",
+        "dirlink/root/link",
+        "%2e%2e/secret",
+        "./link",
+        "a\0b",
+        ".ferry-work",
+        "..",
+        "",
+    ]
+}
+
+/// After uploads: every visible entry is a regular file directly in the root,
+/// with a name the normaliser would produce.
+fn root_is_flat(root: &Path) {
+    for e in std::fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ["link", "dirlink", ferryd::storage::WORK_DIR].contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            e.file_type().unwrap().is_file(),
+            "{name} is not a plain file"
+        );
+        assert!(
+            ferry_proto::names::SafeName::component(&name).is_ok(),
+            "{name:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn upload_names_never_escape_on_any_service() {
+    let j = Jail::new().await;
+    let a = j.d.addrs;
+    let mut sig = handout::Signal::connect(a.signal.unwrap()).await;
+    for (i, name) in upload_corpus().into_iter().enumerate() {
+        let data = format!("data {i}").into_bytes();
+        // udp_upload: `OK`, or an ERROR text naming the problem.
+        match handout::udp_upload(a.udp_upload.unwrap(), &name, &data, false, 1).await {
+            UdpUploadOutcome::Ok { .. } => {}
+            UdpUploadOutcome::NotANumber(text) => {
+                assert!(text.starts_with("ERROR: refused name"), "{name:?}: {text}")
+            }
+            other => panic!("{name:?}: {other:?}"),
+        }
+        // tcp_upload: `go ahead`, or an ERROR text instead of it.
+        let reply = handout::tcp_upload(a.tcp_upload.unwrap(), &name, &data).await;
+        let text = String::from_utf8_lossy(&reply);
+        if name.is_empty() {
+            // Nothing after the size: the header never completes, refused as such.
+            assert!(text.starts_with("ERROR:"), "{name:?}: {text}");
+        } else {
+            assert!(
+                text == "go ahead" || text.starts_with("ERROR: "),
+                "{name:?}: {text}"
+            );
+        }
+        // signal SAF: DON with the stored name, or ERR.
+        match sig.upload(&name, &data).await {
+            Some(SignalFrame::Done(stored)) => {
+                assert!(
+                    ferry_proto::names::SafeName::component(&stored).is_ok(),
+                    "{stored:?}"
+                );
+            }
+            Some(SignalFrame::Error(reason)) => {
+                assert!(reason.contains("refused name"), "{name:?}: {reason}")
+            }
+            other => panic!("{name:?}: {other:?}"),
+        }
+    }
+    // The TCP uploads have no acknowledgement; stop the daemon so they are done.
+    let mut d = j.d;
+    d.stop_in_place().await;
+    let j = Jail { outer: j.outer, d };
+    j.outside_untouched();
+    root_is_flat(&j.root());
+    assert_eq!(j.d.work_entries(), 0);
+}
+
+#[tokio::test]
+async fn downloads_never_leave_the_root() {
+    let j = Jail::new().await;
+    let a = j.d.addrs;
+    let mut sig = handout::Signal::connect(a.signal.unwrap()).await;
+    for name in download_corpus() {
+        if !name.is_empty() && name.len() <= 1024 {
+            let wire =
+                handout::magic_download(a.magic_download.unwrap(), name.as_bytes(), false).await;
+            assert_eq!(wire, [0x49, 0x7E, 2, 0, 0, 0, 0, 0], "magic {name:?}");
+        }
+        let reply = handout::udp_download(a.udp_download.unwrap(), name.as_bytes())
+            .await
+            .unwrap();
+        assert!(
+            reply.starts_with(b"ERROR: "),
+            "udp {name:?}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        sig.send(SignalFrame::RequestFile(name.into())).await;
+        assert!(
+            matches!(sig.recv().await, Some(SignalFrame::Error(_))),
+            "RAF {name:?}"
+        );
+        sig.send(SignalFrame::RequestRepo(name.into())).await;
+        assert!(
+            matches!(sig.recv().await, Some(SignalFrame::Error(_))),
+            "RAR {name:?}"
+        );
+    }
+    // A tree containing a symlink sends the files, never the link's target.
+    j.d.put("tree/real.txt", b"real");
+    std::os::unix::fs::symlink(j.outer.path().join("secret"), j.root().join("tree/leak")).unwrap();
+    sig.send(SignalFrame::RequestRepo("tree".into())).await;
+    assert_eq!(sig.recv().await, Some(SignalFrame::SendRepo("tree".into())));
+    assert_eq!(
+        sig.recv_file().await.unwrap(),
+        ("real.txt".to_string(), b"real".to_vec())
+    );
+    assert_eq!(sig.recv().await, Some(SignalFrame::Done("tree".into())));
+    j.outside_untouched();
+}
+
+#[tokio::test]
+async fn tree_entries_cannot_escape() {
+    let j = Jail::new().await;
+    let mut sig = handout::Signal::connect(j.d.addrs.signal.unwrap()).await;
+    for bad in [
+        "../escape",
+        "/abs",
+        "a/../../b",
+        "ok/./x",
+        "a\\..\\..\\b",
+        "dup",
+        "dup",
+    ] {
+        sig.send(SignalFrame::SendRepo("t".into())).await;
+        sig.send_raw(&ferry_proto::signal::encode_file("fine.txt", b"fine").unwrap())
+            .await;
+        sig.send_raw(&ferry_proto::signal::encode_file(bad, b"bad").unwrap())
+            .await;
+        if bad == "dup" {
+            sig.send_raw(&ferry_proto::signal::encode_file("dup", b"again").unwrap())
+                .await;
+        }
+        sig.send(SignalFrame::Done(String::new())).await;
+        match sig.recv().await {
+            Some(SignalFrame::Error(reason)) => assert!(
+                reason.contains("refused entry") || reason.contains("twice"),
+                "{bad}: {reason}"
+            ),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // The whole tree or nothing: no `t` at all.
+    assert!(!j.root().join("t").exists());
+    assert_eq!(j.d.work_entries(), 0);
+    j.outside_untouched();
+    // The connection is still in step.
+    sig.send(SignalFrame::Ping).await;
+    assert_eq!(sig.recv().await, Some(SignalFrame::Pong));
+}
+
+#[tokio::test]
+async fn malformed_udp_upload_headers_get_error_text() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    for (datagram, want) in [
+        (
+            &br#"{"checksum": "00000000", "name": "a"}"#[..],
+            "missing field `size`",
+        ),
+        (
+            br#"{"checksum": "00000000", "name": "a", "size": -5}"#,
+            "invalid value",
+        ),
+        (
+            br#"{"checksum": "XYZ", "name": "a", "size": 1}"#,
+            "bad checksum",
+        ),
+        (
+            br#"{"checksum": "00000000", "name": "a", "size": 1, "size": 2}"#,
+            "duplicate field",
+        ),
+        (
+            b"{'checksum': '00000000', 'name': 'a', 'size': 1}",
+            "bad file_info",
+        ),
+        (
+            br#"{"checksum": "00000000", "name": "a", "size": 99999999999999}"#,
+            "the limit is",
+        ),
+        (b"hello?", "send the file_info JSON first"),
+    ] {
+        let sock = handout::udp_socket().await;
+        sock.send_to(datagram, addr).await.unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("ERROR: ") && text.contains(want),
+            "{}: {text}",
+            String::from_utf8_lossy(datagram)
+        );
+    }
+    // A CRC mismatch: every byte arrives, the data does not match, nothing is stored.
+    let sock = handout::udp_socket().await;
+    let mut info = handout::file_info("crc.bin", b"right");
+    let wrong = ferry_proto::crc::format_hex(ferry_proto::crc::checksum(b"wrong"));
+    info.splice(14..22, wrong.bytes());
+    sock.send_to(&info, addr).await.unwrap();
+    let mut buf = [0u8; 512];
+    sock.recv_from(&mut buf).await.unwrap();
+    sock.send_to(b"right", addr).await.unwrap();
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("ERROR: checksum mismatch"));
+    // A datagram over the announced buffer size ends the session with an error.
+    sock.send_to(&handout::file_info("big.bin", &[1u8; 5000]), addr)
+        .await
+        .unwrap();
+    sock.recv_from(&mut buf).await.unwrap();
+    sock.send_to(&[1u8; 5000], addr).await.unwrap();
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("larger than the buffer size"));
+    assert_eq!(d.visible_files(), Vec::<String>::new());
+    // Still serving.
+    let ok = handout::udp_upload(addr, "after.bin", b"after", false, 3).await;
+    assert!(matches!(ok, UdpUploadOutcome::Ok { .. }));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_tcp_upload_headers_are_refused() {
+    let d = TestDaemon::start_with(|c| c.limits.max_file_size = ferry_config::Size(1 << 20)).await;
+    let addr = d.addrs.tcp_upload.unwrap();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            ferry_proto::tcp_upload::encode_header(1 << 63, "huge"),
+            "the limit is 1048576",
+        ),
+        (
+            ferry_proto::tcp_upload::encode_header(u64::MAX, "max"),
+            "the limit is",
+        ),
+        (
+            [&5u64.to_be_bytes()[..], b"\xff\xfe"].concat(),
+            "not valid UTF-8",
+        ),
+        (
+            ferry_proto::tcp_upload::encode_header(5, &"n".repeat(2000)),
+            "the header is",
+        ),
+        (ferry_proto::tcp_upload::encode_header(5, ".."), "refused"),
+    ];
+    for (header, want) in cases {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&header).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply).await;
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.starts_with("ERROR: ") && text.contains(want),
+            "{want}: {text}"
+        );
+    }
+    // A header cut off before the name.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0, 0, 0]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply).await;
+    assert!(String::from_utf8_lossy(&reply).starts_with("ERROR: the client closed"));
+    assert_eq!(handout::tcp_upload(addr, "fine", b"x").await, b"go ahead");
+    let mut d = d;
+    d.stop_in_place().await;
+    assert_eq!(d.visible_files(), ["fine"]);
+    assert_eq!(d.work_entries(), 0);
+}
+
+#[tokio::test]
+async fn malformed_magic_requests_are_answered_by_closing() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.magic_download.unwrap();
+    d.put("f", b"file");
+    for bad in [
+        &b"\x49\x7F\x01\x00\x01f"[..],
+        b"\x49\x7E\x02\x00\x01f",
+        b"\x49\x7E\x01\x00\x00",
+        b"\x49\x7E\x01\x04\x01",
+        b"\x49\x7E\x01\x00\x02\xC3\x28",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"\x49",
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(bad).await.unwrap();
+        if bad.len() == 1 {
+            s.shutdown().await.unwrap();
+        }
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply).await;
+        assert!(reply.is_empty(), "{bad:?} got {reply:?}");
+    }
+    // A request that stalls past the 1 s read gap is dropped the same way.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"\x49\x7E\x01\x00\x05ab").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply).await;
+    assert!(reply.is_empty());
+    let wire = handout::magic_download(addr, b"f", false).await;
+    assert_eq!(handout::parse_magic(&wire).2, b"file");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_signal_frames_get_err() {
+    let d = TestDaemon::start_with(|c| c.limits.max_file_size = ferry_config::Size(1000)).await;
+    let addr = d.addrs.signal.unwrap();
+    for (raw, want) in [
+        (&b"XYZ"[..], "unknown tag \"XYZ\""),
+        (b"pin", "unknown tag"),
+        (
+            b"SAF\x00\x01a\x80\x00\x00\x00\x00\x00\x00\x00",
+            "the limit is 1000",
+        ),
+        (b"RAF\xff\xff", "over the limit"),
+        (b"RAF\x00\x02\xC3\x28", "not valid UTF-8"),
+    ] {
+        let mut c = handout::Signal::connect(addr).await;
+        c.send_raw(raw).await;
+        match c.recv().await {
+            Some(SignalFrame::Error(reason)) => assert!(reason.contains(want), "{raw:?}: {reason}"),
+            other => panic!("{raw:?}: {other:?}"),
+        }
+        assert_eq!(
+            c.recv().await,
+            None,
+            "the connection closes after a corrupt frame"
+        );
+    }
+    // Unexpected but well-formed frames get ERR and the connection goes on.
+    let mut c = handout::Signal::connect(addr).await;
+    c.send(SignalFrame::Pong).await;
+    assert!(matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("unexpected PON")));
+    // A CRC that does not match the data: ERR, nothing stored.
+    let mut wire = ferry_proto::signal::encode_file("bad-crc", b"data").unwrap();
+    let n = wire.len();
+    wire[n - 1] ^= 0xFF;
+    c.send_raw(&wire).await;
+    assert!(
+        matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("checksum mismatch"))
+    );
+    c.send(SignalFrame::Ping).await;
+    assert_eq!(c.recv().await, Some(SignalFrame::Pong));
+    assert_eq!(d.visible_files(), Vec::<String>::new());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_sum_requests_get_error_text() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_sum.unwrap();
+    for (req, want) in [
+        (&b"Ann:seven"[..], "could not read a name and an integer"),
+        (b"Ann:-3", "out of range"),
+        (b"Ann:99999999999999999999999", "out of range"),
+        (b"{\"name\": 5}", "could not read"),
+        (b"\xff\xfe:1", "not valid UTF-8"),
+    ] {
+        let reply = handout::udp_sum(addr, req).await;
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("ERROR: ") && text.contains(want), "{text}");
+    }
+    assert_eq!(
+        handout::udp_sum(addr, b"Ann:1").await,
+        b"Server of ferry:42"
+    );
+    d.stop().await;
+}

@@ -1,0 +1,393 @@
+//! Cut transfers, retries, concurrency, caps and shutdown: the daemon never
+//! shows a partial file, never loses an acknowledged one, and keeps serving.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry_config::{Dur, Size};
+use ferry_proto::signal::SignalFrame;
+use ferry_tests::handout::{self, UdpUploadOutcome};
+use ferry_tests::{assert_same_bytes, data, TestDaemon};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+fn ms(n: u64) -> Dur {
+    Dur(Duration::from_millis(n))
+}
+
+/// Polls until `cond` holds (the effect of a transfer with no acknowledgement).
+async fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + ferry_tests::OP_TIMEOUT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn cut_uploads_leave_nothing_visible() {
+    let d = TestDaemon::start_with(|c| {
+        c.limits.idle_timeout = ms(300);
+        c.udp_upload.session_timeout = ms(300);
+    })
+    .await;
+    // tcp_upload: half the data, then the client disappears.
+    let mut s = TcpStream::connect(d.addrs.tcp_upload.unwrap())
+        .await
+        .unwrap();
+    s.write_all(&ferry_proto::tcp_upload::encode_header(1000, "cut.bin"))
+        .await
+        .unwrap();
+    let mut go = [0u8; 8];
+    s.read_exact(&mut go).await.unwrap();
+    s.write_all(&[1u8; 500]).await.unwrap();
+    drop(s);
+    // tcp_upload: half the data, then silence (the idle timeout ends it).
+    let mut stalled = TcpStream::connect(d.addrs.tcp_upload.unwrap())
+        .await
+        .unwrap();
+    stalled
+        .write_all(&ferry_proto::tcp_upload::encode_header(1000, "stall.bin"))
+        .await
+        .unwrap();
+    stalled.read_exact(&mut go).await.unwrap();
+    stalled.write_all(&[1u8; 500]).await.unwrap();
+    // signal SAF cut in the middle.
+    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let wire = ferry_proto::signal::encode_file("saf.bin", &[2u8; 1000]).unwrap();
+    sig.send_raw(&wire[..600]).await;
+    drop(sig);
+    // udp_upload: half the datagrams, then nothing.
+    let u = handout::udp_socket().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    u.send_to(&handout::file_info("udp.bin", &[3u8; 3000]), addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    u.recv_from(&mut buf).await.unwrap();
+    u.send_to(&[3u8; 1452], addr).await.unwrap();
+    // The stalled TCP upload is told why when it times out.
+    let mut reply = Vec::new();
+    let _ = stalled.read_to_end(&mut reply).await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "ERROR: timed out waiting for data"
+    );
+    // The UDP session times out and says so.
+    let (n, _) = u.recv_from(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("ERROR: timed out"));
+    wait_for(|| d.work_entries() == 0).await;
+    assert_eq!(d.visible_files(), Vec::<String>::new());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn udp_retries_from_new_ports_store_one_copy() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    let bytes = data::bytes(20_000, 5);
+    // First attempt loses a datagram: no OK comes, the session is left waiting.
+    let first = handout::udp_socket().await;
+    first
+        .send_to(&handout::file_info("retry.bin", &bytes), addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    first.recv_from(&mut buf).await.unwrap();
+    for (i, chunk) in bytes.chunks(1452).enumerate() {
+        if i != 3 {
+            first.send_to(chunk, addr).await.unwrap();
+        }
+    }
+    // The handout client retries from a new socket: OK, stored once.
+    let outcome = handout::udp_upload(addr, "retry.bin", &bytes, true, 3).await;
+    assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 });
+    assert_eq!(d.visible_files(), ["retry.bin"]);
+    // The OK was "lost": the client sends it all again and is acknowledged
+    // again, without a second copy.
+    let outcome = handout::udp_upload(addr, "retry.bin", &bytes, true, 3).await;
+    assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 });
+    assert_eq!(d.visible_files(), ["retry.bin"]);
+    assert_same_bytes(&d.read("retry.bin"), &bytes, "retry.bin");
+    // A different file under the same name is kept beside it.
+    let other = data::bytes(100, 6);
+    handout::udp_upload(addr, "retry.bin", &other, false, 3).await;
+    assert_eq!(d.visible_files(), ["retry (1).bin", "retry.bin"]);
+    assert_eq!(d.read("retry (1).bin"), other);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_fresh_file_info_restarts_the_session() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    let sock = handout::udp_socket().await;
+    let mut buf = [0u8; 64];
+    sock.send_to(&handout::file_info("a.bin", &[1u8; 3000]), addr)
+        .await
+        .unwrap();
+    sock.recv_from(&mut buf).await.unwrap();
+    sock.send_to(&[1u8; 1452], addr).await.unwrap();
+    // Same socket, a different file: the first upload is dropped.
+    sock.send_to(&handout::file_info("b.bin", b"bee"), addr)
+        .await
+        .unwrap();
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"1452");
+    sock.send_to(b"bee", addr).await.unwrap();
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"OK");
+    wait_for(|| d.work_entries() == 0).await;
+    assert_eq!(d.visible_files(), ["b.bin"]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
+    // All 200 clients share 127.0.0.1 here; the per-IP cap has its own test.
+    let d = TestDaemon::start_with(|c| {
+        c.limits.max_connections_per_ip = 256;
+        c.udp_upload.max_sessions_per_ip = 64;
+        c.udp_download.max_downloads_per_ip = 64;
+    })
+    .await;
+    let a = d.addrs;
+    // Files to download, already stored.
+    for i in 0..50u64 {
+        d.put(
+            &format!("dl{i}.bin"),
+            &data::bytes(10_000 + i as usize * 997, 1000 + i),
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        tasks.spawn(async move {
+            let size = 1_000 + (i as usize * 7919) % 200_000;
+            let bytes = data::bytes(size, i);
+            let name = format!("up{i}.bin");
+            match i % 8 {
+                0 => {
+                    let o =
+                        handout::udp_upload(a.udp_upload.unwrap(), &name, &bytes, true, 10).await;
+                    assert!(matches!(o, UdpUploadOutcome::Ok { .. }), "{name}: {o:?}");
+                    Some((name, bytes))
+                }
+                1 | 2 => {
+                    assert_eq!(
+                        handout::tcp_upload(a.tcp_upload.unwrap(), &name, &bytes).await,
+                        b"go ahead"
+                    );
+                    Some((name, bytes))
+                }
+                3 | 4 => {
+                    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+                    assert_eq!(
+                        c.upload(&name, &bytes).await,
+                        Some(SignalFrame::Done(name.clone()))
+                    );
+                    Some((name, bytes))
+                }
+                5 => {
+                    let j = i % 50;
+                    let want = data::bytes(10_000 + j as usize * 997, 1000 + j);
+                    let wire = handout::magic_download(
+                        a.magic_download.unwrap(),
+                        format!("dl{j}.bin").as_bytes(),
+                        false,
+                    )
+                    .await;
+                    assert_same_bytes(handout::parse_magic(&wire).2, &want, "magic");
+                    None
+                }
+                6 => {
+                    let j = i % 50;
+                    let want = data::bytes(10_000 + j as usize * 997, 1000 + j);
+                    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+                    c.send(SignalFrame::RequestFile(format!("dl{j}.bin"))).await;
+                    assert_same_bytes(&c.recv_file().await.unwrap().1, &want, "RAF");
+                    None
+                }
+                _ => {
+                    let j = i % 50;
+                    let want = data::bytes(10_000 + j as usize * 997, 1000 + j);
+                    let got = handout::udp_download(
+                        a.udp_download.unwrap(),
+                        format!("dl{j}.bin").as_bytes(),
+                    )
+                    .await;
+                    assert_same_bytes(&got.expect("download ends"), &want, "udp download");
+                    None
+                }
+            }
+        });
+    }
+    let mut uploaded = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Some(pair) = r.expect("client task") {
+            uploaded.push(pair);
+        }
+    }
+    let mut d = d;
+    d.stop_in_place().await; // the TCP uploads have no acknowledgement: let them finish
+    for (name, bytes) in &uploaded {
+        assert_same_bytes(&d.read(name), bytes, name);
+    }
+    assert_eq!(d.visible_files().len(), 50 + uploaded.len());
+    assert_eq!(d.work_entries(), 0);
+}
+
+#[tokio::test]
+async fn cls_and_bad_sums_never_stop_the_daemon() {
+    let d = TestDaemon::start().await;
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    c.send(SignalFrame::Close).await;
+    assert_eq!(c.recv().await, None, "CLS closes this connection");
+    for bad in [&b"Ann:0"[..], b"Ann:101", b"Ann:-1", b"Ann:1000000"] {
+        assert!(handout::udp_sum(d.addrs.udp_sum.unwrap(), bad)
+            .await
+            .starts_with(b"ERROR: "));
+    }
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    c.send(SignalFrame::Ping).await;
+    assert_eq!(c.recv().await, Some(SignalFrame::Pong));
+    assert_eq!(
+        handout::udp_sum(d.addrs.udp_sum.unwrap(), b"Ann:5").await,
+        b"Server of ferry:42"
+    );
+    d.stop().await;
+}
+
+async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn per_ip_caps_refuse_the_excess_in_each_protocols_way() {
+    let d = TestDaemon::start_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let a = d.addrs;
+    // Two idle signal connections from 127.0.0.1 fill its share.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+        c.send(SignalFrame::Ping).await;
+        assert_eq!(c.recv().await, Some(SignalFrame::Pong));
+        held.push(c);
+    }
+    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+    assert!(
+        matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("too many transfers from your address"))
+    );
+    let reply = handout::tcp_upload(a.tcp_upload.unwrap(), "x", b"x").await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("ERROR: too many transfers from your address")
+    );
+    let wire = handout::magic_download(a.magic_download.unwrap(), b"x", false).await;
+    assert!(wire.is_empty(), "magic refuses by closing");
+    // Another address is still served.
+    let mut s = connect_from("127.0.0.2", a.signal.unwrap()).await;
+    s.write_all(b"PIN").await.unwrap();
+    let mut pon = [0u8; 3];
+    s.read_exact(&mut pon).await.unwrap();
+    assert_eq!(&pon, b"PON");
+    // A slot frees when a connection ends.
+    drop(held.pop());
+    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+    let mut ok = false;
+    for _ in 0..100 {
+        c.send(SignalFrame::Ping).await;
+        match c.recv().await {
+            Some(SignalFrame::Pong) => {
+                ok = true;
+                break;
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                c = handout::Signal::connect(a.signal.unwrap()).await;
+            }
+        }
+    }
+    assert!(ok, "a freed slot is reused");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn udp_download_answers_only_allowed_networks() {
+    let d = TestDaemon::start_with(|c| c.udp_download.allow = vec!["10.0.0.0/8".parse().unwrap()])
+        .await;
+    d.put("f", b"data");
+    let sock = handout::udp_socket().await;
+    sock.send_to(b"f", d.addrs.udp_download.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // Silence is the answer to a source outside the allow-list (no amplification).
+    let r = tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await;
+    assert!(r.is_err(), "no datagram for a disallowed source");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn uploads_over_the_size_limit_are_refused_before_writing() {
+    let d = TestDaemon::start_with(|c| c.limits.max_file_size = Size(10_000)).await;
+    let big = vec![0u8; 10_001];
+    let o = handout::udp_upload(d.addrs.udp_upload.unwrap(), "big", &big, false, 1).await;
+    assert!(matches!(o, UdpUploadOutcome::NotANumber(t) if t.contains("the limit is 10000")));
+    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "big", &big).await;
+    assert!(String::from_utf8_lossy(&reply).contains("the limit is 10000"));
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    assert!(
+        matches!(c.upload("big", &big).await, Some(SignalFrame::Error(r)) if r.contains("the limit is 10000"))
+    );
+    assert_eq!(d.visible_files(), Vec::<String>::new());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_transfers_finish_within_the_grace_and_aborts_the_rest() {
+    let mut d = TestDaemon::start_with(|c| c.shutdown_grace = ms(1500)).await;
+    let a = d.addrs;
+    let bytes = data::bytes(100_000, 77);
+    // In flight when shutdown starts, finishes during the grace period.
+    let mut finishing = TcpStream::connect(a.tcp_upload.unwrap()).await.unwrap();
+    finishing
+        .write_all(&ferry_proto::tcp_upload::encode_header(
+            100_000,
+            "finish.bin",
+        ))
+        .await
+        .unwrap();
+    let mut go = [0u8; 8];
+    finishing.read_exact(&mut go).await.unwrap();
+    finishing.write_all(&bytes[..50_000]).await.unwrap();
+    // In flight and stalled: aborted when the grace period ends.
+    let mut stalled = handout::Signal::connect(a.signal.unwrap()).await;
+    let wire = ferry_proto::signal::encode_file("stall.bin", &bytes).unwrap();
+    stalled.send_raw(&wire[..30_000]).await;
+    // An idle connection is closed at once.
+    let mut idle = handout::Signal::connect(a.signal.unwrap()).await;
+    idle.send(SignalFrame::Ping).await;
+    assert_eq!(idle.recv().await, Some(SignalFrame::Pong));
+
+    let serving = d.begin_stop();
+    assert_eq!(
+        idle.recv().await,
+        None,
+        "idle connections close at shutdown"
+    );
+    // New connections are no longer accepted.
+    wait_for(|| std::net::TcpStream::connect(a.signal.unwrap()).is_err()).await;
+    finishing.write_all(&bytes[50_000..]).await.unwrap();
+    drop(finishing);
+    serving.await.unwrap();
+    assert!(
+        matches!(stalled.recv().await, Some(SignalFrame::Error(r)) if r.contains("shutting down"))
+    );
+    assert_eq!(d.visible_files(), ["finish.bin"]);
+    assert_same_bytes(&d.read("finish.bin"), &bytes, "finish.bin");
+    assert_eq!(d.work_entries(), 0);
+}

@@ -1,0 +1,301 @@
+//! Process-level tests: the built `ferryd` binary, real signals, exit codes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const FERRYD: &str = env!("CARGO_BIN_EXE_ferryd");
+
+/// Every service on 127.0.0.1:0.
+const TEST_CONFIG: &str = r#"
+[udp_upload]
+bind = "127.0.0.1:0"
+[udp_download]
+bind = "127.0.0.1:0"
+[udp_sum]
+bind = "127.0.0.1:0"
+[tcp_upload]
+bind = "127.0.0.1:0"
+[magic_download]
+bind = "127.0.0.1:0"
+[signal]
+bind = "127.0.0.1:0"
+"#;
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    tcp_upload: SocketAddr,
+    signal: SocketAddr,
+}
+
+/// Starts the binary with JSON logs and reads the bound addresses from its
+/// `bound` event (no fixed ports, no sleeps).
+fn start(dir: &Path, extra_config: &str, pre: Option<fn() -> std::io::Result<()>>) -> Running {
+    let config = dir.join("ferryd.toml");
+    std::fs::write(&config, format!("{extra_config}\n{TEST_CONFIG}")).unwrap();
+    let mut cmd = Command::new(FERRYD);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--storage")
+        .arg(dir.join("data"))
+        .arg("--log-format")
+        .arg("json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(f) = pre {
+        // SAFETY: `f` only calls async-signal-safe setrlimit.
+        unsafe {
+            cmd.pre_exec(f);
+        }
+    }
+    let mut child = cmd.spawn().expect("ferryd starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let bound = wait_event(&rx, "bound");
+    let addr = |k: &str| bound[k].as_str().unwrap().parse().unwrap();
+    Running {
+        tcp_upload: addr("tcp_upload"),
+        signal: addr("signal"),
+        child,
+        lines: rx,
+    }
+}
+
+fn wait_event(rx: &mpsc::Receiver<serde_json::Value>, message: &str) -> serde_json::Value {
+    loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no {message:?} event"));
+        if v["message"] == message {
+            return v;
+        }
+    }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..2000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().ok();
+    panic!("ferryd did not exit within 20 s");
+}
+
+fn ping(addr: SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PIN").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    out
+}
+
+/// The handout client of seed 002; returns the server's reply.
+fn tcp_upload(addr: SocketAddr, name: &str, data: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&ferry_proto::tcp_upload::encode_header(
+        data.len() as u64,
+        name,
+    ))
+    .unwrap();
+    let mut reply = [0u8; 1024];
+    let n = s.read(&mut reply).unwrap();
+    if &reply[..n] == b"go ahead" {
+        let _ = s.write_all(data);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        return format!("go ahead{}", String::from_utf8_lossy(&rest));
+    }
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
+
+#[test]
+fn serves_from_a_storage_dir_and_exits_0_on_sigterm_mid_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path(), "shutdown_grace = \"5s\"", None);
+    assert_eq!(ping(d.signal), b"PON");
+    assert_eq!(
+        tcp_upload(d.tcp_upload, "files/a.txt", b"hello"),
+        "go ahead"
+    );
+    wait_event(&d.lines, "transfer finished");
+    assert_eq!(
+        std::fs::read(dir.path().join("data/a.txt")).unwrap(),
+        b"hello"
+    );
+
+    // An upload in flight when SIGTERM comes finishes within the grace period.
+    let data = vec![9u8; 200_000];
+    let mut s = TcpStream::connect(d.tcp_upload).unwrap();
+    s.write_all(&ferry_proto::tcp_upload::encode_header(
+        data.len() as u64,
+        "late.bin",
+    ))
+    .unwrap();
+    let mut go = [0u8; 8];
+    s.read_exact(&mut go).unwrap();
+    s.write_all(&data[..100_000]).unwrap();
+    sigterm(&d.child);
+    wait_event(
+        &d.lines,
+        "shutting down: no new transfers, waiting for those in flight",
+    );
+    s.write_all(&data[100_000..]).unwrap();
+    drop(s);
+    let status = wait_exit(&mut d.child);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(dir.path().join("data/late.bin")).unwrap(),
+        data
+    );
+    let work: Vec<_> = std::fs::read_dir(dir.path().join("data/.ferry-work"))
+        .unwrap()
+        .collect();
+    assert!(work.is_empty());
+}
+
+#[test]
+fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
+    // RLIMIT_FSIZE makes writes past 64 KiB fail with EFBIG, as a full disk
+    // fails them with ENOSPC: the upload fails, nothing partial stays.
+    fn limit_file_size() -> std::io::Result<()> {
+        let lim = libc::rlimit {
+            rlim_cur: 64 * 1024,
+            rlim_max: 64 * 1024,
+        };
+        // SAFETY: setrlimit with a valid struct, in the child before exec.
+        if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path(), "", Some(limit_file_size));
+    let reply = tcp_upload(d.tcp_upload, "big.bin", &vec![1u8; 1 << 20]);
+    assert!(reply.starts_with("go ahead"), "{reply}");
+    let failed = wait_event(&d.lines, "transfer failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("File too large"),
+        "{failed}"
+    );
+    assert!(!dir.path().join("data/big.bin").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/.ferry-work"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // The next transfer works.
+    assert_eq!(tcp_upload(d.tcp_upload, "small.bin", b"small"), "go ahead");
+    wait_event(&d.lines, "transfer finished");
+    assert_eq!(
+        std::fs::read(dir.path().join("data/small.bin")).unwrap(),
+        b"small"
+    );
+    assert_eq!(ping(d.signal), b"PON");
+    sigterm(&d.child);
+    assert_eq!(wait_exit(&mut d.child).code(), Some(0));
+}
+
+#[test]
+fn check_config_exit_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "storage = \"/srv/ferry\"\n[udp_sum]\nnumber = 7\n").unwrap();
+    let out = Command::new(FERRYD)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configuration ok\n");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "storage = \"/srv/ferry\"\n\n[udp_sum]\nnumbr = 7\n").unwrap();
+    let out = Command::new(FERRYD)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: line 4, column 1: unknown field `numbr`"),
+        "{err}"
+    );
+
+    let invalid = dir.path().join("invalid.toml");
+    std::fs::write(&invalid, "[udp_sum]\nnumber = 500\n").unwrap();
+    let out = Command::new(FERRYD)
+        .arg("check-config")
+        .arg(&invalid)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("udp_sum.number: 500 is out of range"));
+
+    let out = Command::new(FERRYD)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "the daemon refuses to start on a bad file"
+    );
+
+    let out = Command::new(FERRYD)
+        .args(["print-config", "--storage", "/srv/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("storage = \"/srv/x\"") && text.contains("[udp_upload]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn environment_fallbacks_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(FERRYD)
+        .arg("print-config")
+        .env("FERRYD_STORAGE", dir.path())
+        .env("FERRYD_LOG_LEVEL", "debug")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("storage = \"{}\"", dir.path().display())),
+        "{text}"
+    );
+    assert!(text.contains("level = \"debug\""), "{text}");
+}

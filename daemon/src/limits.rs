@@ -119,7 +119,9 @@ mod tests {
         let _p3 = l.try_acquire(b).unwrap();
         assert_eq!(l.try_acquire(b).err(), Some(Refusal::Full(3)));
         drop(p1);
-        assert!(l.try_acquire(a).is_ok());
+        let _p4 = l.try_acquire(a).unwrap();
         assert_eq!(l.in_use(), 3);
+        drop(_p4);
+        assert_eq!(l.in_use(), 2);
     }
 }

@@ -105,8 +105,7 @@ pub fn parse_request(datagram: &[u8], max_len: usize) -> Result<SumRequest, SumE
     let split = text
         .bytes()
         .enumerate()
-        .filter(|(_, b)| SEPARATORS.contains(b))
-        .last();
+        .rfind(|(_, b)| SEPARATORS.contains(b));
     match split {
         Some((at, sep)) => {
             let name = checked_name(&text[..at])?;

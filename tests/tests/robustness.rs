@@ -391,3 +391,31 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_aborts_the_rest() {
     assert_same_bytes(&d.read("finish.bin"), &bytes, "finish.bin");
     assert_eq!(d.work_entries(), 0);
 }
+
+#[tokio::test]
+async fn services_bind_to_ipv6() {
+    let d = TestDaemon::start_with(|c| {
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        c.signal.bind = v6;
+        c.udp_sum.bind = v6;
+        c.tcp_upload.bind = v6;
+    })
+    .await;
+    let sig = d.addrs.signal.unwrap();
+    assert!(sig.is_ipv6());
+    let mut c = handout::Signal::connect(sig).await;
+    c.send(SignalFrame::Ping).await;
+    assert_eq!(c.recv().await, Some(SignalFrame::Pong));
+    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "v6.txt", b"over IPv6").await;
+    assert_eq!(reply, b"go ahead");
+    let sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    sock.send_to(b"Ann:3", d.addrs.udp_sum.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"Server of ferry:42");
+    wait_for(|| d.visible_files() == ["v6.txt"]).await;
+    assert_eq!(d.read("v6.txt"), b"over IPv6");
+    d.stop().await;
+}

@@ -1,1 +1,311 @@
-//! placeholder
+//! ferry's client library: every protocol `ferryd` serves, for people (the
+//! `ferry` binary) and for tests and load generators.
+//!
+//! # Layout
+//! - [`Client`]: where the server is and how long to wait; one method per
+//!   operation (`ping`, `send`, `get`, `send_dir`, `get_dir`, `sum`).
+//! - One module per protocol: [`signal`], [`tcp_upload`], [`udp_upload`],
+//!   [`magic`], [`udp_download`], [`udp_sum`].
+//! - [`local`]: downloads land in a temporary file and are renamed into
+//!   place only once complete and verified; existing files are kept unless forced.
+//! - [`Progress`]: how transfers report bytes moved (the CLI draws bars).
+//! - [`Error`]: what went wrong, each kind with its own exit code.
+
+pub mod local;
+pub mod magic;
+pub mod signal;
+pub mod tcp_upload;
+pub mod udp_download;
+pub mod udp_sum;
+pub mod udp_upload;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::net::{lookup_host, TcpStream};
+
+/// Default ports of the six services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// `udp_upload`, 9000.
+    pub udp_upload: u16,
+    /// `udp_download`, 9001.
+    pub udp_download: u16,
+    /// `udp_sum`, 9002.
+    pub udp_sum: u16,
+    /// `tcp_upload`, 9003.
+    pub tcp_upload: u16,
+    /// `magic_download`, 9004.
+    pub magic_download: u16,
+    /// `signal`, 9005.
+    pub signal: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            udp_upload: 9000,
+            udp_download: 9001,
+            udp_sum: 9002,
+            tcp_upload: 9003,
+            magic_download: 9004,
+            signal: 9005,
+        }
+    }
+}
+
+/// What can go wrong, each with the exit code the CLI uses.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing answers at the address (exit 3).
+    #[error("cannot reach {what}: {reason}")]
+    Unreachable {
+        /// Host and port.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused, with its reason (exit 4).
+    #[error("refused by the server: {0}")]
+    Refused(String),
+    /// The bytes did not check out (exit 5).
+    #[error("verification failed: {0}")]
+    Verification(String),
+    /// A wait ran out (exit 6).
+    #[error("timed out {0}")]
+    Timeout(String),
+    /// A local file problem (exit 7).
+    #[error("{0}")]
+    Local(String),
+    /// The server broke the protocol, or the connection failed mid-way (exit 1).
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The CLI's exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Protocol(_) => 1,
+            Error::Unreachable { .. } => 3,
+            Error::Refused(_) => 4,
+            Error::Verification(_) => 5,
+            Error::Timeout(_) => 6,
+            Error::Local(_) => 7,
+        }
+    }
+
+    pub(crate) fn io(context: &str, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => Error::Timeout(context.to_owned()),
+            std::io::ErrorKind::ConnectionRefused => Error::Unreachable {
+                what: context.to_owned(),
+                reason: e.to_string(),
+            },
+            _ => Error::Protocol(format!("{context}: {e}")),
+        }
+    }
+}
+
+/// Result of this crate's operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How a transfer reports progress. All methods default to doing nothing.
+pub trait Progress: Send + Sync {
+    /// A transfer of `total` bytes (if known) starts, named `label`.
+    fn start(&self, _label: &str, _total: Option<u64>) {}
+    /// `n` more bytes moved.
+    fn advance(&self, _n: u64) {}
+    /// The transfer restarts from zero (a UDP retry).
+    fn restart(&self) {}
+    /// The transfer is over.
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Which protocol an upload uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendVia {
+    /// `signal` SAF: acknowledged and CRC-checked end to end (default).
+    Signal,
+    /// `tcp_upload`: size, name, `go ahead`, data.
+    Tcp,
+    /// `udp_upload`: the lab's JSON header and retry rule.
+    Udp,
+}
+
+/// Which protocol a download uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetVia {
+    /// `signal` RAF: size and CRC checked (default).
+    Signal,
+    /// `magic_download`: size checked.
+    Magic,
+    /// `udp_download`, checked against ferry's `STAT` size and CRC.
+    Udp,
+}
+
+/// What an upload achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The name the server stored it under, when the protocol says.
+    pub stored_as: Option<String>,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// CRC-32 of the bytes (0 for a tree).
+    pub crc: u32,
+    /// Attempts made (UDP retries).
+    pub attempts: usize,
+}
+
+/// What a download achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Got {
+    /// Where it was written.
+    pub path: std::path::PathBuf,
+    /// Bytes received (sum of files for a tree).
+    pub bytes: u64,
+    /// CRC-32 of the bytes (0 for a tree).
+    pub crc: u32,
+    /// Files (1 for a single file).
+    pub files: usize,
+}
+
+/// A server and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Host name or address.
+    pub host: String,
+    /// The service ports.
+    pub ports: Ports,
+    /// Longest wait for any reply or the next bytes (default 10 s).
+    pub timeout: Duration,
+    /// How long a UDP upload waits for each reply before retrying (the lab's 1 s).
+    pub udp_reply_timeout: Duration,
+    /// UDP attempts before giving up (default 5).
+    pub udp_attempts: usize,
+}
+
+impl Client {
+    /// A client for `host` with the default ports and timeouts.
+    pub fn new(host: impl Into<String>) -> Client {
+        Client {
+            host: host.into(),
+            ports: Ports::default(),
+            timeout: Duration::from_secs(10),
+            udp_reply_timeout: Duration::from_secs(1),
+            udp_attempts: 5,
+        }
+    }
+
+    /// Resolves `host:port` to one address.
+    pub async fn resolve(&self, port: u16) -> Result<SocketAddr> {
+        let what = format!("{}:{port}", self.host);
+        let mut addrs =
+            lookup_host((self.host.as_str(), port))
+                .await
+                .map_err(|e| Error::Unreachable {
+                    what: what.clone(),
+                    reason: e.to_string(),
+                })?;
+        addrs.next().ok_or(Error::Unreachable {
+            what,
+            reason: "the name has no address".into(),
+        })
+    }
+
+    pub(crate) async fn connect(&self, port: u16) -> Result<TcpStream> {
+        let addr = self.resolve(port).await?;
+        let what = addr.to_string();
+        match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(Error::Timeout(format!("connecting to {what}"))),
+            Ok(Err(e)) => Err(Error::Unreachable {
+                what,
+                reason: e.to_string(),
+            }),
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+        }
+    }
+
+    /// `PIN` → `PON` on the signal service; returns the round-trip time.
+    pub async fn ping(&self) -> Result<Duration> {
+        signal::ping(self).await
+    }
+
+    /// Uploads `path` as `name` (default: its file name).
+    pub async fn send(
+        &self,
+        via: SendVia,
+        path: &Path,
+        name: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<Sent> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => local::file_name(path)?,
+        };
+        match via {
+            SendVia::Signal => signal::send_file(self, path, &name, progress).await,
+            SendVia::Tcp => tcp_upload::send(self, path, &name, progress).await,
+            SendVia::Udp => udp_upload::send(self, path, &name, progress).await,
+        }
+    }
+
+    /// Downloads `name` to `dest` (a file path, or an existing directory to put
+    /// it in). An existing file is kept unless `force`.
+    pub async fn get(
+        &self,
+        via: GetVia,
+        name: &str,
+        dest: &Path,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<Got> {
+        let target = local::Target::new(dest, name, force)?;
+        match via {
+            GetVia::Signal => signal::get_file(self, name, target, progress).await,
+            GetVia::Magic => magic::get(self, name, target, progress).await,
+            GetVia::Udp => udp_download::get(self, name, target, progress).await,
+        }
+    }
+
+    /// Uploads the directory `dir` as a tree named `name` (default: its name).
+    pub async fn send_dir(
+        &self,
+        dir: &Path,
+        name: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<Sent> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => local::file_name(dir)?,
+        };
+        signal::send_dir(self, dir, &name, progress).await
+    }
+
+    /// Downloads the tree `name` into `dest` (default: `./<name>`), whole or not at all.
+    pub async fn get_dir(
+        &self,
+        name: &str,
+        dest: &Path,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<Got> {
+        let target = local::Target::new(dest, name, force)?;
+        signal::get_dir(self, name, target, progress).await
+    }
+
+    /// The adding-two-numbers exchange: sends `name` and `number`, returns the
+    /// server's name and number.
+    pub async fn sum(&self, name: &str, number: i64) -> Result<(String, i64)> {
+        udp_sum::sum(self, name, number).await
+    }
+}

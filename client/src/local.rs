@@ -1,0 +1,211 @@
+//! Local files: downloads are written to a temporary file (or directory) next
+//! to the destination and renamed into place only when complete and verified.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::{Error, Result};
+
+/// The last component of a local path, as the name to send it under.
+pub fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Local(format!("{} has no usable file name", path.display())))
+}
+
+/// Where a download goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The final path.
+    pub path: PathBuf,
+    force: bool,
+}
+
+impl Target {
+    /// `dest` is a file path, or an existing directory to put `remote`'s last
+    /// component in. Refuses an existing destination unless `force`.
+    pub fn new(dest: &Path, remote: &str, force: bool) -> Result<Target> {
+        let last = remote
+            .rsplit(['/', '\\'])
+            .find(|c| !c.is_empty())
+            .filter(|c| *c != "." && *c != "..")
+            .ok_or_else(|| {
+                Error::Local(format!("cannot name a local file after {remote:?}; use -o"))
+            })?;
+        let path = if dest.as_os_str().is_empty() {
+            PathBuf::from(last)
+        } else if dest.is_dir() {
+            dest.join(last)
+        } else {
+            dest.to_owned()
+        };
+        if !force && std::fs::symlink_metadata(&path).is_ok() {
+            return Err(Error::Local(format!(
+                "{} exists; use --force to replace it",
+                path.display()
+            )));
+        }
+        Ok(Target { path, force })
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        parent.join(format!(".{name}.ferry-part-{}", std::process::id()))
+    }
+
+    /// Opens the temporary file.
+    pub async fn create_file(&self) -> Result<PartFile> {
+        let temp = self.temp_path();
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| Error::Local(format!("cannot create {}: {e}", temp.display())))?;
+        Ok(PartFile {
+            file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
+            temp: Some(temp),
+            target: self.clone(),
+        })
+    }
+
+    /// Creates the temporary directory for a tree.
+    pub fn create_dir(&self) -> Result<PartDir> {
+        let temp = self.temp_path();
+        std::fs::create_dir(&temp)
+            .map_err(|e| Error::Local(format!("cannot create {}: {e}", temp.display())))?;
+        Ok(PartDir {
+            temp: Some(temp),
+            target: self.clone(),
+        })
+    }
+}
+
+/// A download being written; dropped without `commit`, it is removed.
+pub struct PartFile {
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    temp: Option<PathBuf>,
+    target: Target,
+}
+
+impl PartFile {
+    /// Appends bytes.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::Local("file already closed".into()))?;
+        f.write_all(data)
+            .await
+            .map_err(|e| Error::Local(format!("cannot write: {e}")))
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub async fn commit(mut self) -> Result<PathBuf> {
+        let mut f = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Local("file already closed".into()))?;
+        let local = |e: std::io::Error| Error::Local(format!("cannot write: {e}"));
+        f.flush().await.map_err(local)?;
+        f.get_ref().sync_all().await.map_err(local)?;
+        drop(f);
+        let temp = self
+            .temp
+            .take()
+            .ok_or_else(|| Error::Local("file already closed".into()))?;
+        place(&temp, &self.target)?;
+        Ok(self.target.path.clone())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(t) = self.temp.take() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
+/// A tree being written; dropped without `commit`, it is removed.
+pub struct PartDir {
+    temp: Option<PathBuf>,
+    target: Target,
+}
+
+impl PartDir {
+    /// The temporary directory, to write entries under.
+    pub fn root(&self) -> &Path {
+        self.temp.as_deref().unwrap_or(Path::new("."))
+    }
+
+    /// Renames the finished tree into place.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let temp = self
+            .temp
+            .take()
+            .ok_or_else(|| Error::Local("tree already finished".into()))?;
+        if self.target.force && self.target.path.is_dir() {
+            std::fs::remove_dir_all(&self.target.path).map_err(|e| {
+                Error::Local(format!(
+                    "cannot replace {}: {e}",
+                    self.target.path.display()
+                ))
+            })?;
+        }
+        let r = place(&temp, &self.target);
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(&temp);
+        }
+        r.map(|()| self.target.path.clone())
+    }
+}
+
+impl Drop for PartDir {
+    fn drop(&mut self) {
+        if let Some(t) = self.temp.take() {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+/// Moves `temp` to the target: replacing only with `force`; otherwise a
+/// destination that appeared meanwhile is kept and the download reported.
+fn place(temp: &Path, target: &Target) -> Result<()> {
+    let to = &target.path;
+    let fail = |e: std::io::Error| {
+        Error::Local(format!("cannot move the download to {}: {e}", to.display()))
+    };
+    if target.force || temp.is_dir() {
+        if !target.force && std::fs::symlink_metadata(to).is_ok() {
+            return Err(Error::Local(format!(
+                "{} exists; use --force to replace it",
+                to.display()
+            )));
+        }
+        return std::fs::rename(temp, to).map_err(fail);
+    }
+    // No-replace for files: link (fails if the name exists), then unlink the temp.
+    match std::fs::hard_link(temp, to) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(temp);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(temp);
+            Err(Error::Local(format!(
+                "{} exists; use --force to replace it",
+                to.display()
+            )))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}

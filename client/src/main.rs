@@ -1,0 +1,464 @@
+//! `ferry`: the command-line client for every protocol ferryd serves.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry::{Client, Error, GetVia, Ports, Progress, SendVia};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the server broke the protocol or the connection failed mid-way
+  2  bad command line
+  3  server not reachable
+  4  refused by the server (its reason is printed: no such file, name refused, too large, busy)
+  5  verification failed (size or CRC-32 mismatch)
+  6  timed out
+  7  local file problem (missing, exists without --force, cannot write)";
+
+const EXAMPLES: &str = "\
+Examples:
+  ferry ping                          health check of localhost (exit 0 when healthy)
+  ferry --host lab1 send report.pdf   upload, acknowledged and CRC-checked
+  ferry send --via udp photo.jpg      the lab's UDP upload with its retry rule
+  ferry get report.pdf -o /tmp/       download to /tmp/report.pdf
+  ferry get --via magic notes.txt     the COSC264 protocol
+  ferry send-dir ./project            a whole tree, stored whole or not at all
+  ferry get-dir project -o copy       and back
+  ferry sum \"Client of Ann\" 7         adding two numbers";
+
+/// One client for every protocol ferryd serves.
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, after_help = format!("{EXAMPLES}\n\n{EXIT_CODES}"))]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// The server's host name or address.
+    #[arg(long, env = "FERRY_HOST", default_value = "localhost", global = true)]
+    host: String,
+    /// Port of udp_upload.
+    #[arg(
+        long,
+        env = "FERRY_UDP_UPLOAD_PORT",
+        default_value_t = 9000,
+        global = true
+    )]
+    udp_upload_port: u16,
+    /// Port of udp_download.
+    #[arg(
+        long,
+        env = "FERRY_UDP_DOWNLOAD_PORT",
+        default_value_t = 9001,
+        global = true
+    )]
+    udp_download_port: u16,
+    /// Port of udp_sum.
+    #[arg(
+        long,
+        env = "FERRY_UDP_SUM_PORT",
+        default_value_t = 9002,
+        global = true
+    )]
+    udp_sum_port: u16,
+    /// Port of tcp_upload.
+    #[arg(
+        long,
+        env = "FERRY_TCP_UPLOAD_PORT",
+        default_value_t = 9003,
+        global = true
+    )]
+    tcp_upload_port: u16,
+    /// Port of magic_download.
+    #[arg(long, env = "FERRY_MAGIC_PORT", default_value_t = 9004, global = true)]
+    magic_port: u16,
+    /// Port of signal.
+    #[arg(long, env = "FERRY_SIGNAL_PORT", default_value_t = 9005, global = true)]
+    signal_port: u16,
+    /// Longest wait for the server (e.g. 10s, 500ms, 2).
+    #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    timeout: Duration,
+    /// How long UDP waits for each reply before retrying (the lab's 1 s).
+    #[arg(long, env = "FERRY_UDP_TIMEOUT", default_value = "1s", value_parser = parse_duration, global = true)]
+    udp_timeout: Duration,
+    /// UDP attempts before giving up.
+    #[arg(long, env = "FERRY_UDP_ATTEMPTS", default_value_t = 5, global = true)]
+    attempts: usize,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more detail.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Print one JSON object per result on stdout (errors too).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload files.
+    Send {
+        /// Files to upload.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Protocol: signal (acknowledged, CRC-checked), tcp or udp.
+        #[arg(long, value_enum, default_value_t = SendProto::Signal)]
+        via: SendProto,
+        /// Name to store it under (one file only).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+    },
+    /// Download a file; written to a temporary file and renamed once complete and verified.
+    Get {
+        /// The remote name (a path inside the server's root).
+        name: String,
+        /// Where to write it: a file, or an existing directory (default: ./NAME).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Protocol: signal (size and CRC checked), magic (size checked) or udp (size and CRC checked).
+        #[arg(long, value_enum, default_value_t = GetProto::Signal)]
+        via: GetProto,
+        /// Replace an existing local file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Upload a directory tree (SAR); symlinks and special files are skipped.
+    SendDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Name to store it under.
+        #[arg(long = "as")]
+        as_name: Option<String>,
+    },
+    /// Download a directory tree (RAR), whole or not at all.
+    GetDir {
+        /// The remote directory.
+        name: String,
+        /// Where to put it (default: ./NAME).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace an existing local directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Health check: PIN, expect PON; prints the round-trip time.
+    Ping,
+    /// Adding two numbers: send a name and an integer (1..100), get the server's.
+    Sum {
+        /// Your name, e.g. "Client of Ann".
+        name: String,
+        /// An integer from 1 to 100.
+        #[arg(allow_negative_numbers = true)]
+        number: i64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SendProto {
+    Signal,
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GetProto {
+    Signal,
+    Magic,
+    Udp,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?} must be longer than 0"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// indicatif bars on stderr, only when both stdout and stderr are terminals.
+struct Bars {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new(enabled: bool) -> Bars {
+        Bars {
+            enabled,
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(b);
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, label: &str, total: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        let template = if total.is_some() {
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+        } else {
+            "{msg} {spinner} {bytes} {bytes_per_sec}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_owned());
+        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        self.with(|b| b.inc(n));
+    }
+
+    fn restart(&self) {
+        self.with(|b| b.set_position(0));
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+struct Out {
+    quiet: bool,
+    json: bool,
+}
+
+impl Out {
+    fn ok(&self, text: String, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        } else if !self.quiet {
+            println!("{text}");
+        }
+    }
+
+    fn err(&self, command: &str, e: &Error) -> u8 {
+        let kind = match e {
+            Error::Unreachable { .. } => "unreachable",
+            Error::Refused(_) => "refused",
+            Error::Verification(_) => "verification",
+            Error::Timeout(_) => "timeout",
+            Error::Local(_) => "local",
+            Error::Protocol(_) => "protocol",
+        };
+        if self.json {
+            println!(
+                "{}",
+                json!({"ok": false, "command": command, "error": e.to_string(), "kind": kind, "exit_code": e.exit_code()})
+            );
+        } else {
+            eprintln!("ferry: {command}: {e}");
+        }
+        e.exit_code()
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let g = &cli.global;
+    let client = Client {
+        host: g.host.clone(),
+        ports: Ports {
+            udp_upload: g.udp_upload_port,
+            udp_download: g.udp_download_port,
+            udp_sum: g.udp_sum_port,
+            tcp_upload: g.tcp_upload_port,
+            magic_download: g.magic_port,
+            signal: g.signal_port,
+        },
+        timeout: g.timeout,
+        udp_reply_timeout: g.udp_timeout,
+        udp_attempts: g.attempts,
+    };
+    let out = Out {
+        quiet: g.quiet,
+        json: g.json,
+    };
+    let bars = Bars::new(
+        !g.quiet && !g.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+    );
+    let started = Instant::now();
+    let code = match &cli.command {
+        Command::Ping => match client.ping().await {
+            Ok(rtt) => {
+                let ms = rtt.as_secs_f64() * 1000.0;
+                out.ok(
+                    format!("PON from {}:{} in {ms:.2} ms", client.host, client.ports.signal),
+                    json!({"ok": true, "command": "ping", "host": client.host, "port": client.ports.signal, "rtt_ms": ms}),
+                );
+                0
+            }
+            Err(e) => out.err("ping", &e),
+        },
+        Command::Sum { name, number } => match client.sum(name, *number).await {
+            Ok((server, theirs)) => {
+                out.ok(
+                    format!("{name}: {number}\n{server}: {theirs}\nsum: {}", number + theirs),
+                    json!({"ok": true, "command": "sum", "client": name, "client_number": number, "server": server, "server_number": theirs, "sum": number + theirs}),
+                );
+                0
+            }
+            Err(e) => out.err("sum", &e),
+        },
+        Command::Send {
+            files,
+            via,
+            as_name,
+        } => {
+            if as_name.is_some() && files.len() > 1 {
+                eprintln!(
+                    "ferry: send: --as names one file, but {} were given",
+                    files.len()
+                );
+                return ExitCode::from(2);
+            }
+            let via_lib = match via {
+                SendProto::Signal => SendVia::Signal,
+                SendProto::Tcp => SendVia::Tcp,
+                SendProto::Udp => SendVia::Udp,
+            };
+            let mut first_error = 0;
+            for file in files {
+                let t = Instant::now();
+                match client.send(via_lib, file, as_name.as_deref(), &bars).await {
+                    Ok(sent) => {
+                        let stored = sent
+                            .stored_as
+                            .as_deref()
+                            .map(|s| format!(", stored as {s:?}"))
+                            .unwrap_or_default();
+                        let tries = if g.verbose && sent.attempts > 1 {
+                            format!(" after {} attempts", sent.attempts)
+                        } else {
+                            String::new()
+                        };
+                        out.ok(
+                            format!(
+                                "sent {} ({}) via {via:?}{stored}, CRC-32 {}{tries}",
+                                file.display(),
+                                human(sent.bytes),
+                                ferry_proto::crc::format_hex(sent.crc)
+                            )
+                            .replace("via Signal", "via signal")
+                            .replace("via Tcp", "via tcp")
+                            .replace("via Udp", "via udp"),
+                            json!({"ok": true, "command": "send", "file": file, "via": format!("{via:?}").to_lowercase(), "stored_as": sent.stored_as, "bytes": sent.bytes, "crc": ferry_proto::crc::format_hex(sent.crc), "attempts": sent.attempts, "seconds": t.elapsed().as_secs_f64()}),
+                        );
+                    }
+                    Err(e) => {
+                        let code = out.err("send", &e);
+                        if first_error == 0 {
+                            first_error = code;
+                        }
+                    }
+                }
+            }
+            first_error
+        }
+        Command::Get {
+            name,
+            output,
+            via,
+            force,
+        } => {
+            let via_lib = match via {
+                GetProto::Signal => GetVia::Signal,
+                GetProto::Magic => GetVia::Magic,
+                GetProto::Udp => GetVia::Udp,
+            };
+            let dest = output.clone().unwrap_or_default();
+            match client.get(via_lib, name, &dest, *force, &bars).await {
+                Ok(got) => {
+                    out.ok(
+                        format!("got {name} -> {} ({}, CRC-32 {})", got.path.display(), human(got.bytes), ferry_proto::crc::format_hex(got.crc)),
+                        json!({"ok": true, "command": "get", "name": name, "path": got.path, "via": format!("{via:?}").to_lowercase(), "bytes": got.bytes, "crc": ferry_proto::crc::format_hex(got.crc), "seconds": started.elapsed().as_secs_f64()}),
+                    );
+                    0
+                }
+                Err(e) => out.err("get", &e),
+            }
+        }
+        Command::SendDir { dir, as_name } => {
+            match client.send_dir(dir, as_name.as_deref(), &bars).await {
+                Ok(sent) => {
+                    out.ok(
+                    format!("sent {} ({}), stored as {:?}", dir.display(), human(sent.bytes), sent.stored_as.clone().unwrap_or_default()),
+                    json!({"ok": true, "command": "send-dir", "dir": dir, "stored_as": sent.stored_as, "bytes": sent.bytes, "seconds": started.elapsed().as_secs_f64()}),
+                );
+                    0
+                }
+                Err(e) => out.err("send-dir", &e),
+            }
+        }
+        Command::GetDir {
+            name,
+            output,
+            force,
+        } => {
+            let dest = output.clone().unwrap_or_default();
+            match client.get_dir(name, &dest, *force, &bars).await {
+                Ok(got) => {
+                    out.ok(
+                        format!("got {name}/ -> {} ({} files, {})", got.path.display(), got.files, human(got.bytes)),
+                        json!({"ok": true, "command": "get-dir", "name": name, "path": got.path, "files": got.files, "bytes": got.bytes, "seconds": started.elapsed().as_secs_f64()}),
+                    );
+                    0
+                }
+                Err(e) => out.err("get-dir", &e),
+            }
+        }
+    };
+    ExitCode::from(code)
+}

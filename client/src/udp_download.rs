@@ -1,0 +1,146 @@
+//! `udp_download`, checked: ferry's `STAT` gives the size and CRC-32 first,
+//! then the lab request streams 2048-byte chunks to the short one. A lost,
+//! duplicated or reordered datagram shows up as a size or CRC mismatch (or a
+//! gap that times out), and the download is tried again, never kept short.
+
+use ferry_proto::udp_download::{encode_request, parse_stat_reply, Assembler, Request};
+use tokio::net::UdpSocket;
+
+use crate::local::Target;
+use crate::{Client, Error, Got, Progress, Result};
+
+async fn socket(client: &Client) -> Result<UdpSocket> {
+    let server = client.resolve(client.ports.udp_download).await?;
+    let bind = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| Error::io("opening a UDP socket", e))?;
+    raise_rcvbuf(&sock);
+    sock.connect(server)
+        .await
+        .map_err(|e| Error::io("opening a UDP socket", e))?;
+    Ok(sock)
+}
+
+/// The lab protocol has no flow control: a big receive buffer absorbs bursts
+/// (best effort; the kernel caps it at `net.core.rmem_max`).
+fn raise_rcvbuf(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: a valid socket fd, a pointer to a c_int and its length.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn refused(datagram: &[u8]) -> Option<Error> {
+    datagram
+        .strip_prefix(b"ERROR: ")
+        .map(|r| Error::Refused(String::from_utf8_lossy(r).into_owned()))
+}
+
+pub(crate) async fn get(
+    client: &Client,
+    name: &str,
+    target: Target,
+    progress: &dyn Progress,
+) -> Result<Got> {
+    let sock = socket(client).await?;
+    let mut buf = vec![0u8; 65_536];
+    // STAT, retried on silence.
+    let mut stat = None;
+    for _ in 0..client.udp_attempts.max(1) {
+        sock.send(&encode_request(&Request::Stat(name.to_owned())))
+            .await
+            .map_err(|e| Error::io("sending the request", e))?;
+        match tokio::time::timeout(client.udp_reply_timeout, sock.recv(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(Error::Unreachable {
+                    what: format!("{}:{}", client.host, client.ports.udp_download),
+                    reason: e.to_string(),
+                })
+            }
+            Ok(r) => {
+                let n = r.map_err(|e| Error::io("reading the reply", e))?;
+                if let Some(e) = refused(&buf[..n]) {
+                    return Err(e);
+                }
+                stat =
+                    Some(parse_stat_reply(&buf[..n]).map_err(|e| Error::Protocol(e.to_string()))?);
+                break;
+            }
+        }
+    }
+    let (size, want_crc) =
+        stat.ok_or_else(|| Error::Timeout("waiting for the STAT reply".into()))?;
+    progress.start(name, Some(size));
+    let mut last = String::new();
+    for attempt in 1..=client.udp_attempts.max(1) {
+        if attempt > 1 {
+            progress.restart();
+        }
+        let sock = socket(client).await?;
+        sock.send(&encode_request(&Request::File(name.to_owned())))
+            .await
+            .map_err(|e| Error::io("sending the request", e))?;
+        let mut part = target.create_file().await?;
+        let mut asm = Assembler::new();
+        let mut crc = ferry_proto::crc::Crc32::new();
+        let complete = loop {
+            let n = match tokio::time::timeout(client.udp_reply_timeout, sock.recv(&mut buf)).await
+            {
+                Err(_) => break false,
+                Ok(r) => r.map_err(|e| Error::io("reading data", e))?,
+            };
+            if asm.received() == 0 && n < 2048 {
+                if let Some(e) = refused(&buf[..n]) {
+                    return Err(e);
+                }
+            }
+            let last_chunk = asm
+                .accept(&buf[..n])
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            crc.update(&buf[..n]);
+            part.write(&buf[..n]).await?;
+            progress.advance(n as u64);
+            if last_chunk {
+                break true;
+            }
+        };
+        if !complete {
+            last = format!("the data stopped after {} of {size} bytes", asm.received());
+        } else if asm.received() != size || crc.value() != want_crc {
+            last = format!(
+                "received {} bytes with CRC-32 {}, the file has {size} bytes and {}",
+                asm.received(),
+                ferry_proto::crc::format_hex(crc.value()),
+                ferry_proto::crc::format_hex(want_crc)
+            );
+        } else {
+            progress.finish();
+            let path = part.commit().await?;
+            return Ok(Got {
+                path,
+                bytes: size,
+                crc: want_crc,
+                files: 1,
+            });
+        }
+    }
+    progress.finish();
+    Err(Error::Verification(format!(
+        "after {} attempts: {last}",
+        client.udp_attempts
+    )))
+}

@@ -1,0 +1,128 @@
+//! `udp_upload` with the lab's retry rule: send `file_info`, wait for the
+//! buffer size, send the file in datagrams of that size, wait for `OK`;
+//! anything else, or silence, and it starts again from `file_info` on a new
+//! socket, at most `udp_attempts` times.
+
+use std::path::Path;
+
+use ferry_proto::udp_upload::{encode_file_info, parse_buffer_size, parse_reply, FileInfo, Reply};
+use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
+
+use crate::{Client, Error, Progress, Result, Sent};
+
+pub(crate) async fn send(
+    client: &Client,
+    path: &Path,
+    name: &str,
+    progress: &dyn Progress,
+) -> Result<Sent> {
+    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    // One pass for the CRC the header needs; each attempt re-reads the file.
+    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+    let mut crc = ferry_proto::crc::Crc32::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await.map_err(local)?;
+        if n == 0 {
+            break;
+        }
+        crc.update(&buf[..n]);
+        size += n as u64;
+    }
+    let info = FileInfo {
+        checksum: crc.value(),
+        name: name.to_owned(),
+        size,
+    };
+    let server = client.resolve(client.ports.udp_upload).await?;
+    let wait = client.udp_reply_timeout;
+    let mut last = String::from("no reply");
+    progress.start(name, Some(size));
+    for attempt in 1..=client.udp_attempts.max(1) {
+        if attempt > 1 {
+            progress.restart();
+        }
+        let bind = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let sock = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| Error::io("opening a UDP socket", e))?;
+        sock.connect(server)
+            .await
+            .map_err(|e| Error::io("opening a UDP socket", e))?;
+        sock.send(&encode_file_info(&info))
+            .await
+            .map_err(|e| Error::io("sending file_info", e))?;
+        let mut reply = vec![0u8; 65_536];
+        let n = match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
+            Err(_) => {
+                last = "the server did not answer file_info".into();
+                continue;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(Error::Unreachable {
+                    what: server.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Ok(r) => r.map_err(|e| Error::io("reading the buffer size", e))?,
+        };
+        let chunk = match parse_buffer_size(&reply[..n]) {
+            Ok(c) => c,
+            Err(_) => match parse_reply(&reply[..n]) {
+                // A refusal of the header (bad name, too large, busy) is final.
+                Reply::Error(reason) => return Err(Error::Refused(reason)),
+                _ => {
+                    return Err(Error::Protocol(format!(
+                        "expected a buffer size, got {:?}",
+                        String::from_utf8_lossy(&reply[..n])
+                    )))
+                }
+            },
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+        let mut block = vec![0u8; chunk];
+        let mut left = size;
+        while left > 0 {
+            let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
+            file.read_exact(&mut block[..want]).await.map_err(local)?;
+            sock.send(&block[..want])
+                .await
+                .map_err(|e| Error::io("sending data", e))?;
+            left -= want as u64;
+            progress.advance(want as u64);
+        }
+        match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
+            Ok(Ok(n)) => match parse_reply(&reply[..n]) {
+                Reply::Ok => {
+                    progress.finish();
+                    return Ok(Sent {
+                        stored_as: None,
+                        bytes: size,
+                        crc: info.checksum,
+                        attempts: attempt,
+                    });
+                }
+                Reply::Error(reason) => last = reason,
+                Reply::Other => {
+                    last = format!(
+                        "unexpected reply {:?}",
+                        String::from_utf8_lossy(&reply[..n])
+                    )
+                }
+            },
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no OK within the reply timeout".into(),
+        }
+    }
+    progress.finish();
+    Err(Error::Timeout(format!(
+        "after {} attempts: {last}",
+        client.udp_attempts
+    )))
+}

@@ -7,7 +7,6 @@ use bytes::BytesMut;
 use ferry_proto::crc::Crc32;
 use ferry_proto::magic::{RequestCodec, ResponseHeader, Status};
 use ferry_proto::names::RelPath;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -15,7 +14,7 @@ use tokio_util::codec::Decoder;
 use crate::limits::Refusal;
 use crate::report::Transfer;
 use crate::storage::StorageError;
-use crate::tcp::{read_until, write_all, Failure, TcpService};
+use crate::tcp::{read_until, reply_and_close, write_all, Failure, TcpService};
 use crate::Ctx;
 
 /// Bytes read from disk per write to the socket.
@@ -35,7 +34,8 @@ impl TcpService for Service {
             // "A malformed request is answered by closing the connection."
             Err(e) => t.failed(&e),
         }
-        let _ = stream.shutdown().await;
+        // Close without a reset: late client bytes must not destroy the response.
+        reply_and_close(&mut stream, &[]).await;
     }
 
     /// The protocol has no error record, and StatusCode 0 would tell the
@@ -61,7 +61,17 @@ async fn serve_one(
             break req;
         }
         let deadline = (Instant::now() + gap).min(whole);
-        if read_until(ctx, stream, &mut buf, deadline, "the FileRequest").await? == 0 {
+        let idle = buf.is_empty();
+        let read = read_until(ctx, stream, &mut buf, deadline, "the FileRequest");
+        let n = if idle {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return Err(Failure::Closed("idle at shutdown".into())),
+                r = read => r?,
+            }
+        } else {
+            read.await?
+        };
+        if n == 0 {
             codec.decode_eof(&mut buf).map_err(Failure::refused)?;
             return Err(Failure::Closed("before a complete FileRequest".into()));
         }

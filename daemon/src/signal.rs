@@ -55,8 +55,8 @@ impl TcpService for Service {
             }
             Err(e) => {
                 tracing::info!(error = %e, "connection ended");
-                if !matches!(e, Failure::Closed(_) | Failure::Io(_)) {
-                    let frame = encode_frame(SignalFrame::Error(e.to_string()));
+                if !matches!(e, Failure::Closed(_) | Failure::Io(_) | Failure::Broken(_)) {
+                    let frame = encode_frame(SignalFrame::Error(clip(e.to_string(), MAX_REASON)));
                     reply_and_close(&mut conn.stream, &frame).await;
                 }
             }
@@ -175,6 +175,10 @@ impl Conn<'_> {
     }
 
     async fn send(&mut self, frame: SignalFrame) -> Result<(), Failure> {
+        let frame = match frame {
+            SignalFrame::Error(reason) => SignalFrame::Error(clip(reason, MAX_REASON)),
+            other => other,
+        };
         self.wbuf.clear();
         self.codec
             .encode(frame, &mut self.wbuf)
@@ -439,6 +443,20 @@ impl Conn<'_> {
         t.ok("sent");
         Ok(())
     }
+}
+
+/// Longest ERR reason sent, in bytes: within any client's text cap.
+const MAX_REASON: usize = 1024;
+
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 fn path_join(base: &RelPath, rel: &RelPath) -> RelPath {

@@ -317,12 +317,29 @@ enum Want {
 
 /// `report.pdf` → `report (3).pdf`; `archive.tar.gz` → `archive (3).tar.gz`;
 /// `.bashrc` → `.bashrc (3)`; `Makefile` → `Makefile (3)`.
+/// The stem is shortened if needed so the result still fits in 255 bytes.
 pub fn numbered(name: &str, n: u32) -> String {
     let stem_end = match name.find('.') {
         Some(0) | None => name.len(),
         Some(i) => i,
     };
-    format!("{} ({n}){}", &name[..stem_end], &name[stem_end..])
+    let (stem, ext) = name.split_at(stem_end);
+    let suffix = format!(" ({n})");
+    let room = ferry_proto::names::MAX_COMPONENT_LEN.saturating_sub(suffix.len() + ext.len());
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = format!("{}{suffix}{ext}", &stem[..cut]);
+    // An extension alone too long to keep: shorten the whole name instead.
+    if out.len() > ferry_proto::names::MAX_COMPONENT_LEN {
+        let mut cut = ferry_proto::names::MAX_COMPONENT_LEN - suffix.len();
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out = format!("{}{suffix}", &name[..cut]);
+    }
+    out
 }
 
 fn map_open_error(e: io::Error, path: &RelPath) -> StorageError {
@@ -374,6 +391,16 @@ fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
 fn replace(temp: &Path, target: &Path, work: &Path) -> io::Result<()> {
     let temp_is_dir = std::fs::symlink_metadata(temp)?.is_dir();
     let existing = std::fs::symlink_metadata(target).ok();
+    if let Some(m) = &existing {
+        if m.is_dir() != temp_is_dir {
+            // Overwriting means a file for a file or a tree for a tree; a
+            // file upload never deletes a directory tree, nor the reverse.
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file and a directory cannot replace each other",
+            ));
+        }
+    }
     match existing {
         Some(m) if m.is_dir() || temp_is_dir => {
             renameat2(temp, target, libc::RENAME_EXCHANGE)?;
@@ -788,6 +815,11 @@ mod tests {
         assert_eq!(numbered("a.tar.gz", 2), "a (2).tar.gz");
         assert_eq!(numbered(".bashrc", 3), ".bashrc (3)");
         assert_eq!(numbered("Makefile", 4), "Makefile (4)");
+        let long = format!("{}.pdf", "é".repeat(125));
+        let n = numbered(&long, 12);
+        assert!(n.len() <= 255 && n.ends_with(" (12).pdf"), "{n}");
+        let n = numbered(&format!("a.{}", "x".repeat(253)), 3);
+        assert!(n.len() <= 255 && n.ends_with(" (3)"), "{n}");
     }
 
     #[tokio::test]
@@ -822,6 +854,11 @@ mod tests {
         let s = Storage::open(dir.path(), OnConflict::Overwrite).unwrap();
         put(&s, "a", b"3").await.unwrap();
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"3");
+        // Overwrite never swaps a file for a directory tree.
+        std::fs::create_dir(dir.path().join("tree")).unwrap();
+        std::fs::write(dir.path().join("tree/keep"), b"k").unwrap();
+        assert!(put(&s, "tree", b"file").await.is_err());
+        assert_eq!(std::fs::read(dir.path().join("tree/keep")).unwrap(), b"k");
     }
 
     #[tokio::test]

@@ -95,6 +95,10 @@ pub enum Failure {
     /// The client went away.
     #[error("the client closed the connection {0}")]
     Closed(String),
+    /// A frame was cut off mid-way (e.g. the file shrank while being sent):
+    /// no reply can be framed, the connection just closes.
+    #[error("transfer broken off: {0}")]
+    Broken(String),
     /// The grace period after SIGTERM ran out.
     #[error("aborted: the server is shutting down")]
     Aborted,

@@ -57,7 +57,18 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
     // The header: the size and at least one name byte, all within header_timeout…
     let deadline = Instant::now() + limits.header_timeout.0;
     while buf.len() <= SIZE_LEN {
-        if read_until(ctx, stream, &mut buf, deadline, "the header").await? == 0 {
+        let idle = buf.is_empty();
+        let read = read_until(ctx, stream, &mut buf, deadline, "the header");
+        let n = if idle {
+            // Nothing sent yet: an idle connection, closed at shutdown.
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return Err(Failure::Aborted),
+                r = read => r?,
+            }
+        } else {
+            read.await?
+        };
+        if n == 0 {
             return Err(Failure::Closed(format!("after {} header bytes", buf.len())));
         }
     }

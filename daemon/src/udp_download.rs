@@ -32,7 +32,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_download", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let socket = Arc::new(socket);
     let limiter = Limiter::new(cfg.max_downloads, cfg.max_downloads_per_ip);
-    let mut buf = vec![0u8; 2048];
+    let max = DEFAULT_MAX_REQUEST_LEN.max(ctx.config.limits.max_name_len + 8);
+    // One byte more than the cap, so an over-long request is seen as such.
+    let mut buf = vec![0u8; max + 1];
     loop {
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -48,7 +50,6 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             tracing::debug!(peer = %peer, "request from outside udp_download.allow ignored");
             continue;
         }
-        let max = DEFAULT_MAX_REQUEST_LEN.max(ctx.config.limits.max_name_len + 8);
         let request = match parse_request(&buf[..n], max) {
             Ok(r) => r,
             Err(e) => {

@@ -5,7 +5,9 @@
 //! through [`crate::storage`] and sends `OK` only after the file is durable.
 //! - A fresh `file_info` from a peer restarts its session; one from a new port
 //!   of the same IP with the same name, size and checksum (a handout client
-//!   retrying from a new socket) replaces the old session too.
+//!   retrying from a new socket) replaces the old session too, once that one
+//!   has been idle for 500 ms (so two clients behind one NAT sending the same
+//!   file do not cancel each other).
 //! - An identical `file_info` arriving before any data is a duplicate datagram
 //!   and is ignored (answering it twice would make the client read the second
 //!   buffer size as the reply to its data).
@@ -27,6 +29,7 @@ use ferry_proto::udp_upload::{
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::limits::{Limiter, Permit};
 use crate::report::Transfer;
@@ -63,7 +66,15 @@ struct Handle {
     info: FileInfo,
     tx: mpsc::Sender<Bytes>,
     started_data: bool,
+    last_seen: Instant,
 }
+
+/// A session this quiet is taken for one its client gave up on: the handout
+/// client waits 1 s for `OK` before retrying, while an upload in progress
+/// sends datagrams back to back. So a same-file session from the same IP is
+/// replaced only when idle this long, and two students behind one NAT
+/// uploading the same file do not cancel each other.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The receive loop.
 pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
@@ -126,8 +137,12 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         reply_error("the server is shutting down; try again shortly".into()).await;
                         continue;
                     }
-                    // The same upload retried from a new port replaces the old session.
-                    sessions.retain(|addr, h| !(addr.ip() == peer.ip() && h.info == info));
+                    // The same upload retried from a new port replaces the abandoned session.
+                    sessions.retain(|addr, h| {
+                        !(addr.ip() == peer.ip()
+                            && h.info == info
+                            && h.last_seen.elapsed() >= ABANDONED_AFTER)
+                    });
                     sessions.remove(&peer);
                     let name = match SafeName::for_upload(&info.name) {
                         Ok(n) => n,
@@ -163,6 +178,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             info: info.clone(),
                             tx,
                             started_data: false,
+                            last_seen: Instant::now(),
                         },
                     );
                     let session = Session {
@@ -193,6 +209,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         match sessions.get_mut(&peer) {
             Some(h) => {
                 h.started_data = true;
+                h.last_seen = Instant::now();
                 if n > ctx.config.udp_upload.buffer_size {
                     let why = format!(
                         "a datagram of {n} bytes is larger than the buffer size {}",

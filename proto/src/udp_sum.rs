@@ -7,7 +7,7 @@
 //!
 //! | request                           | reply (server name `Server of ferry`, number 42) |
 //! |-----------------------------------|--------------------------------------------------|
-//! | `Client of Ann:7` (also `,` `;` `\|` `\n`) | `Server of ferry:42` (the same separator)  |
+//! | `Client of Ann:7` (also `,` `;` `\|` `\n`, or a space) | `Server of ferry:42` (the same separator)  |
 //! | `{"name": "Client of Ann", "number": 7}` | `{"name": "Server of ferry", "number": 42}` |
 //! | `["Client of Ann", 7]`            | `["Server of ferry", 42]`                        |
 //! | `Client of Ann`, then `7`         | `Server of ferry`, then `42` (two datagrams)     |
@@ -120,7 +120,19 @@ pub fn parse_request(datagram: &[u8], max_len: usize) -> Result<SumRequest, SumE
         None => match parse_number(text) {
             Ok(n) => Ok(SumRequest::NumberOnly(n)),
             Err(SumError::OutOfRange(n)) => Err(SumError::OutOfRange(n)),
-            Err(_) => Ok(SumRequest::NameOnly(checked_name(text)?)),
+            // "Client of Ann 7": a space before a trailing integer separates them.
+            Err(_) => match text
+                .rsplit_once(' ')
+                .map(|(name, n)| (name, parse_number(n)))
+            {
+                Some((name, Ok(number))) => Ok(SumRequest::Full {
+                    name: checked_name(name)?,
+                    number,
+                    layout: Layout::Separated(b' '),
+                }),
+                Some((_, Err(SumError::OutOfRange(n)))) => Err(SumError::OutOfRange(n)),
+                _ => Ok(SumRequest::NameOnly(checked_name(text)?)),
+            },
         },
     }
 }
@@ -172,9 +184,14 @@ fn parse_json(text: &str) -> Result<SumRequest, SumError> {
     let number = match number {
         Value::Number(n) => match n.as_i64() {
             Some(i) => i,
-            None if n.is_f64() && n.as_f64().is_some_and(|f| f.fract() != 0.0) => {
-                return Err(unparsable())
+            // 7.0 is the integer 7; 7.5 is not an integer.
+            None if n
+                .as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() < 1e15) =>
+            {
+                n.as_f64().unwrap_or_default() as i64
             }
+            None if n.as_f64().is_some_and(|f| f.fract() != 0.0) => return Err(unparsable()),
             None => return Err(SumError::OutOfRange(n.to_string())),
         },
         _ => return Err(unparsable()),

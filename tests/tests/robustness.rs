@@ -102,6 +102,9 @@ async fn udp_retries_from_new_ports_store_one_copy() {
             first.send_to(chunk, addr).await.unwrap();
         }
     }
+    // Like the handout: wait 1 s for OK, which does not come.
+    let waited = tokio::time::timeout(Duration::from_secs(1), first.recv_from(&mut buf)).await;
+    assert!(waited.is_err(), "no reply to an incomplete upload");
     // The handout client retries from a new socket: OK, stored once.
     let outcome = handout::udp_upload(addr, "retry.bin", &bytes, true, 3).await;
     assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 });
@@ -417,5 +420,26 @@ async fn services_bind_to_ipv6() {
     assert_eq!(&buf[..n], b"Server of ferry:42");
     wait_for(|| d.visible_files() == ["v6.txt"]).await;
     assert_eq!(d.read("v6.txt"), b"over IPv6");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn two_clients_behind_one_address_sending_the_same_file_both_succeed() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    let bytes = data::bytes(200_000, 42);
+    let (a, b) = tokio::join!(
+        handout::udp_upload(addr, "innopolis.jpg", &bytes, false, 1),
+        handout::udp_upload(addr, "innopolis.jpg", &bytes, false, 1),
+    );
+    assert_eq!(
+        (a, b),
+        (
+            UdpUploadOutcome::Ok { attempts: 1 },
+            UdpUploadOutcome::Ok { attempts: 1 }
+        )
+    );
+    // Identical content: the second is acknowledged as the same file.
+    assert_eq!(d.visible_files(), ["innopolis.jpg"]);
     d.stop().await;
 }

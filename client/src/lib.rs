@@ -291,7 +291,8 @@ impl Client {
         signal::send_dir(self, dir, &name, progress).await
     }
 
-    /// Downloads the tree `name` into `dest` (default: `./<name>`), whole or not at all.
+    /// Downloads the tree `name` to exactly `dest` (default: `./<name>`),
+    /// whole or not at all. An existing `dest` is kept unless `force`.
     pub async fn get_dir(
         &self,
         name: &str,
@@ -299,7 +300,7 @@ impl Client {
         force: bool,
         progress: &dyn Progress,
     ) -> Result<Got> {
-        let target = local::Target::new(dest, name, force)?;
+        let target = local::Target::exact(dest, name, force)?;
         signal::get_dir(self, name, target, progress).await
     }
 

@@ -50,6 +50,23 @@ impl Target {
         Ok(Target { path, force })
     }
 
+    /// Exactly `dest` (default `./<last component of remote>`), for a tree.
+    pub fn exact(dest: &Path, remote: &str, force: bool) -> Result<Target> {
+        if dest.as_os_str().is_empty() {
+            return Target::new(dest, remote, force);
+        }
+        if !force && std::fs::symlink_metadata(dest).is_ok() {
+            return Err(Error::Local(format!(
+                "{} exists; use --force to replace it",
+                dest.display()
+            )));
+        }
+        Ok(Target {
+            path: dest.to_owned(),
+            force,
+        })
+    }
+
     fn temp_path(&self) -> PathBuf {
         let name = self
             .path

@@ -1,0 +1,306 @@
+//! ferry's client library against the real daemon: every operation over every
+//! protocol, sizes 0 and several MiB, trees, refusals, unreachable servers, timeouts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferry::{Client, Error, GetVia, NoProgress, Ports, SendVia};
+use ferry_tests::{assert_same_bytes, data, TestDaemon};
+
+fn client_for(d: &TestDaemon) -> Client {
+    let a = d.addrs;
+    let mut c = Client::new("127.0.0.1");
+    c.ports = Ports {
+        udp_upload: a.udp_upload.unwrap().port(),
+        udp_download: a.udp_download.unwrap().port(),
+        udp_sum: a.udp_sum.unwrap().port(),
+        tcp_upload: a.tcp_upload.unwrap().port(),
+        magic_download: a.magic_download.unwrap().port(),
+        signal: a.signal.unwrap().port(),
+    };
+    c
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn send_and_get_over_every_protocol_at_0_and_several_mib() {
+    let d = TestDaemon::start().await;
+    let c = client_for(&d);
+    let local = tempfile::tempdir().unwrap();
+    for (i, size) in [0usize, 3 * 1024 * 1024 + 5].into_iter().enumerate() {
+        let bytes = data::bytes(size, 900 + i as u64);
+        for (via, tag) in [
+            (SendVia::Signal, "sig"),
+            (SendVia::Tcp, "tcp"),
+            (SendVia::Udp, "udp"),
+        ] {
+            let name = format!("{tag}{size}.bin");
+            let path = write(local.path(), &name, &bytes);
+            let sent = c
+                .send(via, &path, None, &NoProgress)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(sent.bytes, size as u64);
+            assert_eq!(sent.crc, ferry_proto::crc::checksum(&bytes));
+            if via == SendVia::Signal {
+                assert_eq!(sent.stored_as.as_deref(), Some(name.as_str()));
+            }
+            assert_same_bytes(&d.read(&name), &bytes, &name);
+            for (get, gtag) in [
+                (GetVia::Signal, "s"),
+                (GetVia::Magic, "m"),
+                (GetVia::Udp, "u"),
+            ] {
+                let out = local.path().join(format!("{gtag}-{name}"));
+                let got = c
+                    .get(get, &name, &out, false, &NoProgress)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} {gtag}: {e}"));
+                assert_eq!(got.path, out);
+                assert_eq!(got.bytes, size as u64);
+                assert_same_bytes(
+                    &std::fs::read(&out).unwrap(),
+                    &bytes,
+                    &format!("{gtag}-{name}"),
+                );
+            }
+        }
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn send_as_another_name_and_get_into_a_directory() {
+    let d = TestDaemon::start().await;
+    let c = client_for(&d);
+    let local = tempfile::tempdir().unwrap();
+    let path = write(local.path(), "a.txt", b"alpha");
+    let sent = c
+        .send(SendVia::Signal, &path, Some("renamed.txt"), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(sent.stored_as.as_deref(), Some("renamed.txt"));
+    // The same name again: stored beside it.
+    let path2 = write(local.path(), "b.txt", b"beta");
+    let sent = c
+        .send(SendVia::Signal, &path2, Some("renamed.txt"), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(sent.stored_as.as_deref(), Some("renamed (1).txt"));
+    let outdir = local.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let got = c
+        .get(GetVia::Signal, "renamed.txt", &outdir, false, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(got.path, outdir.join("renamed.txt"));
+    assert_eq!(std::fs::read(&got.path).unwrap(), b"alpha");
+    // An existing local file is kept without force, replaced with it.
+    let err = c
+        .get(
+            GetVia::Signal,
+            "renamed (1).txt",
+            &got.path,
+            false,
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Local(m) if m.contains("exists; use --force")),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 7);
+    assert_eq!(std::fs::read(&got.path).unwrap(), b"alpha");
+    c.get(
+        GetVia::Magic,
+        "renamed (1).txt",
+        &got.path,
+        true,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), b"beta");
+    // No temporary files left next to the downloads.
+    let leftovers: Vec<_> = std::fs::read_dir(&outdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["renamed.txt"]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn trees_round_trip_with_nested_folders() {
+    let d = TestDaemon::start().await;
+    let c = client_for(&d);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("project");
+    let files = [
+        ("README.md", data::bytes(100, 1)),
+        ("src/lib.rs", data::bytes(5000, 2)),
+        ("src/net/deep/x.bin", data::bytes(300_000, 3)),
+        ("docs/empty.txt", Vec::new()),
+    ];
+    for (rel, bytes) in &files {
+        write(&src, rel, bytes);
+    }
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+    let sent = c.send_dir(&src, None, &NoProgress).await.unwrap();
+    assert_eq!(sent.stored_as.as_deref(), Some("project"));
+    for (rel, bytes) in &files {
+        assert_same_bytes(&d.read(&format!("project/{rel}")), bytes, rel);
+    }
+    assert!(
+        !d.root.join("project/link").exists(),
+        "symlinks are skipped"
+    );
+    let dest = local.path().join("copy");
+    let got = c
+        .get_dir("project", &dest, false, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!((got.files, got.path.clone()), (files.len(), dest.clone()));
+    for (rel, bytes) in &files {
+        assert_same_bytes(&std::fs::read(dest.join(rel)).unwrap(), bytes, rel);
+    }
+    // Again without --force: refused, the copy untouched; with it: replaced.
+    let again = c.get_dir("project", &dest, false, &NoProgress).await;
+    assert!(matches!(again, Err(Error::Local(_))), "{again:?}");
+    c.get_dir("project", &dest, true, &NoProgress)
+        .await
+        .unwrap();
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_carry_the_servers_reason() {
+    let d = TestDaemon::start_with(|cfg| cfg.limits.max_file_size = ferry_config::Size(1000)).await;
+    let c = client_for(&d);
+    let local = tempfile::tempdir().unwrap();
+    let out = local.path().join("x");
+    for via in [GetVia::Signal, GetVia::Magic, GetVia::Udp] {
+        let err = c
+            .get(via, "missing.txt", &out, false, &NoProgress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused(m) if m.contains("no such file")),
+            "{via:?}: {err}"
+        );
+        assert_eq!(err.exit_code(), 4);
+        assert!(!out.exists(), "no local file for a failed download");
+    }
+    let err = c
+        .get(GetVia::Signal, "../etc/passwd", &out, false, &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused(m) if m.contains("refused name")),
+        "{err}"
+    );
+    let big = write(local.path(), "big.bin", &[0u8; 2000]);
+    for via in [SendVia::Signal, SendVia::Tcp, SendVia::Udp] {
+        let err = c.send(via, &big, None, &NoProgress).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused(m) if m.contains("the limit is 1000")),
+            "{via:?}: {err}"
+        );
+    }
+    let small = write(local.path(), "s.txt", b"s");
+    for via in [SendVia::Signal, SendVia::Tcp, SendVia::Udp] {
+        let err = c
+            .send(via, &small, Some(".."), &NoProgress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused(m) if m.contains("refused name")),
+            "{via:?}: {err}"
+        );
+    }
+    let err = c
+        .send(
+            SendVia::Signal,
+            &local.path().join("nope"),
+            None,
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 7);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn sum_and_ping() {
+    let d = TestDaemon::start().await;
+    let c = client_for(&d);
+    assert_eq!(
+        c.sum("Client of Ann", 7).await.unwrap(),
+        ("Server of ferry".into(), 42)
+    );
+    let err = c.sum("Client of Ann", 101).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused(m) if m.contains("out of range")),
+        "{err}"
+    );
+    assert!(c.ping().await.unwrap() < Duration::from_secs(5));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_servers_and_timeouts_are_told_apart() {
+    // Ports nobody listens on: bind, read the port, close.
+    let free = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = Client::new("127.0.0.1");
+    c.ports.signal = free;
+    c.ports.tcp_upload = free;
+    c.ports.magic_download = free;
+    let err = c.ping().await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    let err = c
+        .get(
+            GetVia::Magic,
+            "x",
+            Path::new("/tmp/ferry-never"),
+            false,
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+
+    // A server that accepts and never answers: ping times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    c.ports.signal = silent.local_addr().unwrap().port();
+    c.timeout = Duration::from_millis(300);
+    let held = tokio::spawn(async move {
+        let conn = silent.accept().await;
+        std::future::pending::<()>().await;
+        drop(conn);
+    });
+    let err = c.ping().await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert_eq!(err.exit_code(), 6);
+    held.abort();
+
+    // UDP: nothing listening answers with ICMP port unreachable.
+    let udp_free = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    c.ports.udp_sum = udp_free;
+    let err = c.sum("a", 1).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+}

@@ -1,0 +1,295 @@
+//! The built `ferry` binary: stdout, stderr and exit codes a person sees, and
+//! the progress bar on a terminal (under a pty) but never in piped output.
+
+use std::path::Path;
+use std::process::Output;
+
+use ferry_config::Config;
+use ferryd::{BoundAddrs, Daemon};
+use tokio::process::Command;
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+struct Server {
+    addrs: BoundAddrs,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::bind(Config::for_tests(dir.path())).await.unwrap();
+        let addrs = daemon.addrs();
+        let root = daemon.storage_root().to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.serve(async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addrs,
+            stop: Some(tx),
+            task,
+            root,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) -> BoundAddrs {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+        self.addrs
+    }
+}
+
+/// `ferry` with the ports of `a` as environment fallbacks.
+fn ferry(a: &BoundAddrs, cwd: &Path) -> Command {
+    let mut c = Command::new(FERRY);
+    c.current_dir(cwd)
+        .env("FERRY_HOST", "127.0.0.1")
+        .env(
+            "FERRY_UDP_UPLOAD_PORT",
+            a.udp_upload.unwrap().port().to_string(),
+        )
+        .env(
+            "FERRY_UDP_DOWNLOAD_PORT",
+            a.udp_download.unwrap().port().to_string(),
+        )
+        .env("FERRY_UDP_SUM_PORT", a.udp_sum.unwrap().port().to_string())
+        .env(
+            "FERRY_TCP_UPLOAD_PORT",
+            a.tcp_upload.unwrap().port().to_string(),
+        )
+        .env(
+            "FERRY_MAGIC_PORT",
+            a.magic_download.unwrap().port().to_string(),
+        )
+        .env("FERRY_SIGNAL_PORT", a.signal.unwrap().port().to_string());
+    c
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+async fn run(cmd: &mut Command) -> Output {
+    cmd.output().await.expect("ferry runs")
+}
+
+#[tokio::test]
+async fn ping_healthy_quiet_and_stopped() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(ferry(&s.addrs, cwd.path()).arg("ping")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let port = s.addrs.signal.unwrap().port();
+    assert!(
+        text(&out.stdout).starts_with(&format!("PON from 127.0.0.1:{port} in ")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(out.stderr.is_empty());
+    let out = run(ferry(&s.addrs, cwd.path()).args(["ping", "-q"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+
+    let addrs = s.stop().await;
+    let out = run(ferry(&addrs, cwd.path()).arg("ping")).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "ferry: ping: cannot reach 127.0.0.1:{port}: Connection refused"
+        )),
+        "{err}"
+    );
+    let out = run(ferry(&addrs, cwd.path()).args(["ping", "--json"])).await;
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            v["ok"].as_bool(),
+            v["kind"].as_str(),
+            v["exit_code"].as_u64()
+        ),
+        (Some(false), Some("unreachable"), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn send_get_and_their_errors() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("report.pdf"), b"%PDF-1.4 pretend").unwrap();
+    for via in ["signal", "tcp", "udp"] {
+        let out = run(ferry(&s.addrs, cwd.path()).args([
+            "send",
+            "report.pdf",
+            "--via",
+            via,
+            "--as",
+            &format!("{via}.pdf"),
+        ]))
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{via}: {}", text(&out.stderr));
+        let line = text(&out.stdout);
+        assert!(
+            line.starts_with(&format!("sent report.pdf (16 B) via {via}")),
+            "{line}"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "piped: no progress bar: {:?}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(s.root.join(format!("{via}.pdf"))).unwrap(),
+            b"%PDF-1.4 pretend"
+        );
+    }
+    let out =
+        run(ferry(&s.addrs, cwd.path()).args(["get", "signal.pdf", "--via", "magic", "--json"]))
+            .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["bytes"].as_u64()),
+        (Some(true), Some(16))
+    );
+    assert_eq!(
+        std::fs::read(cwd.path().join("signal.pdf")).unwrap(),
+        b"%PDF-1.4 pretend"
+    );
+
+    // The file is there now: no overwrite without --force.
+    let out = run(ferry(&s.addrs, cwd.path()).args(["get", "signal.pdf"])).await;
+    assert_eq!(out.status.code(), Some(7));
+    assert!(text(&out.stderr).contains("exists; use --force to replace it"));
+    let out =
+        run(ferry(&s.addrs, cwd.path()).args(["get", "signal.pdf", "--force", "--via", "udp"]))
+            .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = run(ferry(&s.addrs, cwd.path()).args(["get", "missing.txt"])).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        "ferry: get: refused by the server: no such file: missing.txt\n"
+    );
+    assert!(!cwd.path().join("missing.txt").exists());
+
+    let out =
+        run(ferry(&s.addrs, cwd.path()).args(["send", "report.pdf", "--as", "../../etc/x"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "upload names are reduced to their last component"
+    );
+    assert!(s.root.join("x").exists());
+    let out = run(ferry(&s.addrs, cwd.path()).args(["send", "report.pdf", "--as", ".."])).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).contains("refused name"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(ferry(&s.addrs, cwd.path()).args(["sum", "Client of Ann", "7"])).await;
+    assert_eq!(
+        text(&out.stdout),
+        "Client of Ann: 7\nServer of ferry: 42\nsum: 49\n"
+    );
+    let out = run(ferry(&s.addrs, cwd.path()).args(["sum", "Ann", "500"])).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("out of range"));
+
+    std::fs::create_dir_all(cwd.path().join("tree/sub")).unwrap();
+    std::fs::write(cwd.path().join("tree/sub/f.txt"), b"f").unwrap();
+    let out = run(ferry(&s.addrs, cwd.path()).args(["send-dir", "tree"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(ferry(&s.addrs, cwd.path()).args(["get-dir", "tree", "-o", "back"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(cwd.path().join("back/sub/f.txt")).unwrap(),
+        b"f"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn help_documents_examples_and_exit_codes() {
+    let out = run(Command::new(FERRY).arg("--help")).await;
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for want in [
+        "Examples:",
+        "ferry ping",
+        "Exit codes:",
+        "3  server not reachable",
+        "FERRY_HOST",
+    ] {
+        assert!(help.contains(want), "{want} missing from:\n{help}");
+    }
+    let out = run(Command::new(FERRY).args(["get"])).await;
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[tokio::test]
+async fn progress_bar_on_a_terminal_only() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("`script` (util-linux) is needed to give ferry a terminal");
+    }
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("big.bin"), vec![7u8; 8 << 20]).unwrap();
+    let a = &s.addrs;
+    let cmd = format!(
+        "{FERRY} --host 127.0.0.1 --signal-port {} send big.bin",
+        a.signal.unwrap().port()
+    );
+    // `script` runs the command on a pseudo-terminal and copies what it drew.
+    let out = run(Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(cwd.path())
+        .env("TERM", "xterm"))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("big.bin ["),
+        "no progress bar drawn on a terminal:\n{screen}"
+    );
+    assert!(screen.contains("MiB"), "{screen}");
+    assert!(
+        screen.contains("sent big.bin (8.0 MiB) via signal"),
+        "{screen}"
+    );
+    // The same command piped: the result line only.
+    let out = run(Command::new(FERRY)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--signal-port",
+            &a.signal.unwrap().port().to_string(),
+            "send",
+            "big.bin",
+            "--as",
+            "again.bin",
+        ])
+        .current_dir(cwd.path()))
+    .await;
+    let crc = ferry_proto::crc::format_hex(ferry_proto::crc::checksum(&vec![7u8; 8 << 20]));
+    assert_eq!(
+        text(&out.stdout),
+        format!("sent big.bin (8.0 MiB) via signal, stored as \"again.bin\", CRC-32 {crc}\n")
+    );
+    assert!(out.stderr.is_empty());
+    s.stop().await;
+}

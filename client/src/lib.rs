@@ -96,6 +96,18 @@ impl Error {
         }
     }
 
+    /// A UDP receive error: "connection refused" is the ICMP port-unreachable
+    /// of a server that is not there.
+    pub(crate) fn udp_recv(server: SocketAddr, context: &str, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            return Error::Unreachable {
+                what: server.to_string(),
+                reason: e.to_string(),
+            };
+        }
+        Error::io(context, e)
+    }
+
     pub(crate) fn io(context: &str, e: std::io::Error) -> Error {
         match e.kind() {
             std::io::ErrorKind::TimedOut => Error::Timeout(context.to_owned()),
@@ -217,6 +229,23 @@ impl Client {
             what,
             reason: "the name has no address".into(),
         })
+    }
+
+    /// A UDP socket connected to `host:port`, for one exchange.
+    pub(crate) async fn udp(&self, port: u16) -> Result<(tokio::net::UdpSocket, SocketAddr)> {
+        let server = self.resolve(port).await?;
+        let bind = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let sock = tokio::net::UdpSocket::bind(bind)
+            .await
+            .map_err(|e| Error::io("opening a UDP socket", e))?;
+        sock.connect(server)
+            .await
+            .map_err(|e| Error::io("opening a UDP socket", e))?;
+        Ok((sock, server))
     }
 
     pub(crate) async fn connect(&self, port: u16) -> Result<TcpStream> {

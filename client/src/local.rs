@@ -15,6 +15,14 @@ pub fn file_name(path: &Path) -> Result<String> {
         .ok_or_else(|| Error::Local(format!("{} has no usable file name", path.display())))
 }
 
+/// Opens a local file to send, with its size.
+pub async fn open_source(path: &Path) -> Result<(tokio::fs::File, u64)> {
+    let fail = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let file = tokio::fs::File::open(path).await.map_err(fail)?;
+    let size = file.metadata().await.map_err(fail)?.len();
+    Ok((file, size))
+}
+
 /// Where a download goes.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -71,6 +71,22 @@ impl Conn {
         }
     }
 
+    /// The answer to a SAF or SAR: `DON` with the stored name, or `ERR`.
+    async fn stored_reply(&mut self, progress: &dyn Progress) -> Result<String> {
+        let reply = self.recv().await;
+        progress.finish();
+        match reply? {
+            SignalFrame::Done(stored) => {
+                let _ = self.send(SignalFrame::Close).await;
+                Ok(stored)
+            }
+            SignalFrame::Error(reason) => Err(Error::Refused(reason)),
+            other => Err(Error::Protocol(format!(
+                "expected DON or ERR, got {other:?}"
+            ))),
+        }
+    }
+
     /// After a failed write, the server may have said why before closing.
     async fn reason_after(&mut self, err: Error) -> Error {
         match tokio::time::timeout(Duration::from_secs(1), self.recv()).await {
@@ -86,14 +102,7 @@ impl Conn {
         name: &str,
         progress: &dyn Progress,
     ) -> Result<(u64, u32)> {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::Local(format!("cannot open {}: {e}", path.display())))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?
-            .len();
+        let (mut file, size) = crate::local::open_source(path).await?;
         progress.start(name, Some(size));
         self.send(SignalFrame::FileHeader {
             name: name.to_owned(),
@@ -193,23 +202,13 @@ pub(crate) async fn send_file(
 ) -> Result<Sent> {
     let mut c = Conn::open(client).await?;
     let (bytes, crc) = c.send_saf(path, name, progress).await?;
-    let reply = c.recv().await;
-    progress.finish();
-    match reply? {
-        SignalFrame::Done(stored) => {
-            let _ = c.send(SignalFrame::Close).await;
-            Ok(Sent {
-                stored_as: Some(stored),
-                bytes,
-                crc,
-                attempts: 1,
-            })
-        }
-        SignalFrame::Error(reason) => Err(Error::Refused(reason)),
-        other => Err(Error::Protocol(format!(
-            "expected DON or ERR, got {other:?}"
-        ))),
-    }
+    let stored = c.stored_reply(progress).await?;
+    Ok(Sent {
+        stored_as: Some(stored),
+        bytes,
+        crc,
+        attempts: 1,
+    })
 }
 
 pub(crate) async fn get_file(
@@ -309,20 +308,13 @@ pub(crate) async fn send_dir(
         progress.advance(n);
     }
     c.send(SignalFrame::Done(String::new())).await?;
-    let reply = c.recv().await;
-    progress.finish();
-    match reply? {
-        SignalFrame::Done(stored) => Ok(Sent {
-            stored_as: Some(stored),
-            bytes,
-            crc: 0,
-            attempts: 1,
-        }),
-        SignalFrame::Error(reason) => Err(Error::Refused(reason)),
-        other => Err(Error::Protocol(format!(
-            "expected DON or ERR, got {other:?}"
-        ))),
-    }
+    let stored = c.stored_reply(progress).await?;
+    Ok(Sent {
+        stored_as: Some(stored),
+        bytes,
+        crc: 0,
+        attempts: 1,
+    })
 }
 
 pub(crate) async fn get_dir(

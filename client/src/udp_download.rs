@@ -9,21 +9,10 @@ use tokio::net::UdpSocket;
 use crate::local::Target;
 use crate::{Client, Error, Got, Progress, Result};
 
-async fn socket(client: &Client) -> Result<UdpSocket> {
-    let server = client.resolve(client.ports.udp_download).await?;
-    let bind = if server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let sock = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| Error::io("opening a UDP socket", e))?;
+async fn socket(client: &Client) -> Result<(UdpSocket, std::net::SocketAddr)> {
+    let (sock, server) = client.udp(client.ports.udp_download).await?;
     raise_rcvbuf(&sock);
-    sock.connect(server)
-        .await
-        .map_err(|e| Error::io("opening a UDP socket", e))?;
-    Ok(sock)
+    Ok((sock, server))
 }
 
 /// The lab protocol has no flow control: a big receive buffer absorbs bursts
@@ -55,7 +44,7 @@ pub(crate) async fn get(
     target: Target,
     progress: &dyn Progress,
 ) -> Result<Got> {
-    let sock = socket(client).await?;
+    let (sock, server) = socket(client).await?;
     let mut buf = vec![0u8; 65_536];
     // STAT, retried on silence.
     let mut stat = None;
@@ -65,14 +54,8 @@ pub(crate) async fn get(
             .map_err(|e| Error::io("sending the request", e))?;
         match tokio::time::timeout(client.udp_reply_timeout, sock.recv(&mut buf)).await {
             Err(_) => continue,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(Error::Unreachable {
-                    what: format!("{}:{}", client.host, client.ports.udp_download),
-                    reason: e.to_string(),
-                })
-            }
             Ok(r) => {
-                let n = r.map_err(|e| Error::io("reading the reply", e))?;
+                let n = r.map_err(|e| Error::udp_recv(server, "reading the reply", e))?;
                 if let Some(e) = refused(&buf[..n]) {
                     return Err(e);
                 }
@@ -90,7 +73,7 @@ pub(crate) async fn get(
         if attempt > 1 {
             progress.restart();
         }
-        let sock = socket(client).await?;
+        let (sock, _) = socket(client).await?;
         sock.send(&encode_request(&Request::File(name.to_owned())))
             .await
             .map_err(|e| Error::io("sending the request", e))?;

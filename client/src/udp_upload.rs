@@ -7,7 +7,6 @@ use std::path::Path;
 
 use ferry_proto::udp_upload::{encode_file_info, parse_buffer_size, parse_reply, FileInfo, Reply};
 use tokio::io::AsyncReadExt;
-use tokio::net::UdpSocket;
 
 use crate::{Client, Error, Progress, Result, Sent};
 
@@ -44,17 +43,7 @@ pub(crate) async fn send(
         if attempt > 1 {
             progress.restart();
         }
-        let bind = if server.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        };
-        let sock = UdpSocket::bind(bind)
-            .await
-            .map_err(|e| Error::io("opening a UDP socket", e))?;
-        sock.connect(server)
-            .await
-            .map_err(|e| Error::io("opening a UDP socket", e))?;
+        let (sock, _) = client.udp(client.ports.udp_upload).await?;
         sock.send(&encode_file_info(&info))
             .await
             .map_err(|e| Error::io("sending file_info", e))?;
@@ -64,13 +53,7 @@ pub(crate) async fn send(
                 last = "the server did not answer file_info".into();
                 continue;
             }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(Error::Unreachable {
-                    what: server.to_string(),
-                    reason: e.to_string(),
-                })
-            }
-            Ok(r) => r.map_err(|e| Error::io("reading the buffer size", e))?,
+            Ok(r) => r.map_err(|e| Error::udp_recv(server, "reading the buffer size", e))?,
         };
         let chunk = match parse_buffer_size(&reply[..n]) {
             Ok(c) => c,

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use ferry_proto::crc::Crc32;
 use ferry_proto::magic::{RequestCodec, ResponseHeader, Status};
 use ferry_proto::names::RelPath;
 use tokio::net::TcpStream;
@@ -14,11 +13,8 @@ use tokio_util::codec::Decoder;
 use crate::limits::Refusal;
 use crate::report::Transfer;
 use crate::storage::StorageError;
-use crate::tcp::{read_until, reply_and_close, write_all, Failure, TcpService};
+use crate::tcp::{read_until, reply_and_close, send_download, write_all, Failure, TcpService};
 use crate::Ctx;
-
-/// Bytes read from disk per write to the socket.
-pub const SEND_CHUNK: usize = 256 * 1024;
 
 /// The `magic_download` service.
 #[derive(Clone, Copy)]
@@ -94,7 +90,7 @@ async fn serve_one(
             Err(e) => Err(e.into()),
         },
     };
-    let (path, mut download) = match found {
+    let (path, download) = match found {
         Ok(pair) => pair,
         Err(e) => {
             // "A missing file gets StatusCode 0 and DataLength 0."
@@ -117,23 +113,6 @@ async fn serve_one(
         length,
     };
     write_all(ctx, stream, &header.to_bytes(), limits.idle_timeout.0).await?;
-    let mut crc = Crc32::new();
-    let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
-    let mut left = download.size;
-    while left > 0 {
-        download
-            .read_chunk(&mut chunk, SEND_CHUNK)
-            .await
-            .map_err(StorageError::from)?;
-        if chunk.is_empty() {
-            return Err(Failure::Refused("the file shrank while being sent".into()));
-        }
-        let take = chunk.len().min(left as usize);
-        crc.update(&chunk[..take]);
-        write_all(ctx, stream, &chunk[..take], limits.idle_timeout.0).await?;
-        left -= take as u64;
-        t.bytes += take as u64;
-    }
-    t.crc = Some(crc.value());
+    send_download(ctx, stream, download, t).await?;
     Ok("sent")
 }

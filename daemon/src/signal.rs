@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use ferry_proto::crc::Crc32;
 use ferry_proto::names::{RelPath, SafeName};
 use ferry_proto::signal::{SignalCodec, SignalFrame};
 use tokio::io::AsyncWriteExt;
@@ -23,10 +22,9 @@ use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::limits::Refusal;
-use crate::magic::SEND_CHUNK;
 use crate::report::Transfer;
 use crate::storage::{Download, StorageError, Stored, Upload};
-use crate::tcp::{read_until, reply_and_close, write_all, Failure, TcpService};
+use crate::tcp::{read_until, reply_and_close, send_download, write_all, Failure, TcpService};
 use crate::Ctx;
 
 /// The `signal` service.
@@ -370,35 +368,27 @@ impl Conn<'_> {
     }
 
     /// Writes a whole `SAF`: header, data from disk, CRC computed on the way.
-    /// An error after the header cannot be framed, so it ends the connection.
+    /// An error after the header cannot be framed, so it ends the connection
+    /// without a reply.
     async fn stream_file(
         &mut self,
         name: String,
-        mut download: Download,
+        download: Download,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
-        let idle = self.ctx.config.limits.idle_timeout.0;
         let size = download.size;
         self.send(SignalFrame::FileHeader { name, size }).await?;
-        let mut crc = Crc32::new();
-        let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
-        let mut left = size;
-        while left > 0 {
-            download
-                .read_chunk(&mut chunk, SEND_CHUNK)
-                .await
-                .map_err(StorageError::from)?;
-            if chunk.is_empty() {
-                return Err(Failure::Refused("the file shrank while being sent".into()));
-            }
-            let take = chunk.len().min(left as usize);
-            crc.update(&chunk[..take]);
-            write_all(self.ctx, &mut self.stream, &chunk[..take], idle).await?;
-            left -= take as u64;
-            t.bytes += take as u64;
-        }
-        t.crc = Some(crc.value());
-        write_all(self.ctx, &mut self.stream, &crc.value().to_be_bytes(), idle).await
+        let crc = send_download(self.ctx, &mut self.stream, download, t)
+            .await
+            .map_err(|e| match e {
+                e @ (Failure::Aborted
+                | Failure::Io(_)
+                | Failure::Closed(_)
+                | Failure::Timeout(_)) => e,
+                other => Failure::Broken(other.to_string()),
+            })?;
+        let idle = self.ctx.config.limits.idle_timeout.0;
+        write_all(self.ctx, &mut self.stream, &crc.to_be_bytes(), idle).await
     }
 
     async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {

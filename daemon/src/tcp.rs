@@ -14,8 +14,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::limits::Refusal;
-use crate::storage::StorageError;
+use crate::report::Transfer;
+use crate::storage::{Download, StorageError};
 use crate::Ctx;
+
+/// Bytes read from disk per write to the socket.
+pub const SEND_CHUNK: usize = 256 * 1024;
 
 /// How long a refused client gets to read its refusal.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -153,6 +157,36 @@ pub async fn write_all<W: AsyncWrite + Unpin>(
             Err(_) => Err(Failure::Timeout("the client to read")),
         },
     }
+}
+
+/// Streams a stored file to the client: reads of [`SEND_CHUNK`], each write
+/// within `idle_timeout`, bytes and CRC-32 counted into `t`. Returns the CRC.
+pub async fn send_download<W: AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    stream: &mut W,
+    mut download: Download,
+    t: &mut Transfer,
+) -> Result<u32, Failure> {
+    let idle = ctx.config.limits.idle_timeout.0;
+    let mut crc = ferry_proto::crc::Crc32::new();
+    let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
+    let mut left = download.size;
+    while left > 0 {
+        download
+            .read_chunk(&mut chunk, SEND_CHUNK)
+            .await
+            .map_err(StorageError::from)?;
+        if chunk.is_empty() {
+            return Err(Failure::Refused("the file shrank while being sent".into()));
+        }
+        let take = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        crc.update(&chunk[..take]);
+        write_all(ctx, stream, &chunk[..take], idle).await?;
+        left -= take as u64;
+        t.bytes += take as u64;
+    }
+    t.crc = Some(crc.value());
+    Ok(crc.value())
 }
 
 /// Best-effort final reply, then a lingering close: stop writing, and discard

@@ -44,8 +44,8 @@ use crate::storage::Storage;
 
 /// What every service shares.
 pub struct Ctx {
-    /// The validated configuration.
-    pub config: Config,
+    /// The configuration in force; replaced as a whole by a reload.
+    live: std::sync::RwLock<Arc<Config>>,
     /// The storage root.
     pub storage: Storage,
     /// The cap on TCP connections, shared by the TCP services.
@@ -56,6 +56,83 @@ pub struct Ctx {
     pub abort: CancellationToken,
     /// Every task of every service, so shutdown can wait for them.
     pub tracker: TaskTracker,
+}
+
+impl Ctx {
+    /// The configuration in force now. Each connection, session and download
+    /// takes it once when it starts, so a reload never changes a transfer
+    /// midway.
+    pub fn config(&self) -> Arc<Config> {
+        // The lock only guards a pointer swap; a poisoned lock still holds a valid Arc.
+        Arc::clone(&self.live.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Applies what can change without rebinding; see [`Controller::reload`].
+    fn reload(&self, new: Config) -> Reload {
+        let old = self.config();
+        let mut applied = new;
+        let mut needs_restart = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+, $key:expr) => {
+                if applied.$($field).+ != old.$($field).+ {
+                    needs_restart.push($key);
+                    applied.$($field).+ = old.$($field).+.clone();
+                }
+            };
+        }
+        keep!(storage, "storage");
+        keep!(on_conflict, "on_conflict");
+        keep!(log.format, "log.format");
+        keep!(udp_upload.enabled, "udp_upload.enabled");
+        keep!(udp_upload.bind, "udp_upload.bind");
+        keep!(udp_download.enabled, "udp_download.enabled");
+        keep!(udp_download.bind, "udp_download.bind");
+        keep!(udp_sum.enabled, "udp_sum.enabled");
+        keep!(udp_sum.bind, "udp_sum.bind");
+        keep!(tcp_upload.enabled, "tcp_upload.enabled");
+        keep!(tcp_upload.bind, "tcp_upload.bind");
+        keep!(magic_download.enabled, "magic_download.enabled");
+        keep!(magic_download.bind, "magic_download.bind");
+        keep!(signal.enabled, "signal.enabled");
+        keep!(signal.bind, "signal.bind");
+        let changed = applied != *old;
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(applied);
+        Reload {
+            changed,
+            needs_restart,
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// Whether any value in force changed.
+    pub changed: bool,
+    /// Keys whose new values need a restart (they keep their old values until then).
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// A handle to a running daemon, for reloading its configuration.
+#[derive(Clone)]
+pub struct Controller {
+    ctx: Arc<Ctx>,
+}
+
+impl Controller {
+    /// Puts a new, validated configuration in force for new connections,
+    /// sessions and downloads: limits, timeouts, the sum service's name and
+    /// number, the UDP buffer size and pacing, the allow-list, the log level
+    /// (applied by the caller). Addresses, `enabled`, `storage`, `on_conflict`
+    /// and `log.format` need a restart and are reported.
+    pub fn reload(&self, new: Config) -> Reload {
+        self.ctx.reload(new)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.ctx.config()
+    }
 }
 
 /// The addresses the services are bound to (`None` when disabled).
@@ -192,12 +269,9 @@ impl Daemon {
             magic_download: local(&sockets.magic_download, TcpListener::local_addr),
             signal: local(&sockets.signal, TcpListener::local_addr),
         };
-        let connections = Limiter::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
-        );
+        let connections = Limiter::new();
         let ctx = Arc::new(Ctx {
-            config,
+            live: std::sync::RwLock::new(Arc::new(config)),
             storage,
             connections,
             stop: CancellationToken::new(),
@@ -209,6 +283,13 @@ impl Daemon {
             sockets,
             addrs,
         })
+    }
+
+    /// A handle for reloading the configuration while serving.
+    pub fn controller(&self) -> Controller {
+        Controller {
+            ctx: Arc::clone(&self.ctx),
+        }
     }
 
     /// Where each service listens.
@@ -248,7 +329,7 @@ impl Daemon {
         tracing::info!(root = %ctx.storage.root().display(), "serving");
 
         shutdown.await;
-        let grace = ctx.config.shutdown_grace.0;
+        let grace = ctx.config().shutdown_grace.0;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
             "shutting down: no new transfers, waiting for those in flight"

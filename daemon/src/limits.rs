@@ -25,19 +25,16 @@ struct Counts {
     per_ip: HashMap<IpAddr, usize>,
 }
 
-/// Counts holders in total and per IP address.
+/// Counts holders in total and per IP address. The caps are given with each
+/// request, so a configuration reload changes them at once.
 pub struct Limiter {
-    max_total: usize,
-    max_per_ip: usize,
     counts: Mutex<Counts>,
 }
 
 impl Limiter {
-    /// A limiter of `max_total` holders, `max_per_ip` from any one address.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+    /// An empty limiter.
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            max_total,
-            max_per_ip,
             counts: Mutex::new(Counts::default()),
         })
     }
@@ -48,16 +45,22 @@ impl Limiter {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A permit for `ip`, or why not. The permit releases its slot on drop.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
+    /// A permit for `ip` if fewer than `max_total` are held in all and fewer
+    /// than `max_per_ip` by `ip`, or why not. The permit releases its slot on drop.
+    pub fn try_acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> Result<Permit, Refusal> {
         let ip = canonical(ip);
         let mut c = self.counts();
-        if c.total >= self.max_total {
-            return Err(Refusal::Full(self.max_total));
+        if c.total >= max_total {
+            return Err(Refusal::Full(max_total));
         }
         let n = c.per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
-            return Err(Refusal::FullForIp(self.max_per_ip));
+        if *n >= max_per_ip {
+            return Err(Refusal::FullForIp(max_per_ip));
         }
         *n += 1;
         c.total += 1;
@@ -106,20 +109,22 @@ mod tests {
 
     #[test]
     fn caps_total_and_per_ip() {
-        let l = Limiter::new(3, 2);
+        let l = Limiter::new();
+        let l2 = Arc::clone(&l);
+        let acq = move |ip| l2.try_acquire(ip, 3, 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let p1 = l.try_acquire(a).unwrap();
-        let _p2 = l.try_acquire(a).unwrap();
-        assert_eq!(l.try_acquire(a).err(), Some(Refusal::FullForIp(2)));
+        let p1 = acq(a).unwrap();
+        let _p2 = acq(a).unwrap();
+        assert_eq!(acq(a).err(), Some(Refusal::FullForIp(2)));
         assert_eq!(
-            l.try_acquire("::ffff:10.0.0.1".parse().unwrap()).err(),
+            acq("::ffff:10.0.0.1".parse().unwrap()).err(),
             Some(Refusal::FullForIp(2))
         );
-        let _p3 = l.try_acquire(b).unwrap();
-        assert_eq!(l.try_acquire(b).err(), Some(Refusal::Full(3)));
+        let _p3 = acq(b).unwrap();
+        assert_eq!(acq(b).err(), Some(Refusal::Full(3)));
         drop(p1);
-        let _p4 = l.try_acquire(a).unwrap();
+        let _p4 = acq(a).unwrap();
         assert_eq!(l.in_use(), 3);
         drop(_p4);
         assert_eq!(l.in_use(), 2);

@@ -46,8 +46,8 @@ async fn serve_one(
     stream: &mut TcpStream,
     t: &mut Transfer,
 ) -> Result<&'static str, Failure> {
-    let limits = &ctx.config.limits;
-    let gap = ctx.config.magic_download.read_timeout.0;
+    let limits = &ctx.config().limits;
+    let gap = ctx.config().magic_download.read_timeout.0;
     let whole = Instant::now() + limits.header_timeout.0;
     let mut buf = BytesMut::with_capacity(64);
     let mut codec = RequestCodec;

@@ -3,8 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_config::{Config, LogFormat};
+use sd_notify::NotifyState;
+use tracing_subscriber::EnvFilter;
 
 /// `EX_CONFIG` from sysexits.h: a configuration error.
 const EX_CONFIG: u8 = 78;
@@ -75,16 +80,113 @@ fn load(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, ferry_config::Confi
     Ok(config)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+/// Changes the log filter of the running daemon (SIGHUP).
+type LogHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn filter(level: &str) -> EnvFilter {
+    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn init_logging(config: &Config) -> LogHandle {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(&config.log.level));
+    let json = config.log.format == LogFormat::Json;
+    let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text_layer)
+        .with(json_layer)
+        .init();
+    handle
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set; otherwise does nothing).
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
     }
+}
+
+/// SIGHUP: re-read the file, validate, apply what can change without
+/// rebinding, and say what needs a restart. A bad file changes nothing.
+async fn reload_on_hup(
+    cli: Arc<Cli>,
+    controller: ferryd::Controller,
+    log: LogHandle,
+    status: String,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reloading is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let mut states = vec![NotifyState::Reloading];
+        states.extend(NotifyState::monotonic_usec_now().ok());
+        notify(&states);
+        match load(&cli, None) {
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the configuration is bad; nothing changed");
+                notify(&[
+                    NotifyState::Ready,
+                    NotifyState::Status(
+                        "reload refused: bad configuration; running with the previous one",
+                    ),
+                ]);
+            }
+            Ok(new) => {
+                let level = new.log.level.clone();
+                let report = controller.reload(new);
+                if let Err(e) = log.reload(filter(&level)) {
+                    tracing::warn!(error = %e, "cannot change the log level");
+                }
+                if report.needs_restart.is_empty() {
+                    tracing::info!(changed = report.changed, "configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        changed = report.changed,
+                        needs_restart = ?report.needs_restart,
+                        "configuration reloaded; these keys keep their old values until a restart"
+                    );
+                }
+                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+        }
+    }
+}
+
+/// Sends WATCHDOG=1 from the runtime itself at half the interval systemd
+/// asks for: if the event loop wedges, the pings stop and systemd restarts us.
+async fn watchdog(interval: Duration) {
+    let mut tick = tokio::time::interval(interval / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        notify(&[NotifyState::Watchdog]);
+    }
+}
+
+/// The one-line STATUS= summary: the bound services and the root.
+fn status_line(a: &ferryd::BoundAddrs, root: &std::path::Path) -> String {
+    let services: Vec<String> = [
+        ("udp_upload", a.udp_upload),
+        ("udp_download", a.udp_download),
+        ("udp_sum", a.udp_sum),
+        ("tcp_upload", a.tcp_upload),
+        ("magic_download", a.magic_download),
+        ("signal", a.signal),
+    ]
+    .into_iter()
+    .filter_map(|(name, addr)| addr.map(|addr| format!("{name} {addr}")))
+    .collect();
+    format!("serving {} from {}", services.join(", "), root.display())
 }
 
 fn main() -> ExitCode {
@@ -123,7 +225,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    init_logging(&config);
+    let log = init_logging(&config);
+    let cli = Arc::new(cli);
     // A file-size limit (ulimit -f) must fail the one write, not kill the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN at start, before any thread.
     unsafe {
@@ -145,6 +248,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let controller = daemon.controller();
         let a = daemon.addrs();
         let show = |s: Option<std::net::SocketAddr>| {
             s.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
@@ -158,7 +262,26 @@ fn main() -> ExitCode {
             signal = %show(a.signal),
             "bound"
         );
-        daemon.serve(shutdown_signal()).await;
+        // Every listener is bound and the storage root checked: ready.
+        let status = status_line(&a, daemon.storage_root());
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            tracing::info!(
+                interval_ms = interval.as_millis() as u64,
+                "systemd watchdog on"
+            );
+            tokio::spawn(watchdog(interval));
+        }
+        tokio::spawn(reload_on_hup(Arc::clone(&cli), controller, log, status));
+        daemon
+            .serve(async {
+                shutdown_signal().await;
+                notify(&[
+                    NotifyState::Stopping,
+                    NotifyState::Status("stopping: finishing transfers in flight"),
+                ]);
+            })
+            .await;
         ExitCode::SUCCESS
     })
 }

@@ -36,8 +36,8 @@ impl TcpService for Service {
 
     async fn handle(self, ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         let codec = SignalCodec::new(
-            ctx.config.limits.max_name_len,
-            ctx.config.limits.max_file_size.0,
+            ctx.config().limits.max_name_len,
+            ctx.config().limits.max_file_size.0,
         );
         let mut conn = Conn {
             ctx: &ctx,
@@ -117,7 +117,7 @@ impl Conn<'_> {
     /// The next frame between requests: waits up to `idle_timeout` for a
     /// first byte (ending quietly at shutdown), then `header_timeout` for the rest.
     async fn next_request(&mut self) -> Result<Option<SignalFrame>, Failure> {
-        let limits = &self.ctx.config.limits;
+        let limits = &self.ctx.config().limits;
         let mut header_deadline = None;
         loop {
             if let Some(frame) = self
@@ -164,7 +164,7 @@ impl Conn<'_> {
             {
                 return Ok(frame);
             }
-            let deadline = Instant::now() + self.ctx.config.limits.idle_timeout.0;
+            let deadline = Instant::now() + self.ctx.config().limits.idle_timeout.0;
             if read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "data").await? == 0
             {
                 return Err(Failure::Closed("in the middle of a transfer".into()));
@@ -186,7 +186,7 @@ impl Conn<'_> {
             self.ctx,
             &mut self.stream,
             &data,
-            self.ctx.config.limits.idle_timeout.0,
+            self.ctx.config().limits.idle_timeout.0,
         )
         .await;
         self.wbuf = data;
@@ -265,8 +265,8 @@ impl Conn<'_> {
     }
 
     async fn receive_tree(&mut self, name: String) -> Result<(), Failure> {
-        let limits = &self.ctx.config.limits;
-        let sig = &self.ctx.config.signal;
+        let limits = &self.ctx.config().limits;
+        let sig = &self.ctx.config().signal;
         let (max_entries, max_bytes, max_name) = (
             sig.max_tree_entries,
             sig.max_tree_size.0,
@@ -343,7 +343,7 @@ impl Conn<'_> {
     async fn send_file(&mut self, raw: String) -> Result<(), Failure> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = raw.clone();
-        let opened = match RelPath::parse(&raw, self.ctx.config.limits.max_name_len) {
+        let opened = match RelPath::parse(&raw, self.ctx.config().limits.max_name_len) {
             Ok(path) => self
                 .ctx
                 .storage
@@ -387,15 +387,15 @@ impl Conn<'_> {
                 | Failure::Timeout(_)) => e,
                 other => Failure::Broken(other.to_string()),
             })?;
-        let idle = self.ctx.config.limits.idle_timeout.0;
+        let idle = self.ctx.config().limits.idle_timeout.0;
         write_all(self.ctx, &mut self.stream, &crc.to_be_bytes(), idle).await
     }
 
     async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = format!("{raw}/");
-        let max_entries = self.ctx.config.signal.max_tree_entries;
-        let listed = match RelPath::parse(&raw, self.ctx.config.limits.max_name_len) {
+        let max_entries = self.ctx.config().signal.max_tree_entries;
+        let listed = match RelPath::parse(&raw, self.ctx.config().limits.max_name_len) {
             Ok(path) => self
                 .ctx
                 .storage

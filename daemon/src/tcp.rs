@@ -63,7 +63,11 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
             }
         };
         let _ = stream.set_nodelay(true);
-        match ctx.connections.try_acquire(peer.ip()) {
+        match ctx.connections.try_acquire(
+            peer.ip(),
+            ctx.config().limits.max_connections,
+            ctx.config().limits.max_connections_per_ip,
+        ) {
             Ok(permit) => {
                 let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
                 let task_ctx = Arc::clone(&ctx);
@@ -167,7 +171,7 @@ pub async fn send_download<W: AsyncWrite + Unpin>(
     mut download: Download,
     t: &mut Transfer,
 ) -> Result<u32, Failure> {
-    let idle = ctx.config.limits.idle_timeout.0;
+    let idle = ctx.config().limits.idle_timeout.0;
     let mut crc = ferry_proto::crc::Crc32::new();
     let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
     let mut left = download.size;

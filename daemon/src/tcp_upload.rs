@@ -47,7 +47,7 @@ impl TcpService for Service {
 }
 
 async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<Stored, Failure> {
-    let limits = &ctx.config.limits;
+    let limits = &ctx.config().limits;
     let mut codec = UploadCodec::new(
         ferry_proto::tcp_upload::DEFAULT_MAX_NAME_LEN.min(limits.max_name_len),
         limits.max_file_size.0,
@@ -74,7 +74,7 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
     }
     // …then the rest of the name: whatever arrives until the line goes quiet.
     // The client sends nothing else before it reads `go ahead` (seed 002 step 7).
-    let settle = ctx.config.tcp_upload.name_settle.0;
+    let settle = ctx.config().tcp_upload.name_settle.0;
     loop {
         codec.check_partial_header(&buf).map_err(Failure::refused)?;
         let quiet_at = (Instant::now() + settle).min(deadline);

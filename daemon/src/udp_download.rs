@@ -28,13 +28,12 @@ const READ_BLOCK: usize = 32 * CHUNK_SIZE;
 
 /// The receive loop.
 pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    let cfg = &ctx.config.udp_download;
     tracing::info!(service = "udp_download", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let socket = Arc::new(socket);
-    let limiter = Limiter::new(cfg.max_downloads, cfg.max_downloads_per_ip);
-    let max = DEFAULT_MAX_REQUEST_LEN.max(ctx.config.limits.max_name_len + 8);
-    // One byte more than the cap, so an over-long request is seen as such.
-    let mut buf = vec![0u8; max + 1];
+    let limiter = Limiter::new();
+    // Room for the longest request any configuration allows, plus one byte
+    // so an over-long request is seen as such.
+    let mut buf = vec![0u8; DEFAULT_MAX_REQUEST_LEN.max(4096 + 8) + 1];
     loop {
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -46,6 +45,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                 }
             },
         };
+        let config = ctx.config();
+        let cfg = &config.udp_download;
+        let max = DEFAULT_MAX_REQUEST_LEN.max(config.limits.max_name_len + 8);
         if !cfg.allow.iter().any(|net| net.contains(peer.ip())) {
             tracing::debug!(peer = %peer, "request from outside udp_download.allow ignored");
             continue;
@@ -57,7 +59,11 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                 continue;
             }
         };
-        let permit = match limiter.try_acquire(peer.ip()) {
+        let permit = match limiter.try_acquire(
+            peer.ip(),
+            cfg.max_downloads,
+            cfg.max_downloads_per_ip,
+        ) {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(service = "udp_download", peer = %peer, reason = %why, "download refused");
@@ -91,7 +97,7 @@ impl Task {
         };
         t.requested = name.clone();
         let result = async {
-            let path = RelPath::parse(&name, self.ctx.config.limits.max_name_len)
+            let path = RelPath::parse(&name, self.ctx.config().limits.max_name_len)
                 .map_err(|e| Failure::refused(format!("refused name {name:?}: {e}")))?;
             t.stored = path.to_string();
             let download = self.ctx.storage.open_read(&path).await?;
@@ -135,7 +141,7 @@ impl Task {
     }
 
     async fn send(&self, mut download: Download, t: &mut Transfer) -> Result<(), Failure> {
-        let rate = self.ctx.config.udp_download.rate.0;
+        let rate = self.ctx.config().udp_download.rate.0;
         let started = Instant::now();
         let mut crc = Crc32::new();
         let mut block = BytesMut::with_capacity(READ_BLOCK);

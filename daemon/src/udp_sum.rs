@@ -23,7 +23,6 @@ const MAX_PENDING: usize = 1024;
 
 /// The receive loop.
 pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    let cfg = &ctx.config.udp_sum;
     tracing::info!(service = "udp_sum", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let mut pending: HashMap<SocketAddr, (String, Instant)> = HashMap::new();
     let mut buf = vec![0u8; DEFAULT_MAX_REQUEST_LEN + 1];
@@ -68,6 +67,8 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         let Some((client, number, layout)) = answer else {
             continue;
         };
+        let config = ctx.config();
+        let cfg = &config.udp_sum;
         if let Err(e) = check_range(number) {
             reply_error(&socket, peer, &e).await;
             continue;

@@ -63,6 +63,8 @@ pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
 
 struct Handle {
     id: u64,
+    /// The buffer size this session announced (a reload does not change it).
+    buffer_size: usize,
     info: FileInfo,
     tx: mpsc::Sender<Bytes>,
     started_data: bool,
@@ -78,16 +80,14 @@ const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_millis(50
 
 /// The receive loop.
 pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    let cfg = &ctx.config.udp_upload;
-    tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = cfg.buffer_size, "listening");
+    tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
     let socket = Arc::new(socket);
-    let limiter = Limiter::new(cfg.max_sessions, cfg.max_sessions_per_ip);
+    let limiter = Limiter::new();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let mut sessions: HashMap<SocketAddr, Handle> = HashMap::new();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; 65_536];
     let mut stopping = false;
-    let queue = (QUEUE_BYTES / cfg.buffer_size).max(8);
     loop {
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled(), if !stopping => {
@@ -112,6 +112,8 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                 }
             },
         };
+        let config = ctx.config();
+        let cfg = &config.udp_upload;
         let datagram = &buf[..n];
         tracing::trace!(peer = %peer, len = n, "datagram");
         let reply_error = |why: String| {
@@ -124,7 +126,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         if looks_like_file_info(datagram) {
             match parse_file_info(
                 datagram,
-                DEFAULT_MAX_HEADER_LEN.max(ctx.config.limits.max_name_len * 6 + 128),
+                DEFAULT_MAX_HEADER_LEN.max(ctx.config().limits.max_name_len * 6 + 128),
             ) {
                 Ok(info) => {
                     if let Some(h) = sessions.get(&peer) {
@@ -152,7 +154,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             continue;
                         }
                     };
-                    let max = ctx.config.limits.max_file_size.0;
+                    let max = ctx.config().limits.max_file_size.0;
                     if info.size > max {
                         reply_error(format!(
                             "the file is {} bytes, the limit is {max}",
@@ -161,7 +163,11 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         .await;
                         continue;
                     }
-                    let permit = match limiter.try_acquire(peer.ip()) {
+                    let permit = match limiter.try_acquire(
+                        peer.ip(),
+                        cfg.max_sessions,
+                        cfg.max_sessions_per_ip,
+                    ) {
                         Ok(p) => p,
                         Err(why) => {
                             tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
@@ -170,12 +176,13 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         }
                     };
                     next_id += 1;
-                    let (tx, rx) = mpsc::channel(queue);
+                    let (tx, rx) = mpsc::channel((QUEUE_BYTES / cfg.buffer_size).max(8));
                     sessions.insert(
                         peer,
                         Handle {
                             id: next_id,
                             info: info.clone(),
+                            buffer_size: cfg.buffer_size,
                             tx,
                             started_data: false,
                             last_seen: Instant::now(),
@@ -187,6 +194,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         peer,
                         info,
                         name,
+                        buffer_size: cfg.buffer_size,
                         _permit: permit,
                     };
                     let ended = ended_tx.clone();
@@ -210,10 +218,10 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             Some(h) => {
                 h.started_data = true;
                 h.last_seen = Instant::now();
-                if n > ctx.config.udp_upload.buffer_size {
+                if n > h.buffer_size {
                     let why = format!(
                         "a datagram of {n} bytes is larger than the buffer size {}",
-                        ctx.config.udp_upload.buffer_size
+                        h.buffer_size
                     );
                     sessions.remove(&peer);
                     reply_error(why).await;
@@ -244,6 +252,7 @@ struct Session {
     peer: SocketAddr,
     info: FileInfo,
     name: SafeName,
+    buffer_size: usize,
     _permit: Permit,
 }
 
@@ -278,7 +287,7 @@ impl Session {
         mut rx: mpsc::Receiver<Bytes>,
         t: &mut Transfer,
     ) -> Result<Stored, Option<Failure>> {
-        let cfg = &self.ctx.config.udp_upload;
+        let cfg = &self.ctx.config().udp_upload;
         let mut upload = self
             .ctx
             .storage
@@ -286,7 +295,7 @@ impl Session {
             .await
             .map_err(|e| Some(e.into()))?;
         self.socket
-            .send_to(&encode_buffer_size(cfg.buffer_size), self.peer)
+            .send_to(&encode_buffer_size(self.buffer_size), self.peer)
             .await
             .map_err(|e| Some(e.into()))?;
         let mut progress = UploadProgress::new(&self.info);

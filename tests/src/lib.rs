@@ -28,6 +28,8 @@ pub struct TestDaemon {
     pub addrs: BoundAddrs,
     /// The storage root.
     pub root: PathBuf,
+    /// Reloads the running daemon's configuration.
+    pub controller: ferryd::Controller,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -54,6 +56,7 @@ impl TestDaemon {
         let daemon = Daemon::bind(config).await.expect("daemon binds");
         let addrs = daemon.addrs();
         let root = daemon.storage_root().to_owned();
+        let controller = daemon.controller();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(daemon.serve(async move {
             let _ = rx.await;
@@ -61,6 +64,7 @@ impl TestDaemon {
         TestDaemon {
             addrs,
             root,
+            controller,
             stop: Some(tx),
             task: Some(task),
             _dir: None,

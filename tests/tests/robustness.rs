@@ -443,3 +443,28 @@ async fn two_clients_behind_one_address_sending_the_same_file_both_succeed() {
     assert_eq!(d.visible_files(), ["innopolis.jpg"]);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn reload_applies_limits_and_reports_what_needs_a_restart() {
+    let d = TestDaemon::start().await;
+    let mut new = (*d.controller.config()).clone();
+    new.limits.max_file_size = Size(10);
+    new.udp_sum.server_name = "Reloaded".into();
+    new.signal.bind = "127.0.0.1:9".parse().unwrap();
+    new.storage = "/elsewhere".into();
+    let report = d.controller.reload(new);
+    assert!(report.changed);
+    assert_eq!(report.needs_restart, ["storage", "signal.bind"]);
+    let now = d.controller.config();
+    assert_eq!(now.signal.bind.port(), 0, "the bound address is kept");
+    // New transfers see the new limits and values at once.
+    assert_eq!(
+        handout::udp_sum(d.addrs.udp_sum.unwrap(), b"Ann:1").await,
+        b"Reloaded:42"
+    );
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    assert!(
+        matches!(c.upload("x", &[0u8; 11]).await, Some(SignalFrame::Error(r)) if r.contains("the limit is 10"))
+    );
+    d.stop().await;
+}

@@ -163,6 +163,12 @@ enum Command {
         #[arg(allow_negative_numbers = true)]
         number: i64,
     },
+    /// Writes the man page and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -254,6 +260,47 @@ impl Progress for Bars {
     }
 }
 
+/// Writes the man pages (the command's and one per subcommand) and shell
+/// completions for `cmd` into `dir`: `man/manSECTION/NAME[-SUB].SECTION` and
+/// `completions/{NAME.bash,_NAME,NAME.fish}`.
+fn generate_docs(
+    mut cmd: clap::Command,
+    section: &str,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    use clap_complete::Shell;
+    let name = cmd.get_name().to_owned();
+    let man_dir = dir.join("man").join(format!("man{section}"));
+    std::fs::create_dir_all(&man_dir)?;
+    std::fs::create_dir_all(dir.join("completions"))?;
+    cmd.build();
+    let mut pages = vec![(name.clone(), cmd.clone())];
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let page = format!("{name}-{}", sub.get_name());
+        pages.push((page.clone(), sub.clone().name(page)));
+    }
+    for (page, command) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(command)
+            .section(section)
+            .render(&mut out)?;
+        std::fs::write(man_dir.join(format!("{page}.{section}")), out)?;
+    }
+    for (shell, file) in [
+        (Shell::Bash, format!("{name}.bash")),
+        (Shell::Zsh, format!("_{name}")),
+        (Shell::Fish, format!("{name}.fish")),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, name.clone(), &mut out);
+        std::fs::write(dir.join("completions").join(file), out)?;
+    }
+    Ok(())
+}
+
 fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -330,6 +377,15 @@ async fn main() -> ExitCode {
         !g.quiet && !g.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
     );
     let started = Instant::now();
+    if let Command::GenerateDocs { dir } = &cli.command {
+        return match generate_docs(<Cli as clap::CommandFactory>::command(), "1", dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry: generate-docs: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let code = match &cli.command {
         Command::Ping => match client.ping().await {
             Ok(rtt) => {
@@ -442,6 +498,7 @@ async fn main() -> ExitCode {
                 Err(e) => out.err("send-dir", &e),
             }
         }
+        Command::GenerateDocs { .. } => 0,
         Command::GetDir {
             name,
             output,

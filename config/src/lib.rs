@@ -662,3 +662,31 @@ idle_timeout = "1500ms"
         assert!(Config::parse("[signal]\nbind = \"0.0.0.0:9000\"").is_ok());
     }
 }
+
+#[cfg(test)]
+mod shipped_example {
+    use super::*;
+
+    /// deploy/ferryd.toml shows every key with its default (the storage root
+    /// aside), so the commented example never drifts from the code.
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ferryd.toml");
+        let example = Config::load(&path).unwrap();
+        let want = Config {
+            storage: PathBuf::from("/var/lib/ferry"),
+            ..Config::default()
+        };
+        assert_eq!(example, want);
+        // Every key print-config knows appears in the example.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in want.to_toml().lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    text.contains(&format!("\n{key} = ")),
+                    "{key} is missing from the example"
+                );
+            }
+        }
+    }
+}

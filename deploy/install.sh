@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs ferry on a host without Debian packaging (on Debian, use the .deb).
+#
+#   sudo deploy/install.sh                # builds, installs under /usr/local
+#   PREFIX=/usr sudo deploy/install.sh    # or under /usr
+#   DESTDIR=/tmp/stage deploy/install.sh  # stage into a directory (packaging, tests)
+#   SKIP_BUILD=1 ...                      # use the binaries already in target/release
+#
+# Installs ferryd and ferry, the systemd units (paths adjusted to PREFIX), the
+# example /etc/ferry/ferryd.toml (never over an existing one), man pages and
+# shell completions. Enable with: systemctl enable --now ferryd ferry-healthcheck.timer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX=${PREFIX:-/usr/local}
+DESTDIR=${DESTDIR:-}
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release --locked -p ferryd -p ferry
+fi
+bin=target/release
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+"$bin/ferryd" generate-docs "$stage"
+"$bin/ferry" generate-docs "$stage"
+
+install -Dm755 "$bin/ferryd" "$DESTDIR$PREFIX/bin/ferryd"
+install -Dm755 "$bin/ferry" "$DESTDIR$PREFIX/bin/ferry"
+for unit in ferryd.service ferry-healthcheck.service ferry-healthcheck.timer; do
+  install -d "$DESTDIR/etc/systemd/system"
+  sed -e "s|/usr/bin/ferry|$PREFIX/bin/ferry|g" "deploy/$unit" > "$DESTDIR/etc/systemd/system/$unit"
+  chmod 644 "$DESTDIR/etc/systemd/system/$unit"
+done
+if [ ! -e "$DESTDIR/etc/ferry/ferryd.toml" ]; then
+  install -Dm644 deploy/ferryd.toml "$DESTDIR/etc/ferry/ferryd.toml"
+else
+  echo "kept the existing /etc/ferry/ferryd.toml (the new example is deploy/ferryd.toml)"
+fi
+for page in "$stage"/man/man8/*.8; do install -Dm644 "$page" "$DESTDIR$PREFIX/share/man/man8/$(basename "$page")"; done
+for page in "$stage"/man/man1/*.1; do install -Dm644 "$page" "$DESTDIR$PREFIX/share/man/man1/$(basename "$page")"; done
+install -Dm644 "$stage/completions/ferryd.bash" "$DESTDIR$PREFIX/share/bash-completion/completions/ferryd"
+install -Dm644 "$stage/completions/ferry.bash" "$DESTDIR$PREFIX/share/bash-completion/completions/ferry"
+install -Dm644 "$stage/completions/_ferryd" "$DESTDIR$PREFIX/share/zsh/site-functions/_ferryd"
+install -Dm644 "$stage/completions/_ferry" "$DESTDIR$PREFIX/share/zsh/site-functions/_ferry"
+install -Dm644 "$stage/completions/ferryd.fish" "$DESTDIR$PREFIX/share/fish/vendor_completions.d/ferryd.fish"
+install -Dm644 "$stage/completions/ferry.fish" "$DESTDIR$PREFIX/share/fish/vendor_completions.d/ferry.fish"
+install -Dm644 docs/DEPLOY.md "$DESTDIR$PREFIX/share/doc/ferry/DEPLOY.md"
+install -Dm644 docs/PROTOCOLS.md "$DESTDIR$PREFIX/share/doc/ferry/PROTOCOLS.md"
+
+if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  echo "installed; start with: systemctl enable --now ferryd ferry-healthcheck.timer"
+else
+  echo "installed into ${DESTDIR:-/}"
+fi

@@ -56,6 +56,8 @@ pub struct Ctx {
     pub abort: CancellationToken,
     /// Every task of every service, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// UDP upload sessions in the table right now.
+    pub udp_sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -132,6 +134,18 @@ impl Controller {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.ctx.config()
+    }
+
+    /// UDP upload sessions open now (bounded by `udp_upload.max_sessions`).
+    pub fn udp_sessions(&self) -> usize {
+        self.ctx
+            .udp_sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// TCP connections open now (bounded by `limits.max_connections`).
+    pub fn tcp_connections(&self) -> usize {
+        self.ctx.connections.in_use()
     }
 }
 
@@ -277,6 +291,7 @@ impl Daemon {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            udp_sessions: std::sync::atomic::AtomicUsize::new(0),
         });
         Ok(Daemon {
             ctx,

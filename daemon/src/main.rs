@@ -247,6 +247,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -340,6 +341,35 @@ fn generate_docs(
         std::fs::write(dir.join("completions").join(file), out)?;
     }
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: every transfer holds a
+/// socket and a file, and the common soft default (1024) is far below what
+/// hundreds of students need. Logged either way.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    soft = before,
+                    hard = lim.rlim_max,
+                    "cannot raise the open-file limit"
+                );
+                return;
+            }
+        }
+        tracing::info!(from = before, to = lim.rlim_cur, "open-file limit");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -18,8 +18,9 @@ use crate::report::Transfer;
 use crate::storage::{Download, StorageError};
 use crate::Ctx;
 
-/// Bytes read from disk per write to the socket.
-pub const SEND_CHUNK: usize = 256 * 1024;
+/// Bytes read from disk per write to the socket (64 KiB: with tokio's own file
+/// buffer, about 128 KiB per download in flight).
+pub const SEND_CHUNK: usize = 64 * 1024;
 
 /// How long a refused client gets to read its refusal.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);

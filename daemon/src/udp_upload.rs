@@ -89,6 +89,8 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     let mut buf = vec![0u8; 65_536];
     let mut stopping = false;
     loop {
+        ctx.udp_sessions
+            .store(sessions.len(), std::sync::atomic::Ordering::Relaxed);
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled(), if !stopping => {
                 stopping = true;

@@ -1,117 +1,32 @@
 //! Process-level tests: the built `ferryd` binary, real signals, exit codes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
-const FERRYD: &str = env!("CARGO_BIN_EXE_ferryd");
+mod common;
 
-/// Every service on 127.0.0.1:0.
-const TEST_CONFIG: &str = r#"
-[udp_upload]
-bind = "127.0.0.1:0"
-[udp_download]
-bind = "127.0.0.1:0"
-[udp_sum]
-bind = "127.0.0.1:0"
-[tcp_upload]
-bind = "127.0.0.1:0"
-[magic_download]
-bind = "127.0.0.1:0"
-[signal]
-bind = "127.0.0.1:0"
-"#;
+use common::{ping, FERRYD};
 
 struct Running {
-    child: Child,
-    lines: mpsc::Receiver<serde_json::Value>,
+    inner: common::Running,
     tcp_upload: SocketAddr,
     signal: SocketAddr,
 }
 
-/// Starts the binary with JSON logs and reads the bound addresses from its
-/// `bound` event (no fixed ports, no sleeps).
 fn start(dir: &Path, extra_config: &str, pre: Option<fn() -> std::io::Result<()>>) -> Running {
-    let config = dir.join("ferryd.toml");
-    std::fs::write(&config, format!("{extra_config}\n{TEST_CONFIG}")).unwrap();
-    let mut cmd = Command::new(FERRYD);
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--storage")
-        .arg(dir.join("data"))
-        .arg("--log-format")
-        .arg("json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(f) = pre {
-        // SAFETY: `f` only calls async-signal-safe setrlimit.
-        unsafe {
-            cmd.pre_exec(f);
-        }
-    }
-    let mut child = cmd.spawn().expect("ferryd starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    let bound = wait_event(&rx, "bound");
-    let addr = |k: &str| bound[k].as_str().unwrap().parse().unwrap();
+    let inner = common::start(dir, &dir.join("data"), extra_config, pre);
     Running {
-        tcp_upload: addr("tcp_upload"),
-        signal: addr("signal"),
-        child,
-        lines: rx,
+        tcp_upload: inner.addr("tcp_upload"),
+        signal: inner.addr("signal"),
+        inner,
     }
 }
 
-fn wait_event(rx: &mpsc::Receiver<serde_json::Value>, message: &str) -> serde_json::Value {
-    loop {
-        let v = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no {message:?} event"));
-        if v["message"] == message {
-            return v;
-        }
-    }
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..2000 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().ok();
-    panic!("ferryd did not exit within 20 s");
-}
-
-fn ping(addr: SocketAddr) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"PIN").unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    out
+fn sigterm(r: &Running) {
+    r.inner.signal(libc::SIGTERM);
 }
 
 /// The handout client of seed 002; returns the server's reply.
@@ -144,7 +59,7 @@ fn serves_from_a_storage_dir_and_exits_0_on_sigterm_mid_transfer() {
         tcp_upload(d.tcp_upload, "files/a.txt", b"hello"),
         "go ahead"
     );
-    wait_event(&d.lines, "transfer finished");
+    d.inner.wait_event("transfer finished");
     assert_eq!(
         std::fs::read(dir.path().join("data/a.txt")).unwrap(),
         b"hello"
@@ -161,14 +76,12 @@ fn serves_from_a_storage_dir_and_exits_0_on_sigterm_mid_transfer() {
     let mut go = [0u8; 8];
     s.read_exact(&mut go).unwrap();
     s.write_all(&data[..100_000]).unwrap();
-    sigterm(&d.child);
-    wait_event(
-        &d.lines,
-        "shutting down: no new transfers, waiting for those in flight",
-    );
+    sigterm(&d);
+    d.inner
+        .wait_event("shutting down: no new transfers, waiting for those in flight");
     s.write_all(&data[100_000..]).unwrap();
     drop(s);
-    let status = wait_exit(&mut d.child);
+    let status = d.inner.wait_exit();
     assert_eq!(status.code(), Some(0));
     assert_eq!(
         std::fs::read(dir.path().join("data/late.bin")).unwrap(),
@@ -199,7 +112,7 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
     let mut d = start(dir.path(), "", Some(limit_file_size));
     let reply = tcp_upload(d.tcp_upload, "big.bin", &vec![1u8; 1 << 20]);
     assert!(reply.starts_with("go ahead"), "{reply}");
-    let failed = wait_event(&d.lines, "transfer failed");
+    let failed = d.inner.wait_event("transfer failed");
     assert!(
         failed["error"].as_str().unwrap().contains("File too large"),
         "{failed}"
@@ -213,14 +126,14 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
     );
     // The next transfer works.
     assert_eq!(tcp_upload(d.tcp_upload, "small.bin", b"small"), "go ahead");
-    wait_event(&d.lines, "transfer finished");
+    d.inner.wait_event("transfer finished");
     assert_eq!(
         std::fs::read(dir.path().join("data/small.bin")).unwrap(),
         b"small"
     );
     assert_eq!(ping(d.signal), b"PON");
-    sigterm(&d.child);
-    assert_eq!(wait_exit(&mut d.child).code(), Some(0));
+    sigterm(&d);
+    assert_eq!(d.inner.wait_exit().code(), Some(0));
 }
 
 #[test]
@@ -298,4 +211,30 @@ fn environment_fallbacks_work() {
         "{text}"
     );
     assert!(text.contains("level = \"debug\""), "{text}");
+}
+
+#[test]
+fn raises_its_open_file_limit_at_start() {
+    fn low_soft_limit() -> std::io::Result<()> {
+        let lim = libc::rlimit {
+            rlim_cur: 256,
+            rlim_max: 4096,
+        };
+        // SAFETY: setrlimit with a valid struct, in the child before exec.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path(), "", Some(low_soft_limit));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.inner.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(soft[3], "4096", "{line}");
+    sigterm(&d);
+    assert_eq!(d.inner.wait_exit().code(), Some(0));
 }

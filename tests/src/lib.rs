@@ -17,6 +17,41 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod handout;
+pub mod proxy;
+
+/// A small seeded RNG (xorshift64*): reproducible runs without a dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded; the same seed gives the same sequence.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Gives a test socket a 4 MiB receive buffer (see [`handout::udp_socket`]).
+pub fn set_rcvbuf(sock: &tokio::net::UdpSocket) {
+    ferryd::udp_upload::set_buffer_sizes(sock, 4 << 20);
+}
 
 /// Upper bound on any single client operation in tests, so a bug fails the
 /// test instead of hanging it.

@@ -175,6 +175,12 @@ async fn upload_names_never_escape_on_any_service() {
     j.outside_untouched();
     root_is_flat(&j.root());
     assert_eq!(j.d.work_entries(), 0);
+    // Names that differ only in Unicode normalisation (NFC "café", NFD
+    // "cafe\u{301}") are two different names, stored as two files.
+    let nfc = j.root().join("caf\u{e9}");
+    let nfd = j.root().join("cafe\u{301}");
+    assert!(nfc.exists() && nfd.exists());
+    assert_ne!(std::fs::read(&nfc).unwrap(), std::fs::read(&nfd).unwrap());
 }
 
 #[tokio::test]

@@ -174,10 +174,8 @@ impl LossyProxy {
         let task = tokio::spawn(async move {
             // One upstream socket per client, so the daemon sees each client
             // as its own peer, and its replies find their way back.
-            let mut clients: HashMap<SocketAddr, (Arc<UdpSocket>, Arc<Mutex<Option<Vec<u8>>>>)> =
-                HashMap::new();
-            let to_server_held: Arc<Mutex<HashMap<SocketAddr, Arc<Mutex<Option<Vec<u8>>>>>>> =
-                Arc::default();
+            let mut clients: HashMap<SocketAddr, (Arc<UdpSocket>, Held)> = HashMap::new();
+            let mut to_server_held: HashMap<SocketAddr, Held> = HashMap::new();
             let mut buf = vec![0u8; 65_536];
             loop {
                 let Ok((n, client)) = front.recv_from(&mut buf).await else {

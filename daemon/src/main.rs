@@ -123,16 +123,12 @@ fn notify(states: &[NotifyState]) {
 /// SIGHUP: re-read the file, validate, apply what can change without
 /// rebinding, and say what needs a restart. A bad file changes nothing.
 async fn reload_on_hup(
+    mut hup: tokio::signal::unix::Signal,
     cli: Arc<Cli>,
     controller: ferryd::Controller,
     log: LogHandle,
     status: String,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; reloading is off");
-        return;
-    };
     while hup.recv().await.is_some() {
         let mut states = vec![NotifyState::Reloading];
         states.extend(NotifyState::monotonic_usec_now().ok());
@@ -256,6 +252,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let Signals { term, int, hup } = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ferryd: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let daemon = match ferryd::Daemon::bind(config).await {
             Ok(d) => d,
             Err(e) => {
@@ -288,10 +291,16 @@ fn main() -> ExitCode {
             );
             tokio::spawn(watchdog(interval));
         }
-        tokio::spawn(reload_on_hup(Arc::clone(&cli), controller, log, status));
+        tokio::spawn(reload_on_hup(
+            hup,
+            Arc::clone(&cli),
+            controller,
+            log,
+            status,
+        ));
         daemon
             .serve(async {
-                shutdown_signal().await;
+                shutdown_signal(term, int).await;
                 notify(&[
                     NotifyState::Stopping,
                     NotifyState::Status("stopping: finishing transfers in flight"),
@@ -372,19 +381,31 @@ fn raise_open_file_limit() {
     }
 }
 
+/// The signals ferryd handles, installed before it binds anything: a signal
+/// that arrives between READY=1 and the first poll must not fall back to its
+/// default action (which, for SIGTERM and SIGHUP, kills the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        }
-    };
+async fn shutdown_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),

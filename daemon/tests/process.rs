@@ -238,3 +238,20 @@ fn raises_its_open_file_limit_at_start() {
     sigterm(&d);
     assert_eq!(d.inner.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn signals_right_after_start_are_handled_not_fatal() {
+    // Regression: the handlers used to be installed only when serving began,
+    // so a SIGHUP or SIGTERM just after READY killed the process outright.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = start(dir.path(), "", None);
+        d.inner.signal(libc::SIGHUP);
+        d.inner.signal(libc::SIGTERM);
+        assert_eq!(
+            d.inner.wait_exit().code(),
+            Some(0),
+            "terminated by a signal instead of exiting 0"
+        );
+    }
+}

@@ -294,6 +294,11 @@ impl Storage {
                 _ => match rename_noreplace(temp, &target) {
                     Ok(()) => return Ok((candidate, false)),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        // Another upload took the name since the check above;
+                        // if it stored the same bytes, this one is a copy.
+                        if same(&target) {
+                            return Ok((candidate, true));
+                        }
                         if self.inner.on_conflict == OnConflict::Reject {
                             return Err(StorageError::Exists(candidate));
                         }
@@ -839,6 +844,22 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn identical_uploads_committing_at_once_store_one_copy() {
+        // Regression: the identity check ran only before the rename, so two
+        // identical uploads racing for a name could both be stored.
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+            let data = vec![5u8; 100_000];
+            let (a, b) = tokio::join!(put(&s, "same.bin", &data), put(&s, "same.bin", &data));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!((a.name.as_str(), b.name.as_str()), ("same.bin", "same.bin"));
+            assert!(a.deduplicated != b.deduplicated);
+            assert_eq!(visible(dir.path()), ["same.bin"]);
+        }
     }
 
     #[tokio::test]

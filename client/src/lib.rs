@@ -10,7 +10,9 @@
 //!   place only once complete and verified; existing files are kept unless forced.
 //! - [`Progress`]: how transfers report bytes moved (the CLI draws bars).
 //! - [`Error`]: what went wrong, each kind with its own exit code.
+//! - [`bench`]: the load generator behind `ferry bench`.
 
+pub mod bench;
 pub mod local;
 pub mod magic;
 pub mod signal;
@@ -201,6 +203,34 @@ pub struct Client {
     pub udp_reply_timeout: Duration,
     /// UDP attempts before giving up (default 5).
     pub udp_attempts: usize,
+    /// Paces each TCP upload to this many bytes per second (None: as fast as
+    /// possible). `ferry bench --rate` uses it to play students on real links.
+    pub upload_rate: Option<u64>,
+}
+
+/// Keeps a transfer at or under a rate: call [`Pacer::sent`] after each write.
+pub(crate) struct Pacer {
+    rate: Option<u64>,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pacer {
+    pub(crate) fn new(rate: Option<u64>) -> Pacer {
+        Pacer {
+            rate: rate.filter(|&r| r > 0),
+            started: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    pub(crate) async fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if let Some(rate) = self.rate {
+            let due = self.started + Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
 }
 
 impl Client {
@@ -212,6 +242,7 @@ impl Client {
             timeout: Duration::from_secs(10),
             udp_reply_timeout: Duration::from_secs(1),
             udp_attempts: 5,
+            upload_rate: None,
         }
     }
 

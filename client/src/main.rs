@@ -31,7 +31,8 @@ Examples:
   ferry get --via magic notes.txt     the COSC264 protocol
   ferry send-dir ./project            a whole tree, stored whole or not at all
   ferry get-dir project -o copy       and back
-  ferry sum \"Client of Ann\" 7         adding two numbers";
+  ferry sum \"Client of Ann\" 7         adding two numbers
+  ferry bench signal-up --size 1M --clients 50 --duration 10s   load generator";
 
 /// One client for every protocol ferryd serves.
 #[derive(Parser, Debug)]
@@ -163,6 +164,29 @@ enum Command {
         #[arg(allow_negative_numbers = true)]
         number: i64,
     },
+    /// Load generator: N clients repeat one operation; reports throughput,
+    /// transfers/s, latency percentiles and errors.
+    Bench {
+        /// What to measure.
+        #[arg(value_enum)]
+        workload: BenchWorkload,
+        /// Bytes per transfer (e.g. 1048576, 64K, 1M, 1G).
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        size: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Stop after this many transfers in all.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Or after this long (ignored with --count).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Pace each client's uploads to this many bytes/s (e.g. 12M for a
+        /// 100 Mbit/s student link); default: as fast as possible.
+        #[arg(long, value_parser = parse_size)]
+        rate: Option<u64>,
+    },
     /// Writes the man page and shell completions into DIR (for packaging).
     #[command(hide = true)]
     GenerateDocs {
@@ -176,6 +200,38 @@ enum SendProto {
     Signal,
     Tcp,
     Udp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchWorkload {
+    SignalUp,
+    SignalDown,
+    TcpUp,
+    MagicDown,
+    UdpUp,
+    UdpDown,
+    Ping,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => (
+            &t[..i],
+            match t[i..].trim().trim_end_matches("iB").trim_end_matches('B') {
+                "" => 1,
+                "K" | "k" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+            },
+        ),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size like 64K or 1G"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -368,6 +424,7 @@ async fn main() -> ExitCode {
         timeout: g.timeout,
         udp_reply_timeout: g.udp_timeout,
         udp_attempts: g.attempts,
+        upload_rate: None,
     };
     let out = Out {
         quiet: g.quiet,
@@ -499,6 +556,59 @@ async fn main() -> ExitCode {
             }
         }
         Command::GenerateDocs { .. } => 0,
+        Command::Bench {
+            workload,
+            size,
+            clients,
+            count,
+            duration,
+            rate,
+        } => {
+            use ferry::bench::{Plan, Workload};
+            let w = match workload {
+                BenchWorkload::SignalUp => Workload::SignalUp,
+                BenchWorkload::SignalDown => Workload::SignalDown,
+                BenchWorkload::TcpUp => Workload::TcpUp,
+                BenchWorkload::MagicDown => Workload::MagicDown,
+                BenchWorkload::UdpUp => Workload::UdpUp,
+                BenchWorkload::UdpDown => Workload::UdpDown,
+                BenchWorkload::Ping => Workload::Ping,
+            };
+            let plan = Plan {
+                size: *size,
+                clients: *clients,
+                count: *count,
+                duration: *duration,
+            };
+            let mut client = client.clone();
+            client.upload_rate = *rate;
+            match ferry::bench::run(&client, w, plan).await {
+                Ok(r) => {
+                    out.ok(
+                        format!(
+                            "{} size {} x {} clients: {} transfers, {} errors in {:.2} s\n\
+                             throughput {:.1} MiB/s, {:.1} transfers/s\n\
+                             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+                            r.workload, human(r.size), r.clients, r.transfers, r.errors, r.seconds,
+                            r.bytes_per_second / (1 << 20) as f64, r.transfers_per_second,
+                            r.p50_ms, r.p99_ms, r.max_ms,
+                            r.first_error.as_deref().map(|e| format!("\nfirst error: {e}")).unwrap_or_default()
+                        ),
+                        json!({"ok": r.errors == 0, "command": "bench", "workload": r.workload, "size": r.size,
+                               "clients": r.clients, "transfers": r.transfers, "errors": r.errors,
+                               "first_error": r.first_error, "seconds": r.seconds,
+                               "bytes_per_second": r.bytes_per_second, "transfers_per_second": r.transfers_per_second,
+                               "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms}),
+                    );
+                    if r.errors > 0 {
+                        1
+                    } else {
+                        0
+                    }
+                }
+                Err(e) => out.err("bench", &e),
+            }
+        }
         Command::GetDir {
             name,
             output,

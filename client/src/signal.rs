@@ -22,6 +22,7 @@ struct Conn {
     codec: SignalCodec,
     rbuf: BytesMut,
     timeout: Duration,
+    upload_rate: Option<u64>,
 }
 
 impl Conn {
@@ -31,6 +32,7 @@ impl Conn {
             codec: SignalCodec::default(),
             rbuf: BytesMut::with_capacity(CHUNK),
             timeout: client.timeout,
+            upload_rate: client.upload_rate,
         })
     }
 
@@ -110,6 +112,7 @@ impl Conn {
         })
         .await?;
         let mut crc = Crc32::new();
+        let mut pace = crate::Pacer::new(self.upload_rate);
         let mut buf = vec![0u8; CHUNK];
         let mut left = size;
         while left > 0 {
@@ -130,6 +133,7 @@ impl Conn {
             }
             left -= n as u64;
             progress.advance(n as u64);
+            pace.sent(n).await;
         }
         let crc = crc.value();
         self.write(&crc.to_be_bytes()).await?;

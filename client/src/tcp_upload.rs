@@ -50,6 +50,7 @@ pub(crate) async fn send(
     }
     progress.start(name, Some(size));
     let mut crc = Crc32::new();
+    let mut pace = crate::Pacer::new(client.upload_rate);
     let mut buf = vec![0u8; 256 * 1024];
     let mut left = size;
     while left > 0 {
@@ -73,6 +74,7 @@ pub(crate) async fn send(
         }
         left -= n as u64;
         progress.advance(n as u64);
+        pace.sent(n).await;
     }
     let _ = s.shutdown().await;
     let mut rest = Vec::new();

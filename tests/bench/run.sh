@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The benchmark harness (docs/BENCHMARKS.md): installs the contenders it needs
+# from Debian (socat, tftpd-hpa, curl), builds ferry in release mode, and runs
+# tests/bench/harness.py. Environment knobs: BENCH_ONE_MIB (single-stream size,
+# 1024), BENCH_BIG_MIB (memory test, 5120), BENCH_UDP_MIB (64),
+# BENCH_CONCURRENCY (1,10,100,1000), BENCH_ONLY (tcp,down,udp,conc,py,mem).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+need=()
+command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v in.tftpd >/dev/null 2>&1 || need+=(tftpd-hpa)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") </dev/null
+fi
+cargo build --release --locked -p ferryd -p ferry
+exec python3 tests/bench/harness.py "$@"

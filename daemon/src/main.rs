@@ -11,6 +11,9 @@ use ferry_config::{Config, LogFormat};
 use sd_notify::NotifyState;
 use tracing_subscriber::EnvFilter;
 
+/// Threads for file I/O (tokio's blocking pool); see `main`.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 /// `EX_CONFIG` from sysexits.h: a configuration error.
 const EX_CONFIG: u8 = 78;
 
@@ -244,7 +247,15 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     raise_open_file_limit();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // File I/O runs on tokio's blocking pool. Its default of 512 threads lets a
+    // crowd of uploads spawn hundreds of threads, each with a stack and a
+    // malloc arena: the benchmarks measured 373 MiB peak RSS for 1000
+    // concurrent 1 MiB uploads. A small pool queues the writes instead.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferryd: cannot start the runtime: {e}");

@@ -44,7 +44,7 @@ impl TcpService for Service {
             stream,
             peer,
             codec,
-            rbuf: BytesMut::with_capacity(64 * 1024),
+            rbuf: BytesMut::with_capacity(crate::tcp::READ_CHUNK),
             wbuf: BytesMut::new(),
         };
         match conn.run().await {

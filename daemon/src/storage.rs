@@ -42,6 +42,9 @@ pub const WORK_DIR: &str = ".ferry-work";
 /// Bytes an upload gathers before handing them to the file (bounds memory per upload).
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// Writes at least this big skip the gathering.
+const SMALL_WRITE: usize = 16 * 1024;
+
 /// How far `rename` counts (`report (1).pdf` … `report (9999).pdf`).
 const MAX_RENAME_SUFFIX: u32 = 9999;
 
@@ -458,7 +461,13 @@ impl Upload {
         }
         self.crc.update(data);
         self.written = total;
-        if self.pending.is_empty() && data.len() >= WRITE_BATCH {
+        // Small pieces (UDP datagrams) are gathered into one write; larger
+        // ones go straight to the file, so an upload holds one copy, not two.
+        if data.len() >= SMALL_WRITE {
+            if !self.pending.is_empty() {
+                let batch = self.pending.split();
+                self.write_out(&batch).await?;
+            }
             return self.write_out(data).await;
         }
         self.pending.extend_from_slice(data);

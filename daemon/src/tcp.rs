@@ -18,6 +18,10 @@ use crate::report::Transfer;
 use crate::storage::{Download, StorageError};
 use crate::Ctx;
 
+/// Bytes a connection reads from its socket at most at once (32 KiB keeps a
+/// crowd of concurrent uploads small: measured in docs/BENCHMARKS.md).
+pub const READ_CHUNK: usize = 32 * 1024;
+
 /// Bytes read from disk per write to the socket (64 KiB: with tokio's own file
 /// buffer, about 128 KiB per download in flight).
 pub const SEND_CHUNK: usize = 64 * 1024;
@@ -136,7 +140,7 @@ pub async fn read_until<R: AsyncRead + Unpin>(
     what: &'static str,
 ) -> Result<usize, Failure> {
     if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(64 * 1024);
+        buf.reserve(READ_CHUNK);
     }
     tokio::select! {
         _ = ctx.abort.cancelled() => Err(Failure::Aborted),

@@ -201,7 +201,7 @@ impl Conn<'_> {
                 SignalFrame::Data(chunk) => {
                     t.bytes += chunk.len() as u64;
                     if let Ok(upload) = sink {
-                        if let Err(e) = upload.write(&chunk).await {
+                        if let Err(e) = upload.write_direct(&chunk).await {
                             *sink = Err(e.into());
                         }
                     }

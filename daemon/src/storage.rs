@@ -42,9 +42,6 @@ pub const WORK_DIR: &str = ".ferry-work";
 /// Bytes an upload gathers before handing them to the file (bounds memory per upload).
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Writes at least this big skip the gathering.
-const SMALL_WRITE: usize = 16 * 1024;
-
 /// How far `rename` counts (`report (1).pdf` … `report (9999).pdf`).
 const MAX_RENAME_SUFFIX: u32 = 9999;
 
@@ -450,8 +447,30 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Appends data. Refuses to go past the announced size.
+    /// Appends a small piece (a datagram): pieces are gathered into 64 KiB
+    /// writes. Refuses to go past the announced size.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.account(data)?;
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_BATCH {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a piece of a stream (a socket read, already large) straight to
+    /// the file, so a TCP upload holds no second copy of its data.
+    pub async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.account(data)?;
+        if !self.pending.is_empty() {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        self.write_out(data).await
+    }
+
+    fn account(&mut self, data: &[u8]) -> Result<(), StorageError> {
         let total = self.written + data.len() as u64;
         if total > self.expected {
             return Err(StorageError::SizeMismatch {
@@ -461,20 +480,6 @@ impl Upload {
         }
         self.crc.update(data);
         self.written = total;
-        // Small pieces (UDP datagrams) are gathered into one write; larger
-        // ones go straight to the file, so an upload holds one copy, not two.
-        if data.len() >= SMALL_WRITE {
-            if !self.pending.is_empty() {
-                let batch = self.pending.split();
-                self.write_out(&batch).await?;
-            }
-            return self.write_out(data).await;
-        }
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= WRITE_BATCH {
-            let batch = self.pending.split();
-            self.write_out(&batch).await?;
-        }
         Ok(())
     }
 

@@ -100,7 +100,7 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
         while let Some(frame) = codec.decode(&mut buf).map_err(Failure::refused)? {
             match frame {
                 UploadFrame::Data(chunk) => {
-                    upload.write(&chunk).await?;
+                    upload.write_direct(&chunk).await?;
                     t.bytes = upload.written();
                 }
                 UploadFrame::End => {

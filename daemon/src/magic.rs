@@ -13,7 +13,7 @@ use tokio_util::codec::Decoder;
 use crate::limits::Refusal;
 use crate::report::Transfer;
 use crate::storage::StorageError;
-use crate::tcp::{read_until, reply_and_close, send_download, write_all, Failure, TcpService};
+use crate::tcp::{read_until, reply_and_close, sendfile_download, write_all, Failure, TcpService};
 use crate::Ctx;
 
 /// The `magic_download` service.
@@ -113,6 +113,6 @@ async fn serve_one(
         length,
     };
     write_all(ctx, stream, &header.to_bytes(), limits.idle_timeout.0).await?;
-    send_download(ctx, stream, download, t).await?;
+    sendfile_download(ctx, stream, &download, t).await?;
     Ok("sent")
 }

@@ -293,3 +293,73 @@ async fn progress_bar_on_a_terminal_only() {
     assert!(out.stderr.is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn bench_reports_what_it_did() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(ferry(&s.addrs, cwd.path()).args([
+        "--json",
+        "bench",
+        "signal-up",
+        "--size",
+        "64K",
+        "--clients",
+        "3",
+        "--count",
+        "12",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            v["workload"].as_str(),
+            v["transfers"].as_u64(),
+            v["errors"].as_u64()
+        ),
+        (Some("signal-up"), Some(12), Some(0))
+    );
+    assert!(
+        v["bytes_per_second"].as_f64().unwrap() > 0.0
+            && v["p99_ms"].as_f64().unwrap() >= v["p50_ms"].as_f64().unwrap()
+    );
+    // The uploads really happened: twelve 64 KiB files on the server.
+    let stored: Vec<_> = std::fs::read_dir(&s.root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("bench-"))
+        .collect();
+    assert_eq!(stored.len(), 12);
+    assert!(stored
+        .iter()
+        .all(|e| e.metadata().unwrap().len() == 64 * 1024));
+    // Downloads and pings, as text.
+    let out = run(ferry(&s.addrs, cwd.path()).args([
+        "bench",
+        "magic-down",
+        "--size",
+        "100K",
+        "--count",
+        "5",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .starts_with("magic-down size 100.0 KiB x 1 clients: 5 transfers, 0 errors"),
+        "{}",
+        text(&out.stdout)
+    );
+    let addrs = s.stop().await;
+    // Against a stopped daemon every transfer fails: reported, exit 1.
+    let out =
+        run(ferry(&addrs, cwd.path()).args(["--json", "bench", "ping", "--count", "3"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["transfers"].as_u64(), v["errors"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert!(v["first_error"].as_str().unwrap().contains("cannot reach"));
+}

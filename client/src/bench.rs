@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::{Client, Error, GetVia, NoProgress, SendVia};
 
-/// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to measure (also the CLI's `WORKLOAD` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// `signal` SAF uploads.
     SignalUp,

@@ -1,5 +1,9 @@
 //! `ferry`: the command-line client for every protocol ferryd serves.
 
+// The same generator as ferryd's; one source for both binaries.
+#[path = "../../daemon/src/gendocs.rs"]
+mod gendocs;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -169,7 +173,7 @@ enum Command {
     Bench {
         /// What to measure.
         #[arg(value_enum)]
-        workload: BenchWorkload,
+        workload: ferry::bench::Workload,
         /// Bytes per transfer (e.g. 1048576, 64K, 1M, 1G).
         #[arg(long, default_value = "1M", value_parser = parse_size)]
         size: u64,
@@ -200,17 +204,6 @@ enum SendProto {
     Signal,
     Tcp,
     Udp,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BenchWorkload {
-    SignalUp,
-    SignalDown,
-    TcpUp,
-    MagicDown,
-    UdpUp,
-    UdpDown,
-    Ping,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -316,47 +309,6 @@ impl Progress for Bars {
     }
 }
 
-/// Writes the man pages (the command's and one per subcommand) and shell
-/// completions for `cmd` into `dir`: `man/manSECTION/NAME[-SUB].SECTION` and
-/// `completions/{NAME.bash,_NAME,NAME.fish}`.
-fn generate_docs(
-    mut cmd: clap::Command,
-    section: &str,
-    dir: &std::path::Path,
-) -> std::io::Result<()> {
-    use clap_complete::Shell;
-    let name = cmd.get_name().to_owned();
-    let man_dir = dir.join("man").join(format!("man{section}"));
-    std::fs::create_dir_all(&man_dir)?;
-    std::fs::create_dir_all(dir.join("completions"))?;
-    cmd.build();
-    let mut pages = vec![(name.clone(), cmd.clone())];
-    for sub in cmd
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-    {
-        let page = format!("{name}-{}", sub.get_name());
-        pages.push((page.clone(), sub.clone().name(page)));
-    }
-    for (page, command) in pages {
-        let mut out = Vec::new();
-        clap_mangen::Man::new(command)
-            .section(section)
-            .render(&mut out)?;
-        std::fs::write(man_dir.join(format!("{page}.{section}")), out)?;
-    }
-    for (shell, file) in [
-        (Shell::Bash, format!("{name}.bash")),
-        (Shell::Zsh, format!("_{name}")),
-        (Shell::Fish, format!("{name}.fish")),
-    ] {
-        let mut out = Vec::new();
-        clap_complete::generate(shell, &mut cmd, name.clone(), &mut out);
-        std::fs::write(dir.join("completions").join(file), out)?;
-    }
-    Ok(())
-}
-
 fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -435,7 +387,7 @@ async fn main() -> ExitCode {
     );
     let started = Instant::now();
     if let Command::GenerateDocs { dir } = &cli.command {
-        return match generate_docs(<Cli as clap::CommandFactory>::command(), "1", dir) {
+        return match gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "1", dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ferry: generate-docs: {e}");
@@ -564,16 +516,8 @@ async fn main() -> ExitCode {
             duration,
             rate,
         } => {
-            use ferry::bench::{Plan, Workload};
-            let w = match workload {
-                BenchWorkload::SignalUp => Workload::SignalUp,
-                BenchWorkload::SignalDown => Workload::SignalDown,
-                BenchWorkload::TcpUp => Workload::TcpUp,
-                BenchWorkload::MagicDown => Workload::MagicDown,
-                BenchWorkload::UdpUp => Workload::UdpUp,
-                BenchWorkload::UdpDown => Workload::UdpDown,
-                BenchWorkload::Ping => Workload::Ping,
-            };
+            use ferry::bench::Plan;
+            let w = *workload;
             let plan = Plan {
                 size: *size,
                 clients: *clients,

@@ -33,7 +33,9 @@ for want in /usr/bin/ferryd /usr/bin/ferry /etc/ferry/ferryd.toml \
     /usr/share/doc/ferry/DEPLOY.md /usr/share/doc/ferry/copyright; do
   grep -qx "$want" "$work/contents" || fail "$deb lacks $want"
 done
-dpkg-deb -I "$deb" | grep -q "postinst" || fail "$deb has no postinst to enable the units"
+# Not `dpkg-deb | grep -q`: grep's early exit would SIGPIPE dpkg-deb and fail the pipeline.
+info=$(dpkg-deb -I "$deb")
+grep -q "postinst" <<<"$info" || fail "$deb has no postinst to enable the units"
 dpkg-deb -f "$deb" Conffiles >/dev/null
 echo "   $(wc -l < "$work/contents") entries, all expected paths present"
 
@@ -45,7 +47,8 @@ for path in $(grep -E '^Exec' "$unit" | grep -oE '/(usr|etc)/[^ ]+' | sort -u); 
 done
 "$work/root/usr/bin/ferryd" check-config "$work/root/etc/ferry/ferryd.toml" >/dev/null \
   || fail "the shipped /etc/ferry/ferryd.toml does not pass check-config"
-zcat "$work/root/usr/share/man/man8/ferryd-check-config.8.gz" | grep -q "EX_CONFIG" || fail "ferryd-check-config(8) is not the right page"
+page=$(zcat "$work/root/usr/share/man/man8/ferryd-check-config.8.gz")
+grep -q "EX_CONFIG" <<<"$page" || fail "ferryd-check-config(8) is not the right page"
 echo "   ok"
 
 if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ] && ! dpkg -s ferry >/dev/null 2>&1; then

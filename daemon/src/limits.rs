@@ -130,3 +130,52 @@ mod tests {
         assert_eq!(l.in_use(), 2);
     }
 }
+
+/// Replies per second a UDP service sends to datagrams that start no
+/// transfer (errors, sums). UDP sources can be forged, so these replies are
+/// capped in total: a flood of forged datagrams reflects at most this many
+/// replies a second (200 × at most 256 bytes ≈ 50 KiB/s), while a class of
+/// students stays far below it. Datagrams over the budget get no reply.
+pub const REPLIES_PER_SECOND: u32 = 200;
+
+/// A per-second budget of replies (see [`REPLIES_PER_SECOND`]).
+pub struct ReplyBudget {
+    per_second: u32,
+    window: std::sync::Mutex<(std::time::Instant, u32)>,
+}
+
+impl ReplyBudget {
+    /// A budget of `per_second` replies in each one-second window.
+    pub fn new(per_second: u32) -> ReplyBudget {
+        ReplyBudget {
+            per_second,
+            window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Whether one more reply fits in this second's budget (and counts it).
+    pub fn allow(&self) -> bool {
+        // The lock guards two numbers updated together; poison cannot break them.
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0.elapsed() >= std::time::Duration::from_secs(1) {
+            *w = (std::time::Instant::now(), 0);
+        }
+        if w.1 < self.per_second {
+            w.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_caps_replies_per_second() {
+        let b = ReplyBudget::new(3);
+        assert_eq!((0..10).filter(|_| b.allow()).count(), 3);
+    }
+}

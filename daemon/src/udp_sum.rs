@@ -14,6 +14,7 @@ use ferry_proto::udp_sum::{
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use crate::limits::{ReplyBudget, REPLIES_PER_SECOND};
 use crate::Ctx;
 
 /// How long a name sent alone waits for its number.
@@ -26,6 +27,8 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_sum", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let mut pending: HashMap<SocketAddr, (String, Instant)> = HashMap::new();
     let mut buf = vec![0u8; DEFAULT_MAX_REQUEST_LEN + 1];
+    // Every reply here answers a datagram that may come from a forged source.
+    let budget = ReplyBudget::new(REPLIES_PER_SECOND);
     loop {
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -60,7 +63,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                 Some((name, number, Layout::TwoDatagrams))
             }
             Err(e) => {
-                reply_error(&socket, peer, &e).await;
+                if budget.allow() {
+                    reply_error(&socket, peer, &e).await;
+                }
                 None
             }
         };
@@ -69,6 +74,10 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         };
         let config = ctx.config();
         let cfg = &config.udp_sum;
+        if !budget.allow() {
+            tracing::debug!(peer = %peer, "reply over the budget: not sent");
+            continue;
+        }
         if let Err(e) = check_range(number) {
             reply_error(&socket, peer, &e).await;
             continue;

@@ -31,7 +31,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::limits::{Limiter, Permit};
+use crate::limits::{Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::Transfer;
 use crate::storage::Stored;
 use crate::tcp::Failure;
@@ -83,6 +83,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
     let socket = Arc::new(socket);
     let limiter = Limiter::new();
+    let budget = Arc::new(ReplyBudget::new(REPLIES_PER_SECOND));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let mut sessions: HashMap<SocketAddr, Handle> = HashMap::new();
     let mut next_id = 0u64;
@@ -120,8 +121,13 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         tracing::trace!(peer = %peer, len = n, "datagram");
         let reply_error = |why: String| {
             let socket = Arc::clone(&socket);
+            let allowed = budget.allow();
             async move {
-                let _ = socket.send_to(&encode_error(&why), peer).await;
+                if allowed {
+                    let _ = socket.send_to(&encode_error(&why), peer).await;
+                } else {
+                    tracing::debug!(peer = %peer, "error reply over the budget: not sent");
+                }
             }
         };
 

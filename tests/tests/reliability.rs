@@ -255,19 +255,38 @@ async fn a_file_info_flood_keeps_the_session_table_bounded() {
         .unwrap();
         socks.push(s);
     }
-    // Every flooding socket gets an answer: a buffer size or a refusal.
-    let (mut accepted, mut refused) = (0, 0);
-    for s in &socks {
-        let mut buf = [0u8; 256];
-        let (n, _) = s.recv_from(&mut buf).await.unwrap();
-        if buf[..n].starts_with(b"ERROR: too many transfers from your address") {
-            refused += 1;
-        } else {
-            assert_eq!(&buf[..n], b"1452");
-            accepted += 1;
+    // Each flooding socket gets a buffer size, a refusal, or (once the
+    // reply budget for forged-looking traffic is spent) nothing.
+    let mut answers = tokio::task::JoinSet::new();
+    for s in socks {
+        answers.spawn(async move {
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(500), s.recv_from(&mut buf)).await {
+                Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+                _ => None,
+            }
+        });
+    }
+    let (mut accepted, mut refused, mut silent) = (0, 0, 0);
+    while let Some(a) = answers.join_next().await {
+        match a.unwrap() {
+            Some(reply) if reply == b"1452" => accepted += 1,
+            Some(reply) => {
+                assert!(
+                    reply.starts_with(b"ERROR: too many transfers from your address"),
+                    "{reply:?}"
+                );
+                refused += 1;
+            }
+            None => silent += 1,
         }
     }
-    assert_eq!((accepted, refused), (16, 284), "max_sessions_per_ip = 16");
+    assert_eq!(accepted, 16, "max_sessions_per_ip = 16");
+    assert_eq!(refused + silent, 284);
+    assert!(
+        refused >= 1 && refused <= 2 * ferryd::limits::REPLIES_PER_SECOND as usize,
+        "{refused}"
+    );
     assert!(d.controller.udp_sessions() <= 16);
     // Another address is still served in the meantime.
     let other = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
@@ -407,4 +426,58 @@ async fn a_full_disk_fails_one_transfer_and_the_next_works_once_space_is_back() 
     assert!(matches!(o, UdpUploadOutcome::Ok { .. }), "{o:?}");
     d.stop_in_place().await;
     assert_same_bytes(&d.read("small.bin"), &small, "small.bin");
+}
+
+/// Sends `n` copies of `junk` to `addr` in a burst; returns how many replies
+/// came back (counting until the line is quiet for 300 ms).
+async fn replies_to_burst(addr: SocketAddr, junk: &[u8], n: usize) -> usize {
+    let sock = handout::udp_socket().await;
+    for _ in 0..n {
+        sock.send_to(junk, addr).await.unwrap();
+    }
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+    {
+        got += 1;
+    }
+    got
+}
+
+#[tokio::test]
+async fn replies_to_stray_datagrams_are_budgeted() {
+    // UDP sources can be forged: a burst of junk must not be reflected in full.
+    let d = TestDaemon::start().await;
+    let cap = ferryd::limits::REPLIES_PER_SECOND as usize;
+    for (addr, junk) in [
+        (d.addrs.udp_sum.unwrap(), &b"junk:x"[..]),
+        (d.addrs.udp_upload.unwrap(), &b"junk"[..]),
+    ] {
+        let got = replies_to_burst(addr, junk, 1000).await;
+        // At most two windows' worth, however the burst straddles a second.
+        assert!(
+            got >= 1 && got <= 2 * cap,
+            "{got} replies to 1000 junk datagrams"
+        );
+    }
+    // Once the budget refills, a real request is answered again.
+    let sock = handout::udp_socket().await;
+    let mut buf = [0u8; 64];
+    let mut answered = false;
+    for _ in 0..30 {
+        sock.send_to(b"Ann:1", d.addrs.udp_sum.unwrap())
+            .await
+            .unwrap();
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await
+        {
+            assert_eq!(&buf[..n], b"Server of ferry:42");
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the sum service answers again after the burst");
+    ping(d.addrs.signal.unwrap()).await;
+    d.stop().await;
 }

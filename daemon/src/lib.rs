@@ -9,7 +9,8 @@
 //!   names files only through `ferry_proto::names`, and moves bytes through
 //!   [`storage`].
 //! - [`limits`]: connection, session and download caps. [`tcp`]: the accept
-//!   loop, deadlines and refusals shared by the TCP services. [`report`]: the
+//!   loop, deadlines and refusals shared by the TCP services; [`udp`] the
+//!   socket buffers and receive step shared by the UDP services. [`report`]: the
 //!   one log event per finished transfer.
 //!
 //! # Shutdown
@@ -25,6 +26,7 @@ pub mod signal;
 pub mod storage;
 pub mod tcp;
 pub mod tcp_upload;
+pub mod udp;
 pub mod udp_download;
 pub mod udp_sum;
 pub mod udp_upload;
@@ -223,7 +225,7 @@ async fn bind_udp(
             addr,
             source,
         })?;
-    udp_upload::set_buffer_sizes(&sock, 4 << 20);
+    udp::set_buffer_sizes(&sock, 4 << 20);
     Ok(Some(sock))
 }
 

@@ -37,13 +37,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     loop {
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!(error = %e, "recv_from");
-                    continue;
-                }
-            },
+            pair = crate::udp::recv_datagram(&socket, &mut buf) => pair,
         };
         let config = ctx.config();
         let cfg = &config.udp_download;

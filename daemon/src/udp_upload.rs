@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,27 +38,6 @@ use crate::Ctx;
 
 /// Queued data per session, in bytes (bounds memory when the disk is slow).
 const QUEUE_BYTES: usize = 256 * 1024;
-
-/// Asks the kernel for larger socket buffers (best effort: the kernel caps it
-/// at `net.core.rmem_max`), so a burst of datagrams is queued, not dropped.
-pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
-    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: a valid socket fd, a pointer to a c_int and its length.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "setsockopt buffer size");
-        }
-    }
-}
 
 struct Handle {
     id: u64,
@@ -106,14 +84,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                 if stopping && sessions.is_empty() { break }
                 continue;
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; never end the loop.
-                    tracing::debug!(error = %e, "recv_from");
-                    continue;
-                }
-            },
+            pair = crate::udp::recv_datagram(&socket, &mut buf) => pair,
         };
         let config = ctx.config();
         let cfg = &config.udp_upload;

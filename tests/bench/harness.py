@@ -184,6 +184,13 @@ def attempt(workload, contender, size, fn):
         log(f"  {workload:28} {contender:34} FAILED: {str(e)[-200:]}")
 
 
+def best_of(n, run):
+    """Runs `run(i)` n times; each returns (seconds, verified). The fastest
+    time counts, and the result is verified only if every run was."""
+    runs = [run(i) for i in range(n)]
+    return min(secs for secs, _ in runs), all(ok for _, ok in runs)
+
+
 def fsync_file(path):
     fd = os.open(path, os.O_RDONLY)
     os.fsync(fd)
@@ -204,8 +211,7 @@ def tcp_upload_single(src):
     os.makedirs(root)
     # The limit: socat into the same directory, then fsync (ferry acknowledges only durable data).
     for fsync in (True, False):
-        best = None
-        for i in range(2):
+        def socat_up(i):
             dest = os.path.join(root, f"socat-{fsync}-{i}.bin")
             port = free_port()
             srv = Server("socat", ["socat", "-b", "262144", "-u", f"TCP-LISTEN:{port},reuseaddr", f"OPEN:{dest},creat,trunc"])
@@ -216,18 +222,20 @@ def tcp_upload_single(src):
             if fsync:
                 fsync_file(dest)
             secs = time.perf_counter() - t
-            best = secs if best is None else min(best, secs)
             ok = same(src, dest)
             os.remove(dest)
+            return secs, ok
+        best, ok = best_of(2, socat_up)
         record("upload 1 stream", ("socat + fsync" if fsync else "socat (no fsync)") + ", best of 2", size, best, ok=ok)
     srv = ferryd(root, limits={"max_file_size": '"64 GiB"'})
     for via, name in (("tcp", "ferry tcp_upload"), ("signal", "ferry signal SAF")):
-        best = None
-        for i in range(2):
-            secs, _ = timed(ferry(srv, "-q", "send", "--via", via, src, "--as", f"ferry-{via}-{i}.bin"))
-            best = secs if best is None else min(best, secs)
-            ok = same(src, os.path.join(root, f"ferry-{via}-{i}.bin"))
-            os.remove(os.path.join(root, f"ferry-{via}-{i}.bin"))
+        def ferry_up(i):
+            stored = os.path.join(root, f"ferry-{via}-{i}.bin")
+            secs, _ = timed(ferry(srv, "-q", "send", "--via", via, src, "--as", os.path.basename(stored)))
+            ok = same(src, stored)
+            os.remove(stored)
+            return secs, ok
+        best, ok = best_of(2, ferry_up)
         record("upload 1 stream", name + ", best of 2", size, best, ok=ok)
     stats = srv.stop()
     results["runs"][-1]["server_peak_rss_mib"] = round(stats[0], 1)
@@ -266,8 +274,7 @@ def download_single(src):
     fsync_file(stored)
     os.makedirs(SHM, exist_ok=True)
     dest = os.path.join(SHM, "got.bin")
-    best = None
-    for _ in range(2):
+    def socat_down(_):
         if os.path.exists(dest):
             os.remove(dest)
         port = free_port()
@@ -275,17 +282,18 @@ def download_single(src):
         time.sleep(0.2)
         secs, _ = timed(["socat", "-b", "262144", "-u", f"TCP:127.0.0.1:{port}", f"CREATE:{dest}"])
         srv.proc.wait()
-        best = secs if best is None else min(best, secs)
-    record("download 1 stream", "socat, best of 2", size, best, ok=same(src, dest))
+        return secs, same(src, dest)
+    best, ok = best_of(2, socat_down)
+    record("download 1 stream", "socat, best of 2", size, best, ok=ok)
     srv = ferryd(root)
     for via, name in (("magic", "ferry magic_download"), ("signal", "ferry signal RAF")):
-        best = None
-        for _ in range(2):
+        def ferry_down(_):
             if os.path.exists(dest):
                 os.remove(dest)
             secs, _ = timed(ferry(srv, "-q", "get", "big.bin", "--via", via, "-o", dest, "--force"))
-            best = secs if best is None else min(best, secs)
-        record("download 1 stream", name + ", best of 2", size, best, ok=same(src, dest))
+            return secs, same(src, dest)
+        best, ok = best_of(2, ferry_down)
+        record("download 1 stream", name + ", best of 2", size, best, ok=ok)
     results["runs"][-1]["server_peak_rss_mib"] = round(srv.stop()[0], 1)
     os.remove(dest)
     port = free_port()
@@ -379,11 +387,10 @@ def udp_on_tmpfs(src_udp):
         secs, _ = timed(["curl", "-sS", "--tftp-blksize", str(blk), "-T", src_udp, f"tftp://127.0.0.1:{port}/{name}"])
         record(work, f"tftpd-hpa, curl blksize {blk}", size, secs, t.stop(), ok=same(src_udp, os.path.join(root, name)))
     srv = ferryd(root, udp_upload={"buffer_size": "65000"})
-    best = None
-    for i in range(3):
-        secs, out = timed(ferry(srv, "--json", "--attempts", "20", "send", "--via", "udp", src_udp, "--as", f"f{i}.bin"))
-        ok = same(src_udp, os.path.join(root, f"f{i}.bin"))
-        best = secs if best is None else min(best, secs)
+    def ferry_udp(i):
+        secs, _ = timed(ferry(srv, "--json", "--attempts", "20", "send", "--via", "udp", src_udp, "--as", f"f{i}.bin"))
+        return secs, same(src_udp, os.path.join(root, f"f{i}.bin"))
+    best, ok = best_of(3, ferry_udp)
     record(work, "ferry udp_upload (buffer 65000), best of 3", size, best, srv.stop(), ok=ok)
     shutil.rmtree(root, ignore_errors=True)
 

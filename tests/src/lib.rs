@@ -50,7 +50,7 @@ impl Rng {
 
 /// Gives a test socket a 4 MiB receive buffer (see [`handout::udp_socket`]).
 pub fn set_rcvbuf(sock: &tokio::net::UdpSocket) {
-    ferryd::udp_upload::set_buffer_sizes(sock, 4 << 20);
+    ferryd::udp::set_buffer_sizes(sock, 4 << 20);
 }
 
 /// Upper bound on any single client operation in tests, so a bug fails the

@@ -1,7 +1,10 @@
-//! `signal` (seed 004): the nine 3-byte tags, framed with explicit lengths.
+//! `signal` (seed 004): the nine 3-byte tags, in two dialects.
 //!
-//! The lab code separated messages by sleeping 0.1 s, which cannot be made
-//! reliable, so ferry gives every variable part a length. All integers are big-endian.
+//! The handout's own client separates its messages by sleeping 0.1 s; that
+//! framing is in [`handout`], sans-IO with time as an input. ferry's own
+//! dialect, here, gives every variable part a length, so it needs no pauses
+//! and carries a CRC-32 both ways. A server tells them apart per request from
+//! the bytes after the tag ([`handout::detect`]). All integers are big-endian.
 //!
 //! | frame | bytes after the tag | meaning |
 //! |-------|---------------------|---------|
@@ -22,8 +25,15 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Default cap on a name, path or reason, in bytes.
-pub const DEFAULT_MAX_TEXT_LEN: usize = 4096;
+pub mod handout;
+
+/// Largest text (name, path or reason) either end will frame, in bytes. It
+/// keeps the first length byte at most `0x10`, below every printable
+/// character, which is what tells a ferry request from a handout one
+/// ([`handout::detect`]).
+pub const MAX_TEXT_LEN: usize = 4096;
+/// Default cap on a name, path or reason, in bytes (the most allowed).
+pub const DEFAULT_MAX_TEXT_LEN: usize = MAX_TEXT_LEN;
 /// Bytes of a tag.
 pub const TAG_LEN: usize = 3;
 
@@ -161,6 +171,9 @@ pub enum SignalError {
         /// The cap.
         max: u64,
     },
+    /// A `SAR` without a directory name (never framed: see [`handout::detect`]).
+    #[error("a SAR needs a directory name")]
+    EmptySar,
     /// The connection closed in the middle of a frame.
     #[error("the connection closed in the middle of a frame ({0} bytes left over)")]
     Truncated(usize),
@@ -194,7 +207,7 @@ impl SignalCodec {
     /// A codec refusing texts over `max_text_len` bytes and files over `max_file_size`.
     pub fn new(max_text_len: usize, max_file_size: u64) -> Self {
         Self {
-            max_text_len: max_text_len.min(u16::MAX as usize),
+            max_text_len: max_text_len.min(MAX_TEXT_LEN),
             max_file_size,
             state: DecodeState::Frame,
         }
@@ -331,11 +344,19 @@ impl Decoder for SignalCodec {
 }
 
 fn put_text(dst: &mut BytesMut, tag: Tag, text: &str) -> Result<(), SignalError> {
-    let len = u16::try_from(text.len()).map_err(|_| SignalError::TextTooLong {
-        tag: tag.label(),
-        len: text.len(),
-        max: u16::MAX as usize,
-    })?;
+    if text.len() > MAX_TEXT_LEN {
+        return Err(SignalError::TextTooLong {
+            tag: tag.label(),
+            len: text.len(),
+            max: MAX_TEXT_LEN,
+        });
+    }
+    // A `SAR` with an empty name would start `00 00`, the start of a handout
+    // `SAR` count: ferry never frames one (the server refuses it anyway).
+    if tag == Tag::Sar && text.is_empty() {
+        return Err(SignalError::EmptySar);
+    }
+    let len = text.len() as u16;
     dst.reserve(TAG_LEN + 2 + text.len());
     dst.put_slice(tag.bytes());
     dst.put_u16(len);

@@ -140,3 +140,88 @@ proptest! {
         }
     }
 }
+
+/// Every tag whose bytes after it differ between the two signal dialects.
+const DIALECT_TAGS: [signal::Tag; 4] = [
+    signal::Tag::Saf,
+    signal::Tag::Raf,
+    signal::Tag::Rar,
+    signal::Tag::Sar,
+];
+
+/// The ferry frame for `tag` with `text` (a `SAF` of `size` bytes).
+fn ferry_frame(tag: signal::Tag, text: &str, size: u64) -> Vec<u8> {
+    use signal::SignalFrame as F;
+    let frame = match tag {
+        signal::Tag::Saf => F::FileHeader {
+            name: text.to_owned(),
+            size,
+        },
+        signal::Tag::Raf => F::RequestFile(text.to_owned()),
+        signal::Tag::Rar => F::RequestRepo(text.to_owned()),
+        _ => F::SendRepo(text.to_owned()),
+    };
+    signal::encode(frame).expect("texts are within the cap")
+}
+
+/// Checks that no prefix of `after` is taken for `other`, and that the
+/// whole of it is taken for `want`.
+fn detects(
+    tag: signal::Tag,
+    after: &[u8],
+    want: signal::handout::Dialect,
+) -> Result<(), TestCaseError> {
+    for cut in 0..after.len() {
+        let got = signal::handout::detect(tag, &after[..cut]);
+        prop_assert!(
+            got.is_none() || got == Some(want),
+            "{:?} {:?}: {:?}",
+            tag,
+            &after[..cut],
+            got
+        );
+    }
+    prop_assert_eq!(signal::handout::detect(tag, after), Some(want));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// No ferry frame is ever taken for a handout one, whatever its text
+    /// (up to the largest ferry frames) and however little of it has arrived.
+    #[test]
+    fn ferry_requests_are_never_handout(text in "\\PC{1,300}", long in 0usize..=signal::MAX_TEXT_LEN,
+                                        size in any::<u64>()) {
+        let long_text = "x".repeat(long.max(1));
+        for tag in DIALECT_TAGS {
+            for text in [&text, &long_text] {
+                let wire = ferry_frame(tag, text, size);
+                detects(tag, &wire[signal::TAG_LEN..], signal::handout::Dialect::Ferry)?;
+            }
+        }
+        // Empty texts too, where ferry frames them (SAR never does).
+        for tag in [signal::Tag::Saf, signal::Tag::Raf, signal::Tag::Rar] {
+            let wire = ferry_frame(tag, "", size);
+            detects(tag, &wire[signal::TAG_LEN..], signal::handout::Dialect::Ferry)?;
+        }
+        prop_assert!(signal::encode(signal::SignalFrame::SendRepo(String::new())).is_err());
+    }
+
+    /// Every name the normaliser accepts, sent the handout's way (no length),
+    /// is taken for a handout request; so is every `SAR` file count below 65,536.
+    #[test]
+    fn handout_requests_are_never_ferry(raw in "[ -~é\\x00-\\x1f\\u{80}-\\u{9f}\\u{2028}]{1,60}",
+                                        any_name in "\\PC{1,60}", count in 0u32..65_536) {
+        for raw in [&raw, &any_name] {
+            let accepted = names::SafeName::for_upload(raw).is_ok()
+                || names::RelPath::parse(raw, 1024).is_ok();
+            if accepted {
+                for tag in [signal::Tag::Saf, signal::Tag::Raf, signal::Tag::Rar] {
+                    detects(tag, raw.as_bytes(), signal::handout::Dialect::Handout)?;
+                }
+            }
+        }
+        detects(signal::Tag::Sar, &count.to_be_bytes(), signal::handout::Dialect::Handout)?;
+    }
+}

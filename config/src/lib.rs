@@ -199,6 +199,15 @@ pub struct Signal {
     pub max_tree_entries: usize,
     /// Total bytes of one tree (default 4 GiB).
     pub max_tree_size: Size,
+    /// The handout framing's quiet gap (default 50 ms): a name, or a piece of
+    /// a file, ends when the stream has been quiet this long. The handout's
+    /// client pauses 0.1 s between messages, so this must be shorter.
+    pub handout_settle: Dur,
+    /// The pause ferry makes in the handout framing (default 200 ms): after
+    /// the client's kernel has taken every byte of a name or a file, before
+    /// the next message, so the client's `recv` returns each alone; and how
+    /// long a bare `DON` waits for a second one (a file that is just `DON`).
+    pub handout_pause: Dur,
 }
 
 fn bind(port: u16) -> SocketAddr {
@@ -257,7 +266,7 @@ impl Default for UdpUpload {
             buffer_size: 1452,
             session_timeout: secs(10),
             max_sessions: 1024,
-            max_sessions_per_ip: 16,
+            max_sessions_per_ip: 64,
         }
     }
 }
@@ -324,6 +333,8 @@ impl Default for Signal {
             bind: bind(9005),
             max_tree_entries: 10_000,
             max_tree_size: Size(4 << 30),
+            handout_settle: Dur(Duration::from_millis(50)),
+            handout_pause: Dur(Duration::from_millis(200)),
         }
     }
 }
@@ -448,6 +459,8 @@ impl Config {
                 self.magic_download.read_timeout,
             ),
             ("tcp_upload.name_settle", self.tcp_upload.name_settle),
+            ("signal.handout_settle", self.signal.handout_settle),
+            ("signal.handout_pause", self.signal.handout_pause),
         ] {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be longer than 0".into()));
@@ -457,6 +470,20 @@ impl Config {
             return Err(invalid(
                 "tcp_upload.name_settle",
                 "must be under 1s (handout clients wait about 1 s for `go ahead`)".into(),
+            ));
+        }
+        if self.signal.handout_settle.0 >= Duration::from_millis(100) {
+            return Err(invalid(
+                "signal.handout_settle",
+                "must be under 100ms (the handout's client pauses 0.1 s between messages)".into(),
+            ));
+        }
+        if self.signal.handout_pause.0 <= Duration::from_millis(100)
+            || self.signal.handout_pause.0 > Duration::from_secs(5)
+        {
+            return Err(invalid(
+                "signal.handout_pause",
+                "must be over 100ms (the handout's own pause) and at most 5s".into(),
             ));
         }
         let u = &self.udp_upload;

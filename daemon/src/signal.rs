@@ -9,13 +9,23 @@
 //! | `RAR` path | `SAR` name, `SAF` entries…, `DON` name; or `ERR` reason |
 //! | `CLS` | the connection closes (the server keeps running) |
 //! | anything else | `ERR` reason; a corrupt stream is then closed |
+//!
+//! That is ferry's dialect. The handout's own, with pauses instead of
+//! lengths, is served beside it on the same port, chosen per request from the
+//! bytes after the tag ([`ferry_proto::signal::handout::detect`]); see
+//! [`handout`]. A `PON` between requests (a handout client answering pieces
+//! of a download) is read and ignored.
+
+mod handout;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Buf;
 use bytes::BytesMut;
 use ferry_proto::names::{RelPath, SafeName};
-use ferry_proto::signal::{SignalCodec, SignalFrame};
+use ferry_proto::signal::handout::{detect, Dialect};
+use ferry_proto::signal::{SignalCodec, SignalFrame, Tag, TAG_LEN};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -89,11 +99,29 @@ struct Conn<'a> {
 /// An upload being received, or why it is being discarded.
 type Sink = Result<Upload, Failure>;
 
+/// A request, in the dialect it came in.
+enum Request {
+    /// ferry's explicit-length framing: the decoded frame.
+    Ferry(SignalFrame),
+    /// The handout's pause framing: the tag (consumed); the rest is in the buffer.
+    Handout(Tag),
+}
+
 impl Conn<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
-        while let Some(frame) = self.next_request().await? {
+        while let Some(request) = self.next_request().await? {
+            let frame = match request {
+                Request::Ferry(frame) => frame,
+                Request::Handout(tag) => {
+                    self.handout(tag).await?;
+                    continue;
+                }
+            };
             match frame {
                 SignalFrame::Ping => self.send(SignalFrame::Pong).await?,
+                // A handout client answers every piece of a download with
+                // PON, sometimes one more after DON: nothing to answer.
+                SignalFrame::Pong => tracing::trace!("ignoring a PON between requests"),
                 SignalFrame::Close => {
                     tracing::debug!("client sent CLS");
                     return Ok(());
@@ -116,16 +144,20 @@ impl Conn<'_> {
 
     /// The next frame between requests: waits up to `idle_timeout` for a
     /// first byte (ending quietly at shutdown), then `header_timeout` for the rest.
-    async fn next_request(&mut self) -> Result<Option<SignalFrame>, Failure> {
+    async fn next_request(&mut self) -> Result<Option<Request>, Failure> {
         let limits = &self.ctx.config().limits;
         let mut header_deadline = None;
         loop {
+            if let Some(tag) = self.handout_tag() {
+                self.rbuf.advance(TAG_LEN);
+                return Ok(Some(Request::Handout(tag)));
+            }
             if let Some(frame) = self
                 .codec
                 .decode(&mut self.rbuf)
                 .map_err(Failure::refused)?
             {
-                return Ok(Some(frame));
+                return Ok(Some(Request::Ferry(frame)));
             }
             let n = if self.rbuf.is_empty() {
                 let deadline = Instant::now() + limits.idle_timeout.0;
@@ -147,11 +179,25 @@ impl Conn<'_> {
             };
             if n == 0 {
                 return match self.codec.decode_eof(&mut self.rbuf) {
-                    Ok(frame) => Ok(frame),
+                    Ok(frame) => Ok(frame.map(Request::Ferry)),
                     Err(e) => Err(Failure::Closed(format!("in the middle of a request ({e})"))),
                 };
             }
         }
+    }
+
+    /// The tag of a handout-framed request at the head of the buffer, if the
+    /// bytes after it say so (leading whitespace dropped, as the codec does).
+    fn handout_tag(&mut self) -> Option<Tag> {
+        let blanks = self
+            .rbuf
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        self.rbuf.advance(blanks);
+        let tag = Tag::from_bytes(self.rbuf.get(..TAG_LEN)?)?;
+        let after = self.rbuf.get(TAG_LEN..).unwrap_or_default();
+        (detect(tag, after) == Some(Dialect::Handout)).then_some(tag)
     }
 
     /// The next frame inside a transfer (data, a CRC, a tree entry).

@@ -79,6 +79,12 @@ pub enum StorageError {
         /// CRC of the data.
         actual: u32,
     },
+    /// A file without an announced size went past the cap.
+    #[error("the file is over the limit of {max} bytes")]
+    TooLarge {
+        /// The cap.
+        max: u64,
+    },
     /// A tree broke one of its limits or repeated a path.
     #[error("{0}")]
     BadTree(String),
@@ -160,6 +166,20 @@ impl Storage {
 
     /// Starts an upload of `size` bytes to be stored as `name`.
     pub async fn begin_write(&self, name: SafeName, size: u64) -> Result<Upload, StorageError> {
+        self.begin(name, size, true).await
+    }
+
+    /// Starts an upload whose size is not announced (the handout's signal
+    /// framing ends a file by a pause and `DON`): at most `max` bytes.
+    pub async fn begin_write_capped(
+        &self,
+        name: SafeName,
+        max: u64,
+    ) -> Result<Upload, StorageError> {
+        self.begin(name, max, false).await
+    }
+
+    async fn begin(&self, name: SafeName, size: u64, exact: bool) -> Result<Upload, StorageError> {
         let temp = self.temp_path("upload");
         let file = File::create(&temp).await?;
         Ok(Upload {
@@ -169,6 +189,7 @@ impl Storage {
             file: Some(file),
             pending: BytesMut::new(),
             expected: size,
+            exact,
             written: 0,
             crc: Crc32::new(),
         })
@@ -201,6 +222,21 @@ impl Storage {
         let full = self.resolve(path, Want::Dir).await?;
         let label = path.to_string();
         tokio::task::spawn_blocking(move || walk(&full, max_entries, &label))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?
+    }
+
+    /// The regular files directly inside a stored directory (no recursion),
+    /// in name order: what a handout `RAR` client, which writes every file
+    /// flat into one folder, can receive. At most `max_entries`.
+    pub async fn list_files(
+        &self,
+        path: &RelPath,
+        max_entries: usize,
+    ) -> Result<Vec<(SafeName, u64)>, StorageError> {
+        let full = self.resolve(path, Want::Dir).await?;
+        let label = path.to_string();
+        tokio::task::spawn_blocking(move || list_top(&full, max_entries, &label))
             .await
             .map_err(|e| io::Error::other(e.to_string()))?
     }
@@ -441,7 +477,9 @@ pub struct Upload {
     temp: Option<PathBuf>,
     file: Option<File>,
     pending: BytesMut,
+    /// The announced size, or the cap when `exact` is false.
     expected: u64,
+    exact: bool,
     written: u64,
     crc: Crc32,
 }
@@ -472,6 +510,9 @@ impl Upload {
 
     fn account(&mut self, data: &[u8]) -> Result<(), StorageError> {
         let total = self.written + data.len() as u64;
+        if total > self.expected && !self.exact {
+            return Err(StorageError::TooLarge { max: self.expected });
+        }
         if total > self.expected {
             return Err(StorageError::SizeMismatch {
                 expected: self.expected,
@@ -503,7 +544,7 @@ impl Upload {
     /// Checks size (and CRC when given), makes the data durable and puts it in
     /// place. Returns only when an acknowledgement may be sent.
     pub async fn commit(mut self, expected_crc: Option<u32>) -> Result<Stored, StorageError> {
-        if self.written != self.expected {
+        if self.exact && self.written != self.expected {
             return Err(StorageError::SizeMismatch {
                 expected: self.expected,
                 received: self.written,
@@ -719,6 +760,7 @@ impl TreeUpload {
             file: Some(file),
             pending: BytesMut::new(),
             expected: size,
+            exact: true,
             written: 0,
             crc: Crc32::new(),
         })
@@ -799,6 +841,34 @@ fn walk(root: &Path, max_entries: usize, label: &str) -> Result<Vec<(RelPath, u6
                 tracing::warn!(tree = label, path = %child, "skipping a symlink or special file");
             }
         }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn list_top(
+    dir: &Path,
+    max_entries: usize,
+    label: &str,
+) -> Result<Vec<(SafeName, u64)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?; // does not follow links
+        if !meta.is_file() {
+            continue;
+        }
+        let raw = entry.file_name();
+        let Some(name) = raw.to_str().and_then(|n| SafeName::component(n).ok()) else {
+            tracing::warn!(tree = label, name = ?raw, "skipping an entry whose name cannot be sent");
+            continue;
+        };
+        if out.len() >= max_entries {
+            return Err(StorageError::BadTree(format!(
+                "{label} has more than {max_entries} files"
+            )));
+        }
+        out.push((name, meta.len()));
     }
     out.sort();
     Ok(out)

@@ -27,7 +27,7 @@ use ferry_proto::udp_upload::{
     UploadProgress, DEFAULT_MAX_HEADER_LEN, OK,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::limits::{Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
@@ -41,6 +41,12 @@ const QUEUE_BYTES: usize = 256 * 1024;
 
 struct Handle {
     id: u64,
+    /// The session's place under the caps. It lives here, in the table, so
+    /// that removing a session frees its place at once: a retry replacing it
+    /// takes the place it leaves.
+    _permit: Permit,
+    /// Why the loop ended the session, if it did (dropped unsent: replaced).
+    ended: Option<oneshot::Sender<String>>,
     /// The buffer size this session announced (a reload does not change it).
     buffer_size: usize,
     info: FileInfo,
@@ -118,12 +124,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         reply_error("the server is shutting down; try again shortly".into()).await;
                         continue;
                     }
-                    // The same upload retried from a new port replaces the abandoned session.
-                    sessions.retain(|addr, h| {
-                        !(addr.ip() == peer.ip()
-                            && h.info == info
-                            && h.last_seen.elapsed() >= ABANDONED_AFTER)
-                    });
+                    // A fresh file_info from a peer restarts its session.
                     sessions.remove(&peer);
                     let name = match SafeName::for_upload(&info.name) {
                         Ok(n) => n,
@@ -142,6 +143,13 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         .await;
                         continue;
                     }
+                    // The same upload retried from a new port replaces the
+                    // abandoned session, taking its place under the caps.
+                    sessions.retain(|addr, h| {
+                        !(addr.ip() == peer.ip()
+                            && h.info == info
+                            && h.last_seen.elapsed() >= ABANDONED_AFTER)
+                    });
                     let permit = match limiter.try_acquire(
                         peer.ip(),
                         cfg.max_sessions,
@@ -156,10 +164,13 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                     };
                     next_id += 1;
                     let (tx, rx) = mpsc::channel((QUEUE_BYTES / cfg.buffer_size).max(8));
+                    let (ended_by_loop, why_ended) = oneshot::channel();
                     sessions.insert(
                         peer,
                         Handle {
                             id: next_id,
+                            _permit: permit,
+                            ended: Some(ended_by_loop),
                             info: info.clone(),
                             buffer_size: cfg.buffer_size,
                             tx,
@@ -174,12 +185,11 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         info,
                         name,
                         buffer_size: cfg.buffer_size,
-                        _permit: permit,
                     };
                     let ended = ended_tx.clone();
                     let id = next_id;
                     ctx.tracker.spawn(async move {
-                        session.run(rx).await;
+                        session.run(rx, why_ended).await;
                         let _ = ended.send((peer, id));
                     });
                     continue;
@@ -202,6 +212,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         "a datagram of {n} bytes is larger than the buffer size {}",
                         h.buffer_size
                     );
+                    if let Some(tell) = h.ended.take() {
+                        let _ = tell.send(why.clone());
+                    }
                     sessions.remove(&peer);
                     reply_error(why).await;
                     continue;
@@ -232,11 +245,10 @@ struct Session {
     info: FileInfo,
     name: SafeName,
     buffer_size: usize,
-    _permit: Permit,
 }
 
 impl Session {
-    async fn run(self, rx: mpsc::Receiver<Bytes>) {
+    async fn run(self, rx: mpsc::Receiver<Bytes>, mut why_ended: oneshot::Receiver<String>) {
         let mut t = Transfer::start("udp_upload", self.peer);
         t.requested = self.info.name.clone();
         t.stored = self.name.to_string();
@@ -249,7 +261,12 @@ impl Session {
                     "stored"
                 });
             }
-            Err(None) => t.failed(&"replaced by a new file_info"),
+            // The loop ended the session: it says why (and has answered the
+            // client), or it dropped it for a new file_info.
+            Err(None) => match why_ended.try_recv() {
+                Ok(why) => t.failed(&why),
+                Err(_) => t.failed(&"replaced by a new file_info"),
+            },
             Err(Some(e)) => {
                 let _ = self
                     .socket

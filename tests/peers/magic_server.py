@@ -13,7 +13,7 @@ def main():
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
     s.listen(256)
-    print("ready", flush=True)
+    print(f"ready {s.getsockname()[1]}", flush=True)
     while True:
         conn, _ = s.accept()
         conn.settimeout(1)

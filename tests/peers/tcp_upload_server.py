@@ -19,7 +19,7 @@ def main():
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(256)
-    print("ready", flush=True)
+    print(f"ready {sock.getsockname()[1]}", flush=True)
     while True:
         conn, _ = sock.accept()
         try:

@@ -14,7 +14,7 @@ def main():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("127.0.0.1", port))
-    print("ready", flush=True)
+    print(f"ready {s.getsockname()[1]}", flush=True)
     while True:
         try:
             data, addr = s.recvfrom(65536)

@@ -227,6 +227,21 @@ impl Signal {
         self.send_raw(&bytes).await;
     }
 
+    /// Reads exactly `n` raw bytes (an answer in the handout's framing).
+    pub async fn recv_raw(&mut self, n: usize) -> Vec<u8> {
+        timeout(OP_TIMEOUT, async {
+            while self.buf.len() < n {
+                if self.stream.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("bytes within the op timeout");
+        let take = n.min(self.buf.len());
+        self.buf.split_to(take).to_vec()
+    }
+
     /// Reads the next frame; `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Option<SignalFrame> {
         timeout(OP_TIMEOUT, async {

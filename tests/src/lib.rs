@@ -231,3 +231,57 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
         want.len()
     );
 }
+
+/// The handout-style peers in `tests/peers/`, written in Python the way the
+/// handouts write them, run as real processes.
+pub mod peers {
+    use std::path::{Path, PathBuf};
+    use std::process::Output;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    /// The folder of the peers.
+    pub fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+    }
+
+    /// Runs a peer client script to its end (within the test timeout).
+    pub async fn run(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("python3");
+        cmd.arg(dir().join(script)).args(args).kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("{script} {args:?} did not finish in 120 s"))
+            .expect("python3 runs")
+    }
+
+    /// A peer server on a free loopback port, serving `dir` (with `extra`
+    /// arguments after it): the child (killed on drop) and its port.
+    pub async fn server(script: &str, dir: &Path, extra: &[&str]) -> (Child, u16) {
+        let mut child = Command::new("python3")
+            .arg(self::dir().join(script))
+            .arg("0")
+            .arg(dir)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the peer says ready")
+            .expect("read")
+            .expect("a line");
+        let port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{script}: unexpected first line {line:?}"));
+        (child, port)
+    }
+}

@@ -427,7 +427,7 @@ async fn malformed_signal_frames_get_err() {
             b"SAF\x00\x01a\x80\x00\x00\x00\x00\x00\x00\x00",
             "the limit is 1000",
         ),
-        (b"RAF\xff\xff", "over the limit"),
+        (b"RAF\x04\x01", "over the limit of 1024"),
         (b"RAF\x00\x02\xC3\x28", "not valid UTF-8"),
     ] {
         let mut c = handout::Signal::connect(addr).await;
@@ -442,10 +442,18 @@ async fn malformed_signal_frames_get_err() {
             "the connection closes after a corrupt frame"
         );
     }
-    // Unexpected but well-formed frames get ERR and the connection goes on.
+    // A first byte of 0x20 or more after RAF is the handout's framing (a bare
+    // name): a name that is not UTF-8 gets the handout's bare `ERR`.
     let mut c = handout::Signal::connect(addr).await;
+    c.send_raw(b"RAF\xff\xff").await;
+    assert_eq!(c.recv_raw(3).await, b"ERR");
+    // A stray PON (a handout client answering pieces) is ignored; an
+    // unexpected but well-formed frame gets ERR and the connection goes on.
     c.send(SignalFrame::Pong).await;
-    assert!(matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("unexpected PON")));
+    c.send(SignalFrame::Ping).await;
+    assert_eq!(c.recv().await, Some(SignalFrame::Pong));
+    c.send(SignalFrame::Done(String::new())).await;
+    assert!(matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("unexpected DON")));
     // A CRC that does not match the data: ERR, nothing stored.
     let mut wire = ferry_proto::signal::encode_file("bad-crc", b"data").unwrap();
     let n = wire.len();

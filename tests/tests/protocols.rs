@@ -186,6 +186,19 @@ async fn udp_sum_answers_every_layout() {
     assert_eq!(&buf[..n], b"Server of ferry");
     let (n, _) = sock.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"42");
+    // A two-datagram client whose name ends in a number: the name is
+    // `Client 1`, the number 7; the same text alone is name and number.
+    let sock = handout::udp_socket().await;
+    sock.send_to(b"Client 1", addr).await.unwrap();
+    sock.send_to(b"7", addr).await.unwrap();
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"Server of ferry");
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"42");
+    assert_eq!(
+        handout::udp_sum(addr, b"Client 1").await,
+        b"Server of ferry 42"
+    );
     // Still serving after the out-of-range numbers above.
     assert_eq!(
         handout::udp_sum(addr, b"Ann:1").await,

@@ -123,6 +123,88 @@ async fn udp_retries_from_new_ports_store_one_copy() {
     d.stop().await;
 }
 
+/// Starts an upload from a fresh socket and sends all but the last datagram,
+/// as a handout client whose last datagram was lost: the session waits.
+async fn abandoned_upload(addr: SocketAddr, name: &str, bytes: &[u8]) {
+    let sock = handout::udp_socket().await;
+    sock.send_to(&handout::file_info(name, bytes), addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    let size: usize = std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap();
+    let chunks: Vec<_> = bytes.chunks(size).collect();
+    for chunk in &chunks[..chunks.len() - 1] {
+        sock.send_to(chunk, addr).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_retry_at_the_per_address_cap_takes_the_abandoned_sessions_place() {
+    let d = TestDaemon::start_with(|c| c.udp_upload.max_sessions_per_ip = 2).await;
+    let addr = d.addrs.udp_upload.unwrap();
+    let a = data::bytes(5000, 1);
+    let b = data::bytes(5000, 2);
+    abandoned_upload(addr, "a.bin", &a).await;
+    abandoned_upload(addr, "b.bin", &b).await;
+    // The address is at its cap; a third upload is refused...
+    let outcome = handout::udp_upload(addr, "c.bin", b"c", false, 1).await;
+    assert_eq!(
+        outcome,
+        UdpUploadOutcome::NotANumber(
+            "ERROR: too many transfers from your address (2 at once); try again shortly".into()
+        )
+    );
+    // ...but the retry of a.bin from a new port, once its old session has
+    // been idle past the abandonment time, replaces it and is stored.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let outcome = handout::udp_upload(addr, "a.bin", &a, true, 1).await;
+    assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 });
+    assert_same_bytes(&d.read("a.bin"), &a, "a.bin");
+    // b.bin's session was not touched: its retry still completes.
+    let outcome = handout::udp_upload(addr, "b.bin", &b, true, 1).await;
+    assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 });
+    assert_eq!(d.visible_files(), ["a.bin", "b.bin"]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_handout_clients_from_one_address_all_get_ok() {
+    // The default caps: a lab room behind one NAT address.
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| {
+            (
+                format!("student-{i}.py"),
+                data::bytes(30_000 + i * 100, i as u64),
+            )
+        })
+        .collect();
+    let same = data::bytes(20_000, 99);
+    let distinct = files
+        .iter()
+        .map(|(name, bytes)| handout::udp_upload(addr, name, bytes, true, 5));
+    let identical = (0..20).map(|_| handout::udp_upload(addr, "lab1.py", &same, true, 5));
+    let (distinct, identical) = tokio::join!(
+        futures::future::join_all(distinct),
+        futures::future::join_all(identical)
+    );
+    for outcome in distinct.iter().chain(&identical) {
+        assert!(
+            matches!(outcome, UdpUploadOutcome::Ok { .. }),
+            "{outcome:?}"
+        );
+    }
+    for (name, bytes) in &files {
+        assert_same_bytes(&d.read(name), bytes, name);
+    }
+    // Twenty identical uploads of one name: one copy.
+    assert_same_bytes(&d.read("lab1.py"), &same, "lab1.py");
+    assert_eq!(d.visible_files().len(), 21);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn a_fresh_file_info_restarts_the_session() {
     let d = TestDaemon::start().await;

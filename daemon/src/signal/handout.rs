@@ -1,0 +1,486 @@
+//! The handout's pause framing of `signal` (seed 004), driven over a socket.
+//!
+//! The rules (where a name or a file ends, how pieces are cut, what `DON`
+//! means) are sans-IO in [`ferry_proto::signal::handout`]; this module only
+//! reads the socket and the clock, writes, and moves bytes through storage.
+//!
+//! | request (after the tag) | ferry's answer |
+//! |---|---|
+//! | `SAF` pause name pause data pause `DON` | nothing (the client reads nothing); the file is stored before the next request is read |
+//! | `SAR` pause count:u32, then count × (pause name pause data pause `DON`) | nothing; each file is stored as an upload under its name |
+//! | `RAF` pause name pause | `ERR` (not found or refused), or a 36-byte signal, then pieces of at most 1024 bytes, each sent once the client's `PON` for the last one came, then `DON` alone |
+//! | `RAR` pause name | count:u32 (0 when the directory is missing), then per regular file at its top: name, pause, data, pause, `DON`, pause |
+//!
+//! Nothing here ever sends a ferry frame: a handout client would read it as data.
+
+use std::os::fd::AsRawFd;
+
+use bytes::{Bytes, BytesMut};
+use ferry_config::Config;
+use ferry_proto::names::{RelPath, SafeName};
+use ferry_proto::signal::handout::{
+    found_signal, piece_len, DataEvent, FileData, QuietText, COUNT_LEN, DON, PIECE,
+};
+use ferry_proto::signal::Tag;
+use tokio::time::Instant;
+
+use super::{Conn, Service, Sink};
+use crate::report::Transfer;
+use crate::storage::Download;
+use crate::tcp::{read_until, write_all, Failure, TcpService};
+
+/// How long ferry waits for the first `PON` of a download before deciding the
+/// client does not send them (and streaming instead).
+const FIRST_PON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a wait on the socket brought.
+enum Arrival {
+    /// New bytes are in the buffer.
+    Bytes,
+    /// The deadline passed with nothing new.
+    Quiet,
+    /// The client closed its side.
+    End,
+}
+
+impl Conn<'_> {
+    /// Serves one handout-framed request, its tag already read. A failure
+    /// that ends the connection has been answered the handout's way (or not
+    /// at all) and comes back as [`Failure::Broken`], so no ferry `ERR` follows.
+    pub(super) async fn handout(&mut self, tag: Tag) -> Result<(), Failure> {
+        let cfg = self.ctx.config();
+        let result = match tag {
+            Tag::Saf => self.receive_handout_file(&cfg, None).await,
+            Tag::Sar => self.receive_handout_repo(&cfg).await,
+            Tag::Raf => self.send_handout_file(&cfg).await,
+            Tag::Rar => self.send_handout_repo(&cfg).await,
+            // `detect` answers Handout only for the four tags above.
+            _ => Ok(()),
+        };
+        result.map_err(|e| match e {
+            e @ (Failure::Broken(_) | Failure::Aborted | Failure::Io(_)) => e,
+            other => Failure::Broken(other.to_string()),
+        })
+    }
+
+    /// Reads more bytes into the buffer, waiting until `deadline` at most.
+    async fn arrive(&mut self, deadline: Instant) -> Result<Arrival, Failure> {
+        match read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "data").await {
+            Ok(0) => Ok(Arrival::End),
+            Ok(_) => Ok(Arrival::Bytes),
+            Err(Failure::Timeout(_)) => Ok(Arrival::Quiet),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A handout name: every byte until the stream is quiet for
+    /// `handout_settle`; the whole name within `header_timeout`.
+    async fn quiet_text(&mut self, cfg: &Config, what: &'static str) -> Result<Bytes, Failure> {
+        let mut text = QuietText::new(cfg.signal.handout_settle.0, cfg.limits.max_name_len);
+        let give_up = Instant::now() + cfg.limits.header_timeout.0;
+        loop {
+            if !self.rbuf.is_empty() {
+                let bytes = self.rbuf.split();
+                text.on_bytes(Instant::now().into_std(), &bytes)
+                    .map_err(Failure::refused)?;
+            }
+            let deadline = text
+                .deadline()
+                .map_or(give_up, Instant::from_std)
+                .min(give_up);
+            match self.arrive(deadline).await? {
+                Arrival::Bytes => {}
+                Arrival::Quiet => {
+                    if let Some(name) = text.on_timeout(Instant::now().into_std()) {
+                        return Ok(name);
+                    }
+                    if Instant::now() >= give_up {
+                        return Err(Failure::Timeout(what));
+                    }
+                }
+                Arrival::End => {
+                    return Err(Failure::Closed(format!("before the end of {what}")));
+                }
+            }
+        }
+    }
+
+    /// Exactly `n` bytes (a `SAR` count), within `header_timeout`.
+    async fn exact(
+        &mut self,
+        cfg: &Config,
+        n: usize,
+        what: &'static str,
+    ) -> Result<Bytes, Failure> {
+        let deadline = Instant::now() + cfg.limits.header_timeout.0;
+        while self.rbuf.len() < n {
+            match self.arrive(deadline).await? {
+                Arrival::Bytes => {}
+                Arrival::Quiet => return Err(Failure::Timeout(what)),
+                Arrival::End => return Err(Failure::Closed(format!("before the end of {what}"))),
+            }
+        }
+        Ok(self.rbuf.split_to(n).freeze())
+    }
+
+    /// A handout file's data into `sink`, up to the `DON` that ends it; what
+    /// came after the `DON` stays in the buffer for the next request.
+    async fn handout_data(
+        &mut self,
+        cfg: &Config,
+        sink: &mut Sink,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let idle = cfg.limits.idle_timeout.0;
+        let mut data = FileData::new(cfg.signal.handout_settle.0, cfg.signal.handout_pause.0);
+        loop {
+            if !self.rbuf.is_empty() {
+                let bytes = self.rbuf.split().freeze();
+                for ev in data.on_bytes(Instant::now().into_std(), bytes) {
+                    self.take(ev, sink, t).await;
+                }
+            }
+            if data.ended() {
+                return Ok(());
+            }
+            let waiting = data.deadline();
+            let deadline = waiting.map_or(Instant::now() + idle, Instant::from_std);
+            match self.arrive(deadline).await? {
+                Arrival::Bytes => {}
+                Arrival::Quiet if waiting.is_none() => {
+                    return Err(Failure::Timeout("the rest of the file or its DON"))
+                }
+                Arrival::Quiet => {
+                    if let Some(ev) = data.on_timeout(Instant::now().into_std()) {
+                        self.take(ev, sink, t).await;
+                    }
+                }
+                Arrival::End => {
+                    let evs = data.on_eof().map_err(|e| Failure::Closed(e.to_string()))?;
+                    for ev in evs {
+                        self.take(ev, sink, t).await;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Writes file bytes while the sink is good; puts what followed `DON` back.
+    async fn take(&mut self, ev: DataEvent, sink: &mut Sink, t: &mut Transfer) {
+        match ev {
+            DataEvent::Data(bytes) => {
+                t.bytes += bytes.len() as u64;
+                if let Ok(upload) = sink {
+                    if let Err(e) = upload.write_direct(&bytes).await {
+                        *sink = Err(e.into());
+                    }
+                }
+            }
+            DataEvent::End { rest } => {
+                let mut buf = BytesMut::from(&rest[..]);
+                buf.extend_from_slice(&self.rbuf);
+                self.rbuf = buf;
+            }
+        }
+    }
+
+    /// `SAF` (or one file of a `SAR`): name, data, `DON`; stored before the
+    /// next request is read. `refused` discards the file for that reason.
+    async fn receive_handout_file(
+        &mut self,
+        cfg: &Config,
+        refused: Option<String>,
+    ) -> Result<(), Failure> {
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        let raw = self.quiet_text(cfg, "a file name").await?;
+        t.requested = String::from_utf8_lossy(&raw).into_owned();
+        let mut sink: Sink = match (refused, SafeName::for_upload_bytes(&raw)) {
+            (Some(why), _) => Err(Failure::Refused(why)),
+            (None, Err(e)) => Err(Failure::refused(format!(
+                "refused name {:?}: {e}",
+                t.requested
+            ))),
+            (None, Ok(name)) => self
+                .ctx
+                .storage
+                .begin_write_capped(name, cfg.limits.max_file_size.0)
+                .await
+                .map_err(Failure::from),
+        };
+        if let Err(e) = self.handout_data(cfg, &mut sink, &mut t).await {
+            t.failed(&e);
+            return Err(e);
+        }
+        let result = match sink {
+            Ok(upload) => upload.commit(None).await.map_err(Failure::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(stored) => {
+                t.stored = stored.name;
+                t.crc = Some(stored.crc);
+                t.ok(if stored.deduplicated {
+                    "deduplicated"
+                } else {
+                    "stored"
+                });
+            }
+            Err(e) => t.failed(&e),
+        }
+        Ok(())
+    }
+
+    /// `SAR`: a 4-byte count, then that many files, each stored as an upload.
+    /// Files past `max_tree_entries` are read and discarded.
+    async fn receive_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
+        let raw = self.exact(cfg, COUNT_LEN, "the SAR file count").await?;
+        let count = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let max = cfg.signal.max_tree_entries;
+        tracing::debug!(count, "handout SAR");
+        for i in 0..count as usize {
+            let refused = (i >= max).then(|| format!("more than {max} files in one SAR"));
+            self.receive_handout_file(cfg, refused).await?;
+        }
+        Ok(())
+    }
+
+    /// `RAF`: `ERR`, or the 36-byte signal, the pieces and `DON`.
+    async fn send_handout_file(&mut self, cfg: &Config) -> Result<(), Failure> {
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        let raw = self.quiet_text(cfg, "a file name").await?;
+        t.requested = String::from_utf8_lossy(&raw).into_owned();
+        let opened = match RelPath::parse_bytes(&raw, cfg.limits.max_name_len) {
+            Ok(path) => self
+                .ctx
+                .storage
+                .open_read(&path)
+                .await
+                .map(|d| (path, d))
+                .map_err(Failure::from),
+            Err(e) => Err(Failure::refused(format!(
+                "refused name {:?}: {e}",
+                t.requested
+            ))),
+        };
+        match opened {
+            Ok((path, download)) => {
+                t.stored = path.to_string();
+                let signal = found_signal(download.size);
+                self.write_raw(cfg, &signal).await?;
+                self.send_pieces(cfg, download, &mut t).await?;
+                t.ok("sent");
+            }
+            Err(e) => {
+                self.write_raw(cfg, b"ERR").await?;
+                t.failed(&e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pieces of a `RAF` answer, in lock step with the client's `PON`s
+    /// (each `recv(1024)` then returns exactly one piece, and no piece is 3
+    /// bytes, so none reads as `DON`), then `DON`. A client that sends no
+    /// `PON` within [`FIRST_PON_WAIT`] gets the rest streamed, and `DON`
+    /// once it has taken every byte and a pause has passed.
+    async fn send_pieces(
+        &mut self,
+        cfg: &Config,
+        mut download: Download,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let size = download.size;
+        let mut crc = ferry_proto::crc::Crc32::new();
+        let mut ahead = BytesMut::new();
+        let mut chunk = BytesMut::new();
+        let mut offset = 0u64;
+        let mut lockstep = true;
+        let mut pon_wait = FIRST_PON_WAIT;
+        while offset < size {
+            let len = piece_len(offset, size);
+            while ahead.len() < len {
+                download
+                    .read_chunk(&mut chunk, crate::tcp::SEND_CHUNK)
+                    .await
+                    .map_err(crate::storage::StorageError::from)?;
+                if chunk.is_empty() {
+                    return Err(Failure::Broken("the file shrank while being sent".into()));
+                }
+                ahead.extend_from_slice(&chunk);
+            }
+            let piece = ahead.split_to(len);
+            crc.update(&piece);
+            self.write_raw(cfg, &piece).await?;
+            offset += len as u64;
+            t.bytes += len as u64;
+            if lockstep {
+                if self.pon(pon_wait).await? {
+                    pon_wait = cfg.limits.idle_timeout.0;
+                } else {
+                    tracing::debug!(offset, "no PON from the client: streaming the rest");
+                    lockstep = false;
+                }
+            }
+        }
+        t.crc = Some(crc.value());
+        if !lockstep {
+            self.pause_until_taken(cfg).await?;
+        }
+        self.write_raw(cfg, DON).await
+    }
+
+    /// Waits up to `wait` for the client's `PON`; false if none came (or
+    /// something else did, which stays in the buffer).
+    async fn pon(&mut self, wait: std::time::Duration) -> Result<bool, Failure> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.rbuf.starts_with(b"PON") {
+                let _ = self.rbuf.split_to(3);
+                return Ok(true);
+            }
+            if !b"PON".starts_with(&self.rbuf[..self.rbuf.len().min(3)]) {
+                return Ok(false);
+            }
+            match self.arrive(deadline).await? {
+                Arrival::Bytes => {}
+                Arrival::Quiet => return Ok(false),
+                Arrival::End => return Err(Failure::Closed("in the middle of a download".into())),
+            }
+        }
+    }
+
+    /// `RAR`: the count of regular files at the top of the directory (0 when
+    /// it is missing or refused), then each file: name, data, `DON`, with a
+    /// pause after each so the client's `recv` returns each alone.
+    async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
+        let mut t = Transfer::start(Service::NAME, self.peer);
+        let raw = self.quiet_text(cfg, "a directory name").await?;
+        t.requested = format!("{}/", String::from_utf8_lossy(&raw));
+        let listed = match RelPath::parse_bytes(&raw, cfg.limits.max_name_len) {
+            Ok(path) => self
+                .ctx
+                .storage
+                .list_files(&path, cfg.signal.max_tree_entries)
+                .await
+                .map(|l| (path, l))
+                .map_err(Failure::from),
+            Err(e) => Err(Failure::refused(format!(
+                "refused name {:?}: {e}",
+                t.requested
+            ))),
+        };
+        let (path, files) = match listed {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.write_raw(cfg, &0u32.to_be_bytes()).await?;
+                t.failed(&e);
+                return Ok(());
+            }
+        };
+        t.stored = path.to_string();
+        let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
+        self.write_raw(cfg, &count.to_be_bytes()).await?;
+        for (i, (name, _)) in files.into_iter().enumerate() {
+            let download = self
+                .ctx
+                .storage
+                .open_read(&path.join(name.clone()))
+                .await
+                .map_err(|e| {
+                    Failure::Broken(format!("the directory changed while being sent: {e}"))
+                })?;
+            if i > 0 {
+                self.pause_until_taken(cfg).await?;
+            }
+            self.write_raw(cfg, name.as_str().as_bytes()).await?;
+            self.pause_until_taken(cfg).await?;
+            self.stream_handout(cfg, download, &mut t).await?;
+            self.pause_until_taken(cfg).await?;
+            self.write_raw(cfg, DON).await?;
+        }
+        t.ok("sent");
+        Ok(())
+    }
+
+    /// A file's bytes as fast as the client takes them, with one pause
+    /// before the last 4 bytes when the size is 3 more than a multiple of
+    /// 1024 (so a prompt client's last `recv` is never exactly 3 bytes).
+    async fn stream_handout(
+        &mut self,
+        cfg: &Config,
+        mut download: Download,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let size = download.size;
+        let split = match size % PIECE as u64 {
+            3 if size > 3 => size - 4,
+            3 => 2,
+            _ => size,
+        };
+        let mut chunk = BytesMut::new();
+        let mut sent = 0u64;
+        while sent < size {
+            if sent == split {
+                self.pause_until_taken(cfg).await?;
+            }
+            let want = usize::try_from(if sent < split {
+                split - sent
+            } else {
+                size - sent
+            })
+            .unwrap_or(usize::MAX)
+            .min(crate::tcp::SEND_CHUNK);
+            download
+                .read_chunk(&mut chunk, want)
+                .await
+                .map_err(crate::storage::StorageError::from)?;
+            if chunk.is_empty() {
+                return Err(Failure::Broken("the file shrank while being sent".into()));
+            }
+            self.write_raw(cfg, &chunk).await?;
+            sent += chunk.len() as u64;
+            t.bytes += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    async fn write_raw(&mut self, cfg: &Config, bytes: &[u8]) -> Result<(), Failure> {
+        write_all(self.ctx, &mut self.stream, bytes, cfg.limits.idle_timeout.0).await
+    }
+
+    /// Waits until the client's kernel has acknowledged every byte sent
+    /// (the socket's send queue is empty), then `handout_pause` more, so the
+    /// next write reaches the client's `recv` on its own.
+    async fn pause_until_taken(&mut self, cfg: &Config) -> Result<(), Failure> {
+        let give_up = Instant::now() + cfg.limits.idle_timeout.0;
+        let ctx = self.ctx;
+        let wait = async {
+            while unsent(&self.stream) > 0 {
+                if Instant::now() >= give_up {
+                    return Err(Failure::Timeout("the client to read"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(cfg.signal.handout_pause.0).await;
+            Ok(())
+        };
+        tokio::select! {
+            _ = ctx.abort.cancelled() => Err(Failure::Aborted),
+            r = wait => r,
+        }
+    }
+}
+
+/// Bytes in the socket's send queue not yet acknowledged by the peer
+/// (`SIOCOUTQ`); 0 if the query fails.
+fn unsent(stream: &tokio::net::TcpStream) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: the fd is open for the call and `n` is a valid c_int to write to.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n
+    }
+}

@@ -1,0 +1,171 @@
+//! The handout's own 004 client (tests/peers/signal_client.py, written from
+//! the seed text: pauses of 0.1 s, no lengths, recv(36)/recv(4)/recv(1024),
+//! PON per piece) against ferryd's signal port, byte for byte.
+
+use std::path::Path;
+
+use ferry_tests::{assert_same_bytes, data, peers, TestDaemon};
+
+/// The sizes the issue names, and the shapes that end in `DON`.
+fn files() -> Vec<(&'static str, Vec<u8>)> {
+    let mut ends_in_don = data::bytes(1024, 7);
+    ends_in_don.extend_from_slice(b"DON");
+    let mut don_inside = data::bytes(3000, 8);
+    don_inside[1500..1503].copy_from_slice(b"DON");
+    vec![
+        ("empty.txt", Vec::new()),
+        ("one.bin", b"x".to_vec()),
+        ("kib.bin", data::bytes(1024, 1)),
+        ("big.bin", data::bytes(3 << 20, 2)),
+        ("ends-in-don.bin", ends_in_don),
+        ("just-don.txt", b"DON".to_vec()),
+        ("don-inside.bin", don_inside),
+        ("3.txt", b"abc".to_vec()),
+    ]
+}
+
+async fn client(daemon: &TestDaemon, args: &[&str], slow: Option<&str>) -> std::process::Output {
+    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let mut all = vec!["127.0.0.1", port.as_str()];
+    all.extend_from_slice(args);
+    let env: Vec<(&str, &str)> = slow.map(|s| ("SLOW_READ", s)).into_iter().collect();
+    peers::run("signal_client.py", &all, &env).await
+}
+
+fn ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The handout client reads nothing after an upload, so it exits before it
+/// could know the file is stored (ferryd stores it when it sees the next
+/// request, `CLS`): wait, bounded, until the root shows `want`.
+async fn stored(daemon: &TestDaemon, want: &[String]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while daemon.visible_files() != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(daemon.visible_files(), want);
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[tokio::test]
+async fn handout_client_sends_and_gets_every_size() {
+    let daemon = TestDaemon::start().await;
+    let local = tempfile::tempdir().expect("temp");
+    let files = files();
+    let sends = files.iter().map(|(name, bytes)| {
+        let src = local.path().join(name);
+        std::fs::write(&src, bytes).expect("write");
+        let daemon = &daemon;
+        async move {
+            let out = client(daemon, &["send", path(&src)], None).await;
+            ok(&out, &format!("send {name}"));
+        }
+    });
+    futures::future::join_all(sends).await;
+    let mut want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    stored(&daemon, &want).await;
+    for (name, bytes) in &files {
+        assert_same_bytes(&daemon.read(name), bytes, name);
+    }
+    let gets = files.iter().map(|(name, bytes)| {
+        let target = local.path().join(format!("back-{name}"));
+        let daemon = &daemon;
+        async move {
+            let out = client(daemon, &["get", name, path(&target)], None).await;
+            ok(&out, &format!("get {name}"));
+            assert_same_bytes(&std::fs::read(&target).expect("written"), bytes, name);
+        }
+    });
+    futures::future::join_all(gets).await;
+    assert_eq!(daemon.work_entries(), 0);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_every_byte_and_a_missing_file_is_err() {
+    let daemon = TestDaemon::start().await;
+    let local = tempfile::tempdir().expect("temp");
+    for (name, bytes) in files().into_iter().filter(|(_, b)| b.len() < 1 << 20) {
+        daemon.put(name, &bytes);
+        let target = local.path().join(name);
+        // 30 ms before every recv: the pieces pile up unless ferry waits for each PON.
+        let out = client(&daemon, &["get", name, path(&target)], Some("0.03")).await;
+        ok(&out, &format!("slow get {name}"));
+        assert_same_bytes(&std::fs::read(&target).expect("written"), &bytes, name);
+    }
+    let target = local.path().join("missing");
+    let out = client(&daemon, &["get", "missing.txt", path(&target)], None).await;
+    assert_eq!(out.status.code(), Some(1), "the handout client saw ERR");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not found"));
+    assert!(!target.exists());
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn handout_client_sends_a_repo_and_gets_one() {
+    let daemon = TestDaemon::start().await;
+    let local = tempfile::tempdir().expect("temp");
+    let repo = local.path().join("lab");
+    std::fs::create_dir(&repo).expect("mkdir");
+    let files: Vec<_> = files()
+        .into_iter()
+        .filter(|(n, _)| *n != "big.bin")
+        .collect();
+    for (name, bytes) in &files {
+        std::fs::write(repo.join(name), bytes).expect("write");
+    }
+    let out = client(&daemon, &["send-repo", path(&repo)], None).await;
+    ok(&out, "send-repo");
+    // No repo name in the handout SAR: each file is an upload under its name.
+    let mut want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    stored(&daemon, &want).await;
+    for (name, bytes) in &files {
+        assert_same_bytes(&daemon.read(name), bytes, name);
+    }
+
+    // RAR sends the regular files at the top of the directory.
+    for (name, bytes) in &files {
+        daemon.put(&format!("course/{name}"), bytes);
+    }
+    daemon.put("course/sub/deeper.txt", b"not sent: the client writes flat");
+    for slow in [None, Some("0.03")] {
+        let target = local
+            .path()
+            .join(format!("copy-{}", slow.unwrap_or("fast")));
+        let out = client(&daemon, &["get-repo", "course", path(&target)], slow).await;
+        ok(&out, "get-repo");
+        let mut got: Vec<String> = std::fs::read_dir(&target)
+            .expect("target")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "slow {slow:?}");
+        for (name, bytes) in &files {
+            assert_same_bytes(
+                &std::fs::read(target.join(name)).expect("file"),
+                bytes,
+                name,
+            );
+        }
+    }
+    // A missing repo is a count of 0: the handout client ends cleanly with nothing.
+    let target = local.path().join("none");
+    let out = client(&daemon, &["get-repo", "nope", path(&target)], None).await;
+    ok(&out, "get-repo of a missing repo");
+    assert_eq!(std::fs::read_dir(&target).expect("made").count(), 0);
+    daemon.stop().await;
+}

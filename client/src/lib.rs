@@ -206,6 +206,12 @@ pub struct Client {
     /// Paces each TCP upload to this many bytes per second (None: as fast as
     /// possible). `ferry bench --rate` uses it to play students on real links.
     pub upload_rate: Option<u64>,
+    /// Speak exactly as the handouts' clients do, for testing a student's
+    /// own server: `signal` in the handout's pause framing (no lengths, no
+    /// CRC, no acknowledgement), `udp_download` without ferry's `STAT`.
+    /// tcp_upload, udp_upload, magic_download and udp_sum are the handouts'
+    /// own exchanges either way.
+    pub handout: bool,
 }
 
 /// Keeps a transfer at or under a rate: call [`Pacer::sent`] after each write.
@@ -243,6 +249,7 @@ impl Client {
             udp_reply_timeout: Duration::from_secs(1),
             udp_attempts: 5,
             upload_rate: None,
+            handout: false,
         }
     }
 
@@ -313,6 +320,9 @@ impl Client {
             None => local::file_name(path)?,
         };
         match via {
+            SendVia::Signal if self.handout => {
+                signal::handout::send_file(self, path, &name, progress).await
+            }
             SendVia::Signal => signal::send_file(self, path, &name, progress).await,
             SendVia::Tcp => tcp_upload::send(self, path, &name, progress).await,
             SendVia::Udp => udp_upload::send(self, path, &name, progress).await,
@@ -331,19 +341,30 @@ impl Client {
     ) -> Result<Got> {
         let target = local::Target::new(dest, name, force)?;
         match via {
+            GetVia::Signal if self.handout => {
+                signal::handout::get_file(self, name, target, progress).await
+            }
             GetVia::Signal => signal::get_file(self, name, target, progress).await,
             GetVia::Magic => magic::get(self, name, target, progress).await,
+            GetVia::Udp if self.handout => {
+                udp_download::get_plain(self, name, target, progress).await
+            }
             GetVia::Udp => udp_download::get(self, name, target, progress).await,
         }
     }
 
     /// Uploads the directory `dir` as a tree named `name` (default: its name).
+    /// With [`Client::handout`], the handout's flat repo: the regular files
+    /// at the top of `dir`, and no name.
     pub async fn send_dir(
         &self,
         dir: &Path,
         name: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<Sent> {
+        if self.handout {
+            return signal::handout::send_dir(self, dir, progress).await;
+        }
         let name = match name {
             Some(n) => n.to_owned(),
             None => local::file_name(dir)?,
@@ -361,6 +382,9 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Got> {
         let target = local::Target::exact(dest, name, force)?;
+        if self.handout {
+            return signal::handout::get_dir(self, name, target, progress).await;
+        }
         signal::get_dir(self, name, target, progress).await
     }
 

@@ -36,6 +36,7 @@ Examples:
   ferry send-dir ./project            a whole tree, stored whole or not at all
   ferry get-dir project -o copy       and back
   ferry sum \"Client of Ann\" 7         adding two numbers
+  ferry --handout --signal-port 8080 send report.pdf   test a student's own 004 server
   ferry bench signal-up --size 1M --clients 50 --duration 10s   load generator";
 
 /// One client for every protocol ferryd serves.
@@ -100,6 +101,14 @@ struct Global {
     /// UDP attempts before giving up.
     #[arg(long, env = "FERRY_UDP_ATTEMPTS", default_value_t = 5, global = true)]
     attempts: usize,
+    /// Speak exactly as the lab handouts' clients do, to test a student's own
+    /// server: signal in the handout's 0.1 s pause framing (no lengths, no
+    /// CRC-32, no acknowledgement: a send is reported once the server closes
+    /// after CLS), and udp downloads without ferry's STAT request (nothing to
+    /// verify the size against). The other protocols are the handouts' own
+    /// exchanges either way.
+    #[arg(long, env = "FERRY_HANDOUT", global = true)]
+    handout: bool,
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -377,6 +386,7 @@ async fn main() -> ExitCode {
         udp_reply_timeout: g.udp_timeout,
         udp_attempts: g.attempts,
         upload_rate: None,
+        handout: g.handout,
     };
     let out = Out {
         quiet: g.quiet,
@@ -444,6 +454,13 @@ async fn main() -> ExitCode {
                             .as_deref()
                             .map(|s| format!(", stored as {s:?}"))
                             .unwrap_or_default();
+                        let stored = if g.handout && matches!(via, SendProto::Signal) {
+                            format!(
+                                "{stored} (handout framing: not acknowledged, nothing verified)"
+                            )
+                        } else {
+                            stored
+                        };
                         let tries = if g.verbose && sent.attempts > 1 {
                             format!(" after {} attempts", sent.attempts)
                         } else {
@@ -499,7 +516,10 @@ async fn main() -> ExitCode {
             match client.send_dir(dir, as_name.as_deref(), &bars).await {
                 Ok(sent) => {
                     out.ok(
-                    format!("sent {} ({}), stored as {:?}", dir.display(), human(sent.bytes), sent.stored_as.clone().unwrap_or_default()),
+                    match &sent.stored_as {
+                        Some(name) => format!("sent {} ({}), stored as {name:?}", dir.display(), human(sent.bytes)),
+                        None => format!("sent {} ({}) as the handout's flat repo (not acknowledged)", dir.display(), human(sent.bytes)),
+                    },
                     json!({"ok": true, "command": "send-dir", "dir": dir, "stored_as": sent.stored_as, "bytes": sent.bytes, "seconds": started.elapsed().as_secs_f64()}),
                 );
                     0

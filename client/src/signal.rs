@@ -14,6 +14,8 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::local::Target;
 use crate::{Client, Error, Got, Progress, Result, Sent};
 
+pub(crate) mod handout;
+
 /// Bytes read from a local file per write.
 const CHUNK: usize = 256 * 1024;
 

@@ -255,3 +255,31 @@ fn signals_right_after_start_are_handled_not_fatal() {
         );
     }
 }
+
+#[test]
+fn an_oversized_datagram_is_logged_as_such_not_as_a_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path(), "", None);
+    let addr = d.inner.addr("udp_upload");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let info = ferry_proto::udp_upload::encode_file_info(&ferry_proto::udp_upload::FileInfo {
+        checksum: 0,
+        name: "big.bin".into(),
+        size: 10_000,
+    });
+    sock.send_to(&info, addr).unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"1452");
+    sock.send_to(&[0u8; 2000], addr).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let why = "a datagram of 2000 bytes is larger than the buffer size 1452";
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), format!("ERROR: {why}"));
+    let event = d.inner.wait_event("transfer failed");
+    assert_eq!(event["service"], "udp_upload");
+    assert_eq!(event["error"], why, "{event}");
+    sigterm(&d);
+    assert!(d.inner.wait_exit().success());
+}

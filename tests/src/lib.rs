@@ -282,6 +282,8 @@ pub mod peers {
             .strip_prefix("ready ")
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("{script}: unexpected first line {line:?}"));
+        // Keep reading what the server prints, so it never writes into a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         (child, port)
     }
 }

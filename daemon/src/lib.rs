@@ -182,6 +182,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another ferryd serves this storage root.
+    #[error("storage root {path}: {source}")]
+    Locked {
+        /// The root.
+        path: std::path::PathBuf,
+        /// Who holds it.
+        source: storage::OpenError,
+    },
     /// A port could not be bound.
     #[error("cannot bind {service} to {addr}: {source}")]
     Bind {
@@ -256,12 +264,17 @@ impl Daemon {
     /// binds every enabled service.
     pub async fn bind(config: Config) -> Result<Daemon, StartError> {
         config.validate()?;
-        let storage = Storage::open(&config.storage, config.on_conflict).map_err(|source| {
-            StartError::Storage {
-                path: config.storage.clone(),
-                source,
-            }
-        })?;
+        let storage =
+            Storage::open(&config.storage, config.on_conflict).map_err(|source| match source {
+                storage::OpenError::Io(source) => StartError::Storage {
+                    path: config.storage.clone(),
+                    source,
+                },
+                locked => StartError::Locked {
+                    path: config.storage.clone(),
+                    source: locked,
+                },
+            })?;
         let c = &config;
         let sockets = Sockets {
             udp_upload: bind_udp("udp_upload", c.udp_upload.enabled, c.udp_upload.bind).await?,
@@ -344,6 +357,8 @@ impl Daemon {
             t.spawn(tcp::serve(Arc::clone(&ctx), l, signal::Service));
         }
         tracing::info!(root = %ctx.storage.root().display(), "serving");
+        // Only now, with every port answering, may leftovers be removed.
+        ctx.storage.start_reaper();
 
         shutdown.await;
         let grace = ctx.config().shutdown_grace.0;
@@ -366,6 +381,8 @@ impl Daemon {
                 tracing::error!("some tasks did not stop within 5 s of the abort");
             }
         }
+        // What aborted transfers left goes now, not at the next start.
+        ctx.storage.flush_reaper(Duration::from_secs(10)).await;
         tracing::info!("stopped");
     }
 }

@@ -16,6 +16,9 @@ use tracing_subscriber::EnvFilter;
 /// Threads for file I/O (tokio's blocking pool); see `main`.
 const MAX_BLOCKING_THREADS: usize = 16;
 
+/// `EX_TEMPFAIL` from sysexits.h: another ferryd holds the storage root.
+const EX_TEMPFAIL: u8 = 75;
+
 /// `EX_CONFIG` from sysexits.h: a configuration error.
 const EX_CONFIG: u8 = 78;
 
@@ -278,7 +281,10 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("ferryd: {e}");
-                return ExitCode::FAILURE;
+                return match e {
+                    ferryd::StartError::Locked { .. } => ExitCode::from(EX_TEMPFAIL),
+                    _ => ExitCode::FAILURE,
+                };
             }
         };
         let controller = daemon.controller();

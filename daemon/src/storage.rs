@@ -39,6 +39,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Name of the hidden work area inside the root (refused as a name by the normaliser).
 pub const WORK_DIR: &str = ".ferry-work";
 
+/// The lock file in the root: one daemon per storage root (`flock`).
+pub const LOCK_FILE: &str = ".ferry-lock";
+
+/// Prefix of a work area a crash left behind, renamed at start and removed
+/// by the reaper once the daemon serves.
+const TRASH_PREFIX: &str = ".ferry-trash-";
+
+/// Why the storage root could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another daemon holds the root's lock.
+    #[error("it is in use by another ferryd{}; stop that one first, or give this one another storage root", .holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        /// The pid written in the lock file, if readable.
+        holder: Option<u32>,
+    },
+    /// Anything else.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Bytes an upload gathers before handing them to the file (bounds memory per upload).
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -106,11 +127,25 @@ pub struct Stored {
     pub deduplicated: bool,
 }
 
+/// Work for the reaper thread.
+enum Reap {
+    /// Remove this file or tree.
+    Path(PathBuf),
+    /// Answer once everything sent before is done.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 struct Inner {
     root: PathBuf,
     work: PathBuf,
     on_conflict: OnConflict,
     counter: AtomicU64,
+    /// Paths to remove, off the runtime (abandoned uploads and trees).
+    reaper: std::sync::mpsc::Sender<Reap>,
+    /// Its receiving end, until [`Storage::start_reaper`] starts the thread.
+    reaper_rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<Reap>>>,
+    /// Held for the daemon's life: the root's exclusive lock.
+    _lock: std::fs::File,
 }
 
 /// The storage root. Cheap to clone.
@@ -120,36 +155,120 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (creating if needed) the root, checks it is a writable directory,
-    /// and empties the work area of anything a crash left behind.
-    pub fn open(root: &Path, on_conflict: OnConflict) -> io::Result<Storage> {
+    /// Opens (creating if needed) the root, takes its lock (one daemon per
+    /// root: a second one fails here, having touched nothing), checks it is a
+    /// writable directory, and sets a fresh work area. What a crash left in
+    /// the old one is renamed aside at once and removed by the reaper once
+    /// the daemon serves ([`Storage::start_reaper`]), so a restart never waits
+    /// on it.
+    pub fn open(root: &Path, on_conflict: OnConflict) -> Result<Storage, OpenError> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         if !std::fs::metadata(&root)?.is_dir() {
-            return Err(io::Error::other(format!(
-                "{} is not a directory",
-                root.display()
-            )));
+            return Err(io::Error::other(format!("{} is not a directory", root.display())).into());
         }
+        let lock = lock_root(&root)?;
         let work = root.join(WORK_DIR);
-        match std::fs::remove_dir_all(&work) {
-            Ok(()) => tracing::info!(path = %work.display(), "removed leftovers of an earlier run"),
+        match std::fs::symlink_metadata(&work) {
+            Ok(_) => {
+                let leftovers = std::fs::read_dir(&work)?.next().is_some();
+                if leftovers {
+                    let trash = root.join(format!(
+                        "{TRASH_PREFIX}{}-{}",
+                        std::process::id(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos())
+                            .unwrap_or_default()
+                    ));
+                    std::fs::rename(&work, &trash)?;
+                    tracing::info!(path = %trash.display(), "set aside the work area of an earlier run; removing it in the background");
+                } else {
+                    std::fs::remove_dir(&work)?;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         std::fs::create_dir(&work)?;
         // Prove the root is writable now rather than at the first upload.
         let probe = work.join("probe");
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)?;
+        let (reaper, reaper_rx) = std::sync::mpsc::channel();
+        for entry in std::fs::read_dir(&root)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TRASH_PREFIX)
+            {
+                let _ = reaper.send(Reap::Path(entry.path()));
+            }
+        }
         Ok(Storage {
             inner: Arc::new(Inner {
                 root,
                 work,
                 on_conflict,
                 counter: AtomicU64::new(0),
+                reaper,
+                reaper_rx: std::sync::Mutex::new(Some(reaper_rx)),
+                _lock: lock,
             }),
         })
+    }
+
+    /// Starts the reaper: one thread of its own (never a runtime worker nor
+    /// the shared file-I/O pool) removing abandoned uploads, trees and crash
+    /// leftovers, however many entries they hold. Called once the daemon
+    /// serves; before that, removals queue.
+    pub fn start_reaper(&self) {
+        let rx = self
+            .inner
+            .reaper_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(rx) = rx else { return };
+        let spawned = std::thread::Builder::new()
+            .name("ferry-reaper".into())
+            .spawn(move || {
+                for job in rx {
+                    let path = match job {
+                        Reap::Path(p) => p,
+                        Reap::Flush(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                    };
+                    let r = match std::fs::symlink_metadata(&path) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                        Ok(_) => std::fs::remove_file(&path),
+                        Err(_) => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the reaper thread");
+        }
+    }
+
+    /// Hands a path to the reaper (never blocks).
+    fn reap(&self, path: PathBuf) {
+        let _ = self.inner.reaper.send(Reap::Path(path));
+    }
+
+    /// Waits up to `limit` for the reaper to finish what it was given (at a
+    /// clean stop, so no leftovers wait for the next start).
+    pub async fn flush_reaper(&self, limit: std::time::Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.inner.reaper.send(Reap::Flush(tx)).is_err() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || rx.recv_timeout(limit)).await;
     }
 
     /// The canonical root.
@@ -192,6 +311,7 @@ impl Storage {
             exact,
             written: 0,
             crc: Crc32::new(),
+            hash: Some(blake3::Hasher::new()),
         })
     }
 
@@ -482,6 +602,9 @@ pub struct Upload {
     exact: bool,
     written: u64,
     crc: Crc32,
+    /// BLAKE3 of the data, for uploads into the root: what makes a retry
+    /// "identical" (CRC-32 is trivially forged). Trees are never deduplicated.
+    hash: Option<blake3::Hasher>,
 }
 
 impl Upload {
@@ -520,6 +643,9 @@ impl Upload {
             });
         }
         self.crc.update(data);
+        if let Some(h) = self.hash.as_mut() {
+            h.update(data);
+        }
         self.written = total;
         Ok(())
     }
@@ -568,6 +694,11 @@ impl Upload {
             .take()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
         file.flush().await?;
+        let digest = self.hash.take().map(|h| *h.finalize().as_bytes());
+        if let Some(digest) = digest {
+            // Kept beside the data, durable with it (the sync below).
+            set_digest(&file, &digest).await;
+        }
         file.sync_all().await?;
         drop(file);
         let size = self.written;
@@ -590,7 +721,7 @@ impl Upload {
             .ok_or_else(|| io::Error::other("upload already finished"))?;
         let storage = self.storage.clone();
         let (stored, dedup) = tokio::task::spawn_blocking(move || {
-            let same = |existing: &Path| same_file(existing, size, crc);
+            let same = |existing: &Path| digest.is_some_and(|d| same_file(existing, size, &d));
             let placed = storage.place(&temp, &name, &same)?;
             if placed.1 {
                 std::fs::remove_file(&temp)?;
@@ -622,34 +753,60 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(temp) = self.temp.take() {
-            // A quick unlink; the file handle (if any) closes just after.
-            let _ = std::fs::remove_file(temp);
+            // The reaper unlinks it, off the runtime.
+            self.storage.reap(temp);
         }
     }
 }
 
-/// True when `path` is a regular file (not a link) of `size` bytes with CRC `crc`.
-fn same_file(path: &Path, size: u64, crc: u32) -> bool {
-    use std::io::Read;
+/// The extended attribute holding a stored file's BLAKE3 digest.
+const DIGEST_XATTR: &std::ffi::CStr = c"user.ferry.blake3";
+
+/// Records the digest on the file (best effort: a file system without user
+/// extended attributes just never deduplicates).
+async fn set_digest(file: &File, digest: &[u8; 32]) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: a valid open fd, a NUL-terminated name and a 32-byte buffer.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd,
+            DIGEST_XATTR.as_ptr(),
+            digest.as_ptr().cast(),
+            digest.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "no digest attribute: retries of this file will be stored again");
+    }
+}
+
+/// True when `path` is a regular file (not a link) of `size` bytes whose
+/// recorded BLAKE3 digest is `digest`: identical bytes, with no read of the
+/// file. A file without a digest (stored by an admin, or on a file system
+/// without user attributes) is never taken for a copy.
+fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
     };
     if !meta.is_file() || meta.len() != size {
         return false;
     }
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(c) = cpath(path) else {
         return false;
     };
-    let mut hasher = Crc32::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    hasher.value() == crc
+    let mut stored = [0u8; 32];
+    // SAFETY: NUL-terminated path and name, a 32-byte buffer of that length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            DIGEST_XATTR.as_ptr(),
+            stored.as_mut_ptr().cast(),
+            stored.len(),
+        )
+    };
+    n == 32 && &stored == digest
 }
 
 /// A stored file opened for reading.
@@ -763,6 +920,7 @@ impl TreeUpload {
             exact: true,
             written: 0,
             crc: Crc32::new(),
+            hash: None,
         })
     }
 
@@ -796,7 +954,8 @@ impl TreeUpload {
 impl Drop for TreeUpload {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+            // However big, removed by the reaper's own thread.
+            self.storage.reap(dir);
         }
     }
 }
@@ -846,6 +1005,36 @@ fn walk(root: &Path, max_entries: usize, label: &str) -> Result<Vec<(RelPath, u6
     Ok(out)
 }
 
+/// Takes the root's exclusive lock (`flock`, released when the process
+/// ends, however it ends) and writes this pid into the lock file.
+fn lock_root(root: &Path) -> Result<std::fs::File, OpenError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(root.join(LOCK_FILE))?;
+    // SAFETY: a valid open fd for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(OpenError::Locked {
+                holder: text.trim().parse().ok(),
+            });
+        }
+        return Err(e.into());
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.sync_all()?;
+    Ok(file)
+}
+
 fn list_top(
     dir: &Path,
     max_entries: usize,
@@ -892,10 +1081,29 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(root)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != WORK_DIR)
+            .filter(|n| !n.starts_with(".ferry"))
             .collect();
         v.sort();
         v
+    }
+
+    /// Waits (bounded) until the reaper has emptied the work area and
+    /// removed every trash directory.
+    async fn reaped(root: &Path) {
+        for _ in 0..500 {
+            let work_empty = std::fs::read_dir(root.join(WORK_DIR))
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true);
+            let trash = std::fs::read_dir(root)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(TRASH_PREFIX));
+            if work_empty && !trash {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the reaper did not finish");
     }
 
     #[test]
@@ -956,6 +1164,7 @@ mod tests {
             Err(StorageError::Exists(_))
         ));
         assert!(put(&s, "a", b"1").await.unwrap().deduplicated);
+        drop(s);
         let s = Storage::open(dir.path(), OnConflict::Overwrite).unwrap();
         put(&s, "a", b"3").await.unwrap();
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"3");
@@ -970,6 +1179,7 @@ mod tests {
     async fn failed_uploads_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        s.start_reaper();
         let mut up = s.begin_write(name("x"), 4).await.unwrap();
         up.write(b"ab").await.unwrap();
         assert!(matches!(
@@ -985,10 +1195,7 @@ mod tests {
             Err(StorageError::ChecksumMismatch { .. })
         ));
         assert_eq!(visible(dir.path()), ["y"]);
-        assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
-            .unwrap()
-            .next()
-            .is_none());
+        reaped(dir.path()).await;
     }
 
     #[tokio::test]
@@ -996,11 +1203,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(WORK_DIR).join("tree-1/a")).unwrap();
         std::fs::write(dir.path().join(WORK_DIR).join("upload-1-1"), b"partial").unwrap();
-        Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        // Set aside at once (the work area is fresh), removed once the reaper runs.
         assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
             .unwrap()
             .next()
             .is_none());
+        assert_eq!(visible(dir.path()), Vec::<String>::new());
+        s.start_reaper();
+        reaped(dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn one_storage_per_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        let upload = first.begin_write(name("a"), 1).await.unwrap();
+        match Storage::open(dir.path(), OnConflict::Rename) {
+            Err(OpenError::Locked { holder }) => assert_eq!(holder, Some(std::process::id())),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a second storage on the same root opened"),
+        }
+        // The second open touched nothing: the first's upload is intact.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(WORK_DIR))
+                .unwrap()
+                .count(),
+            1
+        );
+        drop(upload);
+        drop(first);
+        Storage::open(dir.path(), OnConflict::Rename).expect("free once the first is gone");
     }
 
     #[tokio::test]
@@ -1083,9 +1316,7 @@ mod tests {
         t.begin_file(&p("f"), 1, 10, 1000).await.unwrap();
         drop(t);
         assert_eq!(visible(dir.path()), ["proj", "proj (1)"]);
-        assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
-            .unwrap()
-            .next()
-            .is_none());
+        s.start_reaper();
+        reaped(dir.path()).await;
     }
 }

@@ -118,12 +118,15 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
         "{failed}"
     );
     assert!(!dir.path().join("data/big.bin").exists());
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("data/.ferry-work"))
-            .unwrap()
-            .count(),
-        0
-    );
+    // The failed upload's temporary file goes, through the reaper.
+    let work = dir.path().join("data/.ferry-work");
+    for _ in 0..500 {
+        if std::fs::read_dir(&work).unwrap().count() == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
     // The next transfer works.
     assert_eq!(tcp_upload(d.tcp_upload, "small.bin", b"small"), "go ahead");
     d.inner.wait_event("transfer finished");
@@ -280,6 +283,95 @@ fn an_oversized_datagram_is_logged_as_such_not_as_a_replacement() {
     let event = d.inner.wait_event("transfer failed");
     assert_eq!(event["service"], "udp_upload");
     assert_eq!(event["error"], why, "{event}");
+    sigterm(&d);
+    assert!(d.inner.wait_exit().success());
+}
+
+#[test]
+fn a_second_ferryd_on_a_running_root_exits_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = start(dir.path(), "", None);
+    // An upload in flight in the first daemon: header, half the data.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut up = TcpStream::connect(a.tcp_upload).unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    up.write_all(&ferry_proto::tcp_upload::encode_header(
+        data.len() as u64,
+        "inflight.bin",
+    ))
+    .unwrap();
+    let mut reply = [0u8; 8];
+    up.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"go ahead");
+    up.write_all(&data[..100_000]).unwrap();
+    // An admin runs it again by hand on the same root, to see the logs.
+    let config = dir.path().join("second.toml");
+    std::fs::write(&config, common::TEST_BINDS).unwrap();
+    let out = Command::new(FERRYD)
+        .arg("--config")
+        .arg(&config)
+        .arg("--storage")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "EX_TEMPFAIL");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "is in use by another ferryd (pid {})",
+            a.inner.pid()
+        )),
+        "{err}"
+    );
+    // The first daemon's upload in flight was not touched: it completes.
+    up.write_all(&data[100_000..]).unwrap();
+    up.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = up.read_to_end(&mut rest);
+    assert_eq!(
+        std::fs::read(dir.path().join("data/inflight.bin")).unwrap(),
+        data
+    );
+    assert_eq!(ping(a.signal), b"PON");
+    sigterm(&a);
+    assert!(a.inner.wait_exit().success());
+}
+
+#[test]
+fn a_restart_over_a_huge_crash_leftover_serves_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    // What kill -9 in the middle of a hostile SAR leaves: 100,000 entries.
+    let tree = root.join(".ferry-work/tree-999-1");
+    for d in 0..100 {
+        let sub = tree.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..1000 {
+            std::fs::write(sub.join(format!("f{f}")), b"").unwrap();
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut d = start(dir.path(), "", None);
+    assert_eq!(ping(d.signal), b"PON");
+    let to_pon = started.elapsed();
+    eprintln!("PIN answered {to_pon:?} after the start, over 100,000 leftover entries");
+    assert!(to_pon < Duration::from_secs(2), "{to_pon:?}");
+    // The leftovers are removed in the background, whole.
+    let gone = || {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".ferry-trash"))
+    };
+    for _ in 0..6000 {
+        if gone() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone(), "the reaper removed the leftovers");
+    assert_eq!(common::work_entries(&root), 0);
+    assert_eq!(common::visible_files(&root), Vec::<String>::new());
     sigterm(&d);
     assert!(d.inner.wait_exit().success());
 }

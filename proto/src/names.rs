@@ -103,7 +103,7 @@ impl SafeName {
         if raw.len() > MAX_COMPONENT_LEN {
             return Err(NameError::ComponentTooLong(raw.len()));
         }
-        if raw.starts_with(RESERVED_PREFIX) {
+        if is_reserved(raw) {
             return Err(NameError::Reserved);
         }
         Ok(SafeName(raw.to_owned()))
@@ -202,6 +202,29 @@ fn is_separator(c: char) -> bool {
     c == '/' || c == '\\'
 }
 
+/// True for a component a file system could take for one starting with
+/// [`RESERVED_PREFIX`]: compared after compatibility normalisation (NFKC:
+/// full-width `．ｆｅｒｒｙ`, composed and decomposed forms), case folding
+/// (`.FERRY-WORK` on an SMB share, exFAT or ext4 casefold), and with the
+/// invisible code points some file systems ignore removed (zero-width and
+/// bidirectional marks, soft hyphen, variation selectors, BOM).
+pub fn is_reserved(component: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    let ignorable = |c: &char| {
+        matches!(*c as u32,
+            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+            | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+            | 0xFEFF | 0xFFA0 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+    };
+    let folded: String = component
+        .nfkc()
+        .filter(|c| !ignorable(c))
+        .flat_map(char::to_lowercase)
+        .nfkc()
+        .collect();
+    folded.starts_with(RESERVED_PREFIX)
+}
+
 fn check_chars(raw: &str, max_len: usize) -> Result<(), NameError> {
     if raw.len() > max_len {
         return Err(NameError::TooLong {
@@ -223,6 +246,37 @@ fn check_chars(raw: &str, max_len: usize) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_names_whatever_the_case_or_form() {
+        for raw in [
+            ".ferry-work",
+            ".FERRY-WORK",
+            ".Ferry-Work",
+            ".fErRy",
+            ".ferryrc",
+            "\u{FF0E}\u{FF46}\u{FF45}\u{FF52}\u{FF52}\u{FF59}-work",
+            ".fe\u{200B}rry-work",
+            ".\u{00AD}ferry",
+            ".FE\u{0052}\u{0052}Y",
+            ".\u{FEFF}ferry-lock",
+        ] {
+            assert!(is_reserved(raw), "{raw:?}");
+            assert_eq!(
+                SafeName::component(raw),
+                Err(NameError::Reserved),
+                "{raw:?}"
+            );
+            assert_eq!(
+                RelPath::parse(&format!("x/{raw}/y"), 1024),
+                Err(NameError::Reserved),
+                "{raw:?}"
+            );
+        }
+        for raw in ["ferry", ".ferr", "a.ferry", "..ferry", ".fer ry", ".férry"] {
+            assert!(!is_reserved(raw), "{raw:?}");
+        }
+    }
 
     #[test]
     fn upload_names_keep_the_last_component() {

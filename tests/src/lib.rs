@@ -138,11 +138,23 @@ impl TestDaemon {
         out
     }
 
-    /// Entries left in the work area (temporary files).
+    /// Entries in the work area (temporary files) right now.
     pub fn work_entries(&self) -> usize {
         std::fs::read_dir(self.root.join(ferryd::storage::WORK_DIR))
             .map(|d| d.count())
             .unwrap_or(0)
+    }
+
+    /// Entries left in the work area once the reaper has had up to 5 s to
+    /// remove what abandoned transfers left (it works off the runtime).
+    pub async fn work_entries_settled(&self) -> usize {
+        for _ in 0..500 {
+            if self.work_entries() == 0 {
+                return 0;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.work_entries()
     }
 
     /// The content of a stored file.
@@ -179,7 +191,8 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if prefix.is_empty() && name == ferryd::storage::WORK_DIR {
+        // The work area, the lock and crash leftovers being reaped.
+        if prefix.is_empty() && name.starts_with(".ferry") {
             continue;
         }
         let rel = format!("{prefix}{name}");

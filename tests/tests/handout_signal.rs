@@ -88,7 +88,7 @@ async fn handout_client_sends_and_gets_every_size() {
         }
     });
     futures::future::join_all(gets).await;
-    assert_eq!(daemon.work_entries(), 0);
+    assert_eq!(daemon.work_entries_settled().await, 0);
     daemon.stop().await;
 }
 

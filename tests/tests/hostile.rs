@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use ferry_proto::signal::SignalFrame;
 use ferry_tests::handout::{self, UdpUploadOutcome};
-use ferry_tests::TestDaemon;
+use ferry_tests::{assert_same_bytes, data, TestDaemon};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,6 +78,9 @@ fn upload_corpus() -> Vec<String> {
         "/",
         ".ferry-work",
         "x/.ferry-work",
+        ".FERRY-WORK",
+        "x/.Ferry-Lock",
+        "\u{FF0E}\u{FF26}erry-work",
         "caf\u{e9}",
         "cafe\u{301}",
     ]
@@ -102,6 +106,10 @@ fn download_corpus() -> Vec<&'static str> {
         "./link",
         "a\0b",
         ".ferry-work",
+        ".FERRY-WORK",
+        ".Ferry-Work/x",
+        "\u{FF0E}ferry-work",
+        ".ferry-lock",
         "..",
         "",
     ]
@@ -113,7 +121,11 @@ fn root_is_flat(root: &Path) {
     for e in std::fs::read_dir(root).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
-        if ["link", "dirlink", ferryd::storage::WORK_DIR].contains(&name.as_str()) {
+        let daemons = [
+            ferryd::storage::WORK_DIR,
+            ferryd::storage::LOCK_FILE,
+        ];
+        if ["link", "dirlink"].contains(&name.as_str()) || daemons.contains(&name.as_str()) {
             continue;
         }
         assert!(
@@ -174,7 +186,7 @@ async fn upload_names_never_escape_on_any_service() {
     let j = Jail { outer: j.outer, d };
     j.outside_untouched();
     root_is_flat(&j.root());
-    assert_eq!(j.d.work_entries(), 0);
+    assert_eq!(j.d.work_entries_settled().await, 0);
     // Names that differ only in Unicode normalisation (NFC "café", NFD
     // "cafe\u{301}") are two different names, stored as two files.
     let nfc = j.root().join("caf\u{e9}");
@@ -259,7 +271,7 @@ async fn tree_entries_cannot_escape() {
     }
     // The whole tree or nothing: no `t` at all.
     assert!(!j.root().join("t").exists());
-    assert_eq!(j.d.work_entries(), 0);
+    assert_eq!(j.d.work_entries_settled().await, 0);
     j.outside_untouched();
     // The connection is still in step.
     sig.send(SignalFrame::Ping).await;
@@ -379,7 +391,7 @@ async fn malformed_tcp_upload_headers_are_refused() {
     let mut d = d;
     d.stop_in_place().await;
     assert_eq!(d.visible_files(), ["fine"]);
-    assert_eq!(d.work_entries(), 0);
+    assert_eq!(d.work_entries_settled().await, 0);
 }
 
 #[tokio::test]
@@ -487,5 +499,85 @@ async fn malformed_sum_requests_get_error_text() {
         handout::udp_sum(addr, b"Ann:1").await,
         b"Server of ferry:42"
     );
+    d.stop().await;
+}
+
+/// XORing these 5 bytes into a message at any offset leaves its CRC-32
+/// unchanged: they are the CRC-32 polynomial itself, in the bit order of
+/// the reflected CRC. Forging a file of the same name, size and CRC-32 takes
+/// no more than that.
+fn forged(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    for (i, b) in [0x41u8, 0x06, 0x71, 0xDB, 0x01].iter().enumerate() {
+        out[100 + i] ^= b;
+    }
+    assert_ne!(out, data);
+    assert_eq!(
+        ferry_proto::crc::checksum(&out),
+        ferry_proto::crc::checksum(data)
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_forged_crc_never_passes_for_an_identical_retry() {
+    let d = TestDaemon::start().await;
+    let honest = data::bytes(5000, 42);
+    let forgery = forged(&honest);
+    // The forger uploads first, under the name the honest student will use.
+    // Over all three upload protocols, the honest upload is then stored
+    // beside it (never acknowledged and dropped as a "retry").
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    assert_eq!(
+        c.upload("s.bin", &forgery).await,
+        Some(SignalFrame::Done("s.bin".into()))
+    );
+    assert_eq!(
+        c.upload("s.bin", &honest).await,
+        Some(SignalFrame::Done("s (1).bin".into()))
+    );
+    // A true retry of the same bytes is still deduplicated.
+    assert_eq!(
+        c.upload("s.bin", &honest).await,
+        Some(SignalFrame::Done("s (1).bin".into()))
+    );
+
+    let tcp = d.addrs.tcp_upload.unwrap();
+    assert_eq!(
+        handout::tcp_upload(tcp, "t.bin", &forgery).await,
+        b"go ahead"
+    );
+    assert_eq!(
+        handout::tcp_upload(tcp, "t.bin", &honest).await,
+        b"go ahead"
+    );
+
+    let udp = d.addrs.udp_upload.unwrap();
+    for bytes in [&forgery, &honest] {
+        assert_eq!(
+            handout::udp_upload(udp, "u.bin", bytes, false, 3).await,
+            handout::UdpUploadOutcome::Ok { attempts: 1 }
+        );
+    }
+    let mut want = vec![
+        "s (1).bin",
+        "s.bin",
+        "t (1).bin",
+        "t.bin",
+        "u (1).bin",
+        "u.bin",
+    ];
+    want.sort();
+    for _ in 0..200 {
+        if d.visible_files() == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(d.visible_files(), want);
+    for p in ["s", "t", "u"] {
+        assert_same_bytes(&d.read(&format!("{p}.bin")), &forgery, p);
+        assert_same_bytes(&d.read(&format!("{p} (1).bin")), &honest, p);
+    }
     d.stop().await;
 }

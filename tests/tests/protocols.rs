@@ -23,7 +23,7 @@ async fn udp_upload_stores_every_boundary_size() {
             &format!("size {size}"),
         );
     }
-    assert_eq!(d.work_entries(), 0);
+    assert_eq!(d.work_entries_settled().await, 0);
     d.stop().await;
 }
 

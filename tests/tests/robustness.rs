@@ -321,7 +321,7 @@ async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
         assert_same_bytes(&d.read(name), bytes, name);
     }
     assert_eq!(d.visible_files().len(), 50 + uploaded.len());
-    assert_eq!(d.work_entries(), 0);
+    assert_eq!(d.work_entries_settled().await, 0);
 }
 
 #[tokio::test]
@@ -474,7 +474,7 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_aborts_the_rest() {
     );
     assert_eq!(d.visible_files(), ["finish.bin"]);
     assert_same_bytes(&d.read("finish.bin"), &bytes, "finish.bin");
-    assert_eq!(d.work_entries(), 0);
+    assert_eq!(d.work_entries_settled().await, 0);
 }
 
 #[tokio::test]

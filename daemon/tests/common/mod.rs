@@ -172,7 +172,7 @@ pub fn visible_files(root: &Path) -> Vec<String> {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".ferry-work")
+        .filter(|n| !n.starts_with(".ferry"))
         .collect();
     out.sort();
     out

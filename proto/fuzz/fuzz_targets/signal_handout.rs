@@ -1,0 +1,49 @@
+//! Fuzzes the handout framing of signal: arbitrary arrivals (a gap in ms,
+//! then up to 255 bytes, from the input) into a name and a file's data with
+//! timeouts fired at their deadlines, then the end of the stream. Never
+//! panics, and never gives out more bytes than came in.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_proto::signal::handout::{detect, DataEvent, FileData, QuietText};
+use ferry_proto::signal::Tag;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    for tag in [Tag::Saf, Tag::Raf, Tag::Rar, Tag::Sar] {
+        let _ = detect(tag, input);
+    }
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut name = QuietText::new(Duration::from_millis(50), 1024);
+    let mut data = FileData::new(Duration::from_millis(50), Duration::from_millis(200));
+    let (mut given, mut out) = (0usize, 0usize);
+    let mut count = |evs: Vec<DataEvent>, out: &mut usize| {
+        for ev in evs {
+            match ev {
+                DataEvent::Data(b) => *out += b.len(),
+                DataEvent::End { rest } => *out += rest.len(),
+            }
+        }
+    };
+    let mut rest = input;
+    while let [gap, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        now += Duration::from_millis(u64::from(*gap));
+        while let Some(d) = data.deadline().filter(|d| *d <= now) {
+            count(data.on_timeout(d).into_iter().collect(), &mut out);
+        }
+        let _ = name.on_timeout(now);
+        let _ = name.on_bytes(now, bytes);
+        given += bytes.len();
+        count(data.on_bytes(now, Bytes::copy_from_slice(bytes)), &mut out);
+    }
+    if let Ok(evs) = data.on_eof() {
+        count(evs, &mut out);
+    }
+    assert!(out <= given, "{out} bytes out of {given} in");
+});

@@ -1,13 +1,16 @@
 //! `tcp_upload`: size and name, wait for `go ahead`, stream the file.
 //!
-//! The protocol has no acknowledgement. ferryd closes the connection only
-//! after the file is committed, or sends `ERROR: <reason>` first, so this
-//! client reads to the end: silence then close means stored.
+//! The protocol has no acknowledgement. ferryd sends `STORED: <name>` once
+//! the file is durable, or `ERROR: <reason>`, then closes; this client reads
+//! to the end and reports stored only on `STORED:`. A close with nothing
+//! (a server that died before storing, or one that never confirms) is an
+//! error, unless `--handout` says the server is a student's, which cannot
+//! confirm: then it is reported sent, not stored.
 
 use std::path::Path;
 
 use ferry_proto::crc::Crc32;
-use ferry_proto::tcp_upload::{encode_header, GO_AHEAD};
+use ferry_proto::tcp_upload::{encode_header, GO_AHEAD, STORED_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{Client, Error, Progress, Result, Sent};
@@ -88,8 +91,19 @@ pub(crate) async fn send(
     if let Some(reason) = rest.strip_prefix(b"ERROR: ") {
         return Err(Error::Refused(String::from_utf8_lossy(reason).into_owned()));
     }
+    let stored_as = match rest.strip_prefix(STORED_PREFIX) {
+        Some(name) => Some(String::from_utf8_lossy(name).into_owned()),
+        None if client.handout => None,
+        None => {
+            return Err(Error::Protocol(
+                "the server closed the connection without confirming that it stored the file \
+                 (it may have stopped before storing it; a student's server never confirms: use --handout)"
+                    .into(),
+            ))
+        }
+    };
     Ok(Sent {
-        stored_as: None,
+        stored_as,
         bytes: size,
         crc: crc.value(),
         attempts: 1,

@@ -363,3 +363,60 @@ async fn bench_reports_what_it_did() {
     );
     assert!(v["first_error"].as_str().unwrap().contains("cannot reach"));
 }
+
+/// A tcp_upload server that dies after reading the data: `go ahead`, the
+/// bytes, then a plain close (FIN), as a process killed before storing.
+async fn dying_tcp_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut header = [0u8; 1024];
+            let _ = s.read(&mut header).await;
+            let _ = s.write_all(b"go ahead").await;
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_tcp_upload_is_reported_stored_only_when_ferryd_confirms_it() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("notes.txt"), b"mine").unwrap();
+    std::fs::write(s.root.join("notes.txt"), b"someone else's").unwrap();
+    // ferryd confirms with the name it stored under.
+    let out = run(ferry(&s.addrs, cwd.path()).args(["send", "--via", "tcp", "notes.txt"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(r#"via tcp, stored as "notes (1).txt""#),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(s.root.join("notes (1).txt")).unwrap(),
+        b"mine"
+    );
+    // A server that closes without confirming: not reported stored.
+    let port = dying_tcp_server().await.to_string();
+    let out = run(ferry(&s.addrs, cwd.path())
+        .args(["send", "--via", "tcp", "notes.txt"])
+        .env("FERRY_TCP_UPLOAD_PORT", &port))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("without confirming that it stored the file"),
+        "{}",
+        text(&out.stderr)
+    );
+    // With --handout (a student's server, which cannot confirm): sent.
+    let out = run(ferry(&s.addrs, cwd.path())
+        .args(["--handout", "send", "--via", "tcp", "notes.txt"])
+        .env("FERRY_TCP_UPLOAD_PORT", &port))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    s.stop().await;
+}

@@ -20,6 +20,7 @@
 //! no partial file is ever visible.
 
 pub mod limits;
+pub mod logs;
 pub mod magic;
 pub mod report;
 pub mod signal;

@@ -106,7 +106,13 @@ fn init_logging(config: &Config) -> LogHandle {
     use tracing_subscriber::util::SubscriberInitExt;
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(&config.log.level));
     let json = config.log.format == LogFormat::Json;
-    let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Text: no colour codes (the journal, files and pipes get plain text) and
+    // every control character a client sent escaped (ferryd::logs).
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(ferryd::logs::EscapedStderr)
+    });
     let json_layer = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferry_proto::names::SafeName;
-use ferry_proto::tcp_upload::{encode_error, UploadCodec, UploadFrame, GO_AHEAD, SIZE_LEN};
+use ferry_proto::tcp_upload::{
+    encode_error, encode_stored, UploadCodec, UploadFrame, GO_AHEAD, SIZE_LEN,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -113,6 +115,10 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
                             "bytes after the announced size were ignored"
                         );
                     }
+                    // Only now, durable: say so (ferry's client waits for it;
+                    // a handout client has stopped reading and never sees it).
+                    let confirm = encode_stored(&stored.name);
+                    let _ = write_all(ctx, stream, &confirm, limits.idle_timeout.0).await;
                     let _ = stream.shutdown().await;
                     return Ok(stored);
                 }

@@ -52,7 +52,20 @@ struct Handle {
     info: FileInfo,
     tx: mpsc::Sender<Bytes>,
     started_data: bool,
+    /// Data bytes passed to the session so far.
+    received: u64,
     last_seen: Instant,
+}
+
+impl Handle {
+    /// True when a datagram of `len` bytes is exactly the next chunk this
+    /// session expects: a full buffer, or the rest of the file. Such a
+    /// datagram is data even if its bytes parse as a `file_info` (a file
+    /// whose content is JSON).
+    fn expects(&self, len: usize) -> bool {
+        let left = self.info.size.saturating_sub(self.received);
+        left > 0 && len as u64 == left.min(self.buffer_size as u64)
+    }
 }
 
 /// A session this quiet is taken for one its client gave up on: the handout
@@ -108,7 +121,17 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             }
         };
 
-        if looks_like_file_info(datagram) {
+        // A duplicate of the session's own file_info before any data is still
+        // a duplicate, whatever its length.
+        let next_chunk = sessions.get(&peer).is_some_and(|h| {
+            h.expects(n)
+                && (h.started_data
+                    || parse_file_info(datagram, DEFAULT_MAX_HEADER_LEN)
+                        .ok()
+                        .as_ref()
+                        != Some(&h.info))
+        });
+        if !next_chunk && looks_like_file_info(datagram) {
             match parse_file_info(
                 datagram,
                 DEFAULT_MAX_HEADER_LEN.max(ctx.config().limits.max_name_len * 6 + 128),
@@ -175,6 +198,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             buffer_size: cfg.buffer_size,
                             tx,
                             started_data: false,
+                            received: 0,
                             last_seen: Instant::now(),
                         },
                     );
@@ -206,6 +230,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         match sessions.get_mut(&peer) {
             Some(h) => {
                 h.started_data = true;
+                h.received += n as u64;
                 h.last_seen = Instant::now();
                 if n > h.buffer_size {
                     let why = format!(

@@ -71,7 +71,11 @@ async fn client(
                 s.shutdown().await.unwrap();
                 let mut rest = Vec::new();
                 s.read_to_end(&mut rest).await.unwrap();
-                assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+                assert_eq!(
+                    String::from_utf8_lossy(&rest),
+                    format!("STORED: {name}"),
+                    "confirmed only once stored"
+                );
                 true
             } else {
                 assert!(String::from_utf8_lossy(&reply[..n])

@@ -57,7 +57,7 @@ fn serves_from_a_storage_dir_and_exits_0_on_sigterm_mid_transfer() {
     assert_eq!(ping(d.signal), b"PON");
     assert_eq!(
         tcp_upload(d.tcp_upload, "files/a.txt", b"hello"),
-        "go ahead"
+        "go aheadSTORED: a.txt"
     );
     d.inner.wait_event("transfer finished");
     assert_eq!(
@@ -128,7 +128,10 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
     }
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
     // The next transfer works.
-    assert_eq!(tcp_upload(d.tcp_upload, "small.bin", b"small"), "go ahead");
+    assert_eq!(
+        tcp_upload(d.tcp_upload, "small.bin", b"small"),
+        "go aheadSTORED: small.bin"
+    );
     d.inner.wait_event("transfer finished");
     assert_eq!(
         std::fs::read(dir.path().join("data/small.bin")).unwrap(),
@@ -374,4 +377,90 @@ fn a_restart_over_a_huge_crash_leftover_serves_at_once() {
     assert_eq!(common::visible_files(&root), Vec::<String>::new());
     sigterm(&d);
     assert!(d.inner.wait_exit().success());
+}
+
+#[test]
+fn client_text_never_forges_a_log_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferryd.toml");
+    std::fs::write(
+        &config,
+        format!("[log]\nlevel = \"debug\"\n{}", common::TEST_BINDS),
+    )
+    .unwrap();
+    let mut child = Command::new(FERRYD)
+        .arg("--config")
+        .arg(&config)
+        .arg("--storage")
+        .arg(dir.path().join("data"))
+        .args(["--log-format", "text"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let bound = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains(" bound "))
+        .expect("a bound line");
+    let addr = |service: &str| -> SocketAddr {
+        let key = format!("{service}=");
+        let at = bound.find(&key).unwrap() + key.len();
+        bound[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let forged = "x\nINFO ferryd: transfer finished stored=\"evil\"\x1b[2J";
+    // Through every service that logs what a client sent.
+    let _ = tcp_upload(addr("tcp_upload"), forged, b"data");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    udp.send_to(format!("{forged}:7").as_bytes(), addr("udp_sum"))
+        .unwrap();
+    let _ = udp.recv(&mut buf);
+    udp.send_to(forged.as_bytes(), addr("udp_download"))
+        .unwrap();
+    let _ = udp.recv(&mut buf);
+    let info = format!(
+        r#"{{"checksum": "00000000", "name": "{}", "size": 1}}"#,
+        forged
+            .replace('\n', "\\n")
+            .replace('\x1b', "\\u001b")
+            .replace('"', "\\\"")
+    );
+    udp.send_to(info.as_bytes(), addr("udp_upload")).unwrap();
+    let _ = udp.recv(&mut buf);
+    let mut s = TcpStream::connect(addr("signal")).unwrap();
+    s.write_all(format!("XY{forged}").as_bytes()).unwrap();
+    let _ = s.read(&mut buf);
+    let mut m = TcpStream::connect(addr("magic_download")).unwrap();
+    let mut req = vec![0x49, 0x7E, 0x01, 0, forged.len() as u8];
+    req.extend_from_slice(forged.as_bytes());
+    m.write_all(&req).unwrap();
+    let _ = m.read(&mut buf);
+    assert_eq!(ping(addr("signal")), b"PON");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.iter().any(|l| l.contains("evil")),
+        "the hostile text was logged: {rest:#?}"
+    );
+    for line in &rest {
+        assert!(!line.contains('\x1b'), "raw escape: {line:?}");
+        assert!(
+            !line.starts_with("INFO ferryd: transfer finished"),
+            "forged: {line:?}"
+        );
+        assert!(
+            line.starts_with("20"),
+            "every line is one event with its timestamp: {line:?}"
+        );
+    }
 }

@@ -222,10 +222,28 @@ pub fn encode_error(reason: &str) -> Vec<u8> {
     crate::udp_upload::encode_error(reason)
 }
 
+/// What ferryd sends after the data once the file is durable: `STORED: `
+/// and the stored name. The handout protocol has no acknowledgement and its
+/// client reads nothing after `go ahead`; ferry's client reads this, so a
+/// server that died before storing is never taken for a stored file.
+pub const STORED_PREFIX: &[u8] = b"STORED: ";
+
+/// The confirmation for a file stored as `name`.
+pub fn encode_stored(name: &str) -> Vec<u8> {
+    let mut out = STORED_PREFIX.to_vec();
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::decode_all;
+
+    #[test]
+    fn stored_confirmation() {
+        assert_eq!(encode_stored("notes (2).txt"), b"STORED: notes (2).txt");
+    }
 
     fn codec() -> UploadCodec {
         UploadCodec::new(DEFAULT_MAX_NAME_LEN, 1 << 40)

@@ -550,3 +550,21 @@ async fn reload_applies_limits_and_reports_what_needs_a_restart() {
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_file_whose_bytes_are_a_file_info_uploads_over_udp() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.udp_upload.unwrap();
+    // One chunk that parses as a file_info, and a two-chunk file whose last
+    // chunk does.
+    let json = handout::file_info("other.bin", b"whatever");
+    let mut two = data::bytes(1452, 3);
+    two.extend_from_slice(&json);
+    for (name, bytes) in [("config.json", json.clone()), ("two.bin", two)] {
+        let outcome = handout::udp_upload(addr, name, &bytes, false, 1).await;
+        assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 }, "{name}");
+        assert_same_bytes(&d.read(name), &bytes, name);
+    }
+    assert_eq!(d.visible_files(), ["config.json", "two.bin"]);
+    d.stop().await;
+}

@@ -133,6 +133,8 @@ pub trait Progress: Send + Sync {
     fn advance(&self, _n: u64) {}
     /// The transfer restarts from zero (a UDP retry).
     fn restart(&self) {}
+    /// Attempt `attempt` of `of` starts, because the last one ended with `why`.
+    fn retry(&self, _attempt: usize, _of: usize, _why: &str) {}
     /// The transfer is over.
     fn finish(&self) {}
 }
@@ -203,8 +205,9 @@ pub struct Client {
     pub udp_reply_timeout: Duration,
     /// UDP attempts before giving up (default 5).
     pub udp_attempts: usize,
-    /// Paces each TCP upload to this many bytes per second (None: as fast as
-    /// possible). `ferry bench --rate` uses it to play students on real links.
+    /// Paces each upload (TCP and UDP) to this many bytes per second (None:
+    /// as fast as possible): `ferry send --rate`, and `ferry bench --rate` to
+    /// play students on real links.
     pub upload_rate: Option<u64>,
     /// Speak exactly as the handouts' clients do, for testing a student's
     /// own server: `signal` in the handout's pause framing (no lengths, no

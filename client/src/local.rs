@@ -179,12 +179,11 @@ impl PartDir {
             .take()
             .ok_or_else(|| Error::Local("tree already finished".into()))?;
         if self.target.force && self.target.path.is_dir() {
-            std::fs::remove_dir_all(&self.target.path).map_err(|e| {
-                Error::Local(format!(
-                    "cannot replace {}: {e}",
-                    self.target.path.display()
-                ))
-            })?;
+            // --force writes into the existing directory: the tree's files
+            // replace theirs, every other local file stays.
+            let r = merge(&temp, &self.target.path);
+            let _ = std::fs::remove_dir_all(&temp);
+            return r.map(|()| self.target.path.clone());
         }
         let r = place(&temp, &self.target);
         if r.is_err() {
@@ -200,6 +199,38 @@ impl Drop for PartDir {
             let _ = std::fs::remove_dir_all(t);
         }
     }
+}
+
+/// Moves every file under `from` to the same path under `into`, replacing a
+/// file there, creating directories as needed; a path that is a directory on
+/// one side and a file on the other is an error (nothing of it is replaced).
+fn merge(from: &Path, into: &Path) -> Result<()> {
+    let local =
+        |p: &Path, e: std::io::Error| Error::Local(format!("cannot write {}: {e}", p.display()));
+    let entries = std::fs::read_dir(from).map_err(|e| local(from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| local(from, e))?;
+        let dest = into.join(entry.file_name());
+        let is_dir = entry.file_type().map_err(|e| local(&dest, e))?.is_dir();
+        let existing = std::fs::symlink_metadata(&dest).ok();
+        match (is_dir, existing) {
+            (true, Some(m)) if m.is_dir() => merge(&entry.path(), &dest)?,
+            (true, None) | (false, None) => {
+                std::fs::rename(entry.path(), &dest).map_err(|e| local(&dest, e))?
+            }
+            (false, Some(m)) if m.is_file() => {
+                std::fs::rename(entry.path(), &dest).map_err(|e| local(&dest, e))?
+            }
+            _ => {
+                return Err(Error::Local(format!(
+                    "{} exists locally as a {} and is kept",
+                    dest.display(),
+                    if is_dir { "file" } else { "directory or link" }
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Moves `temp` to the target: replacing only with `force`; otherwise a

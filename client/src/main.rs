@@ -133,6 +133,11 @@ enum Command {
         /// Name to store it under (one file only).
         #[arg(long = "as")]
         as_name: Option<String>,
+        /// Pace the upload to this many bytes per second (e.g. 20M). The lab's
+        /// UDP upload has no flow control: on a busy machine or a slow link a
+        /// paced upload loses no datagrams and needs no retry.
+        #[arg(long, value_parser = parse_size)]
+        rate: Option<u64>,
     },
     /// Download a file; written to a temporary file and renamed once complete and verified.
     Get {
@@ -163,7 +168,9 @@ enum Command {
         /// Where to put it (default: ./NAME).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Replace an existing local directory.
+        /// Write into an existing local directory: each file of the tree
+        /// replaces the local file of the same path; every other local file
+        /// is kept.
         #[arg(long)]
         force: bool,
     },
@@ -261,19 +268,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("{s:?} must be longer than 0"));
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    Duration::try_from_secs_f64(v * scale).map_err(|_| format!("{s:?} is too long"))
 }
 
 /// indicatif bars on stderr, only when both stdout and stderr are terminals.
 struct Bars {
     enabled: bool,
+    /// Say on stderr when a UDP upload starts again (not with -q or --json).
+    announce: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new(enabled: bool) -> Bars {
+    fn new(enabled: bool, announce: bool) -> Bars {
         Bars {
             enabled,
+            announce,
             bar: Mutex::new(None),
         }
     }
@@ -309,6 +319,18 @@ impl Progress for Bars {
 
     fn restart(&self) {
         self.with(|b| b.set_position(0));
+    }
+
+    fn retry(&self, attempt: usize, of: usize, why: &str) {
+        if !self.announce {
+            return;
+        }
+        let line = format!("ferry: {why}; starting again (attempt {attempt} of {of})");
+        let guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
     }
 
     fn finish(&self) {
@@ -394,6 +416,7 @@ async fn main() -> ExitCode {
     };
     let bars = Bars::new(
         !g.quiet && !g.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+        !g.quiet && !g.json,
     );
     let started = Instant::now();
     if let Command::GenerateDocs { dir } = &cli.command {
@@ -405,68 +428,75 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let code = match &cli.command {
-        Command::Ping => match client.ping().await {
-            Ok(rtt) => {
-                let ms = rtt.as_secs_f64() * 1000.0;
-                out.ok(
+    let work = async {
+        match &cli.command {
+            Command::Ping => match client.ping().await {
+                Ok(rtt) => {
+                    let ms = rtt.as_secs_f64() * 1000.0;
+                    out.ok(
                     format!("PON from {}:{} in {ms:.2} ms", client.host, client.ports.signal),
                     json!({"ok": true, "command": "ping", "host": client.host, "port": client.ports.signal, "rtt_ms": ms}),
                 );
-                0
-            }
-            Err(e) => out.err("ping", &e),
-        },
-        Command::Sum { name, number } => match client.sum(name, *number).await {
-            Ok((server, theirs)) => {
-                out.ok(
+                    0
+                }
+                Err(e) => out.err("ping", &e),
+            },
+            Command::Sum { name, number } => match client.sum(name, *number).await {
+                Ok((server, theirs)) => {
+                    out.ok(
                     format!("{name}: {number}\n{server}: {theirs}\nsum: {}", number + theirs),
                     json!({"ok": true, "command": "sum", "client": name, "client_number": number, "server": server, "server_number": theirs, "sum": number + theirs}),
                 );
-                0
-            }
-            Err(e) => out.err("sum", &e),
-        },
-        Command::Send {
-            files,
-            via,
-            as_name,
-        } => {
-            if as_name.is_some() && files.len() > 1 {
-                eprintln!(
-                    "ferry: send: --as names one file, but {} were given",
-                    files.len()
-                );
-                return ExitCode::from(2);
-            }
-            let via_lib = match via {
-                SendProto::Signal => SendVia::Signal,
-                SendProto::Tcp => SendVia::Tcp,
-                SendProto::Udp => SendVia::Udp,
-            };
-            let mut first_error = 0;
-            for file in files {
-                let t = Instant::now();
-                match client.send(via_lib, file, as_name.as_deref(), &bars).await {
-                    Ok(sent) => {
-                        let stored = sent
-                            .stored_as
-                            .as_deref()
-                            .map(|s| format!(", stored as {s:?}"))
-                            .unwrap_or_default();
-                        let stored = if g.handout && matches!(via, SendProto::Signal) {
-                            format!(
+                    0
+                }
+                Err(e) => out.err("sum", &e),
+            },
+            Command::Send {
+                files,
+                via,
+                as_name,
+                rate,
+            } => {
+                let mut client = client.clone();
+                client.upload_rate = *rate;
+                if as_name.is_some() && files.len() > 1 {
+                    eprintln!(
+                        "ferry: send: --as names one file, but {} were given",
+                        files.len()
+                    );
+                    return 2u8;
+                }
+                let via_lib = match via {
+                    SendProto::Signal => SendVia::Signal,
+                    SendProto::Tcp => SendVia::Tcp,
+                    SendProto::Udp => SendVia::Udp,
+                };
+                let mut first_error = 0;
+                for file in files {
+                    let t = Instant::now();
+                    match client.send(via_lib, file, as_name.as_deref(), &bars).await {
+                        Ok(sent) => {
+                            let stored = match (sent.stored_as.as_deref(), via) {
+                                (Some(s), _) => format!(", stored as {s:?}"),
+                                (None, SendProto::Udp) => {
+                                    ", stored (the lab's UDP upload does not say under which name)"
+                                        .into()
+                                }
+                                (None, _) => String::new(),
+                            };
+                            let stored = if g.handout && matches!(via, SendProto::Signal) {
+                                format!(
                                 "{stored} (handout framing: not acknowledged, nothing verified)"
                             )
-                        } else {
-                            stored
-                        };
-                        let tries = if g.verbose && sent.attempts > 1 {
-                            format!(" after {} attempts", sent.attempts)
-                        } else {
-                            String::new()
-                        };
-                        out.ok(
+                            } else {
+                                stored
+                            };
+                            let tries = if g.verbose && sent.attempts > 1 {
+                                format!(" after {} attempts", sent.attempts)
+                            } else {
+                                String::new()
+                            };
+                            out.ok(
                             format!(
                                 "sent {} ({}) via {via:?}{stored}, CRC-32 {}{tries}",
                                 file.display(),
@@ -478,77 +508,77 @@ async fn main() -> ExitCode {
                             .replace("via Udp", "via udp"),
                             json!({"ok": true, "command": "send", "file": file, "via": format!("{via:?}").to_lowercase(), "stored_as": sent.stored_as, "bytes": sent.bytes, "crc": ferry_proto::crc::format_hex(sent.crc), "attempts": sent.attempts, "seconds": t.elapsed().as_secs_f64()}),
                         );
-                    }
-                    Err(e) => {
-                        let code = out.err("send", &e);
-                        if first_error == 0 {
-                            first_error = code;
+                        }
+                        Err(e) => {
+                            let code = out.err("send", &e);
+                            if first_error == 0 {
+                                first_error = code;
+                            }
                         }
                     }
                 }
+                first_error
             }
-            first_error
-        }
-        Command::Get {
-            name,
-            output,
-            via,
-            force,
-        } => {
-            let via_lib = match via {
-                GetProto::Signal => GetVia::Signal,
-                GetProto::Magic => GetVia::Magic,
-                GetProto::Udp => GetVia::Udp,
-            };
-            let dest = output.clone().unwrap_or_default();
-            match client.get(via_lib, name, &dest, *force, &bars).await {
-                Ok(got) => {
-                    out.ok(
+            Command::Get {
+                name,
+                output,
+                via,
+                force,
+            } => {
+                let via_lib = match via {
+                    GetProto::Signal => GetVia::Signal,
+                    GetProto::Magic => GetVia::Magic,
+                    GetProto::Udp => GetVia::Udp,
+                };
+                let dest = output.clone().unwrap_or_default();
+                match client.get(via_lib, name, &dest, *force, &bars).await {
+                    Ok(got) => {
+                        out.ok(
                         format!("got {name} -> {} ({}, CRC-32 {})", got.path.display(), human(got.bytes), ferry_proto::crc::format_hex(got.crc)),
                         json!({"ok": true, "command": "get", "name": name, "path": got.path, "via": format!("{via:?}").to_lowercase(), "bytes": got.bytes, "crc": ferry_proto::crc::format_hex(got.crc), "seconds": started.elapsed().as_secs_f64()}),
                     );
-                    0
+                        0
+                    }
+                    Err(e) => out.err("get", &e),
                 }
-                Err(e) => out.err("get", &e),
             }
-        }
-        Command::SendDir { dir, as_name } => {
-            match client.send_dir(dir, as_name.as_deref(), &bars).await {
-                Ok(sent) => {
-                    out.ok(
+            Command::SendDir { dir, as_name } => {
+                match client.send_dir(dir, as_name.as_deref(), &bars).await {
+                    Ok(sent) => {
+                        out.ok(
                     match &sent.stored_as {
                         Some(name) => format!("sent {} ({}), stored as {name:?}", dir.display(), human(sent.bytes)),
                         None => format!("sent {} ({}) as the handout's flat repo (not acknowledged)", dir.display(), human(sent.bytes)),
                     },
                     json!({"ok": true, "command": "send-dir", "dir": dir, "stored_as": sent.stored_as, "bytes": sent.bytes, "seconds": started.elapsed().as_secs_f64()}),
                 );
-                    0
+                        0
+                    }
+                    Err(e) => out.err("send-dir", &e),
                 }
-                Err(e) => out.err("send-dir", &e),
             }
-        }
-        Command::GenerateDocs { .. } => 0,
-        Command::Bench {
-            workload,
-            size,
-            clients,
-            count,
-            duration,
-            rate,
-        } => {
-            use ferry::bench::Plan;
-            let w = *workload;
-            let plan = Plan {
-                size: *size,
-                clients: *clients,
-                count: *count,
-                duration: *duration,
-            };
-            let mut client = client.clone();
-            client.upload_rate = *rate;
-            match ferry::bench::run(&client, w, plan).await {
-                Ok(r) => {
-                    out.ok(
+            Command::GenerateDocs { .. } => 0,
+            Command::Bench {
+                workload,
+                size,
+                clients,
+                count,
+                duration,
+                rate,
+            } => {
+                use ferry::bench::Plan;
+                let w = *workload;
+                let plan = Plan {
+                    size: *size,
+                    clients: *clients,
+                    count: *count,
+                    duration: *duration,
+                };
+                let mut client = client.clone();
+                client.upload_rate = *rate;
+                match ferry::bench::run(&client, w, plan).await {
+                    Ok(r) => {
+                        out.ok(
                         format!(
                             "{} size {} x {} clients: {} transfers, {} errors in {:.2} s\n\
                              throughput {:.1} MiB/s, {:.1} transfers/s\n\
@@ -564,31 +594,42 @@ async fn main() -> ExitCode {
                                "bytes_per_second": r.bytes_per_second, "transfers_per_second": r.transfers_per_second,
                                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms}),
                     );
-                    if r.errors > 0 {
-                        1
-                    } else {
-                        0
+                        if r.errors > 0 {
+                            1
+                        } else {
+                            0
+                        }
                     }
+                    Err(e) => out.err("bench", &e),
                 }
-                Err(e) => out.err("bench", &e),
             }
-        }
-        Command::GetDir {
-            name,
-            output,
-            force,
-        } => {
-            let dest = output.clone().unwrap_or_default();
-            match client.get_dir(name, &dest, *force, &bars).await {
-                Ok(got) => {
-                    out.ok(
+            Command::GetDir {
+                name,
+                output,
+                force,
+            } => {
+                let dest = output.clone().unwrap_or_default();
+                match client.get_dir(name, &dest, *force, &bars).await {
+                    Ok(got) => {
+                        out.ok(
                         format!("got {name}/ -> {} ({} files, {})", got.path.display(), got.files, human(got.bytes)),
                         json!({"ok": true, "command": "get-dir", "name": name, "path": got.path, "files": got.files, "bytes": got.bytes, "seconds": started.elapsed().as_secs_f64()}),
                     );
-                    0
+                        0
+                    }
+                    Err(e) => out.err("get-dir", &e),
                 }
-                Err(e) => out.err("get-dir", &e),
             }
+        }
+    };
+    // Ctrl-C drops the transfer, whose partial download removes itself.
+    let code = tokio::select! {
+        code = work => code,
+        _ = tokio::signal::ctrl_c() => {
+            if !g.quiet {
+                eprintln!("ferry: interrupted; nothing partial was left behind");
+            }
+            130
         }
     };
     ExitCode::from(code)

@@ -38,9 +38,14 @@ pub(crate) async fn send(
     let server = client.resolve(client.ports.udp_upload).await?;
     let wait = client.udp_reply_timeout;
     let mut last = String::from("no reply");
+    // The same ERROR after two complete attempts is the server's answer, not
+    // a lost datagram: a refusal (exit 4), not a time-out.
+    let mut refusal: Option<String> = None;
+    let attempts = client.udp_attempts.max(1);
     progress.start(name, Some(size));
-    for attempt in 1..=client.udp_attempts.max(1) {
+    for attempt in 1..=attempts {
         if attempt > 1 {
+            progress.retry(attempt, attempts, &last);
             progress.restart();
         }
         let (sock, _) = client.udp(client.ports.udp_upload).await?;
@@ -71,6 +76,9 @@ pub(crate) async fn send(
         let mut file = tokio::fs::File::open(path).await.map_err(local)?;
         let mut block = vec![0u8; chunk];
         let mut left = size;
+        // The lab protocol has no flow control: `--rate` keeps a big upload
+        // from overrunning a busy server or a slow link.
+        let mut pace = crate::Pacer::new(client.upload_rate);
         while left > 0 {
             let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
             file.read_exact(&mut block[..want]).await.map_err(local)?;
@@ -79,6 +87,7 @@ pub(crate) async fn send(
                 .map_err(|e| Error::io("sending data", e))?;
             left -= want as u64;
             progress.advance(want as u64);
+            pace.sent(want).await;
         }
         match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
             Ok(Ok(n)) => match parse_reply(&reply[..n]) {
@@ -91,7 +100,14 @@ pub(crate) async fn send(
                         attempts: attempt,
                     });
                 }
-                Reply::Error(reason) => last = reason,
+                Reply::Error(reason) => {
+                    if refusal.as_deref() == Some(reason.as_str()) {
+                        progress.finish();
+                        return Err(Error::Refused(reason));
+                    }
+                    refusal = Some(reason.clone());
+                    last = reason;
+                }
                 Reply::Other => {
                     last = format!(
                         "unexpected reply {:?}",
@@ -104,8 +120,8 @@ pub(crate) async fn send(
         }
     }
     progress.finish();
-    Err(Error::Timeout(format!(
-        "after {} attempts: {last}",
-        client.udp_attempts
-    )))
+    if let Some(reason) = refusal.filter(|r| *r == last) {
+        return Err(Error::Refused(reason));
+    }
+    Err(Error::Timeout(format!("after {attempts} attempts: {last}")))
 }

@@ -20,8 +20,14 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::bind(Config::for_tests(dir.path())).await.unwrap();
+        let mut config = Config::for_tests(dir.path());
+        edit(&mut config);
+        let daemon = Daemon::bind(config).await.unwrap();
         let addrs = daemon.addrs();
         let root = daemon.storage_root().to_owned();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -418,5 +424,132 @@ async fn a_tcp_upload_is_reported_stored_only_when_ferryd_confirms_it() {
         .env("FERRY_TCP_UPLOAD_PORT", &port))
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn get_dir_force_keeps_unrelated_local_files() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(s.root.join("proj/src")).unwrap();
+    std::fs::write(s.root.join("proj/a.txt"), b"new a").unwrap();
+    std::fs::write(s.root.join("proj/src/main.rs"), b"fn main(){}").unwrap();
+    let mine = cwd.path().join("proj");
+    std::fs::create_dir_all(mine.join("src")).unwrap();
+    std::fs::write(mine.join("a.txt"), b"old a").unwrap();
+    std::fs::write(mine.join("notes.txt"), b"my notes").unwrap();
+    std::fs::write(mine.join("src/lib.rs"), b"mine").unwrap();
+    let out = run(ferry(&s.addrs, cwd.path()).args(["get-dir", "proj"])).await;
+    assert_eq!(out.status.code(), Some(7), "exists without --force");
+    let out = run(ferry(&s.addrs, cwd.path()).args(["get-dir", "proj", "--force"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(mine.join("a.txt")).unwrap(), b"new a");
+    assert_eq!(
+        std::fs::read(mine.join("src/main.rs")).unwrap(),
+        b"fn main(){}"
+    );
+    assert_eq!(std::fs::read(mine.join("notes.txt")).unwrap(), b"my notes");
+    assert_eq!(std::fs::read(mine.join("src/lib.rs")).unwrap(), b"mine");
+    let leftovers: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("ferry-part"))
+        .collect();
+    assert!(leftovers.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_download_leaves_no_partial_file() {
+    // udp_download paced to 64 KiB/s: a 2 MiB download takes half a minute.
+    let s = Server::start_with(|c| c.udp_download.rate = ferry_config::Size(64 << 10)).await;
+    std::fs::write(s.root.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let child = ferry(&s.addrs, cwd.path())
+        .args(["--handout", "get", "--via", "udp", "big.bin"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the partial file exists, then press Ctrl-C.
+    let part = || {
+        std::fs::read_dir(cwd.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("ferry-part"))
+    };
+    for _ in 0..500 {
+        if part() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(part(), "the download started");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "no partial, no file"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_udp_refusal_is_a_refusal_and_retries_are_announced() {
+    let s = Server::start_with(|c| c.on_conflict = ferry_config::OnConflict::Reject).await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("taken.txt"), b"mine").unwrap();
+    std::fs::write(s.root.join("taken.txt"), b"theirs").unwrap();
+    let out = run(ferry(&s.addrs, cwd.path()).args(["send", "--via", "udp", "taken.txt"])).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("taken.txt already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A server that never answers OK: each new attempt is said, then exit 6.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = silent.recv_from(&mut buf).await {
+            if buf[..n].starts_with(b"{") {
+                let _ = silent.send_to(b"1452", from).await;
+            }
+        }
+    });
+    let out = run(ferry(&s.addrs, cwd.path())
+        .args([
+            "send",
+            "--via",
+            "udp",
+            "taken.txt",
+            "--udp-timeout",
+            "200ms",
+            "--attempts",
+            "2",
+            "--rate",
+            "1M",
+        ])
+        .env("FERRY_UDP_UPLOAD_PORT", &port))
+    .await;
+    assert_eq!(out.status.code(), Some(6));
+    let err = text(&out.stderr);
+    assert!(err.contains("starting again (attempt 2 of 2)"), "{err}");
+    // An absurd duration is a command-line error, not a panic.
+    let out = run(ferry(&s.addrs, cwd.path()).args(["--timeout", "1e300s", "ping"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is too long"),
+        "{}",
+        text(&out.stderr)
+    );
     s.stop().await;
 }

@@ -145,6 +145,13 @@ pub struct UdpDownload {
     pub max_downloads: usize,
     /// Downloads in progress at once to one IP address (default 4).
     pub max_downloads_per_ip: usize,
+    /// Bytes one address may be sent (or have read for `STAT`) per
+    /// `budget_window` (default 4 GiB): what forged requests naming a victim
+    /// inside `allow` can make ferryd send it, at most. A download is refused
+    /// at its start when the rest of the budget cannot hold the whole file.
+    pub budget_per_ip: Size,
+    /// The window the budget refills over (default 10 minutes).
+    pub budget_window: Dur,
 }
 
 /// `[udp_sum]`.
@@ -291,6 +298,8 @@ impl Default for UdpDownload {
             rate: Size(32 << 20),
             max_downloads: 256,
             max_downloads_per_ip: 4,
+            budget_per_ip: Size(4 << 30),
+            budget_window: Dur(Duration::from_secs(600)),
         }
     }
 }
@@ -460,6 +469,10 @@ impl Config {
             ),
             ("tcp_upload.name_settle", self.tcp_upload.name_settle),
             ("signal.handout_settle", self.signal.handout_settle),
+            (
+                "udp_download.budget_window",
+                self.udp_download.budget_window,
+            ),
             ("signal.handout_pause", self.signal.handout_pause),
         ] {
             if d.0.is_zero() {

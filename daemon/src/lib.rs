@@ -227,9 +227,9 @@ async fn bind_udp(
     if !enabled {
         return Ok(None);
     }
-    let sock = UdpSocket::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
+    // udp_download shares its port with one connected socket per download.
+    let sock =
+        udp::bind(addr, service == "udp_download", None).map_err(|source| StartError::Bind {
             service,
             addr,
             source,

@@ -76,11 +76,92 @@ impl Limiter {
     }
 }
 
-/// Treats `::ffff:a.b.c.d` as `a.b.c.d`, so a dual-stack socket counts one client once.
+/// The address a cap counts: `::ffff:a.b.c.d` is `a.b.c.d` (a dual-stack
+/// socket counts one client once), and an IPv6 address is its /64 (one host,
+/// or one LAN, gets a /64 and can pick any address in it).
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+        },
         v4 => v4,
+    }
+}
+
+/// Bytes each address may be sent per window, sans-IO: a token bucket per
+/// [`canonical`] address holding `capacity` bytes, refilled evenly over
+/// `window`; time is an input. At most [`ByteBudget::MAX_TRACKED`] addresses
+/// are tracked (≈ 4 MiB); past that, full buckets are forgotten first, and a
+/// new address is refused if none is.
+#[derive(Debug)]
+pub struct ByteBudget {
+    capacity: u64,
+    window: std::time::Duration,
+    buckets: HashMap<IpAddr, (f64, std::time::Instant)>,
+}
+
+impl ByteBudget {
+    /// Addresses tracked at most.
+    pub const MAX_TRACKED: usize = 65_536;
+
+    /// `capacity` bytes per address per `window`.
+    pub fn new(capacity: u64, window: std::time::Duration) -> ByteBudget {
+        ByteBudget {
+            capacity,
+            window,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn level(&self, now: std::time::Instant, (left, at): (f64, std::time::Instant)) -> f64 {
+        let rate = self.capacity as f64 / self.window.as_secs_f64().max(1e-9);
+        (left + rate * now.saturating_duration_since(at).as_secs_f64()).min(self.capacity as f64)
+    }
+
+    /// Takes `bytes` from `ip`'s budget at `now` if it holds them all; else
+    /// `Err` with how long until it would.
+    pub fn take(
+        &mut self,
+        now: std::time::Instant,
+        ip: IpAddr,
+        bytes: u64,
+    ) -> Result<(), std::time::Duration> {
+        let ip = canonical(ip);
+        let level = match self.buckets.get(&ip) {
+            Some(b) => self.level(now, *b),
+            None => {
+                if self.buckets.len() >= Self::MAX_TRACKED {
+                    let full: Vec<IpAddr> = self
+                        .buckets
+                        .iter()
+                        .filter(|(_, b)| self.level(now, **b) >= self.capacity as f64)
+                        .map(|(ip, _)| *ip)
+                        .collect();
+                    for f in full {
+                        self.buckets.remove(&f);
+                    }
+                    if self.buckets.len() >= Self::MAX_TRACKED {
+                        return Err(self.window);
+                    }
+                }
+                self.capacity as f64
+            }
+        };
+        if (bytes as f64) > level {
+            let rate = self.capacity as f64 / self.window.as_secs_f64().max(1e-9);
+            let wait = if bytes > self.capacity {
+                self.window
+            } else {
+                std::time::Duration::from_secs_f64((bytes as f64 - level) / rate)
+            };
+            self.buckets.insert(ip, (level, now));
+            return Err(wait);
+        }
+        self.buckets.insert(ip, (level - bytes as f64, now));
+        Ok(())
     }
 }
 
@@ -172,6 +253,37 @@ impl ReplyBudget {
 #[cfg(test)]
 mod budget_tests {
     use super::*;
+
+    #[test]
+    fn byte_budgets_per_address_refill_over_the_window() {
+        let t0 = std::time::Instant::now();
+        let mut b = ByteBudget::new(1000, std::time::Duration::from_secs(10));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(b.take(t0, a, 600), Ok(()));
+        assert_eq!(b.take(t0, a, 500), Err(std::time::Duration::from_secs(1)));
+        // Another address has its own budget; one /64 is one address.
+        assert_eq!(b.take(t0, "10.0.0.2".parse().unwrap(), 1000), Ok(()));
+        assert_eq!(b.take(t0, "2001:db8::1".parse().unwrap(), 1000), Ok(()));
+        assert!(b.take(t0, "2001:db8::ffff:2".parse().unwrap(), 1).is_err());
+        assert_eq!(b.take(t0, "2001:db8:0:1::1".parse().unwrap(), 1), Ok(()));
+        // 100 bytes a second come back.
+        assert_eq!(
+            b.take(t0 + std::time::Duration::from_secs(1), a, 500),
+            Ok(())
+        );
+        assert!(b.take(t0, a, 5000).is_err(), "never more than the capacity");
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let a = canonical("2001:db8:1:2:aaaa::1".parse().unwrap());
+        assert_eq!(a, canonical("2001:db8:1:2:ffff::9".parse().unwrap()));
+        assert_ne!(a, canonical("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            canonical("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+    }
 
     #[test]
     fn a_budget_caps_replies_per_second() {

@@ -699,6 +699,7 @@ impl Upload {
             // Kept beside the data, durable with it (the sync below).
             set_digest(&file, &digest).await;
         }
+        set_crc(&file, self.crc.value()).await;
         file.sync_all().await?;
         drop(file);
         let size = self.written;
@@ -779,6 +780,62 @@ async fn set_digest(file: &File, digest: &[u8; 32]) {
     };
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "no digest attribute: retries of this file will be stored again");
+    }
+}
+
+/// The extended attribute caching a stored file's CRC-32, with the size and
+/// modification time it was computed for (so a file edited in place by an
+/// admin is read again): crc u32, size u64, mtime seconds i64, nanoseconds
+/// u32, big-endian, 24 bytes.
+const CRC_XATTR: &std::ffi::CStr = c"user.ferry.crc32";
+
+fn crc_record(crc: u32, meta: &std::fs::Metadata) -> [u8; 24] {
+    use std::os::unix::fs::MetadataExt;
+    let mut v = [0u8; 24];
+    v[..4].copy_from_slice(&crc.to_be_bytes());
+    v[4..12].copy_from_slice(&meta.len().to_be_bytes());
+    v[12..20].copy_from_slice(&meta.mtime().to_be_bytes());
+    v[20..24].copy_from_slice(&(meta.mtime_nsec() as u32).to_be_bytes());
+    v
+}
+
+/// Records the CRC-32 on the file (best effort), for `STAT` without a read.
+async fn set_crc(file: &File, crc: u32) {
+    use std::os::fd::AsRawFd;
+    let Ok(meta) = file.metadata().await else {
+        return;
+    };
+    let v = crc_record(crc, &meta);
+    // SAFETY: a valid open fd, a NUL-terminated name and a 24-byte buffer.
+    unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            CRC_XATTR.as_ptr(),
+            v.as_ptr().cast(),
+            v.len(),
+            0,
+        );
+    }
+}
+
+impl Download {
+    /// The CRC-32 recorded when ferry stored the file, if it is still the
+    /// same file (size and modification time); `None` means read it.
+    pub async fn cached_crc(&self) -> Option<u32> {
+        use std::os::fd::AsRawFd;
+        let meta = self.file.metadata().await.ok()?;
+        let mut v = [0u8; 24];
+        // SAFETY: a valid open fd, a NUL-terminated name and a 24-byte buffer.
+        let n = unsafe {
+            libc::fgetxattr(
+                self.file.as_raw_fd(),
+                CRC_XATTR.as_ptr(),
+                v.as_mut_ptr().cast(),
+                v.len(),
+            )
+        };
+        let crc = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        (n == 24 && v == crc_record(crc, &meta)).then_some(crc)
     }
 }
 

@@ -26,6 +26,28 @@ pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
     }
 }
 
+/// A UDP socket bound to `addr` (with `SO_REUSEPORT` when `shared`), and
+/// connected to `peer` when given: a connected socket on a shared port gets
+/// that peer's datagrams and, above all, its ICMP errors (a closed port stops
+/// a download at the next send instead of being flooded).
+pub fn bind(
+    addr: SocketAddr,
+    shared: bool,
+    peer: Option<SocketAddr>,
+) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if shared {
+        s.set_reuse_port(true)?;
+    }
+    s.bind(&addr.into())?;
+    if let Some(peer) = peer {
+        s.connect(&peer.into())?;
+    }
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
 /// The next datagram into `buf`: its length and sender. Errors from the
 /// socket (ICMP errors from earlier sends surface here) are logged at debug
 /// and skipped, so they never end a service's receive loop.

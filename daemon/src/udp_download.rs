@@ -1,8 +1,12 @@
 //! `udp_download` (seed 001 §4): a name in, the file out in 2048-byte chunks.
 //!
-//! Guarded against amplification: only sources in `allow` are answered at
-//! all, downloads are capped in total and per address, and each is paced to
-//! `rate` bytes per second.
+//! Guarded against amplification (UDP sources can be forged): only sources
+//! in `allow` are answered at all; downloads are capped in total and per
+//! address; each is paced to `rate` bytes per second; each address has a
+//! byte budget per window (a download or `STAT` that does not fit is refused
+//! at its start); each download sends from a socket connected to its client,
+//! so an ICMP "port unreachable" (nobody asked) stops it at the next send;
+//! and error replies share the services' reply budget.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use ferry_proto::udp_download::{
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::limits::{Limiter, Permit};
+use crate::limits::{ByteBudget, Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::Transfer;
 use crate::storage::Download;
 use crate::tcp::Failure;
@@ -31,6 +35,12 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_download", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let socket = Arc::new(socket);
     let limiter = Limiter::new();
+    let replies = Arc::new(ReplyBudget::new(REPLIES_PER_SECOND));
+    let first = ctx.config();
+    let budget = Arc::new(std::sync::Mutex::new(ByteBudget::new(
+        first.udp_download.budget_per_ip.0,
+        first.udp_download.budget_window.0,
+    )));
     // Room for the longest request any configuration allows, plus one byte
     // so an over-long request is seen as such.
     let mut buf = vec![0u8; DEFAULT_MAX_REQUEST_LEN.max(4096 + 8) + 1];
@@ -49,7 +59,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         let request = match parse_request(&buf[..n], max) {
             Ok(r) => r,
             Err(e) => {
-                let _ = socket.send_to(&encode_error(&e.to_string()), peer).await;
+                if replies.allow() {
+                    let _ = socket.send_to(&encode_error(&e.to_string()), peer).await;
+                }
                 continue;
             }
         };
@@ -61,13 +73,17 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(service = "udp_download", peer = %peer, reason = %why, "download refused");
-                let _ = socket.send_to(&encode_error(&why.to_string()), peer).await;
+                if replies.allow() {
+                    let _ = socket.send_to(&encode_error(&why.to_string()), peer).await;
+                }
                 continue;
             }
         };
         let task = Task {
             ctx: Arc::clone(&ctx),
             socket: Arc::clone(&socket),
+            replies: Arc::clone(&replies),
+            budget: Arc::clone(&budget),
             peer,
             _permit: permit,
         };
@@ -78,8 +94,35 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
 struct Task {
     ctx: Arc<Ctx>,
     socket: Arc<UdpSocket>,
+    replies: Arc<ReplyBudget>,
+    budget: Arc<std::sync::Mutex<ByteBudget>>,
     peer: SocketAddr,
     _permit: Permit,
+}
+
+/// Where a download's datagrams go out: a socket of its own on the service's
+/// port, connected to the client (ICMP errors come back to it), or the
+/// shared one if that cannot be made.
+enum Out<'a> {
+    Connected(UdpSocket),
+    Shared(&'a UdpSocket, SocketAddr),
+}
+
+impl Out<'_> {
+    async fn send(&self, datagram: &[u8]) -> Result<(), Failure> {
+        let r = match self {
+            Out::Connected(s) => s.send(datagram).await,
+            Out::Shared(s, peer) => s.send_to(datagram, *peer).await,
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Failure::Closed(
+                "(its port is closed: ICMP port unreachable; nobody there asked for this file)"
+                    .into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl Task {
@@ -95,26 +138,85 @@ impl Task {
                 .map_err(|e| Failure::refused(format!("refused name {name:?}: {e}")))?;
             t.stored = path.to_string();
             let download = self.ctx.storage.open_read(&path).await?;
+            let out = self.out();
             if stat {
-                self.stat(download, &mut t).await
+                if let Some(crc) = download.cached_crc().await {
+                    // Recorded when stored: no read, nothing from the budget.
+                    t.crc = Some(crc);
+                    return out.send(&encode_stat_reply(download.size, crc)).await;
+                }
+                self.reserve(download.size)?;
+                self.stat(&out, download, &mut t).await
             } else {
-                self.send(download, &mut t).await
+                self.reserve(download.size)?;
+                self.send(&out, download, &mut t).await
             }
         }
         .await;
         match result {
             Ok(()) => t.ok(if stat { "stat" } else { "sent" }),
             Err(e) => {
-                let _ = self
-                    .socket
-                    .send_to(&encode_error(&e.to_string()), self.peer)
-                    .await;
+                if !matches!(e, Failure::Closed(_)) && self.replies.allow() {
+                    let _ = self
+                        .socket
+                        .send_to(&encode_error(&e.to_string()), self.peer)
+                        .await;
+                }
                 t.failed(&e);
             }
         }
     }
 
-    async fn stat(&self, mut download: Download, t: &mut Transfer) -> Result<(), Failure> {
+    /// Takes the whole file from the client's byte budget, or refuses.
+    fn reserve(&self, size: u64) -> Result<(), Failure> {
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        budget
+            .take(std::time::Instant::now(), self.peer.ip(), size)
+            .map_err(|wait| {
+                let cfg = self.ctx.config();
+                Failure::Refused(format!(
+                    "your address has used its download budget ({} per {}); try again in {} s",
+                    cfg.udp_download.budget_per_ip,
+                    cfg.udp_download.budget_window,
+                    wait.as_secs().max(1)
+                ))
+            })
+    }
+
+    fn out(&self) -> Out<'_> {
+        let local = self.socket.local_addr();
+        match local.and_then(|l| crate::udp::bind(l, true, Some(self.peer))) {
+            Ok(s) => Out::Connected(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "no connected socket: sending from the shared one");
+                Out::Shared(&self.socket, self.peer)
+            }
+        }
+    }
+
+    /// Waits until `sent` bytes are due at `rate`, ending early on abort.
+    async fn pace(&self, started: Instant, sent: u64) -> Result<(), Failure> {
+        let rate = self.ctx.config().udp_download.rate.0;
+        if rate == 0 {
+            return Ok(());
+        }
+        let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+        tokio::select! {
+            _ = self.ctx.abort.cancelled() => Err(Failure::Aborted),
+            _ = tokio::time::sleep_until(due) => Ok(()),
+        }
+    }
+
+    /// The size and CRC-32, read at the download rate (a STAT costs the
+    /// same disk reads as a download, and the same budget).
+    async fn stat(
+        &self,
+        out: &Out<'_>,
+        mut download: Download,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let mut read = 0u64;
         let mut crc = Crc32::new();
         let mut block = BytesMut::with_capacity(READ_BLOCK);
         loop {
@@ -126,16 +228,20 @@ impl Task {
                 break;
             }
             crc.update(&block);
+            read += block.len() as u64;
+            self.pace(started, read).await?;
         }
         t.crc = Some(crc.value());
-        self.socket
-            .send_to(&encode_stat_reply(download.size, crc.value()), self.peer)
-            .await?;
-        Ok(())
+        out.send(&encode_stat_reply(download.size, crc.value()))
+            .await
     }
 
-    async fn send(&self, mut download: Download, t: &mut Transfer) -> Result<(), Failure> {
-        let rate = self.ctx.config().udp_download.rate.0;
+    async fn send(
+        &self,
+        out: &Out<'_>,
+        mut download: Download,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
         let started = Instant::now();
         let mut crc = Crc32::new();
         let mut block = BytesMut::with_capacity(READ_BLOCK);
@@ -153,7 +259,7 @@ impl Task {
             let data = &block[..take];
             crc.update(data);
             for chunk in data.chunks(CHUNK_SIZE) {
-                self.socket.send_to(chunk, self.peer).await?;
+                out.send(chunk).await?;
             }
             sent += take as u64;
             left -= take as u64;
@@ -162,14 +268,11 @@ impl Task {
             // 2048": a file that is a multiple of 2048 ends with an empty datagram.
             if take < READ_BLOCK || left == 0 {
                 if take % CHUNK_SIZE == 0 {
-                    self.socket.send_to(&[], self.peer).await?;
+                    out.send(&[]).await?;
                 }
                 break;
             }
-            if rate > 0 {
-                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-                tokio::time::sleep_until(due).await;
-            }
+            self.pace(started, sent).await?;
         }
         t.crc = Some(crc.value());
         Ok(())

@@ -464,3 +464,29 @@ fn client_text_never_forges_a_log_line() {
         );
     }
 }
+
+#[test]
+fn a_udp_download_to_a_source_that_did_not_ask_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "", None);
+    std::fs::write(dir.path().join("data/big.bin"), vec![5u8; 64 << 20]).unwrap();
+    let addr = d.inner.addr("udp_download");
+    // A forged request: it names a victim address and port where nothing
+    // listens (here: a socket that sends the request and is gone).
+    {
+        let victim = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        victim.send_to(b"big.bin", addr).unwrap();
+    }
+    let event = d.inner.wait_event("transfer failed");
+    assert_eq!(event["service"], "udp_download", "{event}");
+    let error = event["error"].as_str().unwrap_or_default();
+    assert!(error.contains("ICMP port unreachable"), "{event}");
+    let bytes = event["bytes"].as_u64().unwrap();
+    assert!(
+        bytes < 1 << 20,
+        "{bytes} bytes went to a port that never asked"
+    );
+    eprintln!("a forged 7-byte request made ferryd send {bytes} bytes of a 64 MiB file");
+    assert_eq!(ping(d.signal), b"PON");
+    sigterm(&d);
+}

@@ -568,3 +568,48 @@ async fn a_file_whose_bytes_are_a_file_info_uploads_over_udp() {
     assert_eq!(d.visible_files(), ["config.json", "two.bin"]);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn udp_downloads_have_a_byte_budget_per_address() {
+    let d = TestDaemon::start_with(|c| c.udp_download.budget_per_ip = Size(100_000)).await;
+    let addr = d.addrs.udp_download.unwrap();
+    d.put("a.bin", &data::bytes(60_000, 1));
+    let got = handout::udp_download(addr, b"a.bin")
+        .await
+        .expect("the first fits");
+    assert_eq!(got.len(), 60_000);
+    // The second would go over: refused at its start, with the reason.
+    let sock = handout::udp_socket().await;
+    sock.send_to(b"a.bin", addr).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("ERROR: your address has used its download budget"),
+        "{text}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_slowly_paced_udp_download_does_not_hold_up_shutdown() {
+    let mut d = TestDaemon::start_with(|c| {
+        c.udp_download.rate = Size(2048);
+        c.shutdown_grace = ms(100);
+    })
+    .await;
+    d.put("slow.bin", &data::bytes(1 << 20, 2));
+    let sock = handout::udp_socket().await;
+    sock.send_to(b"slow.bin", d.addrs.udp_download.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    sock.recv_from(&mut buf).await.unwrap();
+    // At 2 KiB/s the download sleeps 32 s between blocks; the abort ends it.
+    let t = tokio::time::Instant::now();
+    d.stop_in_place().await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

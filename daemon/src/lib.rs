@@ -53,6 +53,8 @@ pub struct Ctx {
     pub storage: Storage,
     /// The cap on TCP connections, shared by the TCP services.
     pub connections: Arc<Limiter>,
+    /// `signal` connections waiting for a request: the first to close at the cap.
+    pub idle: Arc<limits::IdleConnections>,
     /// Cancelled when shutdown starts: stop accepting, end idle connections.
     pub stop: CancellationToken,
     /// Cancelled when the grace period ends: abort transfers in flight.
@@ -304,6 +306,7 @@ impl Daemon {
             live: std::sync::RwLock::new(Arc::new(config)),
             storage,
             connections,
+            idle: Arc::default(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),

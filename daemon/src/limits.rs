@@ -165,6 +165,74 @@ impl ByteBudget {
     }
 }
 
+/// Connections waiting for their next request, oldest first, so that at the
+/// connection cap the longest-idle one can be closed to make room before a
+/// new client is refused (a crowd of idle connections cannot hold the caps).
+#[derive(Default)]
+pub struct IdleConnections {
+    /// The last sequence number given, and the waiting connections by it.
+    inner: Mutex<(u64, IdleMap)>,
+}
+
+/// Idle connections by the order they became idle: address and close token.
+type IdleMap = std::collections::BTreeMap<u64, (IpAddr, tokio_util::sync::CancellationToken)>;
+
+impl IdleConnections {
+    /// A connection from `ip` starts waiting; it is told to close through
+    /// the guard's token; dropping the guard (a request came) takes it off.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> IdleGuard {
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        let seq = g.0;
+        g.1.insert(seq, (canonical(ip), token.clone()));
+        IdleGuard {
+            set: Arc::clone(self),
+            seq,
+            token,
+        }
+    }
+
+    /// Tells the longest-idle connection (from `ip`'s address, if given) to
+    /// close; false if there is none.
+    pub fn evict_oldest(&self, ip: Option<IpAddr>) -> bool {
+        let ip = ip.map(canonical);
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let victim =
+            g.1.iter()
+                .find(|(_, (from, _))| ip.map_or(true, |ip| *from == ip))
+                .map(|(seq, _)| *seq);
+        match victim.and_then(|seq| g.1.remove(&seq)) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`IdleConnections`].
+pub struct IdleGuard {
+    set: Arc<IdleConnections>,
+    seq: u64,
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl IdleGuard {
+    /// Cancelled when the connection must close to make room.
+    pub fn evicted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+}
+
+impl Drop for IdleGuard {
+    fn drop(&mut self) {
+        let mut g = self.set.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.remove(&self.seq);
+    }
+}
+
 /// One slot of a [`Limiter`].
 pub struct Permit {
     limiter: Arc<Limiter>,

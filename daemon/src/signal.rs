@@ -147,6 +147,9 @@ impl Conn<'_> {
     async fn next_request(&mut self) -> Result<Option<Request>, Failure> {
         let limits = &self.ctx.config().limits;
         let mut header_deadline = None;
+        // Set once: whitespace between requests (skipped by the codec) does
+        // not keep an idle connection alive.
+        let idle_deadline = Instant::now() + limits.idle_timeout.0;
         loop {
             if let Some(tag) = self.handout_tag() {
                 self.rbuf.advance(TAG_LEN);
@@ -160,10 +163,17 @@ impl Conn<'_> {
                 return Ok(Some(Request::Ferry(frame)));
             }
             let n = if self.rbuf.is_empty() {
-                let deadline = Instant::now() + limits.idle_timeout.0;
+                let idle = self.ctx.idle.enter(self.peer.ip());
                 tokio::select! {
                     _ = self.ctx.stop.cancelled() => return Ok(None),
-                    r = read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "a request") => r?,
+                    _ = idle.evicted() => {
+                        // Idle: nothing unread, so the reply survives a plain close.
+                        tracing::info!("closed while idle, to make room at the connection cap");
+                        let reason = "closing this idle connection to make room: the server is at its connection cap";
+                        let _ = self.send(SignalFrame::Error(reason.into())).await;
+                        return Ok(None);
+                    }
+                    r = read_until(self.ctx, &mut self.stream, &mut self.rbuf, idle_deadline, "a request") => r?,
                 }
             } else {
                 let deadline = *header_deadline

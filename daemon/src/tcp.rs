@@ -29,6 +29,11 @@ pub const SEND_CHUNK: usize = 64 * 1024;
 /// How long a refused client gets to read its refusal.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Refusals being written at once, per service (each lives at most
+/// [`REFUSAL_TIMEOUT`]); past that, a connection over the caps is closed
+/// without one, so a flood of connections cannot pile up refusal tasks.
+const MAX_REFUSALS: usize = 64;
+
 /// One TCP protocol.
 pub trait TcpService: Copy + Send + Sync + 'static {
     /// The service's name in logs and the config.
@@ -51,6 +56,7 @@ pub trait TcpService: Copy + Send + Sync + 'static {
 /// once rather than queued.
 pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service: S) {
     tracing::info!(service = S::NAME, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
     loop {
         let accepted = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -85,8 +91,23 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
                 );
             }
             Err(why) => {
+                // At the cap, the longest-idle signal connection (from this
+                // address, when it is the address that is full) makes room.
+                let from = matches!(why, Refusal::FullForIp(_)).then(|| peer.ip());
+                if ctx.idle.evict_oldest(from) {
+                    tracing::info!(service = S::NAME, peer = %peer, "at the connection cap: closed the longest-idle connection to make room");
+                    let task_ctx = Arc::clone(&ctx);
+                    ctx.tracker
+                        .spawn(admit_when_freed(task_ctx, service, stream, peer, why));
+                    continue;
+                }
                 tracing::warn!(service = S::NAME, peer = %peer, reason = %why, "connection refused");
+                let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() else {
+                    tracing::debug!(service = S::NAME, peer = %peer, "too many refusals in flight: closed without one");
+                    continue;
+                };
                 ctx.tracker.spawn(async move {
+                    let _slot = slot;
                     let _ =
                         tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
                 });
@@ -94,6 +115,38 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
         }
     }
     tracing::debug!(service = S::NAME, "stopped accepting");
+}
+
+/// Serves `stream` once the connection the accept loop evicted has given
+/// back its permit (within 200 ms), else refuses it as before.
+async fn admit_when_freed<S: TcpService>(
+    ctx: Arc<Ctx>,
+    service: S,
+    stream: TcpStream,
+    peer: SocketAddr,
+    why: Refusal,
+) {
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cfg = ctx.config();
+        let limits = &cfg.limits;
+        if let Ok(permit) = ctx.connections.try_acquire(
+            peer.ip(),
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        ) {
+            let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
+            let task_ctx = Arc::clone(&ctx);
+            async move {
+                let _permit = permit;
+                service.handle(task_ctx, stream, peer).await;
+            }
+            .instrument(span)
+            .await;
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
 }
 
 /// Why a connection's transfer failed. The text is what the client is told.

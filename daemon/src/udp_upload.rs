@@ -30,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::limits::{Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
+use crate::limits::{Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::Transfer;
 use crate::storage::Stored;
 use crate::tcp::Failure;
@@ -149,6 +149,15 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                     }
                     // A fresh file_info from a peer restarts its session.
                     sessions.remove(&peer);
+                    let max_name = config.limits.max_name_len;
+                    if info.name.len() > max_name {
+                        reply_error(format!(
+                            "the name is {} bytes long, the limit is {max_name}",
+                            info.name.len()
+                        ))
+                        .await;
+                        continue;
+                    }
                     let name = match SafeName::for_upload(&info.name) {
                         Ok(n) => n,
                         Err(e) => {
@@ -173,11 +182,21 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             && h.info == info
                             && h.last_seen.elapsed() >= ABANDONED_AFTER)
                     });
-                    let permit = match limiter.try_acquire(
-                        peer.ip(),
-                        cfg.max_sessions,
-                        cfg.max_sessions_per_ip,
-                    ) {
+                    let mut acquired =
+                        limiter.try_acquire(peer.ip(), cfg.max_sessions, cfg.max_sessions_per_ip);
+                    if let Err(why) = &acquired {
+                        // Under pressure, a session making no progress gives
+                        // way before a new one is refused.
+                        let from = matches!(why, Refusal::FullForIp(_)).then(|| peer.ip());
+                        if evict_stalled(&mut sessions, from) {
+                            acquired = limiter.try_acquire(
+                                peer.ip(),
+                                cfg.max_sessions,
+                                cfg.max_sessions_per_ip,
+                            );
+                        }
+                    }
+                    let permit = match acquired {
                         Ok(p) => p,
                         Err(why) => {
                             tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
@@ -261,6 +280,32 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         }
     }
     tracing::debug!(service = "udp_upload", "receive loop ended");
+}
+
+/// Ends the session that has gone longest without a datagram, if that is at
+/// least [`ABANDONED_AFTER`] (and it is from `ip`'s address, when given); its
+/// place under the caps is free on return.
+fn evict_stalled(sessions: &mut HashMap<SocketAddr, Handle>, ip: Option<std::net::IpAddr>) -> bool {
+    let ip = ip.map(crate::limits::canonical);
+    let victim = sessions
+        .iter()
+        .filter(|(addr, h)| {
+            ip.map_or(true, |ip| crate::limits::canonical(addr.ip()) == ip)
+                && h.last_seen.elapsed() >= ABANDONED_AFTER
+        })
+        .min_by_key(|(_, h)| h.last_seen)
+        .map(|(addr, _)| *addr);
+    let Some(addr) = victim else { return false };
+    if let Some(mut h) = sessions.remove(&addr) {
+        if let Some(tell) = h.ended.take() {
+            let _ = tell.send(format!(
+                "evicted: no datagram for {} ms while the server was full",
+                h.last_seen.elapsed().as_millis()
+            ));
+        }
+        tracing::info!(service = "udp_upload", peer = %addr, "evicted a stalled session to make room");
+    }
+    true
 }
 
 struct Session {

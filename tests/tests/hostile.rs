@@ -578,3 +578,27 @@ async fn a_forged_crc_never_passes_for_an_identical_retry() {
     }
     d.stop().await;
 }
+
+#[tokio::test]
+async fn upload_names_over_max_name_len_are_refused_everywhere() {
+    let d = TestDaemon::start_with(|c| c.limits.max_name_len = 32).await;
+    let long = "n".repeat(40);
+    let outcome = handout::udp_upload(d.addrs.udp_upload.unwrap(), &long, b"x", false, 1).await;
+    assert_eq!(
+        outcome,
+        UdpUploadOutcome::NotANumber("ERROR: the name is 40 bytes long, the limit is 32".into())
+    );
+    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), &long, b"x").await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("ERROR: "),
+        "{reply:?}"
+    );
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    c.send_raw(&ferry_proto::signal::encode_file(&long, b"x").unwrap())
+        .await;
+    assert!(
+        matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("over the limit of 32"))
+    );
+    assert_eq!(d.visible_files(), Vec::<String>::new());
+    d.stop().await;
+}

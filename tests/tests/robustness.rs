@@ -355,12 +355,15 @@ async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
 async fn per_ip_caps_refuse_the_excess_in_each_protocols_way() {
     let d = TestDaemon::start_with(|c| c.limits.max_connections_per_ip = 2).await;
     let a = d.addrs;
-    // Two idle signal connections from 127.0.0.1 fill its share.
+    // Two busy signal connections from 127.0.0.1 (each in the middle of a
+    // request, so neither is idle and none can be closed to make room) fill
+    // its share.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = handout::Signal::connect(a.signal.unwrap()).await;
         c.send(SignalFrame::Ping).await;
         assert_eq!(c.recv().await, Some(SignalFrame::Pong));
+        c.send_raw(b"RAF\x00").await;
         held.push(c);
     }
     let mut c = handout::Signal::connect(a.signal.unwrap()).await;
@@ -612,4 +615,67 @@ async fn a_slowly_paced_udp_download_does_not_hold_up_shutdown() {
     let t = tokio::time::Instant::now();
     d.stop_in_place().await;
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
+    let d = TestDaemon::start_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let addr = d.addrs.signal.unwrap();
+    let mut oldest = handout::Signal::connect(addr).await;
+    oldest.send(SignalFrame::Ping).await;
+    assert_eq!(oldest.recv().await, Some(SignalFrame::Pong));
+    let mut newer = handout::Signal::connect(addr).await;
+    newer.send(SignalFrame::Ping).await;
+    assert_eq!(newer.recv().await, Some(SignalFrame::Pong));
+    // Both idle between requests, the address at its cap: a third client
+    // is served, and the longest-idle connection is closed with the reason.
+    let mut third = handout::Signal::connect(addr).await;
+    third.send(SignalFrame::Ping).await;
+    assert_eq!(third.recv().await, Some(SignalFrame::Pong));
+    match oldest.recv().await {
+        Some(SignalFrame::Error(r)) => assert!(r.contains("to make room"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(oldest.recv().await, None);
+    newer.send(SignalFrame::Ping).await;
+    assert_eq!(newer.recv().await, Some(SignalFrame::Pong));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn whitespace_does_not_keep_an_idle_connection() {
+    let d = TestDaemon::start_with(|c| c.limits.idle_timeout = ms(400)).await;
+    let mut s = TcpStream::connect(d.addrs.signal.unwrap()).await.unwrap();
+    // A space every 50 ms for 1.5 s: the connection still times out at 400 ms.
+    for _ in 0..30 {
+        if s.write_all(b" ").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("timed out waiting for a request"), "{text:?}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn under_pressure_a_stalled_udp_session_gives_way() {
+    let d = TestDaemon::start_with(|c| {
+        c.udp_upload.max_sessions_per_ip = 2;
+        c.udp_upload.session_timeout = ms(1500);
+    })
+    .await;
+    let addr = d.addrs.udp_upload.unwrap();
+    abandoned_upload(addr, "a.bin", &data::bytes(5000, 1)).await;
+    abandoned_upload(addr, "b.bin", &data::bytes(5000, 2)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A different upload: the stalled sessions are not its retries, but
+    // the longest-stalled one gives way instead of the upload being refused.
+    let c = data::bytes(3000, 3);
+    let outcome = handout::udp_upload(addr, "c.bin", &c, false, 1).await;
+    assert_eq!(outcome, UdpUploadOutcome::Ok { attempts: 1 });
+    assert_eq!(d.read("c.bin"), c);
+    d.stop().await;
 }

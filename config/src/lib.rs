@@ -102,6 +102,14 @@ pub struct Limits {
     pub header_timeout: Dur,
     /// Longest wait for the next bytes in the middle of a transfer (default 30 s).
     pub idle_timeout: Dur,
+    /// Uploads one address may start per `upload_window`, over every upload
+    /// protocol (default 2000; an IPv6 /64 is one address). Stops one client
+    /// from flooding the root or squatting names.
+    pub max_uploads_per_ip: usize,
+    /// Bytes one address may upload per `upload_window` (default 64 GiB).
+    pub max_upload_bytes_per_ip: Size,
+    /// The window those quotas refill over (default 1 hour).
+    pub upload_window: Dur,
 }
 
 /// `[udp_upload]`.
@@ -261,6 +269,9 @@ impl Default for Limits {
             max_connections_per_ip: 64,
             header_timeout: secs(10),
             idle_timeout: secs(30),
+            max_uploads_per_ip: 2000,
+            max_upload_bytes_per_ip: Size(64 << 30),
+            upload_window: secs(3600),
         }
     }
 }

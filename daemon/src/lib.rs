@@ -55,6 +55,8 @@ pub struct Ctx {
     pub connections: Arc<Limiter>,
     /// `signal` connections waiting for a request: the first to close at the cap.
     pub idle: Arc<limits::IdleConnections>,
+    /// Per-address upload quotas, over every upload protocol.
+    pub uploads: limits::UploadQuota,
     /// Cancelled when shutdown starts: stop accepting, end idle connections.
     pub stop: CancellationToken,
     /// Cancelled when the grace period ends: abort transfers in flight.
@@ -72,6 +74,23 @@ impl Ctx {
     pub fn config(&self) -> Arc<Config> {
         // The lock only guards a pointer swap; a poisoned lock still holds a valid Arc.
         Arc::clone(&self.live.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Admits one more upload of `size` announced bytes from `ip` under the
+    /// per-address quotas, or refuses it with the reason the client is told.
+    pub fn admit_upload(&self, ip: std::net::IpAddr, size: u64) -> Result<(), tcp::Failure> {
+        self.uploads
+            .admit(std::time::Instant::now(), ip, size)
+            .map_err(|wait| {
+                let l = &self.config().limits;
+                tcp::Failure::Refused(format!(
+                    "your address has reached its upload quota ({} files and {} per {}); try again in {} s",
+                    l.max_uploads_per_ip,
+                    l.max_upload_bytes_per_ip,
+                    l.upload_window,
+                    wait.as_secs().max(1)
+                ))
+            })
     }
 
     /// Applies what can change without rebinding; see [`Controller::reload`].
@@ -102,6 +121,12 @@ impl Ctx {
         keep!(magic_download.bind, "magic_download.bind");
         keep!(signal.enabled, "signal.enabled");
         keep!(signal.bind, "signal.bind");
+        keep!(limits.max_uploads_per_ip, "limits.max_uploads_per_ip");
+        keep!(
+            limits.max_upload_bytes_per_ip,
+            "limits.max_upload_bytes_per_ip"
+        );
+        keep!(limits.upload_window, "limits.upload_window");
         let changed = applied != *old;
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(applied);
         Reload {
@@ -302,11 +327,17 @@ impl Daemon {
             signal: local(&sockets.signal, TcpListener::local_addr),
         };
         let connections = Limiter::new();
+        let uploads = limits::UploadQuota::new(
+            config.limits.max_uploads_per_ip,
+            config.limits.max_upload_bytes_per_ip.0,
+            config.limits.upload_window.0,
+        );
         let ctx = Arc::new(Ctx {
             live: std::sync::RwLock::new(Arc::new(config)),
             storage,
             connections,
             idle: Arc::default(),
+            uploads,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -163,6 +163,71 @@ impl ByteBudget {
         self.buckets.insert(ip, (level - bytes as f64, now));
         Ok(())
     }
+
+    /// Returns `n` taken a moment ago (up to the capacity).
+    pub fn give_back(&mut self, now: std::time::Instant, ip: IpAddr, n: u64) {
+        let ip = canonical(ip);
+        if let Some(b) = self.buckets.get(&ip).copied() {
+            let level = (self.level(now, b) + n as f64).min(self.capacity as f64);
+            self.buckets.insert(ip, (level, now));
+        }
+    }
+
+    /// Takes `bytes` whatever is left (down to empty): for what is known only
+    /// once a transfer ends.
+    pub fn spend(&mut self, now: std::time::Instant, ip: IpAddr, bytes: u64) {
+        let ip = canonical(ip);
+        let level = self
+            .buckets
+            .get(&ip)
+            .map_or(self.capacity as f64, |b| self.level(now, *b));
+        if self.buckets.len() < Self::MAX_TRACKED || self.buckets.contains_key(&ip) {
+            self.buckets
+                .insert(ip, ((level - bytes as f64).max(0.0), now));
+        }
+    }
+}
+
+/// Per-address upload quotas over every upload protocol: files and bytes per
+/// window, both [`ByteBudget`]s.
+pub struct UploadQuota {
+    inner: Mutex<(ByteBudget, ByteBudget)>,
+}
+
+impl UploadQuota {
+    /// `files` uploads and `bytes` bytes per address per `window`.
+    pub fn new(files: usize, bytes: u64, window: std::time::Duration) -> UploadQuota {
+        UploadQuota {
+            inner: Mutex::new((
+                ByteBudget::new(files as u64, window),
+                ByteBudget::new(bytes, window),
+            )),
+        }
+    }
+
+    /// One more upload of `size` announced bytes (0 when not announced) from
+    /// `ip` at `now`, or how long until it would fit.
+    pub fn admit(
+        &self,
+        now: std::time::Instant,
+        ip: IpAddr,
+        size: u64,
+    ) -> Result<(), std::time::Duration> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (files, bytes) = &mut *g;
+        files.take(now, ip, 1)?;
+        if let Err(wait) = bytes.take(now, ip, size) {
+            files.give_back(now, ip, 1);
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Bytes an upload without an announced size turned out to have.
+    pub fn spend(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.spend(now, ip, size);
+    }
 }
 
 /// Connections waiting for their next request, oldest first, so that at the

@@ -34,6 +34,11 @@ impl Transfer {
         }
     }
 
+    /// The client's address.
+    pub fn peer(&self) -> std::net::IpAddr {
+        self.peer.ip()
+    }
+
     /// Logs success (`outcome` says what: "stored", "sent", "deduplicated").
     pub fn ok(self, outcome: &'static str) {
         tracing::info!(

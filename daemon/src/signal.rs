@@ -279,11 +279,15 @@ impl Conn<'_> {
         let mut sink: Sink = match SafeName::for_upload(&name) {
             Ok(n) => {
                 t.stored = n.to_string();
-                self.ctx
-                    .storage
-                    .begin_write(n, size)
-                    .await
-                    .map_err(Failure::from)
+                match self.ctx.admit_upload(self.peer.ip(), size) {
+                    Ok(()) => self
+                        .ctx
+                        .storage
+                        .begin_write(n, size)
+                        .await
+                        .map_err(Failure::from),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(Failure::refused(format!("refused name {name:?}: {e}"))),
         };
@@ -331,7 +335,10 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = format!("{name}/");
         let mut tree = match SafeName::for_upload(&name) {
-            Ok(n) => self.ctx.storage.begin_tree(n).await.map_err(Failure::from),
+            Ok(n) => match self.ctx.admit_upload(self.peer.ip(), 0) {
+                Ok(()) => self.ctx.storage.begin_tree(n).await.map_err(Failure::from),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(Failure::refused(format!(
                 "refused directory name {name:?}: {e}"
             ))),
@@ -386,6 +393,9 @@ impl Conn<'_> {
                 let files = tr.files();
                 let r = tr.commit().await.map_err(Failure::from);
                 if let Ok(s) = &r {
+                    self.ctx
+                        .uploads
+                        .spend(std::time::Instant::now(), self.peer.ip(), s.size);
                     t.bytes = s.size;
                     tracing::debug!(files, "tree stored");
                 }

@@ -63,8 +63,14 @@ pub enum OpenError {
 /// Bytes an upload gathers before handing them to the file (bounds memory per upload).
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// How far `rename` counts (`report (1).pdf` … `report (9999).pdf`).
-const MAX_RENAME_SUFFIX: u32 = 9999;
+/// Candidates `rename` tries for one upload past where the last one of the
+/// same name was stored (a hint kept per name), so a name never runs out and
+/// no upload probes thousands of candidates.
+const MAX_PROBES: u32 = 1000;
+
+/// Names whose next free number is remembered, at most (then forgotten and
+/// found again by probing).
+const MAX_HINTS: usize = 100_000;
 
 /// Why a storage operation failed; the text goes to the client.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +146,8 @@ struct Inner {
     work: PathBuf,
     on_conflict: OnConflict,
     counter: AtomicU64,
+    /// Per name, the number after the last one `rename` stored it under.
+    next_number: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Paths to remove, off the runtime (abandoned uploads and trees).
     reaper: std::sync::mpsc::Sender<Reap>,
     /// Its receiving end, until [`Storage::start_reaper`] starts the thread.
@@ -211,6 +219,7 @@ impl Storage {
                 work,
                 on_conflict,
                 counter: AtomicU64::new(0),
+                next_number: std::sync::Mutex::new(std::collections::HashMap::new()),
                 reaper,
                 reaper_rx: std::sync::Mutex::new(Some(reaper_rx)),
                 _lock: lock,
@@ -431,7 +440,34 @@ impl Storage {
         same: &dyn Fn(&Path) -> bool,
     ) -> Result<(String, bool), StorageError> {
         let root = &self.inner.root;
+        let hint = |n: Option<u32>| {
+            let mut h = self
+                .inner
+                .next_number
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match n {
+                Some(n) => {
+                    if h.len() >= MAX_HINTS {
+                        h.clear();
+                    }
+                    h.insert(name.as_str().to_owned(), n);
+                    n
+                }
+                None => match h.get(name.as_str()) {
+                    Some(&n) => n,
+                    None => {
+                        // First time since start: one pass over the root
+                        // finds the highest number in use.
+                        let n = highest_number(root, name.as_str()).map_or(1, |k| k + 1);
+                        h.insert(name.as_str().to_owned(), n);
+                        n
+                    }
+                },
+            }
+        };
         let mut n = 0u32;
+        let mut probes = 0u32;
         loop {
             let candidate = if n == 0 {
                 name.as_str().to_owned()
@@ -448,7 +484,12 @@ impl Storage {
                     return Ok((candidate, false));
                 }
                 _ => match rename_noreplace(temp, &target) {
-                    Ok(()) => return Ok((candidate, false)),
+                    Ok(()) => {
+                        if n > 0 {
+                            hint(Some(n + 1));
+                        }
+                        return Ok((candidate, false));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         // Another upload took the name since the check above;
                         // if it stored the same bytes, this one is a copy.
@@ -458,8 +499,16 @@ impl Storage {
                         if self.inner.on_conflict == OnConflict::Reject {
                             return Err(StorageError::Exists(candidate));
                         }
-                        n += 1;
-                        if n > MAX_RENAME_SUFFIX {
+                        // After the name itself, go straight to the number the
+                        // last upload of this name was stored under (a retry
+                        // of it is found there), then on.
+                        n = if n == 0 {
+                            hint(None).saturating_sub(1).max(1)
+                        } else {
+                            n.saturating_add(1)
+                        };
+                        probes += 1;
+                        if probes > MAX_PROBES || n == u32::MAX {
                             return Err(StorageError::Exists(candidate));
                         }
                     }
@@ -479,6 +528,31 @@ enum Want {
 /// `report.pdf` → `report (3).pdf`; `archive.tar.gz` → `archive (3).tar.gz`;
 /// `.bashrc` → `.bashrc (3)`; `Makefile` → `Makefile (3)`.
 /// The stem is shortened if needed so the result still fits in 255 bytes.
+/// The highest `k` of the entries in `dir` named [`numbered`]`(name, k)`.
+fn highest_number(dir: &Path, name: &str) -> Option<u32> {
+    let stem_end = match name.find('.') {
+        Some(0) | None => name.len(),
+        Some(i) => i,
+    };
+    let (stem, ext) = name.split_at(stem_end);
+    let head = format!("{stem} (");
+    let tail = format!("){ext}");
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let entry = e.file_name();
+            let entry = entry.to_str()?;
+            let k = entry
+                .strip_prefix(head.as_str())?
+                .strip_suffix(tail.as_str())?;
+            k.parse::<u32>()
+                .ok()
+                .filter(|&k| numbered(name, k) == entry)
+        })
+        .max()
+}
+
 pub fn numbered(name: &str, n: u32) -> String {
     let stem_end = match name.find('.') {
         Some(0) | None => name.len(),
@@ -1269,6 +1343,31 @@ mod tests {
         assert_eq!(visible(dir.path()), Vec::<String>::new());
         s.start_reaper();
         reaped(dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn numbered_names_never_run_out_and_need_no_probing() {
+        let dir = tempfile::tempdir().unwrap();
+        // 5,000 numbered copies an earlier run (or a squatter) left behind.
+        std::fs::write(dir.path().join("lab1.py"), b"0").unwrap();
+        for k in 1..=5000 {
+            std::fs::write(dir.path().join(numbered("lab1.py", k)), b"").unwrap();
+        }
+        let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
+        assert_eq!(
+            put(&s, "lab1.py", b"new").await.unwrap().name,
+            "lab1 (5001).py"
+        );
+        assert_eq!(
+            put(&s, "lab1.py", b"newer").await.unwrap().name,
+            "lab1 (5002).py"
+        );
+        // A retry of the last one is still found identical.
+        let again = put(&s, "lab1.py", b"newer").await.unwrap();
+        assert_eq!(
+            (again.name.as_str(), again.deduplicated),
+            ("lab1 (5002).py", true)
+        );
     }
 
     #[tokio::test]

@@ -95,6 +95,7 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
     let name = SafeName::for_upload(&header.name)
         .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
     t.stored = name.to_string();
+    ctx.admit_upload(t.peer(), header.size)?;
     let mut upload = ctx.storage.begin_write(name, header.size).await?;
     write_all(ctx, stream, GO_AHEAD, limits.idle_timeout.0).await?;
 

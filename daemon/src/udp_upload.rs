@@ -204,6 +204,11 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             continue;
                         }
                     };
+                    if let Err(e) = ctx.admit_upload(peer.ip(), info.size) {
+                        tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
+                        reply_error(e.to_string()).await;
+                        continue;
+                    }
                     next_id += 1;
                     let (tx, rx) = mpsc::channel((QUEUE_BYTES / cfg.buffer_size).max(8));
                     let (ended_by_loop, why_ended) = oneshot::channel();

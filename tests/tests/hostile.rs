@@ -602,3 +602,56 @@ async fn upload_names_over_max_name_len_are_refused_everywhere() {
     assert_eq!(d.visible_files(), Vec::<String>::new());
     d.stop().await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_squat_a_name_or_flood_the_root() {
+    let d = TestDaemon::start_with(|c| c.limits.max_uploads_per_ip = 50).await;
+    let signal = d.addrs.signal.unwrap();
+    // 40 different one-byte lab1.py from one address: numbered, never stuck.
+    let mut c = handout::Signal::connect(signal).await;
+    let started = std::time::Instant::now();
+    for i in 0..40u8 {
+        let want = if i == 0 {
+            "lab1.py".to_string()
+        } else {
+            format!("lab1 ({i}).py")
+        };
+        assert_eq!(
+            c.upload("lab1.py", &[i]).await,
+            Some(SignalFrame::Done(want))
+        );
+    }
+    eprintln!("40 same-name uploads in {:?}", started.elapsed());
+    // The quota: 50 uploads per window from one address, over every protocol.
+    for i in 40..50u8 {
+        assert!(matches!(
+            c.upload("more.py", &[i]).await,
+            Some(SignalFrame::Done(_))
+        ));
+    }
+    match c.upload("lab1.py", b"one too many").await {
+        Some(SignalFrame::Error(r)) => assert!(r.contains("upload quota"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "x.py", b"x").await;
+    assert!(
+        String::from_utf8_lossy(&reply).contains("upload quota"),
+        "{reply:?}"
+    );
+    let outcome = handout::udp_upload(d.addrs.udp_upload.unwrap(), "y.py", b"y", false, 1).await;
+    assert!(
+        matches!(&outcome, UdpUploadOutcome::NotANumber(r) if r.contains("upload quota")),
+        "{outcome:?}"
+    );
+    // Another address still uploads lab1.py.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = other.connect(signal).await.unwrap();
+    s.write_all(&ferry_proto::signal::encode_file("lab1.py", b"honest").unwrap())
+        .await
+        .unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[..3], b"DON");
+    d.stop().await;
+}

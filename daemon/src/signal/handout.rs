@@ -201,12 +201,15 @@ impl Conn<'_> {
                 "refused name {:?}: {e}",
                 t.requested
             ))),
-            (None, Ok(name)) => self
-                .ctx
-                .storage
-                .begin_write_capped(name, cfg.limits.max_file_size.0)
-                .await
-                .map_err(Failure::from),
+            (None, Ok(name)) => match self.ctx.admit_upload(self.peer.ip(), 0) {
+                Ok(()) => self
+                    .ctx
+                    .storage
+                    .begin_write_capped(name, cfg.limits.max_file_size.0)
+                    .await
+                    .map_err(Failure::from),
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = self.handout_data(cfg, &mut sink, &mut t).await {
             t.failed(&e);
@@ -218,6 +221,10 @@ impl Conn<'_> {
         };
         match result {
             Ok(stored) => {
+                // The size was not announced: it counts now.
+                self.ctx
+                    .uploads
+                    .spend(std::time::Instant::now(), self.peer.ip(), stored.size);
                 t.stored = stored.name;
                 t.crc = Some(stored.crc);
                 t.ok(if stored.deduplicated {

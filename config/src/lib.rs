@@ -214,6 +214,10 @@ pub struct Signal {
     pub max_tree_entries: usize,
     /// Total bytes of one tree (default 4 GiB).
     pub max_tree_size: Size,
+    /// Components in one path of a tree (default 32): with
+    /// `max_tree_entries`, which counts directories as well as files, this
+    /// bounds the inodes and the path work one `SAR` can cost.
+    pub max_tree_depth: usize,
     /// The handout framing's quiet gap (default 50 ms): a name, or a piece of
     /// a file, ends when the stream has been quiet this long. The handout's
     /// client pauses 0.1 s between messages, so this must be shorter.
@@ -353,6 +357,7 @@ impl Default for Signal {
             bind: bind(9005),
             max_tree_entries: 10_000,
             max_tree_size: Size(4 << 30),
+            max_tree_depth: 32,
             handout_settle: Dur(Duration::from_millis(50)),
             handout_pause: Dur(Duration::from_millis(200)),
         }
@@ -564,6 +569,18 @@ impl Config {
             return Err(invalid(
                 "signal.max_tree_entries",
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1..=256).contains(&self.signal.max_tree_depth) {
+            return Err(invalid(
+                "signal.max_tree_depth",
+                format!("{} is not in 1..=256", self.signal.max_tree_depth),
+            ));
+        }
+        if self.limits.max_uploads_per_ip == 0 || self.limits.max_upload_bytes_per_ip.0 == 0 {
+            return Err(invalid(
+                "limits.max_uploads_per_ip",
+                "the upload quotas must be at least 1".into(),
             ));
         }
         self.check_ports()

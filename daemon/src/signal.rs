@@ -336,7 +336,12 @@ impl Conn<'_> {
         t.requested = format!("{name}/");
         let mut tree = match SafeName::for_upload(&name) {
             Ok(n) => match self.ctx.admit_upload(self.peer.ip(), 0) {
-                Ok(()) => self.ctx.storage.begin_tree(n).await.map_err(Failure::from),
+                Ok(()) => self
+                    .ctx
+                    .storage
+                    .begin_tree(n, sig.max_tree_depth)
+                    .await
+                    .map_err(Failure::from),
                 Err(e) => Err(e),
             },
             Err(e) => Err(Failure::refused(format!(
@@ -460,18 +465,22 @@ impl Conn<'_> {
     async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = format!("{raw}/");
-        let max_entries = self.ctx.config().signal.max_tree_entries;
-        let listed = match RelPath::parse(&raw, self.ctx.config().limits.max_name_len) {
+        let cfg = self.ctx.config();
+        let opened = match RelPath::parse(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
                 .ctx
                 .storage
-                .list_tree(&path, max_entries)
+                .read_tree(
+                    &path,
+                    cfg.signal.max_tree_entries,
+                    cfg.signal.max_tree_depth,
+                )
                 .await
-                .map(|l| (path, l))
+                .map(|r| (path, r))
                 .map_err(Failure::from),
             Err(e) => Err(Failure::refused(format!("refused name {raw:?}: {e}"))),
         };
-        let (path, entries) = match listed {
+        let (path, mut reader) = match opened {
             Ok(pair) => pair,
             Err(e) => {
                 self.send(SignalFrame::Error(e.to_string())).await?;
@@ -482,11 +491,14 @@ impl Conn<'_> {
         t.stored = path.to_string();
         let name = path.file_name().to_string();
         self.send(SignalFrame::SendRepo(name.clone())).await?;
-        for (rel, _) in entries {
-            match self.ctx.storage.open_read(&path_join(&path, &rel)).await {
-                Ok(download) => self.stream_file(rel.to_string(), download, &mut t).await?,
+        loop {
+            match reader.next().await {
+                Ok(Some((rel, download))) => {
+                    self.stream_file(rel.to_string(), download, &mut t).await?
+                }
+                Ok(None) => break,
                 Err(e) => {
-                    // The tree changed under us: tell the client, which drops it whole.
+                    // Between two entries: the client drops the tree whole.
                     let e = Failure::from(e);
                     self.send(SignalFrame::Error(e.to_string())).await?;
                     t.failed(&e);
@@ -513,12 +525,6 @@ fn clip(mut text: String, max: usize) -> String {
         text.truncate(cut);
     }
     text
-}
-
-fn path_join(base: &RelPath, rel: &RelPath) -> RelPath {
-    rel.components()
-        .iter()
-        .fold(base.clone(), |p, c| p.join(c.clone()))
 }
 
 fn frame_label(frame: &SignalFrame) -> &'static str {

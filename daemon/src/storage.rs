@@ -340,19 +340,38 @@ impl Storage {
         })
     }
 
-    /// Walks a stored directory: every regular file below it, as paths
-    /// relative to it, in a stable order. Symlinks, special files and names the
-    /// normaliser refuses are skipped (and logged). At most `max_entries` files.
-    pub async fn list_tree(
+    /// Opens a stored directory for sending, streamed: [`TreeReader::next`]
+    /// gives its regular files one by one in path order, reading one
+    /// directory at a time (memory bounded by the depth, not the tree), and
+    /// every entry is opened relative to the directories opened before it,
+    /// so a tree replaced meanwhile (`on_conflict = "overwrite"`) is still
+    /// sent whole in the version that was there when it started.
+    pub async fn read_tree(
         &self,
         path: &RelPath,
         max_entries: usize,
-    ) -> Result<Vec<(RelPath, u64)>, StorageError> {
+        max_depth: usize,
+    ) -> Result<TreeReader, StorageError> {
         let full = self.resolve(path, Want::Dir).await?;
         let label = path.to_string();
-        tokio::task::spawn_blocking(move || walk(&full, max_entries, &label))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?
+        let root = tokio::task::spawn_blocking(move || {
+            let fd = open_dir(&full)?;
+            let names = list_dir(&fd, &label)?;
+            Ok::<_, StorageError>(DirLevel {
+                fd,
+                prefix: None,
+                names: names.into_iter(),
+            })
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        Ok(TreeReader {
+            label: path.to_string(),
+            stack: vec![root],
+            max_entries,
+            max_depth,
+            entries: 0,
+        })
     }
 
     /// The regular files directly inside a stored directory (no recursion),
@@ -370,15 +389,22 @@ impl Storage {
             .map_err(|e| io::Error::other(e.to_string()))?
     }
 
-    /// Starts receiving a directory tree to be stored as `name`.
-    pub async fn begin_tree(&self, name: SafeName) -> Result<TreeUpload, StorageError> {
+    /// Starts receiving a directory tree to be stored as `name`, at most
+    /// `max_depth` components deep.
+    pub async fn begin_tree(
+        &self,
+        name: SafeName,
+        max_depth: usize,
+    ) -> Result<TreeUpload, StorageError> {
         let dir = self.temp_path("tree");
         tokio::fs::create_dir(&dir).await?;
         Ok(TreeUpload {
             storage: self.clone(),
             name,
             dir: Some(dir),
-            seen: std::collections::HashSet::new(),
+            files_seen: std::collections::HashSet::new(),
+            dirs_seen: std::collections::HashSet::new(),
+            max_depth,
             files: 0,
             bytes: 0,
         })
@@ -480,7 +506,15 @@ impl Storage {
             }
             match self.inner.on_conflict {
                 OnConflict::Overwrite => {
-                    replace(temp, &target, &self.inner.work)?;
+                    if let Some(old) = replace(temp, &target, &self.inner.work)? {
+                        let reaper = self.inner.reaper.clone();
+                        let _ = std::thread::Builder::new()
+                            .name("ferry-reap-later".into())
+                            .spawn(move || {
+                                std::thread::sleep(REPLACED_TREE_GRACE);
+                                let _ = reaper.send(Reap::Path(old));
+                            });
+                    }
                     return Ok((candidate, false));
                 }
                 _ => match rename_noreplace(temp, &target) {
@@ -623,7 +657,14 @@ fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
 /// Atomically puts `temp` at `target`, whatever is there: a file is replaced
 /// by `rename`; a directory is swapped in with `RENAME_EXCHANGE` and the old
 /// one removed from the work area.
-fn replace(temp: &Path, target: &Path, work: &Path) -> io::Result<()> {
+/// How long a tree replaced by `overwrite` stays (in the work area) before
+/// the reaper removes it, so a `RAR` still sending it (from its directory
+/// handles) finishes the old version instead of failing part-way.
+const REPLACED_TREE_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Puts `temp` at `target`, replacing what is there; a replaced tree is
+/// returned (now inside the work area) for the reaper, later.
+fn replace(temp: &Path, target: &Path, work: &Path) -> io::Result<Option<PathBuf>> {
     let temp_is_dir = std::fs::symlink_metadata(temp)?.is_dir();
     let existing = std::fs::symlink_metadata(target).ok();
     if let Some(m) = &existing {
@@ -643,12 +684,12 @@ fn replace(temp: &Path, target: &Path, work: &Path) -> io::Result<()> {
             let old = temp;
             debug_assert!(old.starts_with(work));
             if m.is_dir() {
-                std::fs::remove_dir_all(old)
+                Ok(Some(old.to_owned()))
             } else {
-                std::fs::remove_file(old)
+                std::fs::remove_file(old).map(|()| None)
             }
         }
-        _ => std::fs::rename(temp, target),
+        _ => std::fs::rename(temp, target).map(|()| None),
     }
 }
 
@@ -968,7 +1009,11 @@ pub struct TreeUpload {
     storage: Storage,
     name: SafeName,
     dir: Option<PathBuf>,
-    seen: std::collections::HashSet<RelPath>,
+    /// Every file's path, slash-joined.
+    files_seen: std::collections::HashSet<String>,
+    /// Every directory the files need, slash-joined: they count as entries.
+    dirs_seen: std::collections::HashSet<String>,
+    max_depth: usize,
     files: usize,
     bytes: u64,
 }
@@ -991,9 +1036,12 @@ impl TreeUpload {
             .dir
             .clone()
             .ok_or_else(|| io::Error::other("tree already finished"))?;
-        if self.files >= max_entries {
+        let parts = path.components();
+        if parts.len() > self.max_depth {
             return Err(StorageError::BadTree(format!(
-                "more than {max_entries} files in one tree"
+                "{path} is {} levels deep, the limit is {}",
+                parts.len(),
+                self.max_depth
             )));
         }
         let bytes = self
@@ -1003,20 +1051,39 @@ impl TreeUpload {
             .ok_or_else(|| {
                 StorageError::BadTree(format!("the tree is over the limit of {max_bytes} bytes"))
             })?;
-        // A path may not repeat, nor be both a file and a directory.
-        let parts = path.components();
-        for i in 1..parts.len() {
-            let prefix = RelPath::from_name(parts[0].clone());
-            let prefix = parts[1..i].iter().fold(prefix, |p, c| p.join(c.clone()));
-            if self.seen.contains(&prefix) {
+        // Directories count as entries, and a path may not repeat nor be both
+        // a file and a directory. One pass over the prefixes of one joined
+        // string: linear in the path's length (its depth is capped above).
+        let joined = path.to_slash_string();
+        let mut new_dirs = Vec::new();
+        for (at, _) in joined.match_indices('/') {
+            let prefix = &joined[..at];
+            if self.files_seen.contains(prefix) {
                 return Err(StorageError::BadTree(format!(
                     "{prefix} is both a file and a directory"
                 )));
             }
+            if !self.dirs_seen.contains(prefix) {
+                new_dirs.push(prefix);
+            }
         }
-        if !self.seen.insert(path.clone()) {
+        if self.dirs_seen.contains(&joined) {
+            return Err(StorageError::BadTree(format!(
+                "{path} is both a file and a directory"
+            )));
+        }
+        if self.files_seen.contains(&joined) {
             return Err(StorageError::BadTree(format!("{path} appears twice")));
         }
+        let entries = self.files + self.dirs_seen.len() + new_dirs.len() + 1;
+        if entries > max_entries {
+            return Err(StorageError::BadTree(format!(
+                "more than {max_entries} entries (files and directories) in one tree"
+            )));
+        }
+        let new_dirs: Vec<String> = new_dirs.into_iter().map(str::to_owned).collect();
+        self.dirs_seen.extend(new_dirs);
+        self.files_seen.insert(joined);
         let full = dir.join(path.to_path_buf());
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent)
@@ -1101,35 +1168,149 @@ fn fsync_dirs(dir: &Path) -> io::Result<()> {
     fsync_dir(dir)
 }
 
-fn walk(root: &Path, max_entries: usize, label: &str) -> Result<Vec<(RelPath, u64)>, StorageError> {
-    let mut out = Vec::new();
-    let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(root.to_owned(), None)];
-    while let Some((dir, rel)) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries.into_iter().rev() {
-            let raw = entry.file_name();
-            let Some(name) = raw.to_str().and_then(|n| SafeName::component(n).ok()) else {
-                tracing::warn!(tree = label, name = ?raw, "skipping an entry whose name cannot be sent");
+/// A stored directory being sent; see [`Storage::read_tree`].
+pub struct TreeReader {
+    label: String,
+    stack: Vec<DirLevel>,
+    max_entries: usize,
+    max_depth: usize,
+    entries: usize,
+}
+
+struct DirLevel {
+    fd: std::os::fd::OwnedFd,
+    prefix: Option<RelPath>,
+    names: std::vec::IntoIter<(SafeName, bool)>,
+}
+
+impl TreeReader {
+    /// The next regular file (its path in the tree, opened), or `None` at
+    /// the end. More than `max_entries` entries (files and directories) is
+    /// an error; directories deeper than `max_depth` are skipped.
+    pub async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError> {
+        loop {
+            let depth = self.stack.len();
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some((name, is_dir)) = top.names.next() else {
+                self.stack.pop();
                 continue;
             };
-            let child = match &rel {
-                Some(r) => r.join(name),
-                None => RelPath::from_name(name),
-            };
-            let meta = entry.metadata()?; // DirEntry::metadata does not follow links
-            if meta.is_dir() {
-                stack.push((entry.path(), Some(child)));
-            } else if meta.is_file() {
-                if out.len() >= max_entries {
-                    return Err(StorageError::BadTree(format!(
-                        "{label} has more than {max_entries} files"
-                    )));
-                }
-                out.push((child, meta.len()));
-            } else {
-                tracing::warn!(tree = label, path = %child, "skipping a symlink or special file");
+            self.entries += 1;
+            if self.entries > self.max_entries {
+                return Err(StorageError::BadTree(format!(
+                    "{} has more than {} entries (files and directories)",
+                    self.label, self.max_entries
+                )));
             }
+            let rel = match &top.prefix {
+                Some(p) => p.join(name.clone()),
+                None => RelPath::from_name(name.clone()),
+            };
+            let dir = top.fd.try_clone()?;
+            let label = self.label.clone();
+            if is_dir {
+                if depth >= self.max_depth {
+                    tracing::warn!(tree = label, path = %rel, "skipping a directory deeper than signal.max_tree_depth");
+                    continue;
+                }
+                let level = tokio::task::spawn_blocking(move || {
+                    let fd = open_at(&dir, name.as_str(), libc::O_DIRECTORY)?;
+                    let names = list_dir(&fd, &label)?;
+                    Ok::<_, StorageError>(DirLevel {
+                        fd,
+                        prefix: Some(rel),
+                        names: names.into_iter(),
+                    })
+                })
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+                self.stack.push(level);
+                continue;
+            }
+            let file = tokio::task::spawn_blocking(move || {
+                let fd = open_at(&dir, name.as_str(), 0)?;
+                let file = std::fs::File::from(fd);
+                let meta = file.metadata()?;
+                Ok::<_, io::Error>(meta.is_file().then_some((file, meta.len())))
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+            match file {
+                Some((file, size)) => {
+                    return Ok(Some((
+                        rel,
+                        Download {
+                            file: File::from_std(file),
+                            size,
+                        },
+                    )))
+                }
+                None => continue,
+            }
+        }
+    }
+}
+
+fn open_dir(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = cpath(path)?;
+    // SAFETY: a NUL-terminated path; the fd returned is ours to own.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `name` in the directory `dir`, never following a link.
+fn open_at(
+    dir: &std::os::fd::OwnedFd,
+    name: &str,
+    flags: libc::c_int,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: a valid directory fd and a NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | flags,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// The entries of an open directory, sorted: (name, is a directory). Links,
+/// special files and names the normaliser refuses are skipped (and logged).
+fn list_dir(dir: &std::os::fd::OwnedFd, label: &str) -> io::Result<Vec<(SafeName, bool)>> {
+    use std::os::fd::AsRawFd;
+    // The directory the fd holds, whatever it is called now.
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))? {
+        let entry = entry?;
+        let ft = entry.file_type()?; // the entry itself, not followed
+        let raw = entry.file_name();
+        let Some(name) = raw.to_str().and_then(|n| SafeName::component(n).ok()) else {
+            tracing::warn!(tree = label, name = ?raw, "skipping an entry whose name cannot be sent");
+            continue;
+        };
+        if ft.is_dir() || ft.is_file() {
+            out.push((name, ft.is_dir()));
+        } else {
+            tracing::warn!(tree = label, name = %name, "skipping a symlink or special file");
         }
     }
     out.sort();
@@ -1410,7 +1591,7 @@ mod tests {
             Err(StorageError::NotRegular(_))
         ));
         assert!(matches!(
-            s.list_tree(&p("dirlink"), 10).await,
+            s.read_tree(&p("dirlink"), 10, 32).await,
             Err(StorageError::NotRegular(_))
         ));
         assert!(matches!(
@@ -1434,7 +1615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path(), OnConflict::Rename).unwrap();
         let p = |s: &str| RelPath::parse(s, 1024).unwrap();
-        let mut t = s.begin_tree(name("proj")).await.unwrap();
+        let mut t = s.begin_tree(name("proj"), 32).await.unwrap();
         for (path, data) in [
             ("a.txt", &b"A"[..]),
             ("src/main.rs", b"fn main(){}"),
@@ -1458,17 +1639,26 @@ mod tests {
         assert_eq!(visible(dir.path()), Vec::<String>::new());
         let stored = t.commit().await.unwrap();
         assert_eq!(stored.name, "proj");
-        let listed = s.list_tree(&p("proj"), 10).await.unwrap();
-        let names: Vec<String> = listed.iter().map(|(p, _)| p.to_string()).collect();
+        let mut reader = s.read_tree(&p("proj"), 10, 32).await.unwrap();
+        let mut names = Vec::new();
+        while let Some((rel, _)) = reader.next().await.unwrap() {
+            names.push(rel.to_string());
+        }
         assert_eq!(names, ["a.txt", "src/main.rs", "src/x/y"]);
-        assert!(matches!(
-            s.list_tree(&p("proj"), 2).await,
-            Err(StorageError::BadTree(_))
-        ));
+        // 3 files and 2 directories: 5 entries.
+        let mut reader = s.read_tree(&p("proj"), 4, 32).await.unwrap();
+        let mut over = None;
+        for _ in 0..6 {
+            if let Err(e) = reader.next().await {
+                over = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(over, Some(StorageError::BadTree(_))));
         // A second tree of the same name is renamed; an abandoned one vanishes.
-        let t = s.begin_tree(name("proj")).await.unwrap();
+        let t = s.begin_tree(name("proj"), 32).await.unwrap();
         assert_eq!(t.commit().await.unwrap().name, "proj (1)");
-        let mut t = s.begin_tree(name("gone")).await.unwrap();
+        let mut t = s.begin_tree(name("gone"), 32).await.unwrap();
         t.begin_file(&p("f"), 1, 10, 1000).await.unwrap();
         drop(t);
         assert_eq!(visible(dir.path()), ["proj", "proj (1)"]);

@@ -655,3 +655,116 @@ async fn one_address_cannot_squat_a_name_or_flood_the_root() {
     assert_eq!(&head[..3], b"DON");
     d.stop().await;
 }
+
+/// A ferry `SAR` of `entries` (path, bytes), ended by `DON`; the answer.
+async fn send_tree(
+    c: &mut handout::Signal,
+    name: &str,
+    entries: &[(String, Vec<u8>)],
+) -> Option<SignalFrame> {
+    let mut wire = ferry_proto::signal::encode(SignalFrame::SendRepo(name.into())).unwrap();
+    for (path, bytes) in entries {
+        wire.extend(ferry_proto::signal::encode_file(path, bytes).unwrap());
+    }
+    wire.extend(ferry_proto::signal::encode(SignalFrame::Done(String::new())).unwrap());
+    c.send_raw(&wire).await;
+    c.recv().await
+}
+
+#[tokio::test]
+async fn a_tree_cannot_spend_inodes_through_deep_directories() {
+    let d = TestDaemon::start_with(|c| c.signal.max_tree_entries = 20).await;
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    // One entry 40 directories deep: refused, nothing made.
+    let deep = format!("{}f", "d/".repeat(40));
+    match send_tree(&mut c, "deep", &[(deep, Vec::new())]).await {
+        Some(SignalFrame::Error(r)) => {
+            assert!(r.contains("41 levels deep, the limit is 32"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Directories count as entries: 3 files needing 18 directories is 21 > 20.
+    let wide: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!(
+                    "{}/f",
+                    (0..6)
+                        .map(|k| format!("x{i}{k}"))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+                vec![i],
+            )
+        })
+        .collect();
+    match send_tree(&mut c, "wide", &wide).await {
+        Some(SignalFrame::Error(r)) => {
+            assert!(r.contains("entries (files and directories)"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Within the limits a tree is stored as always.
+    let ok = vec![("a/b/c.txt".to_string(), b"c".to_vec())];
+    assert_eq!(
+        send_tree(&mut c, "fine", &ok).await,
+        Some(SignalFrame::Done("fine".into()))
+    );
+    assert_eq!(d.visible_files(), ["fine/a/b/c.txt"]);
+    assert_eq!(d.work_entries_settled().await, 0);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_rar_during_an_overwriting_sar_sends_one_version() {
+    let d = TestDaemon::start_with(|c| c.on_conflict = ferry_config::OnConflict::Overwrite).await;
+    let addr = d.addrs.signal.unwrap();
+    let version = |v: u8| -> Vec<(String, Vec<u8>)> {
+        (0..40)
+            .map(|i| (format!("f{i:02}.bin"), vec![v; 100_000]))
+            .collect()
+    };
+    let mut writer = handout::Signal::connect(addr).await;
+    assert_eq!(
+        send_tree(&mut writer, "t", &version(b'A')).await,
+        Some(SignalFrame::Done("t".into()))
+    );
+    // A RAR that reads slowly: after its first file, the tree is replaced.
+    let mut reader = handout::Signal::connect(addr).await;
+    reader.send(SignalFrame::RequestRepo("t".into())).await;
+    assert_eq!(reader.recv().await, Some(SignalFrame::SendRepo("t".into())));
+    let (_, first) = reader.recv_file().await.expect("a first file");
+    assert!(first.iter().all(|&b| b == b'A'));
+    assert_eq!(
+        send_tree(&mut writer, "t", &version(b'B')).await,
+        Some(SignalFrame::Done("t".into()))
+    );
+    let mut files = 1;
+    loop {
+        match reader.recv().await {
+            Some(SignalFrame::FileHeader { size, .. }) => {
+                let mut data = Vec::new();
+                while data.len() < size as usize {
+                    match reader.recv().await {
+                        Some(SignalFrame::Data(b)) => data.extend_from_slice(&b),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert!(matches!(
+                    reader.recv().await,
+                    Some(SignalFrame::FileEnd { .. })
+                ));
+                assert!(
+                    data.iter().all(|&b| b == b'A'),
+                    "a file of the new version in the old tree"
+                );
+                files += 1;
+            }
+            Some(SignalFrame::Done(_)) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(files, 40, "the whole old version");
+    assert!(d.read("t/f00.bin").iter().all(|&b| b == b'B'));
+    d.stop().await;
+}

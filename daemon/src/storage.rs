@@ -1038,8 +1038,10 @@ impl TreeUpload {
             .ok_or_else(|| io::Error::other("tree already finished"))?;
         let parts = path.components();
         if parts.len() > self.max_depth {
+            // The path itself may be 1 KiB of `d/d/…`: the reason names its start.
+            let shown: String = path.to_slash_string().chars().take(40).collect();
             return Err(StorageError::BadTree(format!(
-                "{path} is {} levels deep, the limit is {}",
+                "an entry is {} levels deep, the limit is {} ({shown}…)",
                 parts.len(),
                 self.max_depth
             )));

@@ -91,10 +91,12 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
                 );
             }
             Err(why) => {
-                // At the cap, the longest-idle signal connection (from this
-                // address, when it is the address that is full) makes room.
-                let from = matches!(why, Refusal::FullForIp(_)).then(|| peer.ip());
-                if ctx.idle.evict_oldest(from) {
+                // At the cap, the longest-idle signal connection makes room:
+                // one of this address's (which frees both its share and the
+                // total), or, when only the total is full, anyone's.
+                let evicted = ctx.idle.evict_oldest(Some(peer.ip()))
+                    || (matches!(why, Refusal::Full(_)) && ctx.idle.evict_oldest(None));
+                if evicted {
                     tracing::info!(service = S::NAME, peer = %peer, "at the connection cap: closed the longest-idle connection to make room");
                     let task_ctx = Arc::clone(&ctx);
                     ctx.tracker

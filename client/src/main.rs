@@ -18,13 +18,15 @@ use serde_json::json;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the server broke the protocol or the connection failed mid-way
+  1  the server broke the protocol, the connection failed mid-way, or a
+     tcp upload was not confirmed stored
   2  bad command line
   3  server not reachable
   4  refused by the server (its reason is printed: no such file, name refused, too large, busy)
   5  verification failed (size or CRC-32 mismatch)
   6  timed out
-  7  local file problem (missing, exists without --force, cannot write)";
+  7  local file problem (missing, exists without --force, cannot write)
+  130  interrupted (Ctrl-C); nothing partial is left";
 
 const EXAMPLES: &str = "\
 Examples:

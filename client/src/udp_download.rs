@@ -38,6 +38,29 @@ fn refused(datagram: &[u8]) -> Option<Error> {
         .map(|r| Error::Refused(String::from_utf8_lossy(r).into_owned()))
 }
 
+/// One datagram of a download: a refusal if it is the first and says so,
+/// else data into the file; true when it was the short last chunk.
+async fn take_chunk(
+    datagram: &[u8],
+    asm: &mut Assembler,
+    crc: &mut ferry_proto::crc::Crc32,
+    part: &mut crate::local::PartFile,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    if asm.received() == 0 && datagram.len() < 2048 {
+        if let Some(e) = refused(datagram) {
+            return Err(e);
+        }
+    }
+    let last = asm
+        .accept(datagram)
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    crc.update(datagram);
+    part.write(datagram).await?;
+    progress.advance(datagram.len() as u64);
+    Ok(last)
+}
+
 /// The lab's download exactly as its client does it (`--handout`): the name,
 /// then 2048-byte chunks up to the short one. No `STAT` first, so nothing to
 /// check the size against: a lost datagram shows only as data that stops
@@ -74,20 +97,13 @@ pub(crate) async fn get_plain(
                 )));
             }
         };
-        if asm.received() == 0 && n < 2048 {
-            if let Some(e) = refused(&buf[..n]) {
+        match take_chunk(&buf[..n], &mut asm, &mut crc, &mut part, progress).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
                 progress.finish();
                 return Err(e);
             }
-        }
-        let last_chunk = asm
-            .accept(&buf[..n])
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        crc.update(&buf[..n]);
-        part.write(&buf[..n]).await?;
-        progress.advance(n as u64);
-        if last_chunk {
-            break;
         }
     }
     progress.finish();
@@ -148,18 +164,7 @@ pub(crate) async fn get(
                 Err(_) => break false,
                 Ok(r) => r.map_err(|e| Error::io("reading data", e))?,
             };
-            if asm.received() == 0 && n < 2048 {
-                if let Some(e) = refused(&buf[..n]) {
-                    return Err(e);
-                }
-            }
-            let last_chunk = asm
-                .accept(&buf[..n])
-                .map_err(|e| Error::Protocol(e.to_string()))?;
-            crc.update(&buf[..n]);
-            part.write(&buf[..n]).await?;
-            progress.advance(n as u64);
-            if last_chunk {
+            if take_chunk(&buf[..n], &mut asm, &mut crc, &mut part, progress).await? {
                 break true;
             }
         };

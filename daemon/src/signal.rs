@@ -414,7 +414,7 @@ impl Conn<'_> {
     async fn send_file(&mut self, raw: String) -> Result<(), Failure> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = raw.clone();
-        let opened = match RelPath::parse(&raw, self.ctx.config().limits.max_name_len) {
+        let opened = match stored_path(raw.as_bytes(), self.ctx.config().limits.max_name_len) {
             Ok(path) => self
                 .ctx
                 .storage
@@ -422,7 +422,7 @@ impl Conn<'_> {
                 .await
                 .map(|d| (path, d))
                 .map_err(Failure::from),
-            Err(e) => Err(Failure::refused(format!("refused name {raw:?}: {e}"))),
+            Err(e) => Err(e),
         };
         match opened {
             Ok((path, download)) => {
@@ -511,6 +511,14 @@ impl Conn<'_> {
         t.ok("sent");
         Ok(())
     }
+}
+
+/// A path a client asked for, through the normaliser, or the refusal it is told.
+fn stored_path(raw: &[u8], max_len: usize) -> Result<RelPath, Failure> {
+    RelPath::parse_bytes(raw, max_len).map_err(|e| {
+        let raw = String::from_utf8_lossy(raw);
+        Failure::refused(format!("refused name {raw:?}: {e}"))
+    })
 }
 
 /// Longest ERR reason sent, in bytes: within any client's text cap.

@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 
 use bytes::{Bytes, BytesMut};
 use ferry_config::Config;
-use ferry_proto::names::{RelPath, SafeName};
+use ferry_proto::names::SafeName;
 use ferry_proto::signal::handout::{
     found_signal, piece_len, DataEvent, FileData, QuietText, COUNT_LEN, DON, PIECE,
 };
@@ -257,7 +257,7 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         let raw = self.quiet_text(cfg, "a file name").await?;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
-        let opened = match RelPath::parse_bytes(&raw, cfg.limits.max_name_len) {
+        let opened = match super::stored_path(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
                 .ctx
                 .storage
@@ -265,10 +265,7 @@ impl Conn<'_> {
                 .await
                 .map(|d| (path, d))
                 .map_err(Failure::from),
-            Err(e) => Err(Failure::refused(format!(
-                "refused name {:?}: {e}",
-                t.requested
-            ))),
+            Err(e) => Err(e),
         };
         match opened {
             Ok((path, download)) => {
@@ -364,7 +361,7 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         let raw = self.quiet_text(cfg, "a directory name").await?;
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
-        let listed = match RelPath::parse_bytes(&raw, cfg.limits.max_name_len) {
+        let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
                 .ctx
                 .storage
@@ -372,10 +369,7 @@ impl Conn<'_> {
                 .await
                 .map(|l| (path, l))
                 .map_err(Failure::from),
-            Err(e) => Err(Failure::refused(format!(
-                "refused name {:?}: {e}",
-                t.requested
-            ))),
+            Err(e) => Err(e),
         };
         let (path, files) = match listed {
             Ok(pair) => pair,

@@ -180,8 +180,10 @@ impl PartDir {
             .ok_or_else(|| Error::Local("tree already finished".into()))?;
         if self.target.force && self.target.path.is_dir() {
             // --force writes into the existing directory: the tree's files
-            // replace theirs, every other local file stays.
-            let r = merge(&temp, &self.target.path);
+            // replace theirs, every other local file stays. Every path is
+            // checked first, so a conflict changes nothing.
+            let r = check_merge(&temp, &self.target.path)
+                .and_then(|()| merge(&temp, &self.target.path));
             let _ = std::fs::remove_dir_all(&temp);
             return r.map(|()| self.target.path.clone());
         }
@@ -199,6 +201,31 @@ impl Drop for PartDir {
             let _ = std::fs::remove_dir_all(t);
         }
     }
+}
+
+/// Fails, touching nothing, if [`merge`] would meet a path that is a
+/// directory on one side and a file (or link) on the other.
+fn check_merge(from: &Path, into: &Path) -> Result<()> {
+    let local =
+        |p: &Path, e: std::io::Error| Error::Local(format!("cannot read {}: {e}", p.display()));
+    for entry in std::fs::read_dir(from).map_err(|e| local(from, e))? {
+        let entry = entry.map_err(|e| local(from, e))?;
+        let dest = into.join(entry.file_name());
+        let is_dir = entry.file_type().map_err(|e| local(&dest, e))?.is_dir();
+        match std::fs::symlink_metadata(&dest) {
+            Err(_) => {}
+            Ok(m) if is_dir && m.is_dir() => check_merge(&entry.path(), &dest)?,
+            Ok(m) if !is_dir && m.is_file() => {}
+            Ok(_) => {
+                return Err(Error::Local(format!(
+                    "{} exists locally as a {}; nothing was changed",
+                    dest.display(),
+                    if is_dir { "file" } else { "directory or link" }
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Moves every file under `from` to the same path under `into`, replacing a

@@ -629,7 +629,7 @@ async fn main() -> ExitCode {
         code = work => code,
         _ = tokio::signal::ctrl_c() => {
             if !g.quiet {
-                eprintln!("ferry: interrupted; nothing partial was left behind");
+                eprintln!("ferry: interrupted; no partial download was left behind");
             }
             130
         }

@@ -74,6 +74,15 @@ impl Limiter {
     pub fn in_use(&self) -> usize {
         self.counts().total
     }
+
+    /// Holders from `ip`'s address right now.
+    pub fn held_by(&self, ip: IpAddr) -> usize {
+        self.counts()
+            .per_ip
+            .get(&canonical(ip))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The address a cap counts: `::ffff:a.b.c.d` is `a.b.c.d` (a dual-stack
@@ -144,7 +153,15 @@ impl ByteBudget {
                         self.buckets.remove(&f);
                     }
                     if self.buckets.len() >= Self::MAX_TRACKED {
-                        return Err(self.window);
+                        // Forget the fullest one rather than lock a newcomer out.
+                        let fullest = self
+                            .buckets
+                            .iter()
+                            .max_by(|a, b| self.level(now, *a.1).total_cmp(&self.level(now, *b.1)))
+                            .map(|(ip, _)| *ip);
+                        if let Some(ip) = fullest {
+                            self.buckets.remove(&ip);
+                        }
                     }
                 }
                 self.capacity as f64
@@ -162,6 +179,31 @@ impl ByteBudget {
         }
         self.buckets.insert(ip, (level - bytes as f64, now));
         Ok(())
+    }
+
+    /// Whether `ip`'s budget holds `bytes` now (taking nothing), or how long
+    /// until it would.
+    pub fn check(
+        &self,
+        now: std::time::Instant,
+        ip: IpAddr,
+        bytes: u64,
+    ) -> Result<(), std::time::Duration> {
+        let ip = canonical(ip);
+        let level = self
+            .buckets
+            .get(&ip)
+            .map_or(self.capacity as f64, |b| self.level(now, *b));
+        if (bytes as f64) <= level {
+            return Ok(());
+        }
+        if bytes > self.capacity {
+            return Err(self.window);
+        }
+        let rate = self.capacity as f64 / self.window.as_secs_f64().max(1e-9);
+        Err(std::time::Duration::from_secs_f64(
+            (bytes as f64 - level) / rate,
+        ))
     }
 
     /// Returns `n` taken a moment ago (up to the capacity).
@@ -216,7 +258,8 @@ impl UploadQuota {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (files, bytes) = &mut *g;
         files.take(now, ip, 1)?;
-        if let Err(wait) = bytes.take(now, ip, size) {
+        // An unannounced size (0) still needs something left.
+        if let Err(wait) = bytes.take(now, ip, size.max(1)) {
             files.give_back(now, ip, 1);
             return Err(wait);
         }

@@ -68,6 +68,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// no upload probes thousands of candidates.
 const MAX_PROBES: u32 = 1000;
 
+/// Numbers above this are not counted on from (see `highest_number`).
+const MAX_NUMBER: u32 = 1_000_000_000;
+
 /// Names whose next free number is remembered, at most (then forgotten and
 /// found again by probing).
 const MAX_HINTS: usize = 100_000;
@@ -150,6 +153,9 @@ struct Inner {
     next_number: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Paths to remove, off the runtime (abandoned uploads and trees).
     reaper: std::sync::mpsc::Sender<Reap>,
+    /// Replaced trees, for the reaper once their grace is over (one thread
+    /// waits for each in turn: the grace is the same for all).
+    later: std::sync::mpsc::Sender<(std::time::Instant, PathBuf)>,
     /// Its receiving end, until [`Storage::start_reaper`] starts the thread.
     reaper_rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<Reap>>>,
     /// Held for the daemon's life: the root's exclusive lock.
@@ -204,6 +210,18 @@ impl Storage {
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)?;
         let (reaper, reaper_rx) = std::sync::mpsc::channel();
+        let (later, later_rx) = std::sync::mpsc::channel::<(std::time::Instant, PathBuf)>();
+        let forward = reaper.clone();
+        std::thread::Builder::new()
+            .name("ferry-reap-later".into())
+            .spawn(move || {
+                for (due, path) in later_rx {
+                    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+                    if forward.send(Reap::Path(path)).is_err() {
+                        break;
+                    }
+                }
+            })?;
         for entry in std::fs::read_dir(&root)?.flatten() {
             if entry
                 .file_name()
@@ -221,6 +239,7 @@ impl Storage {
                 counter: AtomicU64::new(0),
                 next_number: std::sync::Mutex::new(std::collections::HashMap::new()),
                 reaper,
+                later,
                 reaper_rx: std::sync::Mutex::new(Some(reaper_rx)),
                 _lock: lock,
             }),
@@ -466,31 +485,25 @@ impl Storage {
         same: &dyn Fn(&Path) -> bool,
     ) -> Result<(String, bool), StorageError> {
         let root = &self.inner.root;
+        let hints = &self.inner.next_number;
         let hint = |n: Option<u32>| {
-            let mut h = self
-                .inner
-                .next_number
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match n {
-                Some(n) => {
-                    if h.len() >= MAX_HINTS {
-                        h.clear();
-                    }
-                    h.insert(name.as_str().to_owned(), n);
-                    n
+            let lock = || hints.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = n {
+                let mut h = lock();
+                if h.len() >= MAX_HINTS {
+                    h.clear();
                 }
-                None => match h.get(name.as_str()) {
-                    Some(&n) => n,
-                    None => {
-                        // First time since start: one pass over the root
-                        // finds the highest number in use.
-                        let n = highest_number(root, name.as_str()).map_or(1, |k| k + 1);
-                        h.insert(name.as_str().to_owned(), n);
-                        n
-                    }
-                },
+                h.insert(name.as_str().to_owned(), n);
+                return n;
             }
+            if let Some(&n) = lock().get(name.as_str()) {
+                return n;
+            }
+            // First time since start: one pass over the root (outside the
+            // lock) finds the highest number in use.
+            let n = highest_number(root, name.as_str()).map_or(1, |k| k + 1);
+            lock().insert(name.as_str().to_owned(), n);
+            n
         };
         let mut n = 0u32;
         let mut probes = 0u32;
@@ -507,13 +520,8 @@ impl Storage {
             match self.inner.on_conflict {
                 OnConflict::Overwrite => {
                     if let Some(old) = replace(temp, &target, &self.inner.work)? {
-                        let reaper = self.inner.reaper.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("ferry-reap-later".into())
-                            .spawn(move || {
-                                std::thread::sleep(REPLACED_TREE_GRACE);
-                                let _ = reaper.send(Reap::Path(old));
-                            });
+                        let due = std::time::Instant::now() + REPLACED_TREE_GRACE;
+                        let _ = self.inner.later.send((due, old));
                     }
                     return Ok((candidate, false));
                 }
@@ -542,7 +550,7 @@ impl Storage {
                             n.saturating_add(1)
                         };
                         probes += 1;
-                        if probes > MAX_PROBES || n == u32::MAX {
+                        if probes > MAX_PROBES || n >= MAX_NUMBER {
                             return Err(StorageError::Exists(candidate));
                         }
                     }
@@ -882,17 +890,13 @@ const DIGEST_XATTR: &std::ffi::CStr = c"user.ferry.blake3";
 /// extended attributes just never deduplicates).
 async fn set_digest(file: &File, digest: &[u8; 32]) {
     use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: a valid open fd, a NUL-terminated name and a 32-byte buffer.
-    let r = unsafe {
-        libc::fsetxattr(
-            fd,
-            DIGEST_XATTR.as_ptr(),
-            digest.as_ptr().cast(),
-            digest.len(),
-            0,
-        )
+    let Ok(meta) = file.metadata().await else {
+        return;
     };
+    let v = digest_record(digest, &meta);
+    let fd = file.as_raw_fd();
+    // SAFETY: a valid open fd, a NUL-terminated name and a buffer of that length.
+    let r = unsafe { libc::fsetxattr(fd, DIGEST_XATTR.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "no digest attribute: retries of this file will be stored again");
     }
@@ -903,6 +907,16 @@ async fn set_digest(file: &File, digest: &[u8; 32]) {
 /// admin is read again): crc u32, size u64, mtime seconds i64, nanoseconds
 /// u32, big-endian, 24 bytes.
 const CRC_XATTR: &std::ffi::CStr = c"user.ferry.crc32";
+
+/// The digest attribute: BLAKE3 (32 bytes), then the size and modification
+/// time it was computed for, as in [`crc_record`]: a file an admin edited in
+/// place is never taken for a copy of what was uploaded.
+fn digest_record(digest: &[u8; 32], meta: &std::fs::Metadata) -> [u8; 52] {
+    let mut v = [0u8; 52];
+    v[..32].copy_from_slice(digest);
+    v[32..].copy_from_slice(&crc_record(0, meta)[4..]);
+    v
+}
 
 fn crc_record(crc: u32, meta: &std::fs::Metadata) -> [u8; 24] {
     use std::os::unix::fs::MetadataExt;
@@ -968,8 +982,8 @@ fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
     let Ok(c) = cpath(path) else {
         return false;
     };
-    let mut stored = [0u8; 32];
-    // SAFETY: NUL-terminated path and name, a 32-byte buffer of that length.
+    let mut stored = [0u8; 52];
+    // SAFETY: NUL-terminated path and name, a buffer of that length.
     let n = unsafe {
         libc::lgetxattr(
             c.as_ptr(),
@@ -978,7 +992,7 @@ fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
             stored.len(),
         )
     };
-    n == 32 && &stored == digest
+    n == 52 && stored == digest_record(digest, &meta)
 }
 
 /// A stored file opened for reading.
@@ -1232,7 +1246,8 @@ impl TreeReader {
                 continue;
             }
             let file = tokio::task::spawn_blocking(move || {
-                let fd = open_at(&dir, name.as_str(), 0)?;
+                // O_NONBLOCK: a FIFO put in the tree meanwhile cannot hang the open.
+                let fd = open_at(&dir, name.as_str(), libc::O_NONBLOCK)?;
                 let file = std::fs::File::from(fd);
                 let meta = file.metadata()?;
                 Ok::<_, io::Error>(meta.is_file().then_some((file, meta.len())))
@@ -1324,11 +1339,13 @@ fn list_dir(dir: &std::os::fd::OwnedFd, label: &str) -> io::Result<Vec<(SafeName
 fn lock_root(root: &Path) -> Result<std::fs::File, OpenError> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(root.join(LOCK_FILE))?;
     // SAFETY: a valid open fd for the call.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

@@ -94,8 +94,14 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
                 // At the cap, the longest-idle signal connection makes room:
                 // one of this address's (which frees both its share and the
                 // total), or, when only the total is full, anyone's.
+                // A newcomer whose own address is at its share can only take
+                // one of that address's places, never another address's.
+                let own_full = ctx.connections.held_by(peer.ip())
+                    >= ctx.config().limits.max_connections_per_ip;
                 let evicted = ctx.idle.evict_oldest(Some(peer.ip()))
-                    || (matches!(why, Refusal::Full(_)) && ctx.idle.evict_oldest(None));
+                    || (!own_full
+                        && matches!(why, Refusal::Full(_))
+                        && ctx.idle.evict_oldest(None));
                 if evicted {
                     tracing::info!(service = S::NAME, peer = %peer, "at the connection cap: closed the longest-idle connection to make room");
                     let task_ctx = Arc::clone(&ctx);

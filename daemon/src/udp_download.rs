@@ -167,20 +167,34 @@ impl Task {
         }
     }
 
-    /// Takes the whole file from the client's byte budget, or refuses.
+    /// Refuses a file the rest of the client's byte budget cannot hold; the
+    /// bytes are taken as they are sent or read ([`Task::spend`]), so a
+    /// download that ICMP stops at once costs what it sent.
     fn reserve(&self, size: u64) -> Result<(), Failure> {
-        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let cfg = self.ctx.config();
+        let (per, window) = (
+            cfg.udp_download.budget_per_ip,
+            cfg.udp_download.budget_window,
+        );
+        if size > per.0 {
+            return Err(Failure::Refused(format!(
+                "the file is larger than an address's download budget ({per} per {window})"
+            )));
+        }
         budget
-            .take(std::time::Instant::now(), self.peer.ip(), size)
+            .check(std::time::Instant::now(), self.peer.ip(), size)
             .map_err(|wait| {
-                let cfg = self.ctx.config();
                 Failure::Refused(format!(
-                    "your address has used its download budget ({} per {}); try again in {} s",
-                    cfg.udp_download.budget_per_ip,
-                    cfg.udp_download.budget_window,
+                    "your address has used its download budget ({per} per {window}); try again in {} s",
                     wait.as_secs().max(1)
                 ))
             })
+    }
+
+    fn spend(&self, bytes: u64) {
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        budget.spend(std::time::Instant::now(), self.peer.ip(), bytes);
     }
 
     fn out(&self) -> Out<'_> {
@@ -207,16 +221,14 @@ impl Task {
         }
     }
 
-    /// The size and CRC-32, read at the download rate (a STAT costs the
-    /// same disk reads as a download, and the same budget).
+    /// The size and CRC-32 (a STAT costs the same disk reads as a download,
+    /// from the same budget).
     async fn stat(
         &self,
         out: &Out<'_>,
         mut download: Download,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
-        let started = Instant::now();
-        let mut read = 0u64;
         let mut crc = Crc32::new();
         let mut block = BytesMut::with_capacity(READ_BLOCK);
         loop {
@@ -228,8 +240,11 @@ impl Task {
                 break;
             }
             crc.update(&block);
-            read += block.len() as u64;
-            self.pace(started, read).await?;
+            if self.ctx.abort.is_cancelled() {
+                return Err(Failure::Aborted);
+            }
+            // Unpaced (the client waits for the answer), but from the budget.
+            self.spend(block.len() as u64);
         }
         t.crc = Some(crc.value());
         out.send(&encode_stat_reply(download.size, crc.value()))
@@ -264,6 +279,7 @@ impl Task {
             sent += take as u64;
             left -= take as u64;
             t.bytes = sent;
+            self.spend(take as u64);
             // "End of file is detected when the size of the chunk is less than
             // 2048": a file that is a multiple of 2048 ends with an empty datagram.
             if take < READ_BLOCK || left == 0 {

@@ -182,12 +182,20 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             && h.info == info
                             && h.last_seen.elapsed() >= ABANDONED_AFTER)
                     });
+                    if let Err(e) = ctx.admit_upload(peer.ip(), info.size) {
+                        tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
+                        reply_error(e.to_string()).await;
+                        continue;
+                    }
                     let mut acquired =
                         limiter.try_acquire(peer.ip(), cfg.max_sessions, cfg.max_sessions_per_ip);
                     if let Err(why) = &acquired {
                         // Under pressure, a session making no progress gives
-                        // way before a new one is refused.
-                        let from = matches!(why, Refusal::FullForIp(_)).then(|| peer.ip());
+                        // way before a new one is refused: one of this
+                        // address's, or anyone's when only the total is full.
+                        let own_full = limiter.held_by(peer.ip()) >= cfg.max_sessions_per_ip;
+                        let from =
+                            (own_full || matches!(why, Refusal::FullForIp(_))).then(|| peer.ip());
                         if evict_stalled(&mut sessions, from) {
                             acquired = limiter.try_acquire(
                                 peer.ip(),
@@ -204,11 +212,6 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             continue;
                         }
                     };
-                    if let Err(e) = ctx.admit_upload(peer.ip(), info.size) {
-                        tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
-                        reply_error(e.to_string()).await;
-                        continue;
-                    }
                     next_id += 1;
                     let (tx, rx) = mpsc::channel((QUEUE_BYTES / cfg.buffer_size).max(8));
                     let (ended_by_loop, why_ended) = oneshot::channel();

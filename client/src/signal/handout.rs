@@ -127,8 +127,15 @@ impl Conn {
         let mut got = 0u64;
         loop {
             let piece = self.recv(PIECE).await?;
-            if piece.is_empty() || piece == DON {
+            if piece == DON {
                 return Ok(got);
+            }
+            if piece.is_empty() {
+                // The handout's client would keep what it has; ferry does not
+                // call a file complete that its DON never ended.
+                return Err(Error::Protocol(format!(
+                    "the server closed the connection after {got} bytes, before DON"
+                )));
             }
             if pon {
                 self.write(b"PON").await?;

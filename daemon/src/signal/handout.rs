@@ -30,8 +30,9 @@ use crate::storage::Download;
 use crate::tcp::{read_until, write_all, Failure, TcpService};
 
 /// How long ferry waits for the first `PON` of a download before deciding the
-/// client does not send them (and streaming instead).
-const FIRST_PON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// client does not send them (and streaming instead). Long, because a slow
+/// handout client (one that sleeps before each `recv`) must stay in lock step.
+const FIRST_PON_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a wait on the socket brought.
 enum Arrival {
@@ -142,6 +143,14 @@ impl Conn<'_> {
             }
             if data.ended() {
                 return Ok(());
+            }
+            // A refused file is read to its DON only up to the size limit:
+            // past it, nothing a client sends can be a file, so it ends here.
+            if sink.is_err() && t.bytes > cfg.limits.max_file_size.0 {
+                return Err(Failure::refused(format!(
+                    "the file is over the limit of {} bytes and no DON came",
+                    cfg.limits.max_file_size.0
+                )));
             }
             let waiting = data.deadline();
             let deadline = waiting.map_or(Instant::now() + idle, Instant::from_std);

@@ -127,6 +127,8 @@ impl Ctx {
             "limits.max_upload_bytes_per_ip"
         );
         keep!(limits.upload_window, "limits.upload_window");
+        keep!(udp_download.budget_per_ip, "udp_download.budget_per_ip");
+        keep!(udp_download.budget_window, "udp_download.budget_window");
         let changed = applied != *old;
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(applied);
         Reload {

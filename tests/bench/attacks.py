@@ -258,8 +258,8 @@ def stat_flood(d):
             answered += 1
         else:
             refused += 1
-    return (f"100 STATs at once (1.5 KB) of a 160 MiB file ferry did not store: {answered} read at the download "
-            f"rate (5 s each), {refused} refused (4 at once per address, then the 4 GiB budget): at most 640 MiB read in 12 s")
+    return (f"100 STATs at once (1.5 KB) of a 160 MiB file ferry did not store: {answered} answered, "
+            f"{refused} refused (4 at once per address, then the 4 GiB budget): at most 4 GiB read per 10 minutes")
 
 
 def squatting(d):

@@ -79,9 +79,16 @@ impl Ctx {
     /// Admits one more upload of `size` announced bytes from `ip` under the
     /// per-address quotas, or refuses it with the reason the client is told.
     pub fn admit_upload(&self, ip: std::net::IpAddr, size: u64) -> Result<(), tcp::Failure> {
-        self.uploads
-            .admit(std::time::Instant::now(), ip, size)
-            .map_err(|wait| {
+        self.quota_result(self.uploads.admit(std::time::Instant::now(), ip, size))
+    }
+
+    /// Like [`Ctx::admit_upload`], taking nothing (to decide before evicting anyone).
+    pub fn check_upload(&self, ip: std::net::IpAddr, size: u64) -> Result<(), tcp::Failure> {
+        self.quota_result(self.uploads.check(std::time::Instant::now(), ip, size))
+    }
+
+    fn quota_result(&self, r: Result<(), std::time::Duration>) -> Result<(), tcp::Failure> {
+        r.map_err(|wait| {
                 let l = &self.config().limits;
                 tcp::Failure::Refused(format!(
                     "your address has reached its upload quota ({} files and {} per {}); try again in {} s",

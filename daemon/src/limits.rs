@@ -266,6 +266,18 @@ impl UploadQuota {
         Ok(())
     }
 
+    /// Whether [`UploadQuota::admit`] would let the upload in now, taking nothing.
+    pub fn check(
+        &self,
+        now: std::time::Instant,
+        ip: IpAddr,
+        size: u64,
+    ) -> Result<(), std::time::Duration> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.check(now, ip, 1)?;
+        g.1.check(now, ip, size.max(1))
+    }
+
     /// Bytes an upload without an announced size turned out to have.
     pub fn spend(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

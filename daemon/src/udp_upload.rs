@@ -182,7 +182,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             && h.info == info
                             && h.last_seen.elapsed() >= ABANDONED_AFTER)
                     });
-                    if let Err(e) = ctx.admit_upload(peer.ip(), info.size) {
+                    // The quota decides before anyone is evicted for this
+                    // upload, and is charged only once it has a place.
+                    if let Err(e) = ctx.check_upload(peer.ip(), info.size) {
                         tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
                         reply_error(e.to_string()).await;
                         continue;
@@ -212,6 +214,11 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                             continue;
                         }
                     };
+                    if let Err(e) = ctx.admit_upload(peer.ip(), info.size) {
+                        tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
+                        reply_error(e.to_string()).await;
+                        continue;
+                    }
                     next_id += 1;
                     let (tx, rx) = mpsc::channel((QUEUE_BYTES / cfg.buffer_size).max(8));
                     let (ended_by_loop, why_ended) = oneshot::channel();

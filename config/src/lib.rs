@@ -218,9 +218,11 @@ pub struct Signal {
     /// `max_tree_entries`, which counts directories as well as files, this
     /// bounds the inodes and the path work one `SAR` can cost.
     pub max_tree_depth: usize,
-    /// The handout framing's quiet gap (default 50 ms): a name, or a piece of
+    /// The handout framing's quiet gap (default 20 ms): a name, or a piece of
     /// a file, ends when the stream has been quiet this long. The handout's
-    /// client pauses 0.1 s between messages, so this must be shorter.
+    /// client pauses 0.1 s between messages, so this must be shorter; the
+    /// shorter it is, the later ferryd may read (a busy machine) and still
+    /// see the pause.
     pub handout_settle: Dur,
     /// The pause ferry makes in the handout framing (default 200 ms): after
     /// the client's kernel has taken every byte of a name or a file, before
@@ -358,7 +360,7 @@ impl Default for Signal {
             max_tree_entries: 10_000,
             max_tree_size: Size(4 << 30),
             max_tree_depth: 32,
-            handout_settle: Dur(Duration::from_millis(50)),
+            handout_settle: Dur(Duration::from_millis(20)),
             handout_pause: Dur(Duration::from_millis(200)),
         }
     }

@@ -124,12 +124,14 @@ impl Conn<'_> {
         Ok(self.rbuf.split_to(n).freeze())
     }
 
-    /// A handout file's data into `sink`, up to the `DON` that ends it; what
-    /// came after the `DON` stays in the buffer for the next request.
+    /// A handout file's data into `writer`, up to the `DON` that ends it;
+    /// what came after the `DON` stays in the buffer for the next request.
+    /// The socket is read as bytes come, never waiting on the disk: the
+    /// client's pauses are seen only by a reader that is there for them.
     async fn handout_data(
         &mut self,
         cfg: &Config,
-        sink: &mut Sink,
+        writer: &Writer,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
         let idle = cfg.limits.idle_timeout.0;
@@ -138,17 +140,17 @@ impl Conn<'_> {
             if !self.rbuf.is_empty() {
                 let bytes = self.rbuf.split().freeze();
                 for ev in data.on_bytes(Instant::now().into_std(), bytes) {
-                    self.take(ev, sink, t).await;
+                    self.take(ev, writer, t).await;
                 }
             }
             if data.ended() {
                 return Ok(());
             }
-            // A refused file is read to its DON only up to the size limit:
-            // past it, nothing a client sends can be a file, so it ends here.
-            if sink.is_err() && t.bytes > cfg.limits.max_file_size.0 {
+            // Past the size limit nothing a client sends can be a file: the
+            // upload is refused, and the connection ends here.
+            if t.bytes > cfg.limits.max_file_size.0 {
                 return Err(Failure::refused(format!(
-                    "the file is over the limit of {} bytes and no DON came",
+                    "the file is over the limit of {} bytes",
                     cfg.limits.max_file_size.0
                 )));
             }
@@ -161,13 +163,13 @@ impl Conn<'_> {
                 }
                 Arrival::Quiet => {
                     if let Some(ev) = data.on_timeout(Instant::now().into_std()) {
-                        self.take(ev, sink, t).await;
+                        self.take(ev, writer, t).await;
                     }
                 }
                 Arrival::End => {
                     let evs = data.on_eof().map_err(|e| Failure::Closed(e.to_string()))?;
                     for ev in evs {
-                        self.take(ev, sink, t).await;
+                        self.take(ev, writer, t).await;
                     }
                     return Ok(());
                 }
@@ -175,16 +177,12 @@ impl Conn<'_> {
         }
     }
 
-    /// Writes file bytes while the sink is good; puts what followed `DON` back.
-    async fn take(&mut self, ev: DataEvent, sink: &mut Sink, t: &mut Transfer) {
+    /// Hands file bytes to the writer; puts what followed `DON` back.
+    async fn take(&mut self, ev: DataEvent, writer: &Writer, t: &mut Transfer) {
         match ev {
             DataEvent::Data(bytes) => {
                 t.bytes += bytes.len() as u64;
-                if let Ok(upload) = sink {
-                    if let Err(e) = upload.write_direct(&bytes).await {
-                        *sink = Err(e.into());
-                    }
-                }
+                writer.write(bytes).await;
             }
             DataEvent::End { rest } => {
                 let mut buf = BytesMut::from(&rest[..]);
@@ -204,23 +202,20 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         let raw = self.quiet_text(cfg, "a file name").await?;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
-        let mut sink: Sink = match (refused, SafeName::for_upload_bytes(&raw)) {
+        let target = match (refused, SafeName::for_upload_bytes(&raw)) {
             (Some(why), _) => Err(Failure::Refused(why)),
             (None, Err(e)) => Err(Failure::refused(format!(
                 "refused name {:?}: {e}",
                 t.requested
             ))),
-            (None, Ok(name)) => match self.ctx.admit_upload(self.peer.ip(), 0) {
-                Ok(()) => self
-                    .ctx
-                    .storage
-                    .begin_write_capped(name, cfg.limits.max_file_size.0)
-                    .await
-                    .map_err(Failure::from),
-                Err(e) => Err(e),
-            },
+            (None, Ok(name)) => self.ctx.admit_upload(self.peer.ip(), 0).map(|()| name),
         };
-        if let Err(e) = self.handout_data(cfg, &mut sink, &mut t).await {
+        // The file is created and written on a task of its own while this
+        // one reads on.
+        let writer = Writer::spawn(self.ctx, target, cfg.limits.max_file_size.0);
+        let read = self.handout_data(cfg, &writer, &mut t).await;
+        let sink = writer.finish().await;
+        if let Err(e) = read {
             t.failed(&e);
             return Err(e);
         }
@@ -478,6 +473,59 @@ impl Conn<'_> {
         tokio::select! {
             _ = ctx.abort.cancelled() => Err(Failure::Aborted),
             r = wait => r,
+        }
+    }
+}
+
+/// Reads of a handout file waiting for the disk, at most (each at most
+/// 32 KiB: 2 MiB per upload); past that the reader waits too.
+const WRITE_QUEUE: usize = 64;
+
+/// The disk side of a handout upload: creates the file and writes what the
+/// reader hands it, on a task of its own.
+struct Writer {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    task: tokio::task::JoinHandle<Sink>,
+}
+
+impl Writer {
+    fn spawn(ctx: &crate::Ctx, target: Result<SafeName, Failure>, max: u64) -> Writer {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let storage = ctx.storage.clone();
+        let task = ctx.tracker.spawn(async move {
+            let mut sink: Sink = match target {
+                Ok(name) => storage
+                    .begin_write_capped(name, max)
+                    .await
+                    .map_err(Failure::from),
+                Err(e) => Err(e),
+            };
+            // Everything is received even once the sink has failed, so the
+            // reader never blocks on a full queue.
+            while let Some(bytes) = rx.recv().await {
+                if let Ok(upload) = &mut sink {
+                    if let Err(e) = upload.write_direct(&bytes).await {
+                        sink = Err(e.into());
+                    }
+                }
+            }
+            sink
+        });
+        Writer { tx: Some(tx), task }
+    }
+
+    async fn write(&self, bytes: Bytes) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(bytes).await;
+        }
+    }
+
+    /// Waits for every byte handed over to be written; the upload, or why not.
+    async fn finish(mut self) -> Sink {
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(sink) => sink,
+            Err(e) => Err(Failure::Broken(format!("the writer failed: {e}"))),
         }
     }
 }

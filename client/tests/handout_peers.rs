@@ -276,3 +276,50 @@ async fn the_handout_framing_against_ferryd_too() {
     assert_eq!(std::fs::read(cwd.path().join("copy/b.py")).unwrap(), b"bb");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_handout_download_cut_before_don_is_an_error_not_a_file() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that answers RAF with its signal and one piece, then dies.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = [0u8; 64];
+        let _ = s.read(&mut req).await;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let _ = s.read(&mut req).await;
+        let _ = s.write_all(b"SAF").await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let _ = s.write_all(b"half of a file").await;
+        let mut pon = [0u8; 3];
+        let _ = s.read_exact(&mut pon).await;
+    });
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(FERRY)
+        .current_dir(cwd.path())
+        .args([
+            "--handout",
+            "--host",
+            "127.0.0.1",
+            "--signal-port",
+            &port.to_string(),
+            "get",
+            "x.txt",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("before DON"));
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "no file, no partial"
+    );
+}

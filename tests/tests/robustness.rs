@@ -679,3 +679,49 @@ async fn under_pressure_a_stalled_udp_session_gives_way() {
     assert_eq!(d.read("c.bin"), c);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
+    let d = TestDaemon::start_with(|c| {
+        c.limits.max_connections = 4;
+        c.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let addr = d.addrs.signal.unwrap();
+    // 127.0.0.5 holds its share with two busy connections (mid-request);
+    // 127.0.0.6 holds the rest of the total with two idle ones.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.5", addr).await;
+        s.write_all(b"PIN").await.unwrap();
+        let mut pon = [0u8; 3];
+        s.read_exact(&mut pon).await.unwrap();
+        s.write_all(b"RAF\x00").await.unwrap();
+        busy.push(s);
+    }
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.6", addr).await;
+        s.write_all(b"PIN").await.unwrap();
+        let mut pon = [0u8; 3];
+        s.read_exact(&mut pon).await.unwrap();
+        idle.push(s);
+    }
+    // A third from 127.0.0.5 is refused, and 127.0.0.6 keeps both places.
+    let mut s = connect_from("127.0.0.5", addr).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        String::from_utf8_lossy(&got).contains("busy"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    for s in &mut idle {
+        s.write_all(b"PIN").await.unwrap();
+        let mut pon = [0u8; 3];
+        s.read_exact(&mut pon).await.unwrap();
+        assert_eq!(&pon, b"PON");
+    }
+    drop(busy);
+    d.stop().await;
+}

@@ -10,33 +10,28 @@ use tokio::io::AsyncReadExt;
 
 use crate::{Client, Error, Progress, Result, Sent};
 
+/// How one attempt ended, when it did not end the upload.
+enum Attempt {
+    /// `OK`: stored.
+    Ok,
+    /// An `ERROR` after the data, with its reason.
+    Error(String),
+    /// Silence or something else: why, for the next try.
+    Retry(String),
+}
+
 pub(crate) async fn send(
     client: &Client,
     path: &Path,
     name: &str,
     progress: &dyn Progress,
 ) -> Result<Sent> {
-    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
-    // One pass for the CRC the header needs; each attempt re-reads the file.
-    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
-    let mut crc = ferry_proto::crc::Crc32::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).await.map_err(local)?;
-        if n == 0 {
-            break;
-        }
-        crc.update(&buf[..n]);
-        size += n as u64;
-    }
+    let (crc, size) = checksum(path).await?;
     let info = FileInfo {
-        checksum: crc.value(),
+        checksum: crc,
         name: name.to_owned(),
         size,
     };
-    let server = client.resolve(client.ports.udp_upload).await?;
-    let wait = client.udp_reply_timeout;
     let mut last = String::from("no reply");
     // The same ERROR after two complete attempts is the server's answer, not
     // a lost datagram: a refusal (exit 4), not a time-out.
@@ -48,75 +43,29 @@ pub(crate) async fn send(
             progress.retry(attempt, attempts, &last);
             progress.restart();
         }
-        let (sock, _) = client.udp(client.ports.udp_upload).await?;
-        sock.send(&encode_file_info(&info))
-            .await
-            .map_err(|e| Error::io("sending file_info", e))?;
-        let mut reply = vec![0u8; 65_536];
-        let n = match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
-            Err(_) => {
-                last = "the server did not answer file_info".into();
-                continue;
+        match attempt_once(client, path, &info, progress).await {
+            Ok(Attempt::Ok) => {
+                progress.finish();
+                return Ok(Sent {
+                    stored_as: None,
+                    bytes: size,
+                    crc,
+                    attempts: attempt,
+                });
             }
-            Ok(r) => r.map_err(|e| Error::udp_recv(server, "reading the buffer size", e))?,
-        };
-        let chunk = match parse_buffer_size(&reply[..n]) {
-            Ok(c) => c,
-            Err(_) => match parse_reply(&reply[..n]) {
-                // A refusal of the header (bad name, too large, busy) is final.
-                Reply::Error(reason) => return Err(Error::Refused(reason)),
-                _ => {
-                    return Err(Error::Protocol(format!(
-                        "expected a buffer size, got {:?}",
-                        String::from_utf8_lossy(&reply[..n])
-                    )))
-                }
-            },
-        };
-        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
-        let mut block = vec![0u8; chunk];
-        let mut left = size;
-        // The lab protocol has no flow control: `--rate` keeps a big upload
-        // from overrunning a busy server or a slow link.
-        let mut pace = crate::Pacer::new(client.upload_rate);
-        while left > 0 {
-            let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
-            file.read_exact(&mut block[..want]).await.map_err(local)?;
-            sock.send(&block[..want])
-                .await
-                .map_err(|e| Error::io("sending data", e))?;
-            left -= want as u64;
-            progress.advance(want as u64);
-            pace.sent(want).await;
-        }
-        match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
-            Ok(Ok(n)) => match parse_reply(&reply[..n]) {
-                Reply::Ok => {
+            Ok(Attempt::Error(reason)) => {
+                if refusal.as_deref() == Some(reason.as_str()) {
                     progress.finish();
-                    return Ok(Sent {
-                        stored_as: None,
-                        bytes: size,
-                        crc: info.checksum,
-                        attempts: attempt,
-                    });
+                    return Err(Error::Refused(reason));
                 }
-                Reply::Error(reason) => {
-                    if refusal.as_deref() == Some(reason.as_str()) {
-                        progress.finish();
-                        return Err(Error::Refused(reason));
-                    }
-                    refusal = Some(reason.clone());
-                    last = reason;
-                }
-                Reply::Other => {
-                    last = format!(
-                        "unexpected reply {:?}",
-                        String::from_utf8_lossy(&reply[..n])
-                    )
-                }
-            },
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "no OK within the reply timeout".into(),
+                refusal = Some(reason.clone());
+                last = reason;
+            }
+            Ok(Attempt::Retry(why)) => last = why,
+            Err(e) => {
+                progress.finish();
+                return Err(e);
+            }
         }
     }
     progress.finish();
@@ -124,4 +73,85 @@ pub(crate) async fn send(
         return Err(Error::Refused(reason));
     }
     Err(Error::Timeout(format!("after {attempts} attempts: {last}")))
+}
+
+/// One pass over the file for the CRC-32 and size the header needs.
+async fn checksum(path: &Path) -> Result<(u32, u64)> {
+    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+    let mut crc = ferry_proto::crc::Crc32::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await.map_err(local)?;
+        if n == 0 {
+            return Ok((crc.value(), size));
+        }
+        crc.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
+/// One attempt from a new socket: `file_info`, the buffer size, the data,
+/// the reply. A refused header is final (`Err`).
+async fn attempt_once(
+    client: &Client,
+    path: &Path,
+    info: &FileInfo,
+    progress: &dyn Progress,
+) -> Result<Attempt> {
+    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let wait = client.udp_reply_timeout;
+    let (sock, server) = client.udp(client.ports.udp_upload).await?;
+    sock.send(&encode_file_info(info))
+        .await
+        .map_err(|e| Error::io("sending file_info", e))?;
+    let mut reply = vec![0u8; 65_536];
+    let n = match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
+        Err(_) => return Ok(Attempt::Retry("the server did not answer file_info".into())),
+        Ok(r) => r.map_err(|e| Error::udp_recv(server, "reading the buffer size", e))?,
+    };
+    let chunk = match parse_buffer_size(&reply[..n]) {
+        Ok(c) => c,
+        Err(_) => match parse_reply(&reply[..n]) {
+            // A refusal of the header (bad name, too large, busy) is final.
+            Reply::Error(reason) => return Err(Error::Refused(reason)),
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "expected a buffer size, got {:?}",
+                    String::from_utf8_lossy(&reply[..n])
+                )))
+            }
+        },
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+    let mut block = vec![0u8; chunk];
+    let mut left = info.size;
+    // The lab protocol has no flow control: `--rate` keeps a big upload from
+    // overrunning a busy server or a slow link.
+    let mut pace = crate::Pacer::new(client.upload_rate);
+    while left > 0 {
+        let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
+        file.read_exact(&mut block[..want]).await.map_err(local)?;
+        sock.send(&block[..want])
+            .await
+            .map_err(|e| Error::io("sending data", e))?;
+        left -= want as u64;
+        progress.advance(want as u64);
+        pace.sent(want).await;
+    }
+    Ok(
+        match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
+            Ok(Ok(n)) => match parse_reply(&reply[..n]) {
+                Reply::Ok => Attempt::Ok,
+                Reply::Error(reason) => Attempt::Error(reason),
+                Reply::Other => Attempt::Retry(format!(
+                    "unexpected reply {:?}",
+                    String::from_utf8_lossy(&reply[..n])
+                )),
+            },
+            Ok(Err(e)) => Attempt::Retry(e.to_string()),
+            Err(_) => Attempt::Retry("no OK within the reply timeout".into()),
+        },
+    )
 }

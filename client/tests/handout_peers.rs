@@ -11,8 +11,9 @@ use tokio::process::Command;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
-async fn ferry(port_flag: &str, port: u16, cwd: &Path, args: &[&str]) -> Output {
-    let out = Command::new(FERRY)
+/// `ferry --handout` with `port_flag port` and `args`, whatever its exit.
+async fn ferry_any(port_flag: &str, port: u16, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(FERRY)
         .current_dir(cwd)
         .args(["--handout", "--host", "127.0.0.1", "--timeout", "20s"])
         .arg(port_flag)
@@ -20,7 +21,12 @@ async fn ferry(port_flag: &str, port: u16, cwd: &Path, args: &[&str]) -> Output 
         .args(args)
         .output()
         .await
-        .expect("ferry runs");
+        .expect("ferry runs")
+}
+
+/// [`ferry_any`], which must succeed.
+async fn ferry(port_flag: &str, port: u16, cwd: &Path, args: &[&str]) -> Output {
+    let out = ferry_any(port_flag, port, cwd, args).await;
     assert!(
         out.status.success(),
         "ferry {args:?}: {:?}\nstdout: {}\nstderr: {}",
@@ -86,20 +92,7 @@ async fn signal_send_get_and_repos_against_the_handout_server() {
         );
     }
     // A missing file: the handout server's ERR is a refusal (exit 4).
-    let out = Command::new(FERRY)
-        .current_dir(cwd.path())
-        .args([
-            "--handout",
-            "--host",
-            "127.0.0.1",
-            "--signal-port",
-            &port.to_string(),
-            "get",
-            "nope.txt",
-        ])
-        .output()
-        .await
-        .unwrap();
+    let out = ferry_any("--signal-port", port, cwd.path(), &["get", "nope.txt"]).await;
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -296,20 +289,7 @@ async fn a_handout_download_cut_before_don_is_an_error_not_a_file() {
         let _ = s.read_exact(&mut pon).await;
     });
     let cwd = tempfile::tempdir().unwrap();
-    let out = Command::new(FERRY)
-        .current_dir(cwd.path())
-        .args([
-            "--handout",
-            "--host",
-            "127.0.0.1",
-            "--signal-port",
-            &port.to_string(),
-            "get",
-            "x.txt",
-        ])
-        .output()
-        .await
-        .unwrap();
+    let out = ferry_any("--signal-port", port, cwd.path(), &["get", "x.txt"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -325,13 +325,7 @@ impl Conn<'_> {
     }
 
     async fn receive_tree(&mut self, name: String) -> Result<(), Failure> {
-        let limits = &self.ctx.config().limits;
-        let sig = &self.ctx.config().signal;
-        let (max_entries, max_bytes, max_name) = (
-            sig.max_tree_entries,
-            sig.max_tree_size.0,
-            limits.max_name_len,
-        );
+        let cfg = self.ctx.config();
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = format!("{name}/");
         let mut tree = match SafeName::for_upload(&name) {
@@ -339,7 +333,7 @@ impl Conn<'_> {
                 Ok(()) => self
                     .ctx
                     .storage
-                    .begin_tree(n, sig.max_tree_depth)
+                    .begin_tree(n, cfg.signal.max_tree_depth)
                     .await
                     .map_err(Failure::from),
                 Err(e) => Err(e),
@@ -351,32 +345,8 @@ impl Conn<'_> {
         loop {
             match self.next_in_transfer().await? {
                 SignalFrame::FileHeader { name: entry, size } => {
-                    let mut sink: Sink = match &mut tree {
-                        Ok(tr) => match RelPath::parse(&entry, max_name) {
-                            Ok(path) => tr
-                                .begin_file(&path, size, max_entries, max_bytes)
-                                .await
-                                .map_err(Failure::from),
-                            Err(e) => {
-                                Err(Failure::refused(format!("refused entry {entry:?}: {e}")))
-                            }
-                        },
-                        Err(_) => Err(Failure::Refused(String::new())),
-                    };
-                    let crc = self.receive_into(&mut sink, &mut t).await?;
-                    let stored = match sink {
-                        Ok(upload) => upload.commit(Some(crc)).await.map_err(|e| match e {
-                            StorageError::ChecksumMismatch { .. } => {
-                                Failure::refused(format!("{entry}: {e}"))
-                            }
-                            other => Failure::from(other),
-                        }),
-                        Err(e) => Err(e),
-                    };
-                    if let (Err(e), Ok(_)) = (stored, &tree) {
-                        // Dropping the tree removes everything received so far.
-                        tree = Err(e);
-                    }
+                    self.receive_entry(&cfg, &mut tree, entry, size, &mut t)
+                        .await?
                 }
                 SignalFrame::Done(_) => break,
                 SignalFrame::Error(reason) => {
@@ -411,20 +381,58 @@ impl Conn<'_> {
         self.finish(result, t).await
     }
 
+    /// The stored file a client asked for by `raw`, opened, or why not.
+    async fn open_requested(
+        &self,
+        raw: &[u8],
+        max_len: usize,
+    ) -> Result<(RelPath, crate::storage::Download), Failure> {
+        let path = stored_path(raw, max_len)?;
+        let download = self.ctx.storage.open_read(&path).await?;
+        Ok((path, download))
+    }
+
+    /// One `SAF` entry of a tree: received into the tree while it is good,
+    /// read and discarded once it has failed (the first failure is kept).
+    async fn receive_entry(
+        &mut self,
+        cfg: &ferry_config::Config,
+        tree: &mut Result<crate::storage::TreeUpload, Failure>,
+        entry: String,
+        size: u64,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let (max_entries, max_bytes) = (cfg.signal.max_tree_entries, cfg.signal.max_tree_size.0);
+        let mut sink: Sink = match tree {
+            Ok(tr) => match RelPath::parse(&entry, cfg.limits.max_name_len) {
+                Ok(path) => tr
+                    .begin_file(&path, size, max_entries, max_bytes)
+                    .await
+                    .map_err(Failure::from),
+                Err(e) => Err(Failure::refused(format!("refused entry {entry:?}: {e}"))),
+            },
+            Err(_) => Err(Failure::Refused(String::new())),
+        };
+        let crc = self.receive_into(&mut sink, t).await?;
+        let stored = match sink {
+            Ok(upload) => upload.commit(Some(crc)).await.map_err(|e| match e {
+                StorageError::ChecksumMismatch { .. } => Failure::refused(format!("{entry}: {e}")),
+                other => Failure::from(other),
+            }),
+            Err(e) => Err(e),
+        };
+        if let (Err(e), Ok(_)) = (stored, &*tree) {
+            // Dropping the tree removes everything received so far.
+            *tree = Err(e);
+        }
+        Ok(())
+    }
+
     async fn send_file(&mut self, raw: String) -> Result<(), Failure> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         t.requested = raw.clone();
-        let opened = match stored_path(raw.as_bytes(), self.ctx.config().limits.max_name_len) {
-            Ok(path) => self
-                .ctx
-                .storage
-                .open_read(&path)
-                .await
-                .map(|d| (path, d))
-                .map_err(Failure::from),
-            Err(e) => Err(e),
-        };
-        match opened {
+        let max = self.ctx.config().limits.max_name_len;
+        match self.open_requested(raw.as_bytes(), max).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
                 self.stream_file(path.to_string(), download, &mut t).await?;

@@ -474,6 +474,32 @@ impl Storage {
         Ok(real)
     }
 
+    /// Records `set` as the next number to try for `name`; or, with `None`,
+    /// gives it (found by one pass over the root the first time since start,
+    /// outside the lock).
+    fn number_hint(&self, name: &SafeName, set: Option<u32>) -> u32 {
+        let lock = || {
+            self.inner
+                .next_number
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if let Some(n) = set {
+            let mut h = lock();
+            if h.len() >= MAX_HINTS {
+                h.clear();
+            }
+            h.insert(name.as_str().to_owned(), n);
+            return n;
+        }
+        if let Some(&n) = lock().get(name.as_str()) {
+            return n;
+        }
+        let n = highest_number(&self.inner.root, name.as_str()).map_or(1, |k| k + 1);
+        lock().insert(name.as_str().to_owned(), n);
+        n
+    }
+
     /// Moves a finished temporary file or tree into the root under `name`,
     /// following `on_conflict`. `same` says whether an existing entry is
     /// identical to the new one (a retried upload), in which case the new one
@@ -485,26 +511,7 @@ impl Storage {
         same: &dyn Fn(&Path) -> bool,
     ) -> Result<(String, bool), StorageError> {
         let root = &self.inner.root;
-        let hints = &self.inner.next_number;
-        let hint = |n: Option<u32>| {
-            let lock = || hints.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = n {
-                let mut h = lock();
-                if h.len() >= MAX_HINTS {
-                    h.clear();
-                }
-                h.insert(name.as_str().to_owned(), n);
-                return n;
-            }
-            if let Some(&n) = lock().get(name.as_str()) {
-                return n;
-            }
-            // First time since start: one pass over the root (outside the
-            // lock) finds the highest number in use.
-            let n = highest_number(root, name.as_str()).map_or(1, |k| k + 1);
-            lock().insert(name.as_str().to_owned(), n);
-            n
-        };
+        let hint = |n: Option<u32>| self.number_hint(name, n);
         let mut n = 0u32;
         let mut probes = 0u32;
         loop {
@@ -1038,18 +1045,15 @@ impl TreeUpload {
         self.files
     }
 
-    /// Starts one file of the tree at `path` (relative to the tree).
-    pub async fn begin_file(
+    /// Checks one entry against the tree's limits and paths and records it;
+    /// the tree's bytes with it.
+    fn admit_entry(
         &mut self,
         path: &RelPath,
         size: u64,
         max_entries: usize,
         max_bytes: u64,
-    ) -> Result<Upload, StorageError> {
-        let dir = self
-            .dir
-            .clone()
-            .ok_or_else(|| io::Error::other("tree already finished"))?;
+    ) -> Result<u64, StorageError> {
         let parts = path.components();
         if parts.len() > self.max_depth {
             // The path itself may be 1 KiB of `d/d/…`: the reason names its start.
@@ -1100,6 +1104,22 @@ impl TreeUpload {
         let new_dirs: Vec<String> = new_dirs.into_iter().map(str::to_owned).collect();
         self.dirs_seen.extend(new_dirs);
         self.files_seen.insert(joined);
+        Ok(bytes)
+    }
+
+    /// Starts one file of the tree at `path` (relative to the tree).
+    pub async fn begin_file(
+        &mut self,
+        path: &RelPath,
+        size: u64,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<Upload, StorageError> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| io::Error::other("tree already finished"))?;
+        let bytes = self.admit_entry(path, size, max_entries, max_bytes)?;
         let full = dir.join(path.to_path_buf());
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent)

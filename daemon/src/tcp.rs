@@ -80,49 +80,67 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
             ctx.config().limits.max_connections_per_ip,
         ) {
             Ok(permit) => {
-                let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
-                let task_ctx = Arc::clone(&ctx);
-                ctx.tracker.spawn(
-                    async move {
-                        let _permit = permit;
-                        service.handle(task_ctx, stream, peer).await;
-                    }
-                    .instrument(span),
-                );
+                ctx.tracker
+                    .spawn(connection(Arc::clone(&ctx), service, stream, peer, permit));
             }
-            Err(why) => {
-                // At the cap, the longest-idle signal connection makes room:
-                // one of this address's (which frees both its share and the
-                // total), or, when only the total is full, anyone's.
-                // A newcomer whose own address is at its share can only take
-                // one of that address's places, never another address's.
-                let own_full = ctx.connections.held_by(peer.ip())
-                    >= ctx.config().limits.max_connections_per_ip;
-                let evicted = ctx.idle.evict_oldest(Some(peer.ip()))
-                    || (!own_full
-                        && matches!(why, Refusal::Full(_))
-                        && ctx.idle.evict_oldest(None));
-                if evicted {
-                    tracing::info!(service = S::NAME, peer = %peer, "at the connection cap: closed the longest-idle connection to make room");
-                    let task_ctx = Arc::clone(&ctx);
-                    ctx.tracker
-                        .spawn(admit_when_freed(task_ctx, service, stream, peer, why));
-                    continue;
-                }
-                tracing::warn!(service = S::NAME, peer = %peer, reason = %why, "connection refused");
-                let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() else {
-                    tracing::debug!(service = S::NAME, peer = %peer, "too many refusals in flight: closed without one");
-                    continue;
-                };
-                ctx.tracker.spawn(async move {
-                    let _slot = slot;
-                    let _ =
-                        tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
-                });
-            }
+            Err(why) => over_the_cap(&ctx, service, stream, peer, why, &refusals),
         }
     }
     tracing::debug!(service = S::NAME, "stopped accepting");
+}
+
+/// Serves one connection to its end, holding its permit, in its span.
+fn connection<S: TcpService>(
+    ctx: Arc<Ctx>,
+    service: S,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: crate::limits::Permit,
+) -> impl Future<Output = ()> + Send {
+    let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
+    async move {
+        let _permit = permit;
+        service.handle(ctx, stream, peer).await;
+    }
+    .instrument(span)
+}
+
+/// A client over the caps: the longest-idle signal connection makes room
+/// for it if one can (one of this address's, which frees both its share and
+/// the total, or anyone's when only the total is full; a newcomer whose own
+/// address is at its share never takes another address's place); otherwise
+/// it is refused in the protocol's way, at most [`MAX_REFUSALS`] at once.
+fn over_the_cap<S: TcpService>(
+    ctx: &Arc<Ctx>,
+    service: S,
+    stream: TcpStream,
+    peer: SocketAddr,
+    why: Refusal,
+    refusals: &Arc<tokio::sync::Semaphore>,
+) {
+    let own_full = ctx.connections.held_by(peer.ip()) >= ctx.config().limits.max_connections_per_ip;
+    let evicted = ctx.idle.evict_oldest(Some(peer.ip()))
+        || (!own_full && matches!(why, Refusal::Full(_)) && ctx.idle.evict_oldest(None));
+    if evicted {
+        tracing::info!(service = S::NAME, peer = %peer, "at the connection cap: closed the longest-idle connection to make room");
+        ctx.tracker.spawn(admit_when_freed(
+            Arc::clone(ctx),
+            service,
+            stream,
+            peer,
+            why,
+        ));
+        return;
+    }
+    tracing::warn!(service = S::NAME, peer = %peer, reason = %why, "connection refused");
+    let Ok(slot) = Arc::clone(refusals).try_acquire_owned() else {
+        tracing::debug!(service = S::NAME, peer = %peer, "too many refusals in flight: closed without one");
+        return;
+    };
+    ctx.tracker.spawn(async move {
+        let _slot = slot;
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
+    });
 }
 
 /// Serves `stream` once the connection the accept loop evicted has given
@@ -143,14 +161,7 @@ async fn admit_when_freed<S: TcpService>(
             limits.max_connections,
             limits.max_connections_per_ip,
         ) {
-            let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
-            let task_ctx = Arc::clone(&ctx);
-            async move {
-                let _permit = permit;
-                service.handle(task_ctx, stream, peer).await;
-            }
-            .instrument(span)
-            .await;
+            connection(Arc::clone(&ctx), service, stream, peer, permit).await;
             return;
         }
     }

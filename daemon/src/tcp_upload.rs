@@ -19,6 +19,46 @@ use crate::storage::Stored;
 use crate::tcp::{read_until, reply_and_close, write_all, Failure, TcpService};
 use crate::Ctx;
 
+/// Reads the header into `buf`: the size and at least one name byte, all
+/// within `header_timeout`, then the rest of the name, whatever arrives
+/// until the line goes quiet (the client sends nothing else before it reads
+/// `go ahead`, seed 002 step 7).
+async fn read_header(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    codec: &UploadCodec,
+    buf: &mut BytesMut,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + ctx.config().limits.header_timeout.0;
+    while buf.len() <= SIZE_LEN {
+        let idle = buf.is_empty();
+        let read = read_until(ctx, stream, buf, deadline, "the header");
+        let n = if idle {
+            // Nothing sent yet: an idle connection, closed at shutdown.
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return Err(Failure::Aborted),
+                r = read => r?,
+            }
+        } else {
+            read.await?
+        };
+        if n == 0 {
+            return Err(Failure::Closed(format!("after {} header bytes", buf.len())));
+        }
+    }
+    let settle = ctx.config().tcp_upload.name_settle.0;
+    loop {
+        codec.check_partial_header(buf).map_err(Failure::refused)?;
+        let quiet_at = (Instant::now() + settle).min(deadline);
+        match read_until(ctx, stream, buf, quiet_at, "the name").await {
+            Ok(0) => return Err(Failure::Closed("before `go ahead`".into())),
+            Ok(_) => continue,
+            Err(Failure::Timeout(_)) if Instant::now() < deadline => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The `tcp_upload` service.
 #[derive(Clone, Copy)]
 pub struct Service;
@@ -55,38 +95,7 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
         limits.max_file_size.0,
     );
     let mut buf = BytesMut::with_capacity(1024);
-
-    // The header: the size and at least one name byte, all within header_timeout…
-    let deadline = Instant::now() + limits.header_timeout.0;
-    while buf.len() <= SIZE_LEN {
-        let idle = buf.is_empty();
-        let read = read_until(ctx, stream, &mut buf, deadline, "the header");
-        let n = if idle {
-            // Nothing sent yet: an idle connection, closed at shutdown.
-            tokio::select! {
-                _ = ctx.stop.cancelled() => return Err(Failure::Aborted),
-                r = read => r?,
-            }
-        } else {
-            read.await?
-        };
-        if n == 0 {
-            return Err(Failure::Closed(format!("after {} header bytes", buf.len())));
-        }
-    }
-    // …then the rest of the name: whatever arrives until the line goes quiet.
-    // The client sends nothing else before it reads `go ahead` (seed 002 step 7).
-    let settle = ctx.config().tcp_upload.name_settle.0;
-    loop {
-        codec.check_partial_header(&buf).map_err(Failure::refused)?;
-        let quiet_at = (Instant::now() + settle).min(deadline);
-        match read_until(ctx, stream, &mut buf, quiet_at, "the name").await {
-            Ok(0) => return Err(Failure::Closed("before `go ahead`".into())),
-            Ok(_) => continue,
-            Err(Failure::Timeout(_)) if Instant::now() < deadline => break,
-            Err(e) => return Err(e),
-        }
-    }
+    read_header(ctx, stream, &codec, &mut buf).await?;
     let header = match codec.decode(&mut buf).map_err(Failure::refused)? {
         Some(UploadFrame::Header(h)) => h,
         _ => return Err(Failure::Refused("incomplete header".into())),

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -75,56 +76,77 @@ impl Handle {
 /// uploading the same file do not cancel each other.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The receive loop.
+/// The receive loop: datagrams and session ends in, each handed to the
+/// [`Receiver`].
 pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
-    let socket = Arc::new(socket);
-    let limiter = Limiter::new();
-    let budget = Arc::new(ReplyBudget::new(REPLIES_PER_SECOND));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
-    let mut sessions: HashMap<SocketAddr, Handle> = HashMap::new();
-    let mut next_id = 0u64;
+    let mut r = Receiver {
+        ctx: Arc::clone(&ctx),
+        socket: Arc::new(socket),
+        limiter: Limiter::new(),
+        budget: ReplyBudget::new(REPLIES_PER_SECOND),
+        ended_tx,
+        sessions: HashMap::new(),
+        next_id: 0,
+        stopping: false,
+    };
     let mut buf = vec![0u8; 65_536];
-    let mut stopping = false;
     loop {
         ctx.udp_sessions
-            .store(sessions.len(), std::sync::atomic::Ordering::Relaxed);
+            .store(r.sessions.len(), std::sync::atomic::Ordering::Relaxed);
         let (n, peer) = tokio::select! {
-            _ = ctx.stop.cancelled(), if !stopping => {
-                stopping = true;
-                if sessions.is_empty() { break }
+            _ = ctx.stop.cancelled(), if !r.stopping => {
+                r.stopping = true;
+                if r.sessions.is_empty() { break }
                 continue;
             }
             _ = ctx.abort.cancelled() => break,
             Some((peer, id)) = ended_rx.recv() => {
-                if sessions.get(&peer).map(|h| h.id) == Some(id) {
-                    sessions.remove(&peer);
+                if r.sessions.get(&peer).map(|h| h.id) == Some(id) {
+                    r.sessions.remove(&peer);
                 }
-                if stopping && sessions.is_empty() { break }
+                if r.stopping && r.sessions.is_empty() { break }
                 continue;
             }
-            pair = crate::udp::recv_datagram(&socket, &mut buf) => pair,
+            pair = crate::udp::recv_datagram(&r.socket, &mut buf) => pair,
         };
-        let config = ctx.config();
-        let cfg = &config.udp_upload;
-        let datagram = &buf[..n];
         tracing::trace!(peer = %peer, len = n, "datagram");
-        let reply_error = |why: String| {
-            let socket = Arc::clone(&socket);
-            let allowed = budget.allow();
-            async move {
-                if allowed {
-                    let _ = socket.send_to(&encode_error(&why), peer).await;
-                } else {
-                    tracing::debug!(peer = %peer, "error reply over the budget: not sent");
-                }
-            }
-        };
+        if r.on_datagram(peer, &buf[..n]).await.is_break() {
+            break;
+        }
+    }
+    tracing::debug!(service = "udp_upload", "receive loop ended");
+}
 
+/// The session table and what decides over it: one per service.
+struct Receiver {
+    ctx: Arc<Ctx>,
+    socket: Arc<UdpSocket>,
+    limiter: Arc<Limiter>,
+    budget: ReplyBudget,
+    ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    sessions: HashMap<SocketAddr, Handle>,
+    next_id: u64,
+    stopping: bool,
+}
+
+impl Receiver {
+    /// `ERROR: <why>` to `peer`, within the reply budget.
+    async fn reply_error(&self, peer: SocketAddr, why: String) {
+        if self.budget.allow() {
+            let _ = self.socket.send_to(&encode_error(&why), peer).await;
+        } else {
+            tracing::debug!(peer = %peer, "error reply over the budget: not sent");
+        }
+    }
+
+    /// One datagram: a `file_info` (a new upload) or data for a session.
+    async fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8]) -> ControlFlow<()> {
         // A duplicate of the session's own file_info before any data is still
         // a duplicate, whatever its length.
-        let next_chunk = sessions.get(&peer).is_some_and(|h| {
-            h.expects(n)
+        let next_chunk = self.sessions.get(&peer).is_some_and(|h| {
+            h.expects(datagram.len())
                 && (h.started_data
                     || parse_file_info(datagram, DEFAULT_MAX_HEADER_LEN)
                         .ok()
@@ -132,169 +154,167 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         != Some(&h.info))
         });
         if !next_chunk && looks_like_file_info(datagram) {
-            match parse_file_info(
-                datagram,
-                DEFAULT_MAX_HEADER_LEN.max(ctx.config().limits.max_name_len * 6 + 128),
-            ) {
+            let max_header =
+                DEFAULT_MAX_HEADER_LEN.max(self.ctx.config().limits.max_name_len * 6 + 128);
+            match parse_file_info(datagram, max_header) {
                 Ok(info) => {
-                    if let Some(h) = sessions.get(&peer) {
-                        if h.info == info && !h.started_data {
-                            tracing::debug!(peer = %peer, "duplicate file_info ignored");
-                            continue;
-                        }
+                    if let Err(why) = self.on_file_info(peer, info).await {
+                        self.reply_error(peer, why).await;
                     }
-                    if stopping {
-                        reply_error("the server is shutting down; try again shortly".into()).await;
-                        continue;
-                    }
-                    // A fresh file_info from a peer restarts its session.
-                    sessions.remove(&peer);
-                    let max_name = config.limits.max_name_len;
-                    if info.name.len() > max_name {
-                        reply_error(format!(
-                            "the name is {} bytes long, the limit is {max_name}",
-                            info.name.len()
-                        ))
-                        .await;
-                        continue;
-                    }
-                    let name = match SafeName::for_upload(&info.name) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            tracing::warn!(service = "udp_upload", peer = %peer, requested = ?info.name, error = %e, "refused");
-                            reply_error(format!("refused name {:?}: {e}", info.name)).await;
-                            continue;
-                        }
-                    };
-                    let max = ctx.config().limits.max_file_size.0;
-                    if info.size > max {
-                        reply_error(format!(
-                            "the file is {} bytes, the limit is {max}",
-                            info.size
-                        ))
-                        .await;
-                        continue;
-                    }
-                    // The same upload retried from a new port replaces the
-                    // abandoned session, taking its place under the caps.
-                    sessions.retain(|addr, h| {
-                        !(addr.ip() == peer.ip()
-                            && h.info == info
-                            && h.last_seen.elapsed() >= ABANDONED_AFTER)
-                    });
-                    // The quota decides before anyone is evicted for this
-                    // upload, and is charged only once it has a place.
-                    if let Err(e) = ctx.check_upload(peer.ip(), info.size) {
-                        tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
-                        reply_error(e.to_string()).await;
-                        continue;
-                    }
-                    let mut acquired =
-                        limiter.try_acquire(peer.ip(), cfg.max_sessions, cfg.max_sessions_per_ip);
-                    if let Err(why) = &acquired {
-                        // Under pressure, a session making no progress gives
-                        // way before a new one is refused: one of this
-                        // address's, or anyone's when only the total is full.
-                        let own_full = limiter.held_by(peer.ip()) >= cfg.max_sessions_per_ip;
-                        let from =
-                            (own_full || matches!(why, Refusal::FullForIp(_))).then(|| peer.ip());
-                        if evict_stalled(&mut sessions, from) {
-                            acquired = limiter.try_acquire(
-                                peer.ip(),
-                                cfg.max_sessions,
-                                cfg.max_sessions_per_ip,
-                            );
-                        }
-                    }
-                    let permit = match acquired {
-                        Ok(p) => p,
-                        Err(why) => {
-                            tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
-                            reply_error(why.to_string()).await;
-                            continue;
-                        }
-                    };
-                    if let Err(e) = ctx.admit_upload(peer.ip(), info.size) {
-                        tracing::warn!(service = "udp_upload", peer = %peer, reason = %e, "session refused");
-                        reply_error(e.to_string()).await;
-                        continue;
-                    }
-                    next_id += 1;
-                    let (tx, rx) = mpsc::channel((QUEUE_BYTES / cfg.buffer_size).max(8));
-                    let (ended_by_loop, why_ended) = oneshot::channel();
-                    sessions.insert(
-                        peer,
-                        Handle {
-                            id: next_id,
-                            _permit: permit,
-                            ended: Some(ended_by_loop),
-                            info: info.clone(),
-                            buffer_size: cfg.buffer_size,
-                            tx,
-                            started_data: false,
-                            received: 0,
-                            last_seen: Instant::now(),
-                        },
-                    );
-                    let session = Session {
-                        ctx: Arc::clone(&ctx),
-                        socket: Arc::clone(&socket),
-                        peer,
-                        info,
-                        name,
-                        buffer_size: cfg.buffer_size,
-                    };
-                    let ended = ended_tx.clone();
-                    let id = next_id;
-                    ctx.tracker.spawn(async move {
-                        session.run(rx, why_ended).await;
-                        let _ = ended.send((peer, id));
-                    });
-                    continue;
+                    return ControlFlow::Continue(());
                 }
-                Err(e) if !sessions.contains_key(&peer) => {
+                Err(e) if !self.sessions.contains_key(&peer) => {
                     tracing::debug!(peer = %peer, error = %e, "bad file_info");
-                    reply_error(e.to_string()).await;
-                    continue;
+                    self.reply_error(peer, e.to_string()).await;
+                    return ControlFlow::Continue(());
                 }
                 // Data that happens to start with '{': fall through to the session.
                 Err(_) => {}
             }
         }
-        match sessions.get_mut(&peer) {
-            Some(h) => {
-                h.started_data = true;
-                h.received += n as u64;
-                h.last_seen = Instant::now();
-                if n > h.buffer_size {
-                    let why = format!(
-                        "a datagram of {n} bytes is larger than the buffer size {}",
-                        h.buffer_size
-                    );
-                    if let Some(tell) = h.ended.take() {
-                        let _ = tell.send(why.clone());
-                    }
-                    sessions.remove(&peer);
-                    reply_error(why).await;
-                    continue;
-                }
-                let chunk = Bytes::copy_from_slice(datagram);
-                let tx = h.tx.clone();
-                tokio::select! {
-                    _ = ctx.abort.cancelled() => break,
-                    r = tx.send(chunk) => { let _ = r; }
-                }
-            }
-            None => {
-                tracing::debug!(peer = %peer, len = n, "data without a session");
-                reply_error(format!(
-                    "no upload in progress from {peer}: send the file_info JSON first"
-                ))
-                .await;
+        self.on_data(peer, datagram).await
+    }
+
+    /// A `file_info`: starts a session, or says why not (the reply).
+    async fn on_file_info(&mut self, peer: SocketAddr, info: FileInfo) -> Result<(), String> {
+        if let Some(h) = self.sessions.get(&peer) {
+            if h.info == info && !h.started_data {
+                tracing::debug!(peer = %peer, "duplicate file_info ignored");
+                return Ok(());
             }
         }
+        if self.stopping {
+            return Err("the server is shutting down; try again shortly".into());
+        }
+        // A fresh file_info from a peer restarts its session.
+        self.sessions.remove(&peer);
+        let config = self.ctx.config();
+        let max_name = config.limits.max_name_len;
+        if info.name.len() > max_name {
+            return Err(format!(
+                "the name is {} bytes long, the limit is {max_name}",
+                info.name.len()
+            ));
+        }
+        let name = SafeName::for_upload(&info.name).map_err(|e| {
+            tracing::warn!(service = "udp_upload", peer = %peer, requested = ?info.name, error = %e, "refused");
+            format!("refused name {:?}: {e}", info.name)
+        })?;
+        let max = config.limits.max_file_size.0;
+        if info.size > max {
+            return Err(format!(
+                "the file is {} bytes, the limit is {max}",
+                info.size
+            ));
+        }
+        // The same upload retried from a new port replaces the abandoned
+        // session, taking its place under the caps.
+        self.sessions.retain(|addr, h| {
+            !(addr.ip() == peer.ip() && h.info == info && h.last_seen.elapsed() >= ABANDONED_AFTER)
+        });
+        let permit = self.admit(peer, &info).map_err(|why| {
+            tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
+            why
+        })?;
+        self.start(peer, info, name, permit);
+        Ok(())
     }
-    tracing::debug!(service = "udp_upload", "receive loop ended");
+
+    /// A place under the caps and the quota for `info`, or why not.
+    fn admit(&mut self, peer: SocketAddr, info: &FileInfo) -> Result<Permit, String> {
+        let config = self.ctx.config();
+        let cfg = &config.udp_upload;
+        // The quota decides before anyone is evicted for this upload, and is
+        // charged only once it has a place.
+        self.ctx
+            .check_upload(peer.ip(), info.size)
+            .map_err(|e| e.to_string())?;
+        let acquire =
+            |l: &Arc<Limiter>| l.try_acquire(peer.ip(), cfg.max_sessions, cfg.max_sessions_per_ip);
+        let mut acquired = acquire(&self.limiter);
+        if let Err(why) = &acquired {
+            // Under pressure, a session making no progress gives way before a
+            // new one is refused: one of this address's, or anyone's when
+            // only the total is full.
+            let own_full = self.limiter.held_by(peer.ip()) >= cfg.max_sessions_per_ip;
+            let from = (own_full || matches!(why, Refusal::FullForIp(_))).then(|| peer.ip());
+            if evict_stalled(&mut self.sessions, from) {
+                acquired = acquire(&self.limiter);
+            }
+        }
+        let permit = acquired.map_err(|why| why.to_string())?;
+        self.ctx
+            .admit_upload(peer.ip(), info.size)
+            .map_err(|e| e.to_string())?;
+        Ok(permit)
+    }
+
+    /// Puts a session in the table and starts its task.
+    fn start(&mut self, peer: SocketAddr, info: FileInfo, name: SafeName, permit: Permit) {
+        let buffer_size = self.ctx.config().udp_upload.buffer_size;
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = mpsc::channel((QUEUE_BYTES / buffer_size).max(8));
+        let (ended_by_loop, why_ended) = oneshot::channel();
+        self.sessions.insert(
+            peer,
+            Handle {
+                id,
+                _permit: permit,
+                ended: Some(ended_by_loop),
+                info: info.clone(),
+                buffer_size,
+                tx,
+                started_data: false,
+                received: 0,
+                last_seen: Instant::now(),
+            },
+        );
+        let session = Session {
+            ctx: Arc::clone(&self.ctx),
+            socket: Arc::clone(&self.socket),
+            peer,
+            info,
+            name,
+            buffer_size,
+        };
+        let ended = self.ended_tx.clone();
+        self.ctx.tracker.spawn(async move {
+            session.run(rx, why_ended).await;
+            let _ = ended.send((peer, id));
+        });
+    }
+
+    /// A data datagram: to its session's queue, or an error reply.
+    async fn on_data(&mut self, peer: SocketAddr, datagram: &[u8]) -> ControlFlow<()> {
+        let n = datagram.len();
+        let Some(h) = self.sessions.get_mut(&peer) else {
+            tracing::debug!(peer = %peer, len = n, "data without a session");
+            let why = format!("no upload in progress from {peer}: send the file_info JSON first");
+            self.reply_error(peer, why).await;
+            return ControlFlow::Continue(());
+        };
+        h.started_data = true;
+        h.received += n as u64;
+        h.last_seen = Instant::now();
+        if n > h.buffer_size {
+            let why = format!(
+                "a datagram of {n} bytes is larger than the buffer size {}",
+                h.buffer_size
+            );
+            if let Some(tell) = h.ended.take() {
+                let _ = tell.send(why.clone());
+            }
+            self.sessions.remove(&peer);
+            self.reply_error(peer, why).await;
+            return ControlFlow::Continue(());
+        }
+        let tx = h.tx.clone();
+        tokio::select! {
+            _ = self.ctx.abort.cancelled() => ControlFlow::Break(()),
+            r = tx.send(Bytes::copy_from_slice(datagram)) => { let _ = r; ControlFlow::Continue(()) }
+        }
+    }
 }
 
 /// Ends the session that has gone longest without a datagram, if that is at

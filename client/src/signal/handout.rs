@@ -45,6 +45,13 @@ impl Conn {
         }
     }
 
+    /// A request tag, the handout's pause, the name (no pause after it).
+    async fn request(&mut self, tag: &[u8; 3], name: &str) -> Result<()> {
+        self.write(tag).await?;
+        tokio::time::sleep(PAUSE).await;
+        self.write(name.as_bytes()).await
+    }
+
     /// One `recv(max)`: whatever has arrived, at most `max` bytes; empty at the end.
     async fn recv(&mut self, max: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; max];
@@ -194,9 +201,7 @@ pub(crate) async fn get_file(
     progress: &dyn Progress,
 ) -> Result<Got> {
     let mut c = Conn::open(client).await?;
-    c.write(b"RAF").await?;
-    tokio::time::sleep(PAUSE).await;
-    c.write(name.as_bytes()).await?;
+    c.request(b"RAF", name).await?;
     // The handout's client sleeps here too, but nothing more is written, so
     // reading at once changes no byte on the wire and keeps a server that
     // sends its signal and data close together from merging them.
@@ -311,9 +316,7 @@ pub(crate) async fn get_dir(
     progress: &dyn Progress,
 ) -> Result<Got> {
     let mut c = Conn::open(client).await?;
-    c.write(b"RAR").await?;
-    tokio::time::sleep(PAUSE).await;
-    c.write(name.as_bytes()).await?;
+    c.request(b"RAR", name).await?;
     let raw = c.recv_exact(COUNT_LEN).await?;
     let count = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
     progress.start(name, None);

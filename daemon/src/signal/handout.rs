@@ -261,17 +261,7 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.peer);
         let raw = self.quiet_text(cfg, "a file name").await?;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
-        let opened = match super::stored_path(&raw, cfg.limits.max_name_len) {
-            Ok(path) => self
-                .ctx
-                .storage
-                .open_read(&path)
-                .await
-                .map(|d| (path, d))
-                .map_err(Failure::from),
-            Err(e) => Err(e),
-        };
-        match opened {
+        match self.open_requested(&raw, cfg.limits.max_name_len).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
                 let signal = found_signal(download.size);

@@ -2,8 +2,8 @@
 //!
 //! Every key has a default, so an empty file (or none) serves all six
 //! protocols. Unknown keys are errors, reported with their line, so a typo
-//! never silently leaves a default in force. `docs/CONFIG.md` and the README
-//! list every key; `deploy/ferryd.toml` is the commented example.
+//! never silently leaves a default in force. The README's configuration
+//! reference lists every key; `deploy/ferryd.toml` is the commented example.
 //!
 //! # Layout
 //! - [`units`]: durations, sizes and networks as written in the file.
@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use ferry_proto::service::{ServiceId, Transport};
 use serde::{Deserialize, Serialize};
 
 pub use units::{Dur, IpNet, Size};
@@ -231,8 +232,8 @@ pub struct Signal {
     pub handout_pause: Dur,
 }
 
-fn bind(port: u16) -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], port))
+fn bind(service: ServiceId) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], service.default_port()))
 }
 
 fn secs(n: u64) -> Dur {
@@ -286,7 +287,7 @@ impl Default for UdpUpload {
     fn default() -> Self {
         Self {
             enabled: true,
-            bind: bind(9000),
+            bind: bind(ServiceId::UdpUpload),
             buffer_size: 1452,
             session_timeout: secs(10),
             max_sessions: 1024,
@@ -309,7 +310,7 @@ impl Default for UdpDownload {
         ];
         Self {
             enabled: true,
-            bind: bind(9001),
+            bind: bind(ServiceId::UdpDownload),
             // Invariant: the literals above are valid networks (tested below).
             allow: allow.iter().filter_map(|n| n.parse().ok()).collect(),
             rate: Size(32 << 20),
@@ -325,7 +326,7 @@ impl Default for UdpSum {
     fn default() -> Self {
         Self {
             enabled: true,
-            bind: bind(9002),
+            bind: bind(ServiceId::UdpSum),
             server_name: "Server of ferry".into(),
             number: 42,
         }
@@ -336,7 +337,7 @@ impl Default for TcpUpload {
     fn default() -> Self {
         Self {
             enabled: true,
-            bind: bind(9003),
+            bind: bind(ServiceId::TcpUpload),
             name_settle: Dur(Duration::from_millis(20)),
         }
     }
@@ -346,7 +347,7 @@ impl Default for MagicDownload {
     fn default() -> Self {
         Self {
             enabled: true,
-            bind: bind(9004),
+            bind: bind(ServiceId::MagicDownload),
             read_timeout: secs(1),
         }
     }
@@ -356,7 +357,7 @@ impl Default for Signal {
     fn default() -> Self {
         Self {
             enabled: true,
-            bind: bind(9005),
+            bind: bind(ServiceId::Signal),
             max_tree_entries: 10_000,
             max_tree_size: Size(4 << 30),
             max_tree_depth: 32,
@@ -588,41 +589,54 @@ impl Config {
         self.check_ports()
     }
 
+    /// Whether `service` is enabled, and where it binds.
+    pub fn endpoint(&self, service: ServiceId) -> (bool, SocketAddr) {
+        match service {
+            ServiceId::UdpUpload => (self.udp_upload.enabled, self.udp_upload.bind),
+            ServiceId::UdpDownload => (self.udp_download.enabled, self.udp_download.bind),
+            ServiceId::UdpSum => (self.udp_sum.enabled, self.udp_sum.bind),
+            ServiceId::TcpUpload => (self.tcp_upload.enabled, self.tcp_upload.bind),
+            ServiceId::MagicDownload => (self.magic_download.enabled, self.magic_download.bind),
+            ServiceId::Signal => (self.signal.enabled, self.signal.bind),
+        }
+    }
+
+    /// `service`'s `enabled` and `bind`, to change.
+    pub fn endpoint_mut(&mut self, service: ServiceId) -> (&mut bool, &mut SocketAddr) {
+        match service {
+            ServiceId::UdpUpload => (&mut self.udp_upload.enabled, &mut self.udp_upload.bind),
+            ServiceId::UdpDownload => (&mut self.udp_download.enabled, &mut self.udp_download.bind),
+            ServiceId::UdpSum => (&mut self.udp_sum.enabled, &mut self.udp_sum.bind),
+            ServiceId::TcpUpload => (&mut self.tcp_upload.enabled, &mut self.tcp_upload.bind),
+            ServiceId::MagicDownload => (
+                &mut self.magic_download.enabled,
+                &mut self.magic_download.bind,
+            ),
+            ServiceId::Signal => (&mut self.signal.enabled, &mut self.signal.bind),
+        }
+    }
+
     fn check_ports(&self) -> Result<(), ConfigError> {
-        let udp = [
-            ("udp_upload", self.udp_upload.enabled, self.udp_upload.bind),
-            (
-                "udp_download",
-                self.udp_download.enabled,
-                self.udp_download.bind,
-            ),
-            ("udp_sum", self.udp_sum.enabled, self.udp_sum.bind),
-        ];
-        let tcp = [
-            ("tcp_upload", self.tcp_upload.enabled, self.tcp_upload.bind),
-            (
-                "magic_download",
-                self.magic_download.enabled,
-                self.magic_download.bind,
-            ),
-            ("signal", self.signal.enabled, self.signal.bind),
-        ];
-        for group in [&udp, &tcp] {
-            for (i, a) in group.iter().enumerate() {
-                for b in &group[i + 1..] {
-                    let clash = a.1
-                        && b.1
-                        && a.2.port() != 0
-                        && a.2.port() == b.2.port()
-                        && (a.2.ip() == b.2.ip()
-                            || a.2.ip().is_unspecified()
-                            || b.2.ip().is_unspecified());
-                    if clash {
-                        return Err(ConfigError::Invalid {
-                            key: format!("{}.bind", b.0),
-                            message: format!("port {} is already used by {}", b.2.port(), a.0),
-                        });
-                    }
+        let enabled: Vec<(ServiceId, SocketAddr)> = ServiceId::ALL
+            .into_iter()
+            .filter_map(|id| match self.endpoint(id) {
+                (true, addr) => Some((id, addr)),
+                (false, _) => None,
+            })
+            .collect();
+        for (i, (a, a_addr)) in enabled.iter().enumerate() {
+            for (b, b_addr) in &enabled[i + 1..] {
+                let clash = a.transport() == b.transport()
+                    && a_addr.port() != 0
+                    && a_addr.port() == b_addr.port()
+                    && (a_addr.ip() == b_addr.ip()
+                        || a_addr.ip().is_unspecified()
+                        || b_addr.ip().is_unspecified());
+                if clash {
+                    return Err(ConfigError::Invalid {
+                        key: format!("{b}.bind"),
+                        message: format!("port {} is already used by {a}", b_addr.port()),
+                    });
                 }
             }
         }
@@ -635,13 +649,9 @@ impl Config {
             storage: root.to_owned(),
             ..Config::default()
         };
-        let lo = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.udp_upload.bind = lo;
-        c.udp_download.bind = lo;
-        c.udp_sum.bind = lo;
-        c.tcp_upload.bind = lo;
-        c.magic_download.bind = lo;
-        c.signal.bind = lo;
+        for id in ServiceId::ALL {
+            *c.endpoint_mut(id).1 = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
         c
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 /// Why a permit was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The total cap is reached.
     #[error("the server is busy ({0} transfers at once); try again shortly")]
     Full(usize),
@@ -27,13 +27,13 @@ struct Counts {
 
 /// Counts holders in total and per IP address. The caps are given with each
 /// request, so a configuration reload changes them at once.
-pub struct Limiter {
+pub(crate) struct Limiter {
     counts: Mutex<Counts>,
 }
 
 impl Limiter {
     /// An empty limiter.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             counts: Mutex::new(Counts::default()),
         })
@@ -47,7 +47,7 @@ impl Limiter {
 
     /// A permit for `ip` if fewer than `max_total` are held in all and fewer
     /// than `max_per_ip` by `ip`, or why not. The permit releases its slot on drop.
-    pub fn try_acquire(
+    pub(crate) fn try_acquire(
         self: &Arc<Self>,
         ip: IpAddr,
         max_total: usize,
@@ -71,12 +71,12 @@ impl Limiter {
     }
 
     /// Holders right now.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.counts().total
     }
 
     /// Holders from `ip`'s address right now.
-    pub fn held_by(&self, ip: IpAddr) -> usize {
+    pub(crate) fn held_by(&self, ip: IpAddr) -> usize {
         self.counts()
             .per_ip
             .get(&canonical(ip))
@@ -88,7 +88,7 @@ impl Limiter {
 /// The address a cap counts: `::ffff:a.b.c.d` is `a.b.c.d` (a dual-stack
 /// socket counts one client once), and an IPv6 address is its /64 (one host,
 /// or one LAN, gets a /64 and can pick any address in it).
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -106,7 +106,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// are tracked (≈ 4 MiB); past that, full buckets are forgotten first, and a
 /// new address is refused if none is.
 #[derive(Debug)]
-pub struct ByteBudget {
+pub(crate) struct ByteBudget {
     capacity: u64,
     window: std::time::Duration,
     buckets: HashMap<IpAddr, (f64, std::time::Instant)>,
@@ -114,10 +114,10 @@ pub struct ByteBudget {
 
 impl ByteBudget {
     /// Addresses tracked at most.
-    pub const MAX_TRACKED: usize = 65_536;
+    pub(crate) const MAX_TRACKED: usize = 65_536;
 
     /// `capacity` bytes per address per `window`.
-    pub fn new(capacity: u64, window: std::time::Duration) -> ByteBudget {
+    pub(crate) fn new(capacity: u64, window: std::time::Duration) -> ByteBudget {
         ByteBudget {
             capacity,
             window,
@@ -132,7 +132,7 @@ impl ByteBudget {
 
     /// Takes `bytes` from `ip`'s budget at `now` if it holds them all; else
     /// `Err` with how long until it would.
-    pub fn take(
+    pub(crate) fn take(
         &mut self,
         now: std::time::Instant,
         ip: IpAddr,
@@ -183,7 +183,7 @@ impl ByteBudget {
 
     /// Whether `ip`'s budget holds `bytes` now (taking nothing), or how long
     /// until it would.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         now: std::time::Instant,
         ip: IpAddr,
@@ -207,7 +207,7 @@ impl ByteBudget {
     }
 
     /// Returns `n` taken a moment ago (up to the capacity).
-    pub fn give_back(&mut self, now: std::time::Instant, ip: IpAddr, n: u64) {
+    pub(crate) fn give_back(&mut self, now: std::time::Instant, ip: IpAddr, n: u64) {
         let ip = canonical(ip);
         if let Some(b) = self.buckets.get(&ip).copied() {
             let level = (self.level(now, b) + n as f64).min(self.capacity as f64);
@@ -217,7 +217,7 @@ impl ByteBudget {
 
     /// Takes `bytes` whatever is left (down to empty): for what is known only
     /// once a transfer ends.
-    pub fn spend(&mut self, now: std::time::Instant, ip: IpAddr, bytes: u64) {
+    pub(crate) fn spend(&mut self, now: std::time::Instant, ip: IpAddr, bytes: u64) {
         let ip = canonical(ip);
         let level = self
             .buckets
@@ -232,13 +232,13 @@ impl ByteBudget {
 
 /// Per-address upload quotas over every upload protocol: files and bytes per
 /// window, both [`ByteBudget`]s.
-pub struct UploadQuota {
+pub(crate) struct UploadQuota {
     inner: Mutex<(ByteBudget, ByteBudget)>,
 }
 
 impl UploadQuota {
     /// `files` uploads and `bytes` bytes per address per `window`.
-    pub fn new(files: usize, bytes: u64, window: std::time::Duration) -> UploadQuota {
+    pub(crate) fn new(files: usize, bytes: u64, window: std::time::Duration) -> UploadQuota {
         UploadQuota {
             inner: Mutex::new((
                 ByteBudget::new(files as u64, window),
@@ -249,7 +249,7 @@ impl UploadQuota {
 
     /// One more upload of `size` announced bytes (0 when not announced) from
     /// `ip` at `now`, or how long until it would fit.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         now: std::time::Instant,
         ip: IpAddr,
@@ -267,7 +267,7 @@ impl UploadQuota {
     }
 
     /// Whether [`UploadQuota::admit`] would let the upload in now, taking nothing.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         now: std::time::Instant,
         ip: IpAddr,
@@ -279,7 +279,7 @@ impl UploadQuota {
     }
 
     /// Bytes an upload without an announced size turned out to have.
-    pub fn spend(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
+    pub(crate) fn spend(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.1.spend(now, ip, size);
     }
@@ -289,7 +289,7 @@ impl UploadQuota {
 /// connection cap the longest-idle one can be closed to make room before a
 /// new client is refused (a crowd of idle connections cannot hold the caps).
 #[derive(Default)]
-pub struct IdleConnections {
+pub(crate) struct IdleConnections {
     /// The last sequence number given, and the waiting connections by it.
     inner: Mutex<(u64, IdleMap)>,
 }
@@ -300,7 +300,7 @@ type IdleMap = std::collections::BTreeMap<u64, (IpAddr, tokio_util::sync::Cancel
 impl IdleConnections {
     /// A connection from `ip` starts waiting; it is told to close through
     /// the guard's token; dropping the guard (a request came) takes it off.
-    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> IdleGuard {
+    pub(crate) fn enter(self: &Arc<Self>, ip: IpAddr) -> IdleGuard {
         let token = tokio_util::sync::CancellationToken::new();
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0 += 1;
@@ -315,7 +315,7 @@ impl IdleConnections {
 
     /// Tells the longest-idle connection (from `ip`'s address, if given) to
     /// close; false if there is none.
-    pub fn evict_oldest(&self, ip: Option<IpAddr>) -> bool {
+    pub(crate) fn evict_oldest(&self, ip: Option<IpAddr>) -> bool {
         let ip = ip.map(canonical);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let victim =
@@ -333,7 +333,7 @@ impl IdleConnections {
 }
 
 /// A connection's place in [`IdleConnections`].
-pub struct IdleGuard {
+pub(crate) struct IdleGuard {
     set: Arc<IdleConnections>,
     seq: u64,
     token: tokio_util::sync::CancellationToken,
@@ -341,7 +341,7 @@ pub struct IdleGuard {
 
 impl IdleGuard {
     /// Cancelled when the connection must close to make room.
-    pub fn evicted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+    pub(crate) fn evicted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.token.cancelled()
     }
 }
@@ -354,7 +354,7 @@ impl Drop for IdleGuard {
 }
 
 /// One slot of a [`Limiter`].
-pub struct Permit {
+pub(crate) struct Permit {
     limiter: Arc<Limiter>,
     ip: IpAddr,
 }
@@ -407,30 +407,32 @@ mod tests {
 /// students stays far below it. Datagrams over the budget get no reply.
 pub const REPLIES_PER_SECOND: u32 = 200;
 
-/// A per-second budget of replies (see [`REPLIES_PER_SECOND`]).
-pub struct ReplyBudget {
+/// A per-second budget of replies (see [`REPLIES_PER_SECOND`]); time is an input.
+pub(crate) struct ReplyBudget {
     per_second: u32,
-    window: std::sync::Mutex<(std::time::Instant, u32)>,
+    /// When the current one-second window began, and the replies in it.
+    window: Mutex<Option<(std::time::Instant, u32)>>,
 }
 
 impl ReplyBudget {
     /// A budget of `per_second` replies in each one-second window.
-    pub fn new(per_second: u32) -> ReplyBudget {
+    pub(crate) fn new(per_second: u32) -> ReplyBudget {
         ReplyBudget {
             per_second,
-            window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+            window: Mutex::new(None),
         }
     }
 
-    /// Whether one more reply fits in this second's budget (and counts it).
-    pub fn allow(&self) -> bool {
+    /// Whether one more reply at `now` fits in its second's budget (and counts it).
+    pub(crate) fn allow(&self, now: std::time::Instant) -> bool {
         // The lock guards two numbers updated together; poison cannot break them.
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.0.elapsed() >= std::time::Duration::from_secs(1) {
-            *w = (std::time::Instant::now(), 0);
+        let (start, sent) = w.get_or_insert((now, 0));
+        if now.saturating_duration_since(*start) >= std::time::Duration::from_secs(1) {
+            (*start, *sent) = (now, 0);
         }
-        if w.1 < self.per_second {
-            w.1 += 1;
+        if *sent < self.per_second {
+            *sent += 1;
             true
         } else {
             false
@@ -475,7 +477,12 @@ mod budget_tests {
 
     #[test]
     fn a_budget_caps_replies_per_second() {
+        let t0 = std::time::Instant::now();
         let b = ReplyBudget::new(3);
-        assert_eq!((0..10).filter(|_| b.allow()).count(), 3);
+        assert_eq!((0..10).filter(|_| b.allow(t0)).count(), 3);
+        let later = t0 + std::time::Duration::from_millis(999);
+        assert!(!b.allow(later), "the same second");
+        let next = t0 + std::time::Duration::from_secs(1);
+        assert_eq!((0..10).filter(|_| b.allow(next)).count(), 3);
     }
 }

@@ -1,37 +1,38 @@
 //! `magic_download` (seed 003): FileRequest in, FileResponse and the data out.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use ferry_proto::magic::{RequestCodec, ResponseHeader, Status};
+use ferry_proto::magic::{FileRequest, RequestCodec, ResponseHeader, Status};
 use ferry_proto::names::RelPath;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
+use crate::conn::{Connection, Read, Wait};
+use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::limits::Refusal;
 use crate::report::Transfer;
-use crate::storage::StorageError;
-use crate::tcp::{read_until, reply_and_close, sendfile_download, write_all, Failure, TcpService};
-use crate::Ctx;
+use crate::tcp::{sendfile_download, TcpService};
+
+type Conn = Connection<TcpStream>;
 
 /// The `magic_download` service.
 #[derive(Clone, Copy)]
-pub struct Service;
+pub(crate) struct Service;
 
 impl TcpService for Service {
     const NAME: &'static str = "magic_download";
 
-    async fn handle(self, ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr) {
-        let mut t = Transfer::start(Self::NAME, peer);
-        match serve_one(&ctx, &mut stream, &mut t).await {
+    async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
+        let mut t = Transfer::start(Self::NAME, conn.peer);
+        match serve_one(&ctx, &mut conn, &mut t).await {
             Ok(outcome) => t.ok(outcome),
             // "A malformed request is answered by closing the connection."
             Err(e) => t.failed(&e),
         }
         // Close without a reset: late client bytes must not destroy the response.
-        reply_and_close(&mut stream, &[]).await;
+        conn.reply_and_close(&[]).await;
     }
 
     /// The protocol has no error record, and StatusCode 0 would tell the
@@ -41,69 +42,48 @@ impl TcpService for Service {
     }
 }
 
-async fn serve_one(
-    ctx: &Ctx,
-    stream: &mut TcpStream,
-    t: &mut Transfer,
-) -> Result<&'static str, Failure> {
-    let limits = &ctx.config().limits;
-    let gap = ctx.config().magic_download.read_timeout.0;
-    let whole = Instant::now() + limits.header_timeout.0;
-    let mut buf = BytesMut::with_capacity(64);
+/// The FileRequest: all of it within `header_timeout`, and "a read gap of
+/// 1 s aborts": each read waits at most `read_timeout`.
+async fn read_request(conn: &mut Conn) -> Result<FileRequest, Failure> {
+    let limits = &conn.config.limits;
+    let mut wait = Wait::header(Instant::now() + limits.header_timeout.0, "the FileRequest");
+    wait.gap = Some(conn.config.magic_download.read_timeout.0);
     let mut codec = RequestCodec;
-    // "A read gap of 1 s aborts": each read waits at most `read_timeout`.
-    let request = loop {
-        if let Some(req) = codec.decode(&mut buf).map_err(Failure::refused)? {
-            break req;
+    match conn.read_frame(&mut codec, &wait).await? {
+        Read::Frame(request) => Ok(request),
+        Read::Stopped(_) => Err(Failure::Closed("idle at shutdown".into())),
+        Read::End => {
+            codec.decode_eof(&mut conn.buf).map_err(Failure::refused)?;
+            Err(Failure::Closed("before a complete FileRequest".into()))
         }
-        let deadline = (Instant::now() + gap).min(whole);
-        let idle = buf.is_empty();
-        let read = read_until(ctx, stream, &mut buf, deadline, "the FileRequest");
-        let n = if idle {
-            tokio::select! {
-                _ = ctx.stop.cancelled() => return Err(Failure::Closed("idle at shutdown".into())),
-                r = read => r?,
-            }
-        } else {
-            read.await?
-        };
-        if n == 0 {
-            codec.decode_eof(&mut buf).map_err(Failure::refused)?;
-            return Err(Failure::Closed("before a complete FileRequest".into()));
-        }
-    };
+    }
+}
+
+async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'static str, Failure> {
+    let request = read_request(conn).await?;
     t.requested = request.name.clone();
-    let not_found = |why: String| Failure::Refused(why);
-    let found = match RelPath::parse(&request.name, limits.max_name_len) {
-        Err(e) => Err(not_found(format!("refused name: {e}"))),
+    let max_name_len = conn.config.limits.max_name_len;
+    let found = match RelPath::parse(&request.name, max_name_len) {
+        Err(e) => Err(Failure::refused(format!("refused name: {e}"))),
         Ok(path) => match ctx.storage.open_read(&path).await {
-            Ok(d) if d.size > u64::from(u32::MAX) => Err(not_found(format!(
+            Ok(d) if d.size > u64::from(u32::MAX) => Err(Failure::refused(format!(
                 "{path} is {} bytes, more than the 4-byte DataLength can announce",
                 d.size
             ))),
             Ok(d) => Ok((path, d)),
-            Err(
-                e @ (StorageError::NotFound(_)
-                | StorageError::NotRegular(_)
-                | StorageError::IsDirectory(_)),
-            ) => Err(not_found(e.to_string())),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(Failure::from(e)),
         },
     };
     let (path, download) = match found {
         Ok(pair) => pair,
-        Err(e) => {
+        Err(e) if e.is_not_found() || matches!(e, Failure::Refused(_)) => {
             // "A missing file gets StatusCode 0 and DataLength 0."
-            write_all(
-                ctx,
-                stream,
-                &ResponseHeader::NOT_FOUND.to_bytes(),
-                limits.idle_timeout.0,
-            )
-            .await?;
+            conn.write_all(&ResponseHeader::NOT_FOUND.to_bytes())
+                .await?;
             tracing::info!(requested = ?request.name, reason = %e, "answered StatusCode 0");
             return Ok("not found");
         }
+        Err(e) => return Err(e),
     };
     t.stored = path.to_string();
     // Invariant: checked above that the size fits in u32.
@@ -112,7 +92,7 @@ async fn serve_one(
         status: Status::Found,
         length,
     };
-    write_all(ctx, stream, &header.to_bytes(), limits.idle_timeout.0).await?;
-    sendfile_download(ctx, stream, &download, t).await?;
+    conn.write_all(&header.to_bytes()).await?;
+    sendfile_download(conn, &download, t).await?;
     Ok("sent")
 }

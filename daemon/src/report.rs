@@ -6,7 +6,7 @@ use std::time::Instant;
 use ferry_proto::crc::format_hex;
 
 /// Collects what one transfer did and logs it once, when finished.
-pub struct Transfer {
+pub(crate) struct Transfer {
     service: &'static str,
     peer: SocketAddr,
     started: Instant,
@@ -22,7 +22,7 @@ pub struct Transfer {
 
 impl Transfer {
     /// Starts timing a transfer.
-    pub fn start(service: &'static str, peer: SocketAddr) -> Self {
+    pub(crate) fn start(service: &'static str, peer: SocketAddr) -> Self {
         Self {
             service,
             peer,
@@ -35,12 +35,12 @@ impl Transfer {
     }
 
     /// The client's address.
-    pub fn peer(&self) -> std::net::IpAddr {
+    pub(crate) fn peer(&self) -> std::net::IpAddr {
         self.peer.ip()
     }
 
     /// Logs success (`outcome` says what: "stored", "sent", "deduplicated").
-    pub fn ok(self, outcome: &'static str) {
+    pub(crate) fn ok(self, outcome: &'static str) {
         tracing::info!(
             service = self.service,
             peer = %self.peer,
@@ -55,7 +55,7 @@ impl Transfer {
     }
 
     /// Logs failure with its reason.
-    pub fn failed(self, error: &dyn std::fmt::Display) {
+    pub(crate) fn failed(self, error: &dyn std::fmt::Display) {
         tracing::warn!(
             service = self.service,
             peer = %self.peer,

@@ -18,54 +18,50 @@
 
 mod handout;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Buf;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use ferry_proto::names::{RelPath, SafeName};
 use ferry_proto::signal::handout::{detect, Dialect};
-use ferry_proto::signal::{SignalCodec, SignalFrame, Tag, TAG_LEN};
+use ferry_proto::signal::{SignalCodec, SignalError, SignalFrame, Tag, TAG_LEN};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::conn::{reply_and_close, Connection, Read, Stop, Wait};
+use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::limits::Refusal;
 use crate::report::Transfer;
-use crate::storage::{Download, StorageError, Stored, Upload};
-use crate::tcp::{read_until, reply_and_close, send_download, write_all, Failure, TcpService};
-use crate::Ctx;
+use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
+use crate::tcp::{send_download, TcpService};
 
 /// The `signal` service.
 #[derive(Clone, Copy)]
-pub struct Service;
+pub(crate) struct Service;
 
 impl TcpService for Service {
     const NAME: &'static str = "signal";
 
-    async fn handle(self, ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
-        let codec = SignalCodec::new(
-            ctx.config().limits.max_name_len,
-            ctx.config().limits.max_file_size.0,
-        );
+    async fn handle(self, ctx: Arc<Ctx>, io: Connection<TcpStream>) {
+        let limits = &io.config.limits;
+        let codec = SignalCodec::new(limits.max_name_len, limits.max_file_size.0);
         let mut conn = Conn {
             ctx: &ctx,
-            stream,
-            peer,
+            io,
             codec,
-            rbuf: BytesMut::with_capacity(crate::tcp::READ_CHUNK),
             wbuf: BytesMut::new(),
         };
         match conn.run().await {
             Ok(()) => {
-                let _ = conn.stream.shutdown().await;
+                let _ = conn.io.stream.shutdown().await;
             }
             Err(e) => {
                 tracing::info!(error = %e, "connection ended");
-                if !matches!(e, Failure::Closed(_) | Failure::Io(_) | Failure::Broken(_)) {
+                if e.answerable() {
                     let frame = encode_frame(SignalFrame::Error(clip(e.to_string(), MAX_REASON)));
-                    reply_and_close(&mut conn.stream, &frame).await;
+                    conn.io.reply_and_close(&frame).await;
                 }
             }
         }
@@ -89,15 +85,16 @@ fn encode_frame(frame: SignalFrame) -> Vec<u8> {
 
 struct Conn<'a> {
     ctx: &'a Ctx,
-    stream: TcpStream,
-    peer: SocketAddr,
+    io: Connection<TcpStream>,
     codec: SignalCodec,
-    rbuf: BytesMut,
     wbuf: BytesMut,
 }
 
 /// An upload being received, or why it is being discarded.
 type Sink = Result<Upload, Failure>;
+
+/// A tree being received, or why it is being discarded.
+type TreeSink = Result<TreeUpload, Failure>;
 
 /// A request, in the dialect it came in.
 enum Request {
@@ -142,88 +139,51 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// The next frame between requests: waits up to `idle_timeout` for a
-    /// first byte (ending quietly at shutdown), then `header_timeout` for the rest.
+    /// The next request: waits up to `idle_timeout` for a first byte
+    /// (ending quietly at shutdown, or when the cap needs the place), then
+    /// `header_timeout` for the rest.
     async fn next_request(&mut self) -> Result<Option<Request>, Failure> {
-        let limits = &self.ctx.config().limits;
-        let mut header_deadline = None;
+        let limits = &self.io.config.limits;
         // Set once: whitespace between requests (skipped by the codec) does
         // not keep an idle connection alive.
-        let idle_deadline = Instant::now() + limits.idle_timeout.0;
-        loop {
-            if let Some(tag) = self.handout_tag() {
-                self.rbuf.advance(TAG_LEN);
-                return Ok(Some(Request::Handout(tag)));
+        let wait = Wait {
+            first_by: Instant::now() + limits.idle_timeout.0,
+            rest_within: Some(limits.header_timeout.0),
+            gap: None,
+            first_what: "a request",
+            rest_what: "the rest of a request",
+            evictable: true,
+            stoppable: true,
+        };
+        match self
+            .io
+            .read_frame(&mut Requests(&mut self.codec), &wait)
+            .await?
+        {
+            Read::Frame(request) => Ok(Some(request)),
+            Read::Stopped(Stop::Shutdown) => Ok(None),
+            Read::Stopped(Stop::Evicted) => {
+                // Idle: nothing unread, so the reply survives a plain close.
+                tracing::info!("closed while idle, to make room at the connection cap");
+                let reason = "closing this idle connection to make room: the server is at its connection cap";
+                let _ = self.send(SignalFrame::Error(reason.into())).await;
+                Ok(None)
             }
-            if let Some(frame) = self
-                .codec
-                .decode(&mut self.rbuf)
-                .map_err(Failure::refused)?
-            {
-                return Ok(Some(Request::Ferry(frame)));
-            }
-            let n = if self.rbuf.is_empty() {
-                let idle = self.ctx.idle.enter(self.peer.ip());
-                tokio::select! {
-                    _ = self.ctx.stop.cancelled() => return Ok(None),
-                    _ = idle.evicted() => {
-                        // Idle: nothing unread, so the reply survives a plain close.
-                        tracing::info!("closed while idle, to make room at the connection cap");
-                        let reason = "closing this idle connection to make room: the server is at its connection cap";
-                        let _ = self.send(SignalFrame::Error(reason.into())).await;
-                        return Ok(None);
-                    }
-                    r = read_until(self.ctx, &mut self.stream, &mut self.rbuf, idle_deadline, "a request") => r?,
-                }
-            } else {
-                let deadline = *header_deadline
-                    .get_or_insert_with(|| Instant::now() + limits.header_timeout.0);
-                read_until(
-                    self.ctx,
-                    &mut self.stream,
-                    &mut self.rbuf,
-                    deadline,
-                    "the rest of a request",
-                )
-                .await?
-            };
-            if n == 0 {
-                return match self.codec.decode_eof(&mut self.rbuf) {
-                    Ok(frame) => Ok(frame.map(Request::Ferry)),
-                    Err(e) => Err(Failure::Closed(format!("in the middle of a request ({e})"))),
-                };
-            }
+            Read::End => match self.codec.decode_eof(&mut self.io.buf) {
+                Ok(frame) => Ok(frame.map(Request::Ferry)),
+                Err(e) => Err(Failure::Closed(format!("in the middle of a request ({e})"))),
+            },
         }
-    }
-
-    /// The tag of a handout-framed request at the head of the buffer, if the
-    /// bytes after it say so (leading whitespace dropped, as the codec does).
-    fn handout_tag(&mut self) -> Option<Tag> {
-        let blanks = self
-            .rbuf
-            .iter()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count();
-        self.rbuf.advance(blanks);
-        let tag = Tag::from_bytes(self.rbuf.get(..TAG_LEN)?)?;
-        let after = self.rbuf.get(TAG_LEN..).unwrap_or_default();
-        (detect(tag, after) == Some(Dialect::Handout)).then_some(tag)
     }
 
     /// The next frame inside a transfer (data, a CRC, a tree entry).
     async fn next_in_transfer(&mut self) -> Result<SignalFrame, Failure> {
-        loop {
-            if let Some(frame) = self
-                .codec
-                .decode(&mut self.rbuf)
-                .map_err(Failure::refused)?
-            {
-                return Ok(frame);
-            }
-            let deadline = Instant::now() + self.ctx.config().limits.idle_timeout.0;
-            if read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "data").await? == 0
-            {
-                return Err(Failure::Closed("in the middle of a transfer".into()));
+        let idle = self.io.config.limits.idle_timeout.0;
+        let wait = Wait::in_transfer(Instant::now(), idle, "data");
+        match self.io.read_frame(&mut self.codec, &wait).await? {
+            Read::Frame(frame) => Ok(frame),
+            Read::End | Read::Stopped(_) => {
+                Err(Failure::Closed("in the middle of a transfer".into()))
             }
         }
     }
@@ -238,13 +198,7 @@ impl Conn<'_> {
             .encode(frame, &mut self.wbuf)
             .map_err(Failure::refused)?;
         let data = std::mem::take(&mut self.wbuf);
-        let r = write_all(
-            self.ctx,
-            &mut self.stream,
-            &data,
-            self.ctx.config().limits.idle_timeout.0,
-        )
-        .await;
+        let r = self.io.write_all(&data).await;
         self.wbuf = data;
         r
     }
@@ -274,12 +228,15 @@ impl Conn<'_> {
     }
 
     async fn receive_file(&mut self, name: String, size: u64) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         t.requested = name.clone();
         let mut sink: Sink = match SafeName::for_upload(&name) {
             Ok(n) => {
                 t.stored = n.to_string();
-                match self.ctx.admit_upload(self.peer.ip(), size) {
+                match self
+                    .ctx
+                    .admit_upload(std::time::Instant::now(), t.peer(), size)
+                {
                     Ok(()) => self
                         .ctx
                         .storage
@@ -325,11 +282,14 @@ impl Conn<'_> {
     }
 
     async fn receive_tree(&mut self, name: String) -> Result<(), Failure> {
-        let cfg = self.ctx.config();
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let cfg = Arc::clone(&self.io.config);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         t.requested = format!("{name}/");
-        let mut tree = match SafeName::for_upload(&name) {
-            Ok(n) => match self.ctx.admit_upload(self.peer.ip(), 0) {
+        let mut tree: TreeSink = match SafeName::for_upload(&name) {
+            Ok(n) => match self
+                .ctx
+                .admit_upload(std::time::Instant::now(), t.peer(), 0)
+            {
                 Ok(()) => self
                     .ctx
                     .storage
@@ -370,7 +330,7 @@ impl Conn<'_> {
                 if let Ok(s) = &r {
                     self.ctx
                         .uploads
-                        .spend(std::time::Instant::now(), self.peer.ip(), s.size);
+                        .spend(std::time::Instant::now(), t.peer(), s.size);
                     t.bytes = s.size;
                     tracing::debug!(files, "tree stored");
                 }
@@ -397,7 +357,7 @@ impl Conn<'_> {
     async fn receive_entry(
         &mut self,
         cfg: &ferry_config::Config,
-        tree: &mut Result<crate::storage::TreeUpload, Failure>,
+        tree: &mut TreeSink,
         entry: String,
         size: u64,
         t: &mut Transfer,
@@ -411,7 +371,10 @@ impl Conn<'_> {
                     .map_err(Failure::from),
                 Err(e) => Err(Failure::refused(format!("refused entry {entry:?}: {e}"))),
             },
-            Err(_) => Err(Failure::Refused(String::new())),
+            // The tree has failed already: its first failure is the one kept.
+            Err(_) => Err(Failure::Broken(
+                "an earlier entry of the tree failed".into(),
+            )),
         };
         let crc = self.receive_into(&mut sink, t).await?;
         let stored = match sink {
@@ -429,9 +392,9 @@ impl Conn<'_> {
     }
 
     async fn send_file(&mut self, raw: String) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         t.requested = raw.clone();
-        let max = self.ctx.config().limits.max_name_len;
+        let max = self.io.config.limits.max_name_len;
         match self.open_requested(raw.as_bytes(), max).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
@@ -457,23 +420,16 @@ impl Conn<'_> {
     ) -> Result<(), Failure> {
         let size = download.size;
         self.send(SignalFrame::FileHeader { name, size }).await?;
-        let crc = send_download(self.ctx, &mut self.stream, download, t)
+        let crc = send_download(&mut self.io, download, t)
             .await
-            .map_err(|e| match e {
-                e @ (Failure::Aborted
-                | Failure::Io(_)
-                | Failure::Closed(_)
-                | Failure::Timeout(_)) => e,
-                other => Failure::Broken(other.to_string()),
-            })?;
-        let idle = self.ctx.config().limits.idle_timeout.0;
-        write_all(self.ctx, &mut self.stream, &crc.to_be_bytes(), idle).await
+            .map_err(Failure::mid_frame)?;
+        self.io.write_all(&crc.to_be_bytes()).await
     }
 
     async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         t.requested = format!("{raw}/");
-        let cfg = self.ctx.config();
+        let cfg = Arc::clone(&self.io.config);
         let opened = match RelPath::parse(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
                 .ctx
@@ -519,6 +475,34 @@ impl Conn<'_> {
         t.ok("sent");
         Ok(())
     }
+}
+
+/// The codec between requests: a handout-framed request is taken by its
+/// tag (the rest stays in the buffer for the handout driver), anything else
+/// is a ferry frame.
+struct Requests<'a>(&'a mut SignalCodec);
+
+impl Decoder for Requests<'_> {
+    type Item = Request;
+    type Error = SignalError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, SignalError> {
+        if let Some(tag) = handout_tag(buf) {
+            buf.advance(TAG_LEN);
+            return Ok(Some(Request::Handout(tag)));
+        }
+        Ok(self.0.decode(buf)?.map(Request::Ferry))
+    }
+}
+
+/// The tag of a handout-framed request at the head of `buf`, if the bytes
+/// after it say so (leading whitespace dropped, as the codec does).
+fn handout_tag(buf: &mut BytesMut) -> Option<Tag> {
+    let blanks = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    buf.advance(blanks);
+    let tag = Tag::from_bytes(buf.get(..TAG_LEN)?)?;
+    let after = buf.get(TAG_LEN..).unwrap_or_default();
+    (detect(tag, after) == Some(Dialect::Handout)).then_some(tag)
 }
 
 /// A path a client asked for, through the normaliser, or the refusal it is told.

@@ -2,7 +2,7 @@
 //!
 //! The interface is small and streaming, so another backend can implement it:
 //! [`Storage::begin_write`] → [`Upload::write`]… → [`Upload::commit`] (or
-//! drop/[`Upload::abort`]), and [`Storage::open_read`] → a file and its size.
+//! drop it), and [`Storage::open_read`] → a file and its size.
 //! Directory trees use [`Storage::begin_tree`] the same way.
 //!
 //! Guarantees:
@@ -77,7 +77,7 @@ const MAX_HINTS: usize = 100_000;
 
 /// Why a storage operation failed; the text goes to the client.
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub(crate) enum StorageError {
     /// No such file or directory.
     #[error("no such file: {0}")]
     NotFound(String),
@@ -125,7 +125,7 @@ pub enum StorageError {
 
 /// A stored file or tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// The name it is stored under, relative to the root.
     pub name: String,
     /// Its size in bytes (sum of files for a tree).
@@ -164,7 +164,7 @@ struct Inner {
 
 /// The storage root. Cheap to clone.
 #[derive(Clone)]
-pub struct Storage {
+pub(crate) struct Storage {
     inner: Arc<Inner>,
 }
 
@@ -175,7 +175,7 @@ impl Storage {
     /// the old one is renamed aside at once and removed by the reaper once
     /// the daemon serves ([`Storage::start_reaper`]), so a restart never waits
     /// on it.
-    pub fn open(root: &Path, on_conflict: OnConflict) -> Result<Storage, OpenError> {
+    pub(crate) fn open(root: &Path, on_conflict: OnConflict) -> Result<Storage, OpenError> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         if !std::fs::metadata(&root)?.is_dir() {
@@ -250,7 +250,7 @@ impl Storage {
     /// the shared file-I/O pool) removing abandoned uploads, trees and crash
     /// leftovers, however many entries they hold. Called once the daemon
     /// serves; before that, removals queue.
-    pub fn start_reaper(&self) {
+    pub(crate) fn start_reaper(&self) {
         let rx = self
             .inner
             .reaper_rx
@@ -291,7 +291,7 @@ impl Storage {
 
     /// Waits up to `limit` for the reaper to finish what it was given (at a
     /// clean stop, so no leftovers wait for the next start).
-    pub async fn flush_reaper(&self, limit: std::time::Duration) {
+    pub(crate) async fn flush_reaper(&self, limit: std::time::Duration) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self.inner.reaper.send(Reap::Flush(tx)).is_err() {
             return;
@@ -300,7 +300,7 @@ impl Storage {
     }
 
     /// The canonical root.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.inner.root
     }
 
@@ -312,13 +312,17 @@ impl Storage {
     }
 
     /// Starts an upload of `size` bytes to be stored as `name`.
-    pub async fn begin_write(&self, name: SafeName, size: u64) -> Result<Upload, StorageError> {
+    pub(crate) async fn begin_write(
+        &self,
+        name: SafeName,
+        size: u64,
+    ) -> Result<Upload, StorageError> {
         self.begin(name, size, true).await
     }
 
     /// Starts an upload whose size is not announced (the handout's signal
     /// framing ends a file by a pause and `DON`): at most `max` bytes.
-    pub async fn begin_write_capped(
+    pub(crate) async fn begin_write_capped(
         &self,
         name: SafeName,
         max: u64,
@@ -344,7 +348,7 @@ impl Storage {
     }
 
     /// Opens a stored file for reading.
-    pub async fn open_read(&self, path: &RelPath) -> Result<Download, StorageError> {
+    pub(crate) async fn open_read(&self, path: &RelPath) -> Result<Download, StorageError> {
         let full = self.resolve(path, Want::File).await?;
         let file = open_nofollow(&full)
             .await
@@ -365,7 +369,7 @@ impl Storage {
     /// every entry is opened relative to the directories opened before it,
     /// so a tree replaced meanwhile (`on_conflict = "overwrite"`) is still
     /// sent whole in the version that was there when it started.
-    pub async fn read_tree(
+    pub(crate) async fn read_tree(
         &self,
         path: &RelPath,
         max_entries: usize,
@@ -396,7 +400,7 @@ impl Storage {
     /// The regular files directly inside a stored directory (no recursion),
     /// in name order: what a handout `RAR` client, which writes every file
     /// flat into one folder, can receive. At most `max_entries`.
-    pub async fn list_files(
+    pub(crate) async fn list_files(
         &self,
         path: &RelPath,
         max_entries: usize,
@@ -410,7 +414,7 @@ impl Storage {
 
     /// Starts receiving a directory tree to be stored as `name`, at most
     /// `max_depth` components deep.
-    pub async fn begin_tree(
+    pub(crate) async fn begin_tree(
         &self,
         name: SafeName,
         max_depth: usize,
@@ -602,7 +606,7 @@ fn highest_number(dir: &Path, name: &str) -> Option<u32> {
         .max()
 }
 
-pub fn numbered(name: &str, n: u32) -> String {
+pub(crate) fn numbered(name: &str, n: u32) -> String {
     let stem_end = match name.find('.') {
         Some(0) | None => name.len(),
         Some(i) => i,
@@ -721,7 +725,7 @@ enum Dest {
 }
 
 /// An upload in progress. Dropping it without `commit` removes the temporary file.
-pub struct Upload {
+pub(crate) struct Upload {
     storage: Storage,
     dest: Dest,
     temp: Option<PathBuf>,
@@ -740,7 +744,7 @@ pub struct Upload {
 impl Upload {
     /// Appends a small piece (a datagram): pieces are gathered into 64 KiB
     /// writes. Refuses to go past the announced size.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.account(data)?;
         self.pending.extend_from_slice(data);
         if self.pending.len() >= WRITE_BATCH {
@@ -752,7 +756,7 @@ impl Upload {
 
     /// Appends a piece of a stream (a socket read, already large) straight to
     /// the file, so a TCP upload holds no second copy of its data.
-    pub async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
+    pub(crate) async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.account(data)?;
         if !self.pending.is_empty() {
             let batch = self.pending.split();
@@ -788,18 +792,21 @@ impl Upload {
     }
 
     /// Bytes written so far.
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
     /// CRC-32 of the bytes written so far.
-    pub fn crc(&self) -> u32 {
+    pub(crate) fn crc(&self) -> u32 {
         self.crc.value()
     }
 
     /// Checks size (and CRC when given), makes the data durable and puts it in
     /// place. Returns only when an acknowledgement may be sent.
-    pub async fn commit(mut self, expected_crc: Option<u32>) -> Result<Stored, StorageError> {
+    pub(crate) async fn commit(
+        mut self,
+        expected_crc: Option<u32>,
+    ) -> Result<Stored, StorageError> {
         if self.exact && self.written != self.expected {
             return Err(StorageError::SizeMismatch {
                 expected: self.expected,
@@ -870,14 +877,6 @@ impl Upload {
             crc,
             deduplicated: dedup,
         })
-    }
-
-    /// Drops the upload and its temporary file.
-    pub async fn abort(mut self) {
-        self.file = None;
-        if let Some(temp) = self.temp.take() {
-            let _ = tokio::fs::remove_file(&temp).await;
-        }
     }
 }
 
@@ -957,7 +956,7 @@ async fn set_crc(file: &File, crc: u32) {
 impl Download {
     /// The CRC-32 recorded when ferry stored the file, if it is still the
     /// same file (size and modification time); `None` means read it.
-    pub async fn cached_crc(&self) -> Option<u32> {
+    pub(crate) async fn cached_crc(&self) -> Option<u32> {
         use std::os::fd::AsRawFd;
         let meta = self.file.metadata().await.ok()?;
         let mut v = [0u8; 24];
@@ -1003,7 +1002,7 @@ fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
 }
 
 /// A stored file opened for reading.
-pub struct Download {
+pub(crate) struct Download {
     /// The open file, at offset 0.
     pub file: File,
     /// Its size when opened (uploads replace files by rename, so an open file never changes).
@@ -1012,7 +1011,7 @@ pub struct Download {
 
 impl Download {
     /// Reads the next bytes into `buf` (cleared first); an empty `buf` means the end.
-    pub async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {
+    pub(crate) async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {
         buf.clear();
         buf.reserve(max);
         let mut limited = (&mut self.file).take(max as u64);
@@ -1026,7 +1025,7 @@ impl Download {
 }
 
 /// A directory tree being received; dropping it without `commit` removes it.
-pub struct TreeUpload {
+pub(crate) struct TreeUpload {
     storage: Storage,
     name: SafeName,
     dir: Option<PathBuf>,
@@ -1041,7 +1040,7 @@ pub struct TreeUpload {
 
 impl TreeUpload {
     /// Files received so far.
-    pub fn files(&self) -> usize {
+    pub(crate) fn files(&self) -> usize {
         self.files
     }
 
@@ -1108,7 +1107,7 @@ impl TreeUpload {
     }
 
     /// Starts one file of the tree at `path` (relative to the tree).
-    pub async fn begin_file(
+    pub(crate) async fn begin_file(
         &mut self,
         path: &RelPath,
         size: u64,
@@ -1159,7 +1158,7 @@ impl TreeUpload {
     }
 
     /// Makes the whole tree durable and moves it into the root at once.
-    pub async fn commit(mut self) -> Result<Stored, StorageError> {
+    pub(crate) async fn commit(mut self) -> Result<Stored, StorageError> {
         let dir = self
             .dir
             .clone()
@@ -1205,7 +1204,7 @@ fn fsync_dirs(dir: &Path) -> io::Result<()> {
 }
 
 /// A stored directory being sent; see [`Storage::read_tree`].
-pub struct TreeReader {
+pub(crate) struct TreeReader {
     label: String,
     stack: Vec<DirLevel>,
     max_entries: usize,
@@ -1223,7 +1222,7 @@ impl TreeReader {
     /// The next regular file (its path in the tree, opened), or `None` at
     /// the end. More than `max_entries` entries (files and directories) is
     /// an error; directories deeper than `max_depth` are skipped.
-    pub async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError> {
         loop {
             let depth = self.stack.len();
             let Some(top) = self.stack.last_mut() else {

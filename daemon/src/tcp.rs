@@ -1,5 +1,5 @@
 //! What the three TCP services share: the accept loop with its connection
-//! caps, deadlines on every wait, and the error type of a connection.
+//! caps and refusals, and the two ways a stored file goes out.
 
 use std::future::Future;
 use std::io;
@@ -8,44 +8,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::limits::Refusal;
+use crate::conn::{Connection, Signals, REPLY_TIMEOUT};
+use crate::ctx::Ctx;
+use crate::failure::Failure;
+use crate::limits::{Permit, Refusal};
 use crate::report::Transfer;
 use crate::storage::{Download, StorageError};
-use crate::Ctx;
-
-/// Bytes a connection reads from its socket at most at once (32 KiB keeps a
-/// crowd of concurrent uploads small: measured in docs/BENCHMARKS.md).
-pub const READ_CHUNK: usize = 32 * 1024;
 
 /// Bytes read from disk per write to the socket (64 KiB: with tokio's own file
 /// buffer, about 128 KiB per download in flight).
-pub const SEND_CHUNK: usize = 64 * 1024;
-
-/// How long a refused client gets to read its refusal.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const SEND_CHUNK: usize = 64 * 1024;
 
 /// Refusals being written at once, per service (each lives at most
-/// [`REFUSAL_TIMEOUT`]); past that, a connection over the caps is closed
+/// [`REPLY_TIMEOUT`]); past that, a connection over the caps is closed
 /// without one, so a flood of connections cannot pile up refusal tasks.
 const MAX_REFUSALS: usize = 64;
 
 /// One TCP protocol.
-pub trait TcpService: Copy + Send + Sync + 'static {
+pub(crate) trait TcpService: Copy + Send + Sync + 'static {
     /// The service's name in logs and the config.
     const NAME: &'static str;
 
     /// Serves one connection to its end.
-    fn handle(
-        self,
-        ctx: Arc<Ctx>,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + Send;
+    fn handle(self, ctx: Arc<Ctx>, conn: Connection<TcpStream>) -> impl Future<Output = ()> + Send;
 
     /// Tells a client over the connection caps, in the protocol's own way.
     fn refuse(self, stream: TcpStream, why: Refusal) -> impl Future<Output = ()> + Send;
@@ -54,7 +43,7 @@ pub trait TcpService: Copy + Send + Sync + 'static {
 /// Accepts until shutdown; each connection runs in its own task holding a
 /// permit of the shared connection cap. Over the cap, the client is refused at
 /// once rather than queued.
-pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service: S) {
+pub(crate) async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service: S) {
     tracing::info!(service = S::NAME, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
     loop {
@@ -74,10 +63,11 @@ pub async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, service:
             }
         };
         let _ = stream.set_nodelay(true);
+        let config = ctx.config();
         match ctx.connections.try_acquire(
             peer.ip(),
-            ctx.config().limits.max_connections,
-            ctx.config().limits.max_connections_per_ip,
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
         ) {
             Ok(permit) => {
                 ctx.tracker
@@ -95,12 +85,14 @@ fn connection<S: TcpService>(
     service: S,
     stream: TcpStream,
     peer: SocketAddr,
-    permit: crate::limits::Permit,
+    permit: Permit,
 ) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
+    // The configuration is taken once, here, for the whole connection.
+    let conn = Connection::new(stream, peer, ctx.config(), Signals::of(&ctx));
     async move {
         let _permit = permit;
-        service.handle(ctx, stream, peer).await;
+        service.handle(ctx, conn).await;
     }
     .instrument(span)
 }
@@ -139,7 +131,7 @@ fn over_the_cap<S: TcpService>(
     };
     ctx.tracker.spawn(async move {
         let _slot = slot;
-        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
+        let _ = tokio::time::timeout(REPLY_TIMEOUT, service.refuse(stream, why)).await;
     });
 }
 
@@ -165,90 +157,16 @@ async fn admit_when_freed<S: TcpService>(
             return;
         }
     }
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, service.refuse(stream, why)).await;
-}
-
-/// Why a connection's transfer failed. The text is what the client is told.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The client sent something the protocol or the rules refuse.
-    #[error("{0}")]
-    Refused(String),
-    /// A wait on the client ran out.
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    /// The client went away.
-    #[error("the client closed the connection {0}")]
-    Closed(String),
-    /// A frame was cut off mid-way (e.g. the file shrank while being sent):
-    /// no reply can be framed, the connection just closes.
-    #[error("transfer broken off: {0}")]
-    Broken(String),
-    /// The grace period after SIGTERM ran out.
-    #[error("aborted: the server is shutting down")]
-    Aborted,
-    /// Storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The socket failed.
-    #[error("connection error: {0}")]
-    Io(#[from] io::Error),
-}
-
-impl Failure {
-    /// A refusal from any displayable reason.
-    pub fn refused(why: impl std::fmt::Display) -> Failure {
-        Failure::Refused(why.to_string())
-    }
-}
-
-/// Reads more bytes into `buf`, waiting at most until `deadline` (and never
-/// past an abort). Returns the count; 0 is end of stream.
-pub async fn read_until<R: AsyncRead + Unpin>(
-    ctx: &Ctx,
-    stream: &mut R,
-    buf: &mut BytesMut,
-    deadline: Instant,
-    what: &'static str,
-) -> Result<usize, Failure> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(READ_CHUNK);
-    }
-    tokio::select! {
-        _ = ctx.abort.cancelled() => Err(Failure::Aborted),
-        r = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => match r {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(Failure::Timeout(what)),
-        },
-    }
-}
-
-/// Writes all of `data`, within `timeout` (a client that stops reading cannot
-/// hold the task), and never past an abort.
-pub async fn write_all<W: AsyncWrite + Unpin>(
-    ctx: &Ctx,
-    stream: &mut W,
-    data: &[u8],
-    timeout: Duration,
-) -> Result<(), Failure> {
-    tokio::select! {
-        _ = ctx.abort.cancelled() => Err(Failure::Aborted),
-        r = tokio::time::timeout(timeout, stream.write_all(data)) => match r {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(Failure::Timeout("the client to read")),
-        },
-    }
+    let _ = tokio::time::timeout(REPLY_TIMEOUT, service.refuse(stream, why)).await;
 }
 
 /// Streams a stored file to the client: reads of [`SEND_CHUNK`], each write
 /// within `idle_timeout`, bytes and CRC-32 counted into `t`. Returns the CRC.
-pub async fn send_download<W: AsyncWrite + Unpin>(
-    ctx: &Ctx,
-    stream: &mut W,
+pub(crate) async fn send_download<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
     mut download: Download,
     t: &mut Transfer,
 ) -> Result<u32, Failure> {
-    let idle = ctx.config().limits.idle_timeout.0;
     let mut crc = ferry_proto::crc::Crc32::new();
     let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
     let mut left = download.size;
@@ -262,7 +180,7 @@ pub async fn send_download<W: AsyncWrite + Unpin>(
         }
         let take = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         crc.update(&chunk[..take]);
-        write_all(ctx, stream, &chunk[..take], idle).await?;
+        conn.write_all(&chunk[..take]).await?;
         left -= take as u64;
         t.bytes += take as u64;
     }
@@ -275,22 +193,22 @@ pub async fn send_download<W: AsyncWrite + Unpin>(
 /// protocols that need no checksum on the wire (magic_download); the
 /// transfer log then has no CRC. Each wait for the socket is bounded by
 /// `idle_timeout` and ends on abort.
-pub async fn sendfile_download(
-    ctx: &Ctx,
-    stream: &TcpStream,
+pub(crate) async fn sendfile_download(
+    conn: &Connection<TcpStream>,
     download: &Download,
     t: &mut Transfer,
 ) -> Result<(), Failure> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
-    let idle = ctx.config().limits.idle_timeout.0;
+    let idle = conn.config.limits.idle_timeout.0;
+    let stream = &conn.stream;
     let in_fd = download.file.as_raw_fd();
     let mut offset: libc::off_t = 0;
     let len = libc::off_t::try_from(download.size)
         .map_err(|_| Failure::Refused("file too large".into()))?;
     while offset < len {
         tokio::select! {
-            _ = ctx.abort.cancelled() => return Err(Failure::Aborted),
+            _ = conn.aborted().cancelled() => return Err(Failure::Aborted),
             r = tokio::time::timeout(idle, stream.writable()) => match r {
                 Ok(r) => r?,
                 Err(_) => return Err(Failure::Timeout("the client to read")),
@@ -316,24 +234,4 @@ pub async fn sendfile_download(
         }
     }
     Ok(())
-}
-
-/// Best-effort final reply, then a lingering close: stop writing, and discard
-/// what the client is still sending (up to 1 s or 1 MiB) so the reply is not
-/// destroyed by a reset.
-pub async fn reply_and_close(stream: &mut TcpStream, reply: &[u8]) {
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
-        stream.write_all(reply).await?;
-        stream.shutdown().await?;
-        let mut sink = vec![0u8; 16 * 1024];
-        let mut drained = 0usize;
-        while drained < (1 << 20) {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-        Ok::<_, io::Error>(())
-    })
-    .await;
 }

@@ -1,6 +1,5 @@
 //! `tcp_upload` (seed 002): size and name, `go ahead`, the data.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -13,62 +12,53 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
+use crate::conn::{reply_and_close, Connection, Read, Wait};
+use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::limits::Refusal;
 use crate::report::Transfer;
 use crate::storage::Stored;
-use crate::tcp::{read_until, reply_and_close, write_all, Failure, TcpService};
-use crate::Ctx;
+use crate::tcp::TcpService;
 
-/// Reads the header into `buf`: the size and at least one name byte, all
-/// within `header_timeout`, then the rest of the name, whatever arrives
-/// until the line goes quiet (the client sends nothing else before it reads
-/// `go ahead`, seed 002 step 7).
-async fn read_header(
-    ctx: &Ctx,
-    stream: &mut TcpStream,
-    codec: &UploadCodec,
-    buf: &mut BytesMut,
-) -> Result<(), Failure> {
-    let deadline = Instant::now() + ctx.config().limits.header_timeout.0;
-    while buf.len() <= SIZE_LEN {
-        let idle = buf.is_empty();
-        let read = read_until(ctx, stream, buf, deadline, "the header");
-        let n = if idle {
-            // Nothing sent yet: an idle connection, closed at shutdown.
-            tokio::select! {
-                _ = ctx.stop.cancelled() => return Err(Failure::Aborted),
-                r = read => r?,
-            }
-        } else {
-            read.await?
-        };
-        if n == 0 {
-            return Err(Failure::Closed(format!("after {} header bytes", buf.len())));
+/// Reads the header into the buffer: the size and at least one name byte,
+/// all within `header_timeout`, then the rest of the name, whatever arrives
+/// until the line goes quiet for `name_settle` (the client sends nothing
+/// else before it reads `go ahead`, seed 002 step 7).
+async fn read_header(conn: &mut Conn, codec: &UploadCodec) -> Result<(), Failure> {
+    let by = Instant::now() + conn.config.limits.header_timeout.0;
+    match conn
+        .fill(SIZE_LEN + 1, &Wait::header(by, "the header"))
+        .await?
+    {
+        Read::Frame(()) => {}
+        // Nothing sent yet: an idle connection, closed at shutdown.
+        Read::Stopped(_) => return Err(Failure::Aborted),
+        Read::End => {
+            let got = conn.buf.len();
+            return Err(Failure::Closed(format!("after {got} header bytes")));
         }
     }
-    let settle = ctx.config().tcp_upload.name_settle.0;
-    loop {
-        codec.check_partial_header(buf).map_err(Failure::refused)?;
-        let quiet_at = (Instant::now() + settle).min(deadline);
-        match read_until(ctx, stream, buf, quiet_at, "the name").await {
-            Ok(0) => return Err(Failure::Closed("before `go ahead`".into())),
-            Ok(_) => continue,
-            Err(Failure::Timeout(_)) if Instant::now() < deadline => return Ok(()),
-            Err(e) => return Err(e),
-        }
+    let settle = conn.config.tcp_upload.name_settle.0;
+    let check = |buf: &BytesMut| codec.check_partial_header(buf).map_err(Failure::refused);
+    if conn.settle(settle, by, "the name", check).await? {
+        Ok(())
+    } else {
+        Err(Failure::Closed("before `go ahead`".into()))
     }
 }
 
+type Conn = Connection<TcpStream>;
+
 /// The `tcp_upload` service.
 #[derive(Clone, Copy)]
-pub struct Service;
+pub(crate) struct Service;
 
 impl TcpService for Service {
     const NAME: &'static str = "tcp_upload";
 
-    async fn handle(self, ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr) {
-        let mut t = Transfer::start(Self::NAME, peer);
-        match upload(&ctx, &mut stream, &mut t).await {
+    async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
+        let mut t = Transfer::start(Self::NAME, conn.peer);
+        match upload(&ctx, &mut conn, &mut t).await {
             Ok(stored) => t.ok(if stored.deduplicated {
                 "deduplicated"
             } else {
@@ -77,7 +67,7 @@ impl TcpService for Service {
             Err(e) => {
                 // The handout client reads nothing after `go ahead`; ferry's
                 // client does, so the reason is sent either way.
-                reply_and_close(&mut stream, &encode_error(&e.to_string())).await;
+                conn.reply_and_close(&encode_error(&e.to_string())).await;
                 t.failed(&e);
             }
         }
@@ -88,15 +78,14 @@ impl TcpService for Service {
     }
 }
 
-async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<Stored, Failure> {
-    let limits = &ctx.config().limits;
+async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, Failure> {
+    let limits = &conn.config.limits;
     let mut codec = UploadCodec::new(
         ferry_proto::tcp_upload::DEFAULT_MAX_NAME_LEN.min(limits.max_name_len),
         limits.max_file_size.0,
     );
-    let mut buf = BytesMut::with_capacity(1024);
-    read_header(ctx, stream, &codec, &mut buf).await?;
-    let header = match codec.decode(&mut buf).map_err(Failure::refused)? {
+    read_header(conn, &codec).await?;
+    let header = match codec.decode(&mut conn.buf).map_err(Failure::refused)? {
         Some(UploadFrame::Header(h)) => h,
         _ => return Err(Failure::Refused("incomplete header".into())),
     };
@@ -104,44 +93,42 @@ async fn upload(ctx: &Ctx, stream: &mut TcpStream, t: &mut Transfer) -> Result<S
     let name = SafeName::for_upload(&header.name)
         .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
     t.stored = name.to_string();
-    ctx.admit_upload(t.peer(), header.size)?;
+    ctx.admit_upload(std::time::Instant::now(), t.peer(), header.size)?;
     let mut upload = ctx.storage.begin_write(name, header.size).await?;
-    write_all(ctx, stream, GO_AHEAD, limits.idle_timeout.0).await?;
-
+    conn.write_all(GO_AHEAD).await?;
+    let idle = conn.config.limits.idle_timeout.0;
     loop {
-        while let Some(frame) = codec.decode(&mut buf).map_err(Failure::refused)? {
-            match frame {
-                UploadFrame::Data(chunk) => {
-                    upload.write_direct(&chunk).await?;
-                    t.bytes = upload.written();
-                }
-                UploadFrame::End => {
-                    t.crc = Some(upload.crc());
-                    let stored = upload.commit(None).await?;
-                    t.stored = stored.name.clone();
-                    if !buf.is_empty() {
-                        tracing::warn!(
-                            extra = buf.len(),
-                            "bytes after the announced size were ignored"
-                        );
-                    }
-                    // Only now, durable: say so (ferry's client waits for it;
-                    // a handout client has stopped reading and never sees it).
-                    let confirm = encode_stored(&stored.name);
-                    let _ = write_all(ctx, stream, &confirm, limits.idle_timeout.0).await;
-                    let _ = stream.shutdown().await;
-                    return Ok(stored);
-                }
-                UploadFrame::Header(_) => return Err(Failure::Refused("second header".into())),
+        let wait = Wait::in_transfer(Instant::now(), idle, "data");
+        match conn.read_frame(&mut codec, &wait).await? {
+            Read::Frame(UploadFrame::Data(chunk)) => {
+                upload.write_direct(&chunk).await?;
+                t.bytes = upload.written();
+            }
+            Read::Frame(UploadFrame::End) => break,
+            Read::Frame(UploadFrame::Header(_)) => {
+                return Err(Failure::Refused("second header".into()))
+            }
+            Read::End | Read::Stopped(_) => {
+                let err = codec.decode_eof(&mut conn.buf).err();
+                return Err(Failure::Closed(
+                    err.map(|e| format!("early: {e}"))
+                        .unwrap_or_else(|| "early".into()),
+                ));
             }
         }
-        let deadline = Instant::now() + limits.idle_timeout.0;
-        if read_until(ctx, stream, &mut buf, deadline, "data").await? == 0 {
-            let err = codec.decode_eof(&mut buf).err();
-            return Err(Failure::Closed(
-                err.map(|e| format!("early: {e}"))
-                    .unwrap_or_else(|| "early".into()),
-            ));
-        }
     }
+    t.crc = Some(upload.crc());
+    let stored = upload.commit(None).await?;
+    t.stored = stored.name.clone();
+    if !conn.buf.is_empty() {
+        tracing::warn!(
+            extra = conn.buf.len(),
+            "bytes after the announced size were ignored"
+        );
+    }
+    // Only now, durable: say so (ferry's client waits for it; a handout
+    // client has stopped reading and never sees it).
+    let _ = conn.write_all(&encode_stored(&stored.name)).await;
+    let _ = conn.stream.shutdown().await;
+    Ok(stored)
 }

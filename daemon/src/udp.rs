@@ -30,7 +30,7 @@ pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
 /// connected to `peer` when given: a connected socket on a shared port gets
 /// that peer's datagrams and, above all, its ICMP errors (a closed port stops
 /// a download at the next send instead of being flooded).
-pub fn bind(
+pub(crate) fn bind(
     addr: SocketAddr,
     shared: bool,
     peer: Option<SocketAddr>,
@@ -51,7 +51,7 @@ pub fn bind(
 /// The next datagram into `buf`: its length and sender. Errors from the
 /// socket (ICMP errors from earlier sends surface here) are logged at debug
 /// and skipped, so they never end a service's receive loop.
-pub async fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+pub(crate) async fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
     loop {
         match socket.recv_from(buf).await {
             Ok(pair) => return pair,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use ferry_config::Config;
 use ferry_proto::crc::Crc32;
 use ferry_proto::names::RelPath;
 use ferry_proto::udp_download::{
@@ -21,17 +22,17 @@ use ferry_proto::udp_download::{
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::limits::{ByteBudget, Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::Transfer;
 use crate::storage::Download;
-use crate::tcp::Failure;
-use crate::Ctx;
 
 /// Bytes read from disk at once (sent as 32 chunks).
 const READ_BLOCK: usize = 32 * CHUNK_SIZE;
 
 /// The receive loop.
-pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
+pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_download", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let socket = Arc::new(socket);
     let limiter = Limiter::new();
@@ -59,7 +60,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         let request = match parse_request(&buf[..n], max) {
             Ok(r) => r,
             Err(e) => {
-                if replies.allow() {
+                if replies.allow(std::time::Instant::now()) {
                     let _ = socket.send_to(&encode_error(&e.to_string()), peer).await;
                 }
                 continue;
@@ -73,7 +74,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(service = "udp_download", peer = %peer, reason = %why, "download refused");
-                if replies.allow() {
+                if replies.allow(std::time::Instant::now()) {
                     let _ = socket.send_to(&encode_error(&why.to_string()), peer).await;
                 }
                 continue;
@@ -81,6 +82,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         };
         let task = Task {
             ctx: Arc::clone(&ctx),
+            config: Arc::clone(&config),
             socket: Arc::clone(&socket),
             replies: Arc::clone(&replies),
             budget: Arc::clone(&budget),
@@ -93,6 +95,9 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
 
 struct Task {
     ctx: Arc<Ctx>,
+    /// The configuration when the request came: a reload never changes a
+    /// download midway.
+    config: Arc<Config>,
     socket: Arc<UdpSocket>,
     replies: Arc<ReplyBudget>,
     budget: Arc<std::sync::Mutex<ByteBudget>>,
@@ -134,7 +139,7 @@ impl Task {
         };
         t.requested = name.clone();
         let result = async {
-            let path = RelPath::parse(&name, self.ctx.config().limits.max_name_len)
+            let path = RelPath::parse(&name, self.config.limits.max_name_len)
                 .map_err(|e| Failure::refused(format!("refused name {name:?}: {e}")))?;
             t.stored = path.to_string();
             let download = self.ctx.storage.open_read(&path).await?;
@@ -156,7 +161,7 @@ impl Task {
         match result {
             Ok(()) => t.ok(if stat { "stat" } else { "sent" }),
             Err(e) => {
-                if !matches!(e, Failure::Closed(_)) && self.replies.allow() {
+                if e.answerable() && self.replies.allow(std::time::Instant::now()) {
                     let _ = self
                         .socket
                         .send_to(&encode_error(&e.to_string()), self.peer)
@@ -172,11 +177,8 @@ impl Task {
     /// download that ICMP stops at once costs what it sent.
     fn reserve(&self, size: u64) -> Result<(), Failure> {
         let budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
-        let cfg = self.ctx.config();
-        let (per, window) = (
-            cfg.udp_download.budget_per_ip,
-            cfg.udp_download.budget_window,
-        );
+        let cfg = &self.config.udp_download;
+        let (per, window) = (cfg.budget_per_ip, cfg.budget_window);
         if size > per.0 {
             return Err(Failure::Refused(format!(
                 "the file is larger than an address's download budget ({per} per {window})"
@@ -208,13 +210,11 @@ impl Task {
         }
     }
 
-    /// Waits until `sent` bytes are due at `rate`, ending early on abort.
+    /// Waits until `sent` bytes are [`due`], ending early on abort.
     async fn pace(&self, started: Instant, sent: u64) -> Result<(), Failure> {
-        let rate = self.ctx.config().udp_download.rate.0;
-        if rate == 0 {
+        let Some(due) = due(started, sent, self.config.udp_download.rate.0) else {
             return Ok(());
-        }
-        let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+        };
         tokio::select! {
             _ = self.ctx.abort.cancelled() => Err(Failure::Aborted),
             _ = tokio::time::sleep_until(due) => Ok(()),
@@ -292,5 +292,29 @@ impl Task {
         }
         t.crc = Some(crc.value());
         Ok(())
+    }
+}
+
+/// When a download that started at `started` may have sent `sent` bytes,
+/// paced to `rate` bytes a second (`None`: unpaced, rate 0).
+fn due(started: Instant, sent: u64, rate: u64) -> Option<Instant> {
+    (rate > 0).then(|| started + Duration::from_secs_f64(sent as f64 / rate as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_spreads_bytes_evenly_over_time() {
+        let t0 = Instant::now();
+        assert_eq!(due(t0, 1 << 20, 0), None, "rate 0 is unpaced");
+        assert_eq!(due(t0, 0, 1000), Some(t0));
+        assert_eq!(due(t0, 500, 1000), Some(t0 + Duration::from_millis(500)));
+        let mib = 1 << 20;
+        assert_eq!(
+            due(t0, 32 * mib, 32 * mib),
+            Some(t0 + Duration::from_secs(1))
+        );
     }
 }

@@ -14,8 +14,8 @@ use ferry_proto::udp_sum::{
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use crate::ctx::Ctx;
 use crate::limits::{ReplyBudget, REPLIES_PER_SECOND};
-use crate::Ctx;
 
 /// How long a name sent alone waits for its number.
 const PENDING_TTL: Duration = Duration::from_secs(10);
@@ -161,7 +161,7 @@ impl Pairs {
 
 /// The receive loop: datagrams and the hold deadline into [`Pairs`], its
 /// answers out through the reply budget.
-pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
+pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::info!(service = "udp_sum", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let mut pairs = Pairs::default();
     let mut buf = vec![0u8; DEFAULT_MAX_REQUEST_LEN + 1];
@@ -179,7 +179,7 @@ pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         pairs.on_request(Instant::now(), peer, req, &text)
                     }
                     Err(e) => {
-                        if budget.allow() {
+                        if budget.allow(std::time::Instant::now()) {
                             reply_error(&socket, peer, &e).await;
                         }
                         Vec::new()
@@ -202,7 +202,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Answer) {
     let config = ctx.config();
     let cfg = &config.udp_sum;
-    if !budget.allow() {
+    if !budget.allow(std::time::Instant::now()) {
         tracing::debug!(peer = %a.peer, "reply over the budget: not sent");
         return;
     }

@@ -17,9 +17,10 @@
 //!   session counts are capped; no datagram may exceed the announced buffer size.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_proto::names::SafeName;
@@ -29,36 +30,46 @@ use ferry_proto::udp_upload::{
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
-use crate::limits::{Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
+use crate::ctx::Ctx;
+use crate::failure::Failure;
+use crate::limits::{canonical, Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::Transfer;
 use crate::storage::Stored;
-use crate::tcp::Failure;
-use crate::Ctx;
 
 /// Queued data per session, in bytes (bounds memory when the disk is slow).
 const QUEUE_BYTES: usize = 256 * 1024;
 
-struct Handle {
+/// A session this quiet is taken for one its client gave up on: the handout
+/// client waits 1 s for `OK` before retrying, while an upload in progress
+/// sends datagrams back to back. So a same-file session from the same IP is
+/// replaced only when idle this long, and two students behind one NAT
+/// uploading the same file do not cancel each other.
+const ABANDONED_AFTER: Duration = Duration::from_millis(500);
+
+/// The rules over the sessions, sans-IO: which datagram is what, when a
+/// retry replaces a session, which session gives way under pressure. Time
+/// is an input; `T` is what the driver keeps per session (its queue, its
+/// place under the caps).
+struct SessionTable<T> {
+    sessions: HashMap<SocketAddr, Entry<T>>,
+    next_id: u64,
+}
+
+/// One session as the rules see it.
+struct Entry<T> {
     id: u64,
-    /// The session's place under the caps. It lives here, in the table, so
-    /// that removing a session frees its place at once: a retry replacing it
-    /// takes the place it leaves.
-    _permit: Permit,
-    /// Why the loop ended the session, if it did (dropped unsent: replaced).
-    ended: Option<oneshot::Sender<String>>,
+    info: FileInfo,
     /// The buffer size this session announced (a reload does not change it).
     buffer_size: usize,
-    info: FileInfo,
-    tx: mpsc::Sender<Bytes>,
     started_data: bool,
     /// Data bytes passed to the session so far.
     received: u64,
     last_seen: Instant,
+    io: T,
 }
 
-impl Handle {
+impl<T> Entry<T> {
     /// True when a datagram of `len` bytes is exactly the next chunk this
     /// session expects: a full buffer, or the rest of the file. Such a
     /// datagram is data even if its bytes parse as a `file_info` (a file
@@ -69,82 +80,46 @@ impl Handle {
     }
 }
 
-/// A session this quiet is taken for one its client gave up on: the handout
-/// client waits 1 s for `OK` before retrying, while an upload in progress
-/// sends datagrams back to back. So a same-file session from the same IP is
-/// replaced only when idle this long, and two students behind one NAT
-/// uploading the same file do not cancel each other.
-const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// The receive loop: datagrams and session ends in, each handed to the
-/// [`Receiver`].
-pub async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
-    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
-    let mut r = Receiver {
-        ctx: Arc::clone(&ctx),
-        socket: Arc::new(socket),
-        limiter: Limiter::new(),
-        budget: ReplyBudget::new(REPLIES_PER_SECOND),
-        ended_tx,
-        sessions: HashMap::new(),
-        next_id: 0,
-        stopping: false,
-    };
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        ctx.udp_sessions
-            .store(r.sessions.len(), std::sync::atomic::Ordering::Relaxed);
-        let (n, peer) = tokio::select! {
-            _ = ctx.stop.cancelled(), if !r.stopping => {
-                r.stopping = true;
-                if r.sessions.is_empty() { break }
-                continue;
-            }
-            _ = ctx.abort.cancelled() => break,
-            Some((peer, id)) = ended_rx.recv() => {
-                if r.sessions.get(&peer).map(|h| h.id) == Some(id) {
-                    r.sessions.remove(&peer);
-                }
-                if r.stopping && r.sessions.is_empty() { break }
-                continue;
-            }
-            pair = crate::udp::recv_datagram(&r.socket, &mut buf) => pair,
-        };
-        tracing::trace!(peer = %peer, len = n, "datagram");
-        if r.on_datagram(peer, &buf[..n]).await.is_break() {
-            break;
-        }
-    }
-    tracing::debug!(service = "udp_upload", "receive loop ended");
+/// What a datagram is, by the table's rules.
+#[derive(Debug, PartialEq)]
+enum Datagram {
+    /// A `file_info`: a new upload (or a duplicate of the current one).
+    FileInfo(FileInfo),
+    /// A broken `file_info` from a peer with no session: the reply.
+    BadFileInfo(String),
+    /// Data for the peer's session (or for none).
+    Data,
 }
 
-/// The session table and what decides over it: one per service.
-struct Receiver {
-    ctx: Arc<Ctx>,
-    socket: Arc<UdpSocket>,
-    limiter: Arc<Limiter>,
-    budget: ReplyBudget,
-    ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
-    sessions: HashMap<SocketAddr, Handle>,
-    next_id: u64,
-    stopping: bool,
+/// What a data datagram does.
+enum DataVerdict<'a, T> {
+    /// No session from that peer.
+    NoSession,
+    /// Larger than the session's buffer size: the session has been removed.
+    TooLarge { buffer_size: usize, io: T },
+    /// For this session's queue.
+    Forward(&'a mut T),
 }
 
-impl Receiver {
-    /// `ERROR: <why>` to `peer`, within the reply budget.
-    async fn reply_error(&self, peer: SocketAddr, why: String) {
-        if self.budget.allow() {
-            let _ = self.socket.send_to(&encode_error(&why), peer).await;
-        } else {
-            tracing::debug!(peer = %peer, "error reply over the budget: not sent");
+impl<T> Default for SessionTable<T> {
+    fn default() -> Self {
+        SessionTable {
+            sessions: HashMap::new(),
+            next_id: 0,
         }
     }
+}
 
-    /// One datagram: a `file_info` (a new upload) or data for a session.
-    async fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8]) -> ControlFlow<()> {
-        // A duplicate of the session's own file_info before any data is still
-        // a duplicate, whatever its length.
+impl<T> SessionTable<T> {
+    fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// What `datagram` from `peer` is. A `file_info` is recognised only
+    /// when it is not exactly the next chunk the peer's session expects
+    /// (a duplicate of the session's own `file_info` before any data is
+    /// still a duplicate, whatever its length).
+    fn classify(&self, peer: SocketAddr, datagram: &[u8], max_header: usize) -> Datagram {
         let next_chunk = self.sessions.get(&peer).is_some_and(|h| {
             h.expects(datagram.len())
                 && (h.started_data
@@ -153,41 +128,242 @@ impl Receiver {
                         .as_ref()
                         != Some(&h.info))
         });
-        if !next_chunk && looks_like_file_info(datagram) {
-            let max_header =
-                DEFAULT_MAX_HEADER_LEN.max(self.ctx.config().limits.max_name_len * 6 + 128);
-            match parse_file_info(datagram, max_header) {
-                Ok(info) => {
-                    if let Err(why) = self.on_file_info(peer, info).await {
-                        self.reply_error(peer, why).await;
-                    }
-                    return ControlFlow::Continue(());
-                }
-                Err(e) if !self.sessions.contains_key(&peer) => {
-                    tracing::debug!(peer = %peer, error = %e, "bad file_info");
-                    self.reply_error(peer, e.to_string()).await;
-                    return ControlFlow::Continue(());
-                }
-                // Data that happens to start with '{': fall through to the session.
-                Err(_) => {}
-            }
+        if next_chunk || !looks_like_file_info(datagram) {
+            return Datagram::Data;
         }
-        self.on_data(peer, datagram).await
+        match parse_file_info(datagram, max_header) {
+            Ok(info) => Datagram::FileInfo(info),
+            Err(e) if !self.sessions.contains_key(&peer) => Datagram::BadFileInfo(e.to_string()),
+            // Data that happens to start with '{': for the session.
+            Err(_) => Datagram::Data,
+        }
+    }
+
+    /// Whether `info` repeats the peer's own `file_info` before any data
+    /// (a duplicate datagram, to ignore: answering it twice would make the
+    /// client read the second buffer size as the reply to its data).
+    fn is_duplicate(&self, peer: SocketAddr, info: &FileInfo) -> bool {
+        self.sessions
+            .get(&peer)
+            .is_some_and(|h| h.info == *info && !h.started_data)
+    }
+
+    /// The NAT-retry rule: the same upload (name, size, checksum) from
+    /// another port of `peer`'s IP replaces a session idle for at least
+    /// [`ABANDONED_AFTER`] at `now` (a handout client retrying from a new
+    /// socket). Returns what the replaced sessions kept.
+    fn remove_abandoned(&mut self, now: Instant, peer: SocketAddr, info: &FileInfo) -> Vec<T> {
+        let gone: Vec<SocketAddr> = self
+            .sessions
+            .iter()
+            .filter(|(addr, h)| {
+                addr.ip() == peer.ip()
+                    && h.info == *info
+                    && now.saturating_duration_since(h.last_seen) >= ABANDONED_AFTER
+            })
+            .map(|(addr, _)| *addr)
+            .collect();
+        gone.into_iter().filter_map(|a| self.remove(a)).collect()
+    }
+
+    /// The session that has gone longest without a datagram, if that is at
+    /// least [`ABANDONED_AFTER`] at `now` (and it is from `ip`'s address,
+    /// when given): the one to give way under pressure, with how long it
+    /// has been quiet.
+    fn stalled(&self, now: Instant, ip: Option<IpAddr>) -> Option<(SocketAddr, Duration)> {
+        let ip = ip.map(canonical);
+        self.sessions
+            .iter()
+            .filter(|(addr, h)| {
+                ip.map_or(true, |ip| canonical(addr.ip()) == ip)
+                    && now.saturating_duration_since(h.last_seen) >= ABANDONED_AFTER
+            })
+            .min_by_key(|(_, h)| h.last_seen)
+            .map(|(addr, h)| (*addr, now.saturating_duration_since(h.last_seen)))
+    }
+
+    /// A new session for `peer` at `now`; its id.
+    fn insert(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        info: FileInfo,
+        buffer_size: usize,
+        io: T,
+    ) -> u64 {
+        self.next_id += 1;
+        let entry = Entry {
+            id: self.next_id,
+            info,
+            buffer_size,
+            started_data: false,
+            received: 0,
+            last_seen: now,
+            io,
+        };
+        self.sessions.insert(peer, entry);
+        self.next_id
+    }
+
+    /// A data datagram of `len` bytes from `peer` at `now`.
+    fn on_data(&mut self, now: Instant, peer: SocketAddr, len: usize) -> DataVerdict<'_, T> {
+        let Some(h) = self.sessions.get_mut(&peer) else {
+            return DataVerdict::NoSession;
+        };
+        h.started_data = true;
+        h.received += len as u64;
+        h.last_seen = now;
+        if len > h.buffer_size {
+            let buffer_size = h.buffer_size;
+            return match self.remove(peer) {
+                Some(io) => DataVerdict::TooLarge { buffer_size, io },
+                None => DataVerdict::NoSession,
+            };
+        }
+        match self.sessions.get_mut(&peer) {
+            Some(h) => DataVerdict::Forward(&mut h.io),
+            None => DataVerdict::NoSession,
+        }
+    }
+
+    fn remove(&mut self, peer: SocketAddr) -> Option<T> {
+        self.sessions.remove(&peer).map(|h| h.io)
+    }
+
+    /// Removes `peer`'s session if it is still the one numbered `id` (a
+    /// session task that ended; a newer one may have its place).
+    fn remove_ended(&mut self, peer: SocketAddr, id: u64) {
+        if self.sessions.get(&peer).map(|h| h.id) == Some(id) {
+            self.sessions.remove(&peer);
+        }
+    }
+}
+
+/// What the driver keeps per session.
+struct Handle {
+    /// The session's place under the caps. It lives here, in the table, so
+    /// that removing a session frees its place at once: a retry replacing it
+    /// takes the place it leaves.
+    _permit: Permit,
+    /// Why the loop ended the session, if it did (dropped unsent: replaced).
+    ended: Option<oneshot::Sender<String>>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Handle {
+    /// Tells the session task why the loop ended it.
+    fn end(mut self, why: String) {
+        if let Some(tell) = self.ended.take() {
+            let _ = tell.send(why);
+        }
+    }
+}
+
+/// The receive loop: datagrams and session ends in, each handed to the
+/// [`Receiver`].
+pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
+    tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
+    let mut r = Receiver {
+        ctx: Arc::clone(&ctx),
+        socket: Arc::new(socket),
+        limiter: Limiter::new(),
+        budget: ReplyBudget::new(REPLIES_PER_SECOND),
+        ended_tx,
+        table: SessionTable::default(),
+        stopping: false,
+    };
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        ctx.udp_sessions
+            .store(r.table.len(), std::sync::atomic::Ordering::Relaxed);
+        let (n, peer) = tokio::select! {
+            _ = ctx.stop.cancelled(), if !r.stopping => {
+                r.stopping = true;
+                if r.table.len() == 0 { break }
+                continue;
+            }
+            _ = ctx.abort.cancelled() => break,
+            Some((peer, id)) = ended_rx.recv() => {
+                r.table.remove_ended(peer, id);
+                if r.stopping && r.table.len() == 0 { break }
+                continue;
+            }
+            pair = crate::udp::recv_datagram(&r.socket, &mut buf) => pair,
+        };
+        tracing::trace!(peer = %peer, len = n, "datagram");
+        if r.on_datagram(Instant::now(), peer, &buf[..n])
+            .await
+            .is_break()
+        {
+            break;
+        }
+    }
+    tracing::debug!(service = "udp_upload", "receive loop ended");
+}
+
+/// The driver over the session table: replies, caps, session tasks.
+struct Receiver {
+    ctx: Arc<Ctx>,
+    socket: Arc<UdpSocket>,
+    limiter: Arc<Limiter>,
+    budget: ReplyBudget,
+    ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    table: SessionTable<Handle>,
+    stopping: bool,
+}
+
+impl Receiver {
+    /// `ERROR: <why>` to `peer`, within the reply budget.
+    async fn reply_error(&self, peer: SocketAddr, why: String) {
+        if self.budget.allow(Instant::now()) {
+            let _ = self.socket.send_to(&encode_error(&why), peer).await;
+        } else {
+            tracing::debug!(peer = %peer, "error reply over the budget: not sent");
+        }
+    }
+
+    /// One datagram at `now`: a `file_info` (a new upload) or data for a session.
+    async fn on_datagram(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) -> ControlFlow<()> {
+        let max_header =
+            DEFAULT_MAX_HEADER_LEN.max(self.ctx.config().limits.max_name_len * 6 + 128);
+        match self.table.classify(peer, datagram, max_header) {
+            Datagram::FileInfo(info) => {
+                if let Err(why) = self.on_file_info(now, peer, info) {
+                    self.reply_error(peer, why).await;
+                }
+                ControlFlow::Continue(())
+            }
+            Datagram::BadFileInfo(why) => {
+                tracing::debug!(peer = %peer, error = %why, "bad file_info");
+                self.reply_error(peer, why).await;
+                ControlFlow::Continue(())
+            }
+            Datagram::Data => self.on_data(now, peer, datagram).await,
+        }
     }
 
     /// A `file_info`: starts a session, or says why not (the reply).
-    async fn on_file_info(&mut self, peer: SocketAddr, info: FileInfo) -> Result<(), String> {
-        if let Some(h) = self.sessions.get(&peer) {
-            if h.info == info && !h.started_data {
-                tracing::debug!(peer = %peer, "duplicate file_info ignored");
-                return Ok(());
-            }
+    fn on_file_info(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        info: FileInfo,
+    ) -> Result<(), String> {
+        if self.table.is_duplicate(peer, &info) {
+            tracing::debug!(peer = %peer, "duplicate file_info ignored");
+            return Ok(());
         }
         if self.stopping {
             return Err("the server is shutting down; try again shortly".into());
         }
         // A fresh file_info from a peer restarts its session.
-        self.sessions.remove(&peer);
+        self.table.remove(peer);
         let config = self.ctx.config();
         let max_name = config.limits.max_name_len;
         if info.name.len() > max_name {
@@ -209,25 +385,23 @@ impl Receiver {
         }
         // The same upload retried from a new port replaces the abandoned
         // session, taking its place under the caps.
-        self.sessions.retain(|addr, h| {
-            !(addr.ip() == peer.ip() && h.info == info && h.last_seen.elapsed() >= ABANDONED_AFTER)
-        });
-        let permit = self.admit(peer, &info).map_err(|why| {
+        drop(self.table.remove_abandoned(now, peer, &info));
+        let permit = self.admit(now, peer, &info).map_err(|why| {
             tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
             why
         })?;
-        self.start(peer, info, name, permit);
+        self.start(now, peer, info, name, permit);
         Ok(())
     }
 
     /// A place under the caps and the quota for `info`, or why not.
-    fn admit(&mut self, peer: SocketAddr, info: &FileInfo) -> Result<Permit, String> {
+    fn admit(&mut self, now: Instant, peer: SocketAddr, info: &FileInfo) -> Result<Permit, String> {
         let config = self.ctx.config();
         let cfg = &config.udp_upload;
         // The quota decides before anyone is evicted for this upload, and is
         // charged only once it has a place.
         self.ctx
-            .check_upload(peer.ip(), info.size)
+            .check_upload(now, peer.ip(), info.size)
             .map_err(|e| e.to_string())?;
         let acquire =
             |l: &Arc<Limiter>| l.try_acquire(peer.ip(), cfg.max_sessions, cfg.max_sessions_per_ip);
@@ -238,38 +412,53 @@ impl Receiver {
             // only the total is full.
             let own_full = self.limiter.held_by(peer.ip()) >= cfg.max_sessions_per_ip;
             let from = (own_full || matches!(why, Refusal::FullForIp(_))).then(|| peer.ip());
-            if evict_stalled(&mut self.sessions, from) {
+            if self.evict_stalled(now, from) {
                 acquired = acquire(&self.limiter);
             }
         }
         let permit = acquired.map_err(|why| why.to_string())?;
         self.ctx
-            .admit_upload(peer.ip(), info.size)
+            .admit_upload(now, peer.ip(), info.size)
             .map_err(|e| e.to_string())?;
         Ok(permit)
     }
 
+    /// Ends the session [`SessionTable::stalled`] names, if any; its place
+    /// under the caps is free on return.
+    fn evict_stalled(&mut self, now: Instant, ip: Option<IpAddr>) -> bool {
+        let Some((addr, quiet)) = self.table.stalled(now, ip) else {
+            return false;
+        };
+        if let Some(h) = self.table.remove(addr) {
+            h.end(format!(
+                "evicted: no datagram for {} ms while the server was full",
+                quiet.as_millis()
+            ));
+            tracing::info!(service = "udp_upload", peer = %addr, "evicted a stalled session to make room");
+        }
+        true
+    }
+
     /// Puts a session in the table and starts its task.
-    fn start(&mut self, peer: SocketAddr, info: FileInfo, name: SafeName, permit: Permit) {
+    fn start(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        info: FileInfo,
+        name: SafeName,
+        permit: Permit,
+    ) {
         let buffer_size = self.ctx.config().udp_upload.buffer_size;
-        self.next_id += 1;
-        let id = self.next_id;
         let (tx, rx) = mpsc::channel((QUEUE_BYTES / buffer_size).max(8));
         let (ended_by_loop, why_ended) = oneshot::channel();
-        self.sessions.insert(
-            peer,
-            Handle {
-                id,
-                _permit: permit,
-                ended: Some(ended_by_loop),
-                info: info.clone(),
-                buffer_size,
-                tx,
-                started_data: false,
-                received: 0,
-                last_seen: Instant::now(),
-            },
-        );
+        let handle = Handle {
+            _permit: permit,
+            ended: Some(ended_by_loop),
+            tx,
+        };
+        let id = self
+            .table
+            .insert(now, peer, info.clone(), buffer_size, handle);
         let session = Session {
             ctx: Arc::clone(&self.ctx),
             socket: Arc::clone(&self.socket),
@@ -286,61 +475,35 @@ impl Receiver {
     }
 
     /// A data datagram: to its session's queue, or an error reply.
-    async fn on_data(&mut self, peer: SocketAddr, datagram: &[u8]) -> ControlFlow<()> {
+    async fn on_data(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) -> ControlFlow<()> {
         let n = datagram.len();
-        let Some(h) = self.sessions.get_mut(&peer) else {
-            tracing::debug!(peer = %peer, len = n, "data without a session");
-            let why = format!("no upload in progress from {peer}: send the file_info JSON first");
-            self.reply_error(peer, why).await;
-            return ControlFlow::Continue(());
-        };
-        h.started_data = true;
-        h.received += n as u64;
-        h.last_seen = Instant::now();
-        if n > h.buffer_size {
-            let why = format!(
-                "a datagram of {n} bytes is larger than the buffer size {}",
-                h.buffer_size
-            );
-            if let Some(tell) = h.ended.take() {
-                let _ = tell.send(why.clone());
+        let tx = match self.table.on_data(now, peer, n) {
+            DataVerdict::Forward(h) => h.tx.clone(),
+            DataVerdict::NoSession => {
+                tracing::debug!(peer = %peer, len = n, "data without a session");
+                let why =
+                    format!("no upload in progress from {peer}: send the file_info JSON first");
+                self.reply_error(peer, why).await;
+                return ControlFlow::Continue(());
             }
-            self.sessions.remove(&peer);
-            self.reply_error(peer, why).await;
-            return ControlFlow::Continue(());
-        }
-        let tx = h.tx.clone();
+            DataVerdict::TooLarge { buffer_size, io } => {
+                let why =
+                    format!("a datagram of {n} bytes is larger than the buffer size {buffer_size}");
+                io.end(why.clone());
+                self.reply_error(peer, why).await;
+                return ControlFlow::Continue(());
+            }
+        };
         tokio::select! {
             _ = self.ctx.abort.cancelled() => ControlFlow::Break(()),
             r = tx.send(Bytes::copy_from_slice(datagram)) => { let _ = r; ControlFlow::Continue(()) }
         }
     }
-}
-
-/// Ends the session that has gone longest without a datagram, if that is at
-/// least [`ABANDONED_AFTER`] (and it is from `ip`'s address, when given); its
-/// place under the caps is free on return.
-fn evict_stalled(sessions: &mut HashMap<SocketAddr, Handle>, ip: Option<std::net::IpAddr>) -> bool {
-    let ip = ip.map(crate::limits::canonical);
-    let victim = sessions
-        .iter()
-        .filter(|(addr, h)| {
-            ip.map_or(true, |ip| crate::limits::canonical(addr.ip()) == ip)
-                && h.last_seen.elapsed() >= ABANDONED_AFTER
-        })
-        .min_by_key(|(_, h)| h.last_seen)
-        .map(|(addr, _)| *addr);
-    let Some(addr) = victim else { return false };
-    if let Some(mut h) = sessions.remove(&addr) {
-        if let Some(tell) = h.ended.take() {
-            let _ = tell.send(format!(
-                "evicted: no datagram for {} ms while the server was full",
-                h.last_seen.elapsed().as_millis()
-            ));
-        }
-        tracing::info!(service = "udp_upload", peer = %addr, "evicted a stalled session to make room");
-    }
-    true
 }
 
 struct Session {
@@ -368,11 +531,11 @@ impl Session {
             }
             // The loop ended the session: it says why (and has answered the
             // client), or it dropped it for a new file_info.
-            Err(None) => match why_ended.try_recv() {
+            Err(Failure::Replaced) => match why_ended.try_recv() {
                 Ok(why) => t.failed(&why),
                 Err(_) => t.failed(&"replaced by a new file_info"),
             },
-            Err(Some(e)) => {
+            Err(e) => {
                 let _ = self
                     .socket
                     .send_to(&encode_error(&e.to_string()), self.peer)
@@ -382,55 +545,172 @@ impl Session {
         }
     }
 
-    /// `Err(None)`: the session was replaced and must end without a reply.
+    /// [`Failure::Replaced`]: the loop ended the session, which must end
+    /// without a reply.
     async fn receive(
         &self,
         mut rx: mpsc::Receiver<Bytes>,
         t: &mut Transfer,
-    ) -> Result<Stored, Option<Failure>> {
+    ) -> Result<Stored, Failure> {
         let cfg = &self.ctx.config().udp_upload;
         let mut upload = self
             .ctx
             .storage
             .begin_write(self.name.clone(), self.info.size)
-            .await
-            .map_err(|e| Some(e.into()))?;
+            .await?;
         self.socket
             .send_to(&encode_buffer_size(self.buffer_size), self.peer)
-            .await
-            .map_err(|e| Some(e.into()))?;
+            .await?;
         let mut progress = UploadProgress::new(&self.info);
         loop {
             match progress.status() {
                 Ok(Progress::Complete) => break,
                 Ok(Progress::NeedMore { .. }) => {}
-                Err(e) => return Err(Some(Failure::refused(e))),
+                Err(e) => return Err(Failure::refused(e)),
             }
             let chunk = tokio::select! {
-                _ = self.ctx.abort.cancelled() => return Err(Some(Failure::Aborted)),
+                _ = self.ctx.abort.cancelled() => return Err(Failure::Aborted),
                 r = tokio::time::timeout(cfg.session_timeout.0, rx.recv()) => match r {
-                    Err(_) => return Err(Some(Failure::Timeout("the next datagram"))),
-                    Ok(None) => return Err(None),
+                    Err(_) => return Err(Failure::Timeout("the next datagram")),
+                    Ok(None) => return Err(Failure::Replaced),
                     Ok(Some(c)) => c,
                 },
             };
-            progress
-                .accept(&chunk)
-                .map_err(|e| Some(Failure::refused(e)))?;
-            upload.write(&chunk).await.map_err(|e| Some(e.into()))?;
+            progress.accept(&chunk).map_err(Failure::refused)?;
+            upload.write(&chunk).await?;
             t.bytes = progress.received();
         }
         t.crc = Some(progress.crc());
-        let stored = upload
-            .commit(Some(self.info.checksum))
-            .await
-            .map_err(|e| Some(e.into()))?;
+        let stored = upload.commit(Some(self.info.checksum)).await?;
         // Only now, with the data durable: "If the message is received, then it
         // means the file was sent correctly."
-        self.socket
-            .send_to(OK, self.peer)
-            .await
-            .map_err(|e| Some(e.into()))?;
+        self.socket.send_to(OK, self.peer).await?;
         Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, size: u64) -> FileInfo {
+        FileInfo {
+            name: name.into(),
+            size,
+            checksum: 7,
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_retry_from_a_new_port_replaces_a_session_only_once_it_is_quiet() {
+        let t0 = Instant::now();
+        let mut t = SessionTable::default();
+        t.insert(t0, addr(1), info("a.txt", 10), 1452, "first");
+        // Another student behind the same NAT, same file, while the first is busy.
+        assert!(t
+            .remove_abandoned(t0 + ms(499), addr(2), &info("a.txt", 10))
+            .is_empty());
+        // Another file from the same address never replaces it.
+        assert!(t
+            .remove_abandoned(t0 + ms(900), addr(2), &info("b.txt", 10))
+            .is_empty());
+        // Another address never does either.
+        let other = SocketAddr::from(([10, 0, 0, 2], 2));
+        assert!(t
+            .remove_abandoned(t0 + ms(900), other, &info("a.txt", 10))
+            .is_empty());
+        assert_eq!(t.len(), 1);
+        // The handout client retries after 1 s without OK.
+        let gone = t.remove_abandoned(t0 + ms(500), addr(2), &info("a.txt", 10));
+        assert_eq!(gone, vec!["first"]);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn data_keeps_a_session_from_counting_as_abandoned_or_stalled() {
+        let t0 = Instant::now();
+        let mut t = SessionTable::default();
+        t.insert(t0, addr(1), info("a.txt", 10_000), 1000, ());
+        assert!(matches!(
+            t.on_data(t0 + ms(400), addr(1), 1000),
+            DataVerdict::Forward(_)
+        ));
+        assert_eq!(t.stalled(t0 + ms(800), None), None);
+        assert!(t
+            .remove_abandoned(t0 + ms(800), addr(2), &info("a.txt", 10_000))
+            .is_empty());
+        assert_eq!(t.stalled(t0 + ms(900), None), Some((addr(1), ms(500))));
+        let elsewhere: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(t.stalled(t0 + ms(900), Some(elsewhere)), None);
+    }
+
+    #[test]
+    fn the_stalled_session_that_gives_way_is_the_quietest() {
+        let t0 = Instant::now();
+        let mut t = SessionTable::default();
+        t.insert(t0, addr(1), info("a", 1), 100, ());
+        t.insert(t0 + ms(100), addr(2), info("b", 1), 100, ());
+        assert_eq!(t.stalled(t0 + ms(550), None), Some((addr(1), ms(550))));
+        t.remove(addr(1));
+        assert_eq!(t.stalled(t0 + ms(550), None), None);
+        assert_eq!(t.stalled(t0 + ms(600), None), Some((addr(2), ms(500))));
+    }
+
+    #[test]
+    fn the_next_chunk_is_data_even_when_it_parses_as_a_file_info() {
+        let mut t = SessionTable::default();
+        let json = br#"{"name": "x", "size": 3, "checksum": "00000001"}"#;
+        let n = json.len() as u64;
+        t.insert(Instant::now(), addr(1), info("doc.json", n), 1452, ());
+        let expected = FileInfo {
+            name: "x".into(),
+            size: 3,
+            checksum: 1,
+        };
+        // From a peer with no session it is a file_info...
+        assert_eq!(
+            t.classify(addr(2), json, 4096),
+            Datagram::FileInfo(expected.clone())
+        );
+        // ...from the session's peer, exactly the file's bytes, it is data.
+        assert_eq!(t.classify(addr(1), json, 4096), Datagram::Data);
+        // A broken header from a stranger is answered; from the session it is data.
+        assert!(matches!(
+            t.classify(addr(2), b"{nope", 4096),
+            Datagram::BadFileInfo(_)
+        ));
+        assert_eq!(t.classify(addr(1), b"{nope", 4096), Datagram::Data);
+    }
+
+    #[test]
+    fn a_repeated_file_info_before_data_is_a_duplicate_and_after_it_a_restart() {
+        let t0 = Instant::now();
+        let mut t = SessionTable::default();
+        let i = info("a.txt", 5000);
+        t.insert(t0, addr(1), i.clone(), 1000, ());
+        assert!(t.is_duplicate(addr(1), &i));
+        assert!(!t.is_duplicate(addr(1), &info("b.txt", 5000)));
+        let _ = t.on_data(t0, addr(1), 1000);
+        assert!(!t.is_duplicate(addr(1), &i));
+    }
+
+    #[test]
+    fn a_datagram_over_the_buffer_size_ends_the_session() {
+        let t0 = Instant::now();
+        let mut t = SessionTable::default();
+        t.insert(t0, addr(1), info("a", 5000), 1000, "h");
+        match t.on_data(t0, addr(1), 1001) {
+            DataVerdict::TooLarge { buffer_size, io } => assert_eq!((buffer_size, io), (1000, "h")),
+            _ => panic!("not refused"),
+        }
+        assert!(matches!(t.on_data(t0, addr(1), 10), DataVerdict::NoSession));
     }
 }

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`crc`]: CRC-32/IEEE as the handouts compute it, fed chunk by chunk.
 //! - [`names`]: the one name normaliser ([`names::SafeName`], [`names::RelPath`]).
+//! - [`service`]: the six services, their transports and default ports.
 //! - UDP, one datagram = one message, parse/encode functions:
 //!   [`udp_upload`] (seed 000), [`udp_download`] (seed 001 §4), [`udp_sum`] (seed 001 §3).
 //! - TCP, tokio-util `Decoder`/`Encoder`s:
@@ -17,6 +18,7 @@
 pub mod crc;
 pub mod magic;
 pub mod names;
+pub mod service;
 pub mod signal;
 pub mod tcp_upload;
 pub mod udp_download;

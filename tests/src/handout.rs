@@ -34,7 +34,7 @@ pub enum UdpUploadOutcome {
 /// (the lab protocols have no flow control).
 pub async fn udp_socket() -> UdpSocket {
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    ferryd::udp::set_buffer_sizes(&sock, 4 << 20);
+    ferryd::set_buffer_sizes(&sock, 4 << 20);
     sock
 }
 

@@ -50,7 +50,7 @@ impl Rng {
 
 /// Gives a test socket a 4 MiB receive buffer (see [`handout::udp_socket`]).
 pub fn set_rcvbuf(sock: &tokio::net::UdpSocket) {
-    ferryd::udp::set_buffer_sizes(sock, 4 << 20);
+    ferryd::set_buffer_sizes(sock, 4 << 20);
 }
 
 /// Upper bound on any single client operation in tests, so a bug fails the
@@ -140,7 +140,7 @@ impl TestDaemon {
 
     /// Entries in the work area (temporary files) right now.
     pub fn work_entries(&self) -> usize {
-        std::fs::read_dir(self.root.join(ferryd::storage::WORK_DIR))
+        std::fs::read_dir(self.root.join(ferryd::WORK_DIR))
             .map(|d| d.count())
             .unwrap_or(0)
     }

@@ -121,7 +121,7 @@ fn root_is_flat(root: &Path) {
     for e in std::fs::read_dir(root).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
-        let daemons = [ferryd::storage::WORK_DIR, ferryd::storage::LOCK_FILE];
+        let daemons = [ferryd::WORK_DIR, ferryd::LOCK_FILE];
         if ["link", "dirlink"].contains(&name.as_str()) || daemons.contains(&name.as_str()) {
             continue;
         }

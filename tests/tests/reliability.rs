@@ -287,7 +287,7 @@ async fn a_file_info_flood_keeps_the_session_table_bounded() {
     assert_eq!(accepted, cap, "max_sessions_per_ip");
     assert_eq!(refused + silent, 300 - cap);
     assert!(
-        refused >= 1 && refused <= 2 * ferryd::limits::REPLIES_PER_SECOND as usize,
+        refused >= 1 && refused <= 2 * ferryd::REPLIES_PER_SECOND as usize,
         "{refused}"
     );
     assert!(d.controller.udp_sessions() <= cap);
@@ -452,7 +452,7 @@ async fn replies_to_burst(addr: SocketAddr, junk: &[u8], n: usize) -> usize {
 async fn replies_to_stray_datagrams_are_budgeted() {
     // UDP sources can be forged: a burst of junk must not be reflected in full.
     let d = TestDaemon::start().await;
-    let cap = ferryd::limits::REPLIES_PER_SECOND as usize;
+    let cap = ferryd::REPLIES_PER_SECOND as usize;
     for (addr, junk) in [
         (d.addrs.udp_sum.unwrap(), &b"junk:x"[..]),
         (d.addrs.udp_upload.unwrap(), &b"junk"[..]),

@@ -25,9 +25,11 @@ use ferry_proto::signal::Tag;
 use tokio::time::Instant;
 
 use super::{Conn, Service, Sink};
+use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::report::Transfer;
-use crate::storage::Download;
-use crate::tcp::{read_until, write_all, Failure, TcpService};
+use crate::storage::{Download, StorageError};
+use crate::tcp::{TcpService, SEND_CHUNK};
 
 /// How long ferry waits for the first `PON` of a download before deciding the
 /// client does not send them (and streaming instead). Long, because a slow
@@ -49,7 +51,7 @@ impl Conn<'_> {
     /// that ends the connection has been answered the handout's way (or not
     /// at all) and comes back as [`Failure::Broken`], so no ferry `ERR` follows.
     pub(super) async fn handout(&mut self, tag: Tag) -> Result<(), Failure> {
-        let cfg = self.ctx.config();
+        let cfg = std::sync::Arc::clone(&self.io.config);
         let result = match tag {
             Tag::Saf => self.receive_handout_file(&cfg, None).await,
             Tag::Sar => self.receive_handout_repo(&cfg).await,
@@ -59,14 +61,15 @@ impl Conn<'_> {
             _ => Ok(()),
         };
         result.map_err(|e| match e {
-            e @ (Failure::Broken(_) | Failure::Aborted | Failure::Io(_)) => e,
+            e @ (Failure::Aborted | Failure::Io(_)) => e,
+            e if !e.answerable() => e,
             other => Failure::Broken(other.to_string()),
         })
     }
 
     /// Reads more bytes into the buffer, waiting until `deadline` at most.
     async fn arrive(&mut self, deadline: Instant) -> Result<Arrival, Failure> {
-        match read_until(self.ctx, &mut self.stream, &mut self.rbuf, deadline, "data").await {
+        match self.io.read_more(deadline, "data").await {
             Ok(0) => Ok(Arrival::End),
             Ok(_) => Ok(Arrival::Bytes),
             Err(Failure::Timeout(_)) => Ok(Arrival::Quiet),
@@ -80,8 +83,8 @@ impl Conn<'_> {
         let mut text = QuietText::new(cfg.signal.handout_settle.0, cfg.limits.max_name_len);
         let give_up = Instant::now() + cfg.limits.header_timeout.0;
         loop {
-            if !self.rbuf.is_empty() {
-                let bytes = self.rbuf.split();
+            if !self.io.buf.is_empty() {
+                let bytes = self.io.buf.split();
                 text.on_bytes(Instant::now().into_std(), &bytes)
                     .map_err(Failure::refused)?;
             }
@@ -114,14 +117,14 @@ impl Conn<'_> {
         what: &'static str,
     ) -> Result<Bytes, Failure> {
         let deadline = Instant::now() + cfg.limits.header_timeout.0;
-        while self.rbuf.len() < n {
+        while self.io.buf.len() < n {
             match self.arrive(deadline).await? {
                 Arrival::Bytes => {}
                 Arrival::Quiet => return Err(Failure::Timeout(what)),
                 Arrival::End => return Err(Failure::Closed(format!("before the end of {what}"))),
             }
         }
-        Ok(self.rbuf.split_to(n).freeze())
+        Ok(self.io.buf.split_to(n).freeze())
     }
 
     /// A handout file's data into `writer`, up to the `DON` that ends it;
@@ -137,8 +140,8 @@ impl Conn<'_> {
         let idle = cfg.limits.idle_timeout.0;
         let mut data = FileData::new(cfg.signal.handout_settle.0, cfg.signal.handout_pause.0);
         loop {
-            if !self.rbuf.is_empty() {
-                let bytes = self.rbuf.split().freeze();
+            if !self.io.buf.is_empty() {
+                let bytes = self.io.buf.split().freeze();
                 for ev in data.on_bytes(Instant::now().into_std(), bytes) {
                     self.take(ev, writer, t).await;
                 }
@@ -186,8 +189,8 @@ impl Conn<'_> {
             }
             DataEvent::End { rest } => {
                 let mut buf = BytesMut::from(&rest[..]);
-                buf.extend_from_slice(&self.rbuf);
-                self.rbuf = buf;
+                buf.extend_from_slice(&self.io.buf);
+                self.io.buf = buf;
             }
         }
     }
@@ -199,7 +202,7 @@ impl Conn<'_> {
         cfg: &Config,
         refused: Option<String>,
     ) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         let raw = self.quiet_text(cfg, "a file name").await?;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         let target = match (refused, SafeName::for_upload_bytes(&raw)) {
@@ -208,7 +211,10 @@ impl Conn<'_> {
                 "refused name {:?}: {e}",
                 t.requested
             ))),
-            (None, Ok(name)) => self.ctx.admit_upload(self.peer.ip(), 0).map(|()| name),
+            (None, Ok(name)) => self
+                .ctx
+                .admit_upload(std::time::Instant::now(), self.io.peer.ip(), 0)
+                .map(|()| name),
         };
         // The file is created and written on a task of its own while this
         // one reads on.
@@ -228,7 +234,7 @@ impl Conn<'_> {
                 // The size was not announced: it counts now.
                 self.ctx
                     .uploads
-                    .spend(std::time::Instant::now(), self.peer.ip(), stored.size);
+                    .spend(std::time::Instant::now(), self.io.peer.ip(), stored.size);
                 t.stored = stored.name;
                 t.crc = Some(stored.crc);
                 t.ok(if stored.deduplicated {
@@ -258,19 +264,19 @@ impl Conn<'_> {
 
     /// `RAF`: `ERR`, or the 36-byte signal, the pieces and `DON`.
     async fn send_handout_file(&mut self, cfg: &Config) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         let raw = self.quiet_text(cfg, "a file name").await?;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
                 let signal = found_signal(download.size);
-                self.write_raw(cfg, &signal).await?;
+                self.write_raw(&signal).await?;
                 self.send_pieces(cfg, download, &mut t).await?;
                 t.ok("sent");
             }
             Err(e) => {
-                self.write_raw(cfg, b"ERR").await?;
+                self.write_raw(b"ERR").await?;
                 t.failed(&e);
             }
         }
@@ -299,9 +305,9 @@ impl Conn<'_> {
             let len = piece_len(offset, size);
             while ahead.len() < len {
                 download
-                    .read_chunk(&mut chunk, crate::tcp::SEND_CHUNK)
+                    .read_chunk(&mut chunk, SEND_CHUNK)
                     .await
-                    .map_err(crate::storage::StorageError::from)?;
+                    .map_err(StorageError::from)?;
                 if chunk.is_empty() {
                     return Err(Failure::Broken("the file shrank while being sent".into()));
                 }
@@ -309,7 +315,7 @@ impl Conn<'_> {
             }
             let piece = ahead.split_to(len);
             crc.update(&piece);
-            self.write_raw(cfg, &piece).await?;
+            self.write_raw(&piece).await?;
             offset += len as u64;
             t.bytes += len as u64;
             if lockstep {
@@ -325,7 +331,7 @@ impl Conn<'_> {
         if !lockstep {
             self.pause_until_taken(cfg).await?;
         }
-        self.write_raw(cfg, DON).await
+        self.write_raw(DON).await
     }
 
     /// Waits up to `wait` for the client's `PON`; false if none came (or
@@ -333,11 +339,11 @@ impl Conn<'_> {
     async fn pon(&mut self, wait: std::time::Duration) -> Result<bool, Failure> {
         let deadline = Instant::now() + wait;
         loop {
-            if self.rbuf.starts_with(b"PON") {
-                let _ = self.rbuf.split_to(3);
+            if self.io.buf.starts_with(b"PON") {
+                let _ = self.io.buf.split_to(3);
                 return Ok(true);
             }
-            if !b"PON".starts_with(&self.rbuf[..self.rbuf.len().min(3)]) {
+            if !b"PON".starts_with(&self.io.buf[..self.io.buf.len().min(3)]) {
                 return Ok(false);
             }
             match self.arrive(deadline).await? {
@@ -352,7 +358,7 @@ impl Conn<'_> {
     /// it is missing or refused), then each file: name, data, `DON`, with a
     /// pause after each so the client's `recv` returns each alone.
     async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.peer);
+        let mut t = Transfer::start(Service::NAME, self.io.peer);
         let raw = self.quiet_text(cfg, "a directory name").await?;
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
@@ -368,14 +374,14 @@ impl Conn<'_> {
         let (path, files) = match listed {
             Ok(pair) => pair,
             Err(e) => {
-                self.write_raw(cfg, &0u32.to_be_bytes()).await?;
+                self.write_raw(&0u32.to_be_bytes()).await?;
                 t.failed(&e);
                 return Ok(());
             }
         };
         t.stored = path.to_string();
         let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
-        self.write_raw(cfg, &count.to_be_bytes()).await?;
+        self.write_raw(&count.to_be_bytes()).await?;
         for (i, (name, _)) in files.into_iter().enumerate() {
             let download = self
                 .ctx
@@ -388,11 +394,11 @@ impl Conn<'_> {
             if i > 0 {
                 self.pause_until_taken(cfg).await?;
             }
-            self.write_raw(cfg, name.as_str().as_bytes()).await?;
+            self.write_raw(name.as_str().as_bytes()).await?;
             self.pause_until_taken(cfg).await?;
             self.stream_handout(cfg, download, &mut t).await?;
             self.pause_until_taken(cfg).await?;
-            self.write_raw(cfg, DON).await?;
+            self.write_raw(DON).await?;
         }
         t.ok("sent");
         Ok(())
@@ -425,23 +431,23 @@ impl Conn<'_> {
                 size - sent
             })
             .unwrap_or(usize::MAX)
-            .min(crate::tcp::SEND_CHUNK);
+            .min(SEND_CHUNK);
             download
                 .read_chunk(&mut chunk, want)
                 .await
-                .map_err(crate::storage::StorageError::from)?;
+                .map_err(StorageError::from)?;
             if chunk.is_empty() {
                 return Err(Failure::Broken("the file shrank while being sent".into()));
             }
-            self.write_raw(cfg, &chunk).await?;
+            self.write_raw(&chunk).await?;
             sent += chunk.len() as u64;
             t.bytes += chunk.len() as u64;
         }
         Ok(())
     }
 
-    async fn write_raw(&mut self, cfg: &Config, bytes: &[u8]) -> Result<(), Failure> {
-        write_all(self.ctx, &mut self.stream, bytes, cfg.limits.idle_timeout.0).await
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        self.io.write_all(bytes).await
     }
 
     /// Waits until the client's kernel has acknowledged every byte sent
@@ -449,9 +455,10 @@ impl Conn<'_> {
     /// next write reaches the client's `recv` on its own.
     async fn pause_until_taken(&mut self, cfg: &Config) -> Result<(), Failure> {
         let give_up = Instant::now() + cfg.limits.idle_timeout.0;
-        let ctx = self.ctx;
+        let abort = self.io.aborted().clone();
+        let stream = &self.io.stream;
         let wait = async {
-            while unsent(&self.stream) > 0 {
+            while unsent(stream) > 0 {
                 if Instant::now() >= give_up {
                     return Err(Failure::Timeout("the client to read"));
                 }
@@ -461,7 +468,7 @@ impl Conn<'_> {
             Ok(())
         };
         tokio::select! {
-            _ = ctx.abort.cancelled() => Err(Failure::Aborted),
+            _ = abort.cancelled() => Err(Failure::Aborted),
             r = wait => r,
         }
     }
@@ -479,7 +486,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(ctx: &crate::Ctx, target: Result<SafeName, Failure>, max: u64) -> Writer {
+    fn spawn(ctx: &Ctx, target: Result<SafeName, Failure>, max: u64) -> Writer {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
         let storage = ctx.storage.clone();
         let task = ctx.tracker.spawn(async move {

@@ -1,0 +1,146 @@
+//! What every service shares: the configuration in force, storage, the
+//! caps and quotas, and the shutdown tokens.
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ferry_config::{Config, ServiceId};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::failure::Failure;
+use crate::limits::{IdleConnections, Limiter, UploadQuota};
+use crate::storage::Storage;
+
+/// What every service shares.
+pub(crate) struct Ctx {
+    /// The configuration in force; replaced as a whole by a reload.
+    live: ArcSwap<Config>,
+    /// The storage root.
+    pub(crate) storage: Storage,
+    /// The cap on TCP connections, shared by the TCP services.
+    pub(crate) connections: Arc<Limiter>,
+    /// `signal` connections waiting for a request: the first to close at the cap.
+    pub(crate) idle: Arc<IdleConnections>,
+    /// Per-address upload quotas, over every upload protocol.
+    pub(crate) uploads: UploadQuota,
+    /// Cancelled when shutdown starts: stop accepting, end idle connections.
+    pub(crate) stop: CancellationToken,
+    /// Cancelled when the grace period ends: abort transfers in flight.
+    pub(crate) abort: CancellationToken,
+    /// Every task of every service, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+    /// UDP upload sessions in the table right now.
+    pub(crate) udp_sessions: AtomicUsize,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// Whether any value in force changed.
+    pub changed: bool,
+    /// Keys whose new values need a restart (they keep their old values until then).
+    pub needs_restart: Vec<String>,
+}
+
+impl Ctx {
+    /// Shared state for a daemon serving `config` from `storage`.
+    pub(crate) fn new(config: Config, storage: Storage) -> Ctx {
+        let uploads = UploadQuota::new(
+            config.limits.max_uploads_per_ip,
+            config.limits.max_upload_bytes_per_ip.0,
+            config.limits.upload_window.0,
+        );
+        Ctx {
+            live: ArcSwap::from_pointee(config),
+            storage,
+            connections: Limiter::new(),
+            idle: Arc::default(),
+            uploads,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            udp_sessions: AtomicUsize::new(0),
+        }
+    }
+
+    /// The configuration in force now. Each connection, session and download
+    /// takes it once when it starts, so a reload never changes a transfer
+    /// midway.
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
+    /// Admits one more upload of `size` announced bytes from `ip` at `now`
+    /// under the per-address quotas, or refuses it with the reason the
+    /// client is told.
+    pub(crate) fn admit_upload(&self, now: Instant, ip: IpAddr, size: u64) -> Result<(), Failure> {
+        self.quota_result(self.uploads.admit(now, ip, size))
+    }
+
+    /// Like [`Ctx::admit_upload`], taking nothing (to decide before evicting anyone).
+    pub(crate) fn check_upload(&self, now: Instant, ip: IpAddr, size: u64) -> Result<(), Failure> {
+        self.quota_result(self.uploads.check(now, ip, size))
+    }
+
+    fn quota_result(&self, r: Result<(), Duration>) -> Result<(), Failure> {
+        r.map_err(|wait| {
+            let l = &self.config().limits;
+            Failure::Refused(format!(
+                "your address has reached its upload quota ({} files and {} per {}); try again in {} s",
+                l.max_uploads_per_ip,
+                l.max_upload_bytes_per_ip,
+                l.upload_window,
+                wait.as_secs().max(1)
+            ))
+        })
+    }
+
+    /// Applies what can change without rebinding; see [`crate::Controller::reload`].
+    pub(crate) fn reload(&self, new: Config) -> Reload {
+        let old = self.config();
+        let mut applied = new;
+        let mut needs_restart = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+, $key:expr) => {
+                if applied.$($field).+ != old.$($field).+ {
+                    needs_restart.push(String::from($key));
+                    applied.$($field).+ = old.$($field).+.clone();
+                }
+            };
+        }
+        keep!(storage, "storage");
+        keep!(on_conflict, "on_conflict");
+        keep!(log.format, "log.format");
+        for id in ServiceId::ALL {
+            let (enabled, bind) = old.endpoint(id);
+            let (new_enabled, new_bind) = applied.endpoint_mut(id);
+            if *new_enabled != enabled {
+                needs_restart.push(format!("{id}.enabled"));
+                *new_enabled = enabled;
+            }
+            if *new_bind != bind {
+                needs_restart.push(format!("{id}.bind"));
+                *new_bind = bind;
+            }
+        }
+        // The quotas' state lives in their buckets, made at start.
+        keep!(limits.max_uploads_per_ip, "limits.max_uploads_per_ip");
+        keep!(
+            limits.max_upload_bytes_per_ip,
+            "limits.max_upload_bytes_per_ip"
+        );
+        keep!(limits.upload_window, "limits.upload_window");
+        keep!(udp_download.budget_per_ip, "udp_download.budget_per_ip");
+        keep!(udp_download.budget_window, "udp_download.budget_window");
+        let changed = applied != *old;
+        self.live.store(Arc::new(applied));
+        Reload {
+            changed,
+            needs_restart,
+        }
+    }
+}

@@ -149,82 +149,120 @@ pub async fn run(client: &Client, workload: Workload, plan: Plan) -> Result<Repo
         debug_assert!(sent.stored_as.is_some());
     }
     let started = Instant::now();
-    let deadline = started + plan.duration;
-    let issued = Arc::new(AtomicU64::new(0));
+    let job = Job {
+        client: client.clone(),
+        workload,
+        plan,
+        source,
+        remote,
+        deadline: started + plan.duration,
+        issued: Arc::new(AtomicU64::new(0)),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..plan.clients.max(1) {
-        let (client, source, remote, issued) = (
-            client.clone(),
-            source.clone(),
-            remote.clone(),
-            Arc::clone(&issued),
-        );
         let dir = scratch.0.join(format!("w{worker}"));
-        tasks.spawn(async move {
-            let _ = std::fs::create_dir_all(&dir);
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            loop {
-                let k = issued.fetch_add(1, Ordering::Relaxed);
-                if plan.count.is_some_and(|c| k >= c)
-                    || (plan.count.is_none() && Instant::now() >= deadline)
-                {
-                    break;
-                }
-                let t = Instant::now();
-                let r = one(&client, workload, &source, &remote, &dir, worker, k).await;
-                match r {
-                    Ok(()) => lat.push(t.elapsed()),
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(e.to_string());
-                    }
+        tasks.spawn(job.clone().worker(worker, dir));
+    }
+    let mut all = Tally::default();
+    while let Some(r) = tasks.join_next().await {
+        let t = r.map_err(|e| Error::Protocol(format!("bench worker: {e}")))?;
+        all.lat.extend(t.lat);
+        all.errors += t.errors;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
+    }
+    Ok(all.report(workload, plan, started.elapsed().as_secs_f64()))
+}
+
+/// What every worker of a run shares.
+#[derive(Clone)]
+struct Job {
+    client: Client,
+    workload: Workload,
+    plan: Plan,
+    source: PathBuf,
+    remote: String,
+    deadline: Instant,
+    /// Transfers started so far, over all workers.
+    issued: Arc<AtomicU64>,
+}
+
+/// One worker's latencies and errors.
+#[derive(Default)]
+struct Tally {
+    lat: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Job {
+    /// One client: transfers until the count or the time is up.
+    async fn worker(self, worker: usize, dir: PathBuf) -> Tally {
+        let _ = std::fs::create_dir_all(&dir);
+        let mut tally = Tally::default();
+        loop {
+            let k = self.issued.fetch_add(1, Ordering::Relaxed);
+            if self.plan.count.is_some_and(|c| k >= c)
+                || (self.plan.count.is_none() && Instant::now() >= self.deadline)
+            {
+                break;
+            }
+            let t = Instant::now();
+            let r = one(
+                &self.client,
+                self.workload,
+                &self.source,
+                &self.remote,
+                &dir,
+                worker,
+                k,
+            )
+            .await;
+            match r {
+                Ok(()) => tally.lat.push(t.elapsed()),
+                Err(e) => {
+                    tally.errors += 1;
+                    tally.first_error.get_or_insert(e.to_string());
                 }
             }
-            (lat, errors, first_error)
-        });
+        }
+        tally
     }
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    while let Some(r) = tasks.join_next().await {
-        let (l, e, f) = r.map_err(|e| Error::Protocol(format!("bench worker: {e}")))?;
-        lat.extend(l);
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
+}
+
+impl Tally {
+    fn report(mut self, workload: Workload, plan: Plan, seconds: f64) -> Report {
+        self.lat.sort();
+        let lat = &self.lat;
+        let pct = |p: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat[i].as_secs_f64() * 1000.0
+        };
+        let transfers = lat.len() as u64;
+        let payload = if workload == Workload::Ping {
+            0
+        } else {
+            plan.size
+        };
+        Report {
+            workload: workload.name(),
+            size: plan.size,
+            clients: plan.clients,
+            transfers,
+            errors: self.errors,
+            first_error: self.first_error.clone(),
+            seconds,
+            bytes_per_second: (transfers * payload) as f64 / seconds,
+            transfers_per_second: transfers as f64 / seconds,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            max_ms: pct(1.0),
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    lat.sort();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        lat[i].as_secs_f64() * 1000.0
-    };
-    let transfers = lat.len() as u64;
-    let payload = if workload == Workload::Ping {
-        0
-    } else {
-        plan.size
-    };
-    Ok(Report {
-        workload: workload.name(),
-        size: plan.size,
-        clients: plan.clients,
-        transfers,
-        errors,
-        first_error,
-        seconds,
-        bytes_per_second: (transfers * payload) as f64 / seconds,
-        transfers_per_second: transfers as f64 / seconds,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        max_ms: pct(1.0),
-    })
 }
 
 async fn one(

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use ferry_proto::service::ServiceId;
 use tokio::net::{lookup_host, TcpStream};
 
 /// Default ports of the six services.
@@ -46,13 +47,43 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports {
-            udp_upload: 9000,
-            udp_download: 9001,
-            udp_sum: 9002,
-            tcp_upload: 9003,
-            magic_download: 9004,
-            signal: 9005,
+        let mut ports = Ports {
+            udp_upload: 0,
+            udp_download: 0,
+            udp_sum: 0,
+            tcp_upload: 0,
+            magic_download: 0,
+            signal: 0,
+        };
+        for id in ServiceId::ALL {
+            *ports.get_mut(id) = id.default_port();
+        }
+        ports
+    }
+}
+
+impl Ports {
+    /// The port of `service`.
+    pub fn get(&self, service: ServiceId) -> u16 {
+        match service {
+            ServiceId::UdpUpload => self.udp_upload,
+            ServiceId::UdpDownload => self.udp_download,
+            ServiceId::UdpSum => self.udp_sum,
+            ServiceId::TcpUpload => self.tcp_upload,
+            ServiceId::MagicDownload => self.magic_download,
+            ServiceId::Signal => self.signal,
+        }
+    }
+
+    /// The port of `service`, to change.
+    pub fn get_mut(&mut self, service: ServiceId) -> &mut u16 {
+        match service {
+            ServiceId::UdpUpload => &mut self.udp_upload,
+            ServiceId::UdpDownload => &mut self.udp_download,
+            ServiceId::UdpSum => &mut self.udp_sum,
+            ServiceId::TcpUpload => &mut self.tcp_upload,
+            ServiceId::MagicDownload => &mut self.magic_download,
+            ServiceId::Signal => &mut self.signal,
         }
     }
 }

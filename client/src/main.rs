@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry::{Client, Error, GetVia, Ports, Progress, SendVia};
+use ferry_config::ServiceId;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -60,7 +61,7 @@ struct Global {
     #[arg(
         long,
         env = "FERRY_UDP_UPLOAD_PORT",
-        default_value_t = 9000,
+        default_value_t = ServiceId::UdpUpload.default_port(),
         global = true
     )]
     udp_upload_port: u16,
@@ -68,7 +69,7 @@ struct Global {
     #[arg(
         long,
         env = "FERRY_UDP_DOWNLOAD_PORT",
-        default_value_t = 9001,
+        default_value_t = ServiceId::UdpDownload.default_port(),
         global = true
     )]
     udp_download_port: u16,
@@ -76,7 +77,7 @@ struct Global {
     #[arg(
         long,
         env = "FERRY_UDP_SUM_PORT",
-        default_value_t = 9002,
+        default_value_t = ServiceId::UdpSum.default_port(),
         global = true
     )]
     udp_sum_port: u16,
@@ -84,17 +85,17 @@ struct Global {
     #[arg(
         long,
         env = "FERRY_TCP_UPLOAD_PORT",
-        default_value_t = 9003,
+        default_value_t = ServiceId::TcpUpload.default_port(),
         global = true
     )]
     tcp_upload_port: u16,
     /// Port of magic_download.
-    #[arg(long, env = "FERRY_MAGIC_PORT", default_value_t = 9004, global = true)]
+    #[arg(long, env = "FERRY_MAGIC_PORT", default_value_t = ServiceId::MagicDownload.default_port(), global = true)]
     magic_port: u16,
     /// Port of signal.
-    #[arg(long, env = "FERRY_SIGNAL_PORT", default_value_t = 9005, global = true)]
+    #[arg(long, env = "FERRY_SIGNAL_PORT", default_value_t = ServiceId::Signal.default_port(), global = true)]
     signal_port: u16,
-    /// Longest wait for the server (e.g. 10s, 500ms, 2).
+    /// Longest wait for the server (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     timeout: Duration,
     /// How long UDP waits for each reply before retrying (the lab's 1 s).
@@ -224,25 +225,10 @@ enum SendProto {
     Udp,
 }
 
+/// A size in the configuration's grammar ([`ferry_config::Size`]): `64K`,
+/// `1M` and `1 GiB` are powers of 1024, `1MB` of 1000.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (t, 1u64),
-        Some((i, _)) => (
-            &t[..i],
-            match t[i..].trim().trim_end_matches("iB").trim_end_matches('B') {
-                "" => 1,
-                "K" | "k" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
-            },
-        ),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size like 64K or 1G"))
+    s.parse::<ferry_config::Size>().map(|size| size.0)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -252,25 +238,13 @@ enum GetProto {
     Udp,
 }
 
+/// A duration in the configuration's grammar ([`ferry_config::Dur`]):
+/// `10s`, `500ms`, `1m 30s`; a bare number is refused.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("{s:?} must be longer than 0"));
+    match s.parse::<ferry_config::Dur>()? {
+        ferry_config::Dur(d) if d.is_zero() => Err(format!("{s:?} must be longer than 0")),
+        ferry_config::Dur(d) => Ok(d),
     }
-    Duration::try_from_secs_f64(v * scale).map_err(|_| format!("{s:?} is too long"))
 }
 
 /// indicatif bars on stderr, only when both stdout and stderr are terminals.
@@ -392,35 +366,272 @@ impl Out {
     }
 }
 
+/// What every command runs with.
+struct Run<'a> {
+    client: Client,
+    out: Out,
+    bars: Bars,
+    global: &'a Global,
+    started: Instant,
+}
+
+impl Run<'_> {
+    async fn command(&self, command: &Command) -> u8 {
+        match command {
+            Command::Ping => self.ping().await,
+            Command::Sum { name, number } => self.sum(name, *number).await,
+            Command::Send {
+                files,
+                via,
+                as_name,
+                rate,
+            } => self.send(files, *via, as_name.as_deref(), *rate).await,
+            Command::Get {
+                name,
+                output,
+                via,
+                force,
+            } => {
+                self.get(name, output.clone().unwrap_or_default(), *via, *force)
+                    .await
+            }
+            Command::SendDir { dir, as_name } => self.send_dir(dir, as_name.as_deref()).await,
+            Command::GetDir {
+                name,
+                output,
+                force,
+            } => {
+                self.get_dir(name, output.clone().unwrap_or_default(), *force)
+                    .await
+            }
+            Command::Bench {
+                workload,
+                size,
+                clients,
+                count,
+                duration,
+                rate,
+            } => {
+                let plan = ferry::bench::Plan {
+                    size: *size,
+                    clients: *clients,
+                    count: *count,
+                    duration: *duration,
+                };
+                self.bench(*workload, plan, *rate).await
+            }
+            Command::GenerateDocs { .. } => 0,
+        }
+    }
+
+    async fn ping(&self) -> u8 {
+        let client = &self.client;
+        match client.ping().await {
+            Ok(rtt) => {
+                let ms = rtt.as_secs_f64() * 1000.0;
+                self.out.ok(
+                    format!("PON from {}:{} in {ms:.2} ms", client.host, client.ports.signal),
+                    json!({"ok": true, "command": "ping", "host": client.host, "port": client.ports.signal, "rtt_ms": ms}),
+                );
+                0
+            }
+            Err(e) => self.out.err("ping", &e),
+        }
+    }
+
+    async fn sum(&self, name: &str, number: i64) -> u8 {
+        match self.client.sum(name, number).await {
+            Ok((server, theirs)) => {
+                self.out.ok(
+                    format!("{name}: {number}\n{server}: {theirs}\nsum: {}", number + theirs),
+                    json!({"ok": true, "command": "sum", "client": name, "client_number": number, "server": server, "server_number": theirs, "sum": number + theirs}),
+                );
+                0
+            }
+            Err(e) => self.out.err("sum", &e),
+        }
+    }
+
+    async fn send(
+        &self,
+        files: &[PathBuf],
+        via: SendProto,
+        as_name: Option<&str>,
+        rate: Option<u64>,
+    ) -> u8 {
+        let mut client = self.client.clone();
+        client.upload_rate = rate;
+        if as_name.is_some() && files.len() > 1 {
+            eprintln!(
+                "ferry: send: --as names one file, but {} were given",
+                files.len()
+            );
+            return 2;
+        }
+        let via_lib = match via {
+            SendProto::Signal => SendVia::Signal,
+            SendProto::Tcp => SendVia::Tcp,
+            SendProto::Udp => SendVia::Udp,
+        };
+        let mut first_error = 0;
+        for file in files {
+            let t = Instant::now();
+            match client.send(via_lib, file, as_name, &self.bars).await {
+                Ok(sent) => self.sent(file, via, &sent, t),
+                Err(e) => {
+                    let code = self.out.err("send", &e);
+                    if first_error == 0 {
+                        first_error = code;
+                    }
+                }
+            }
+        }
+        first_error
+    }
+
+    /// The line (or JSON object) for one sent file.
+    fn sent(&self, file: &std::path::Path, via: SendProto, sent: &ferry::Sent, t: Instant) {
+        let mut stored = match (sent.stored_as.as_deref(), via) {
+            (Some(s), _) => format!(", stored as {s:?}"),
+            (None, SendProto::Udp) => {
+                ", stored (the lab's UDP upload does not say under which name)".into()
+            }
+            (None, _) => String::new(),
+        };
+        if self.global.handout && matches!(via, SendProto::Signal) {
+            stored.push_str(" (handout framing: not acknowledged, nothing verified)");
+        }
+        let tries = if self.global.verbose && sent.attempts > 1 {
+            format!(" after {} attempts", sent.attempts)
+        } else {
+            String::new()
+        };
+        let via_name = format!("{via:?}").to_lowercase();
+        let crc = ferry_proto::crc::format_hex(sent.crc);
+        self.out.ok(
+            format!(
+                "sent {} ({}) via {via_name}{stored}, CRC-32 {crc}{tries}",
+                file.display(),
+                human(sent.bytes),
+            ),
+            json!({"ok": true, "command": "send", "file": file, "via": via_name, "stored_as": sent.stored_as, "bytes": sent.bytes, "crc": crc, "attempts": sent.attempts, "seconds": t.elapsed().as_secs_f64()}),
+        );
+    }
+
+    async fn get(&self, name: &str, dest: PathBuf, via: GetProto, force: bool) -> u8 {
+        let via_lib = match via {
+            GetProto::Signal => GetVia::Signal,
+            GetProto::Magic => GetVia::Magic,
+            GetProto::Udp => GetVia::Udp,
+        };
+        match self
+            .client
+            .get(via_lib, name, &dest, force, &self.bars)
+            .await
+        {
+            Ok(got) => {
+                let crc = ferry_proto::crc::format_hex(got.crc);
+                self.out.ok(
+                    format!("got {name} -> {} ({}, CRC-32 {crc})", got.path.display(), human(got.bytes)),
+                    json!({"ok": true, "command": "get", "name": name, "path": got.path, "via": format!("{via:?}").to_lowercase(), "bytes": got.bytes, "crc": crc, "seconds": self.started.elapsed().as_secs_f64()}),
+                );
+                0
+            }
+            Err(e) => self.out.err("get", &e),
+        }
+    }
+
+    async fn send_dir(&self, dir: &std::path::Path, as_name: Option<&str>) -> u8 {
+        match self.client.send_dir(dir, as_name, &self.bars).await {
+            Ok(sent) => {
+                let size = human(sent.bytes);
+                self.out.ok(
+                    match &sent.stored_as {
+                        Some(name) => format!("sent {} ({size}), stored as {name:?}", dir.display()),
+                        None => format!("sent {} ({size}) as the handout's flat repo (not acknowledged)", dir.display()),
+                    },
+                    json!({"ok": true, "command": "send-dir", "dir": dir, "stored_as": sent.stored_as, "bytes": sent.bytes, "seconds": self.started.elapsed().as_secs_f64()}),
+                );
+                0
+            }
+            Err(e) => self.out.err("send-dir", &e),
+        }
+    }
+
+    async fn get_dir(&self, name: &str, dest: PathBuf, force: bool) -> u8 {
+        match self.client.get_dir(name, &dest, force, &self.bars).await {
+            Ok(got) => {
+                self.out.ok(
+                    format!("got {name}/ -> {} ({} files, {})", got.path.display(), got.files, human(got.bytes)),
+                    json!({"ok": true, "command": "get-dir", "name": name, "path": got.path, "files": got.files, "bytes": got.bytes, "seconds": self.started.elapsed().as_secs_f64()}),
+                );
+                0
+            }
+            Err(e) => self.out.err("get-dir", &e),
+        }
+    }
+
+    async fn bench(
+        &self,
+        workload: ferry::bench::Workload,
+        plan: ferry::bench::Plan,
+        rate: Option<u64>,
+    ) -> u8 {
+        let mut client = self.client.clone();
+        client.upload_rate = rate;
+        let r = match ferry::bench::run(&client, workload, plan).await {
+            Ok(r) => r,
+            Err(e) => return self.out.err("bench", &e),
+        };
+        self.out.ok(
+            format!(
+                "{} size {} x {} clients: {} transfers, {} errors in {:.2} s\n\
+                 throughput {:.1} MiB/s, {:.1} transfers/s\n\
+                 latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+                r.workload, human(r.size), r.clients, r.transfers, r.errors, r.seconds,
+                r.bytes_per_second / (1 << 20) as f64, r.transfers_per_second,
+                r.p50_ms, r.p99_ms, r.max_ms,
+                r.first_error.as_deref().map(|e| format!("\nfirst error: {e}")).unwrap_or_default()
+            ),
+            json!({"ok": r.errors == 0, "command": "bench", "workload": r.workload, "size": r.size,
+                   "clients": r.clients, "transfers": r.transfers, "errors": r.errors,
+                   "first_error": r.first_error, "seconds": r.seconds,
+                   "bytes_per_second": r.bytes_per_second, "transfers_per_second": r.transfers_per_second,
+                   "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms}),
+        );
+        u8::from(r.errors > 0)
+    }
+}
+
+impl Global {
+    fn client(&self) -> Client {
+        let mut ports = Ports::default();
+        for id in ServiceId::ALL {
+            *ports.get_mut(id) = match id {
+                ServiceId::UdpUpload => self.udp_upload_port,
+                ServiceId::UdpDownload => self.udp_download_port,
+                ServiceId::UdpSum => self.udp_sum_port,
+                ServiceId::TcpUpload => self.tcp_upload_port,
+                ServiceId::MagicDownload => self.magic_port,
+                ServiceId::Signal => self.signal_port,
+            };
+        }
+        Client {
+            host: self.host.clone(),
+            ports,
+            timeout: self.timeout,
+            udp_reply_timeout: self.udp_timeout,
+            udp_attempts: self.attempts,
+            upload_rate: None,
+            handout: self.handout,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = &cli.global;
-    let client = Client {
-        host: g.host.clone(),
-        ports: Ports {
-            udp_upload: g.udp_upload_port,
-            udp_download: g.udp_download_port,
-            udp_sum: g.udp_sum_port,
-            tcp_upload: g.tcp_upload_port,
-            magic_download: g.magic_port,
-            signal: g.signal_port,
-        },
-        timeout: g.timeout,
-        udp_reply_timeout: g.udp_timeout,
-        udp_attempts: g.attempts,
-        upload_rate: None,
-        handout: g.handout,
-    };
-    let out = Out {
-        quiet: g.quiet,
-        json: g.json,
-    };
-    let bars = Bars::new(
-        !g.quiet && !g.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
-        !g.quiet && !g.json,
-    );
-    let started = Instant::now();
     if let Command::GenerateDocs { dir } = &cli.command {
         return match gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "1", dir) {
             Ok(()) => ExitCode::SUCCESS,
@@ -430,203 +641,25 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let work = async {
-        match &cli.command {
-            Command::Ping => match client.ping().await {
-                Ok(rtt) => {
-                    let ms = rtt.as_secs_f64() * 1000.0;
-                    out.ok(
-                    format!("PON from {}:{} in {ms:.2} ms", client.host, client.ports.signal),
-                    json!({"ok": true, "command": "ping", "host": client.host, "port": client.ports.signal, "rtt_ms": ms}),
-                );
-                    0
-                }
-                Err(e) => out.err("ping", &e),
-            },
-            Command::Sum { name, number } => match client.sum(name, *number).await {
-                Ok((server, theirs)) => {
-                    out.ok(
-                    format!("{name}: {number}\n{server}: {theirs}\nsum: {}", number + theirs),
-                    json!({"ok": true, "command": "sum", "client": name, "client_number": number, "server": server, "server_number": theirs, "sum": number + theirs}),
-                );
-                    0
-                }
-                Err(e) => out.err("sum", &e),
-            },
-            Command::Send {
-                files,
-                via,
-                as_name,
-                rate,
-            } => {
-                let mut client = client.clone();
-                client.upload_rate = *rate;
-                if as_name.is_some() && files.len() > 1 {
-                    eprintln!(
-                        "ferry: send: --as names one file, but {} were given",
-                        files.len()
-                    );
-                    return 2u8;
-                }
-                let via_lib = match via {
-                    SendProto::Signal => SendVia::Signal,
-                    SendProto::Tcp => SendVia::Tcp,
-                    SendProto::Udp => SendVia::Udp,
-                };
-                let mut first_error = 0;
-                for file in files {
-                    let t = Instant::now();
-                    match client.send(via_lib, file, as_name.as_deref(), &bars).await {
-                        Ok(sent) => {
-                            let stored = match (sent.stored_as.as_deref(), via) {
-                                (Some(s), _) => format!(", stored as {s:?}"),
-                                (None, SendProto::Udp) => {
-                                    ", stored (the lab's UDP upload does not say under which name)"
-                                        .into()
-                                }
-                                (None, _) => String::new(),
-                            };
-                            let stored = if g.handout && matches!(via, SendProto::Signal) {
-                                format!(
-                                "{stored} (handout framing: not acknowledged, nothing verified)"
-                            )
-                            } else {
-                                stored
-                            };
-                            let tries = if g.verbose && sent.attempts > 1 {
-                                format!(" after {} attempts", sent.attempts)
-                            } else {
-                                String::new()
-                            };
-                            out.ok(
-                            format!(
-                                "sent {} ({}) via {via:?}{stored}, CRC-32 {}{tries}",
-                                file.display(),
-                                human(sent.bytes),
-                                ferry_proto::crc::format_hex(sent.crc)
-                            )
-                            .replace("via Signal", "via signal")
-                            .replace("via Tcp", "via tcp")
-                            .replace("via Udp", "via udp"),
-                            json!({"ok": true, "command": "send", "file": file, "via": format!("{via:?}").to_lowercase(), "stored_as": sent.stored_as, "bytes": sent.bytes, "crc": ferry_proto::crc::format_hex(sent.crc), "attempts": sent.attempts, "seconds": t.elapsed().as_secs_f64()}),
-                        );
-                        }
-                        Err(e) => {
-                            let code = out.err("send", &e);
-                            if first_error == 0 {
-                                first_error = code;
-                            }
-                        }
-                    }
-                }
-                first_error
-            }
-            Command::Get {
-                name,
-                output,
-                via,
-                force,
-            } => {
-                let via_lib = match via {
-                    GetProto::Signal => GetVia::Signal,
-                    GetProto::Magic => GetVia::Magic,
-                    GetProto::Udp => GetVia::Udp,
-                };
-                let dest = output.clone().unwrap_or_default();
-                match client.get(via_lib, name, &dest, *force, &bars).await {
-                    Ok(got) => {
-                        out.ok(
-                        format!("got {name} -> {} ({}, CRC-32 {})", got.path.display(), human(got.bytes), ferry_proto::crc::format_hex(got.crc)),
-                        json!({"ok": true, "command": "get", "name": name, "path": got.path, "via": format!("{via:?}").to_lowercase(), "bytes": got.bytes, "crc": ferry_proto::crc::format_hex(got.crc), "seconds": started.elapsed().as_secs_f64()}),
-                    );
-                        0
-                    }
-                    Err(e) => out.err("get", &e),
-                }
-            }
-            Command::SendDir { dir, as_name } => {
-                match client.send_dir(dir, as_name.as_deref(), &bars).await {
-                    Ok(sent) => {
-                        out.ok(
-                    match &sent.stored_as {
-                        Some(name) => format!("sent {} ({}), stored as {name:?}", dir.display(), human(sent.bytes)),
-                        None => format!("sent {} ({}) as the handout's flat repo (not acknowledged)", dir.display(), human(sent.bytes)),
-                    },
-                    json!({"ok": true, "command": "send-dir", "dir": dir, "stored_as": sent.stored_as, "bytes": sent.bytes, "seconds": started.elapsed().as_secs_f64()}),
-                );
-                        0
-                    }
-                    Err(e) => out.err("send-dir", &e),
-                }
-            }
-            Command::GenerateDocs { .. } => 0,
-            Command::Bench {
-                workload,
-                size,
-                clients,
-                count,
-                duration,
-                rate,
-            } => {
-                use ferry::bench::Plan;
-                let w = *workload;
-                let plan = Plan {
-                    size: *size,
-                    clients: *clients,
-                    count: *count,
-                    duration: *duration,
-                };
-                let mut client = client.clone();
-                client.upload_rate = *rate;
-                match ferry::bench::run(&client, w, plan).await {
-                    Ok(r) => {
-                        out.ok(
-                        format!(
-                            "{} size {} x {} clients: {} transfers, {} errors in {:.2} s\n\
-                             throughput {:.1} MiB/s, {:.1} transfers/s\n\
-                             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
-                            r.workload, human(r.size), r.clients, r.transfers, r.errors, r.seconds,
-                            r.bytes_per_second / (1 << 20) as f64, r.transfers_per_second,
-                            r.p50_ms, r.p99_ms, r.max_ms,
-                            r.first_error.as_deref().map(|e| format!("\nfirst error: {e}")).unwrap_or_default()
-                        ),
-                        json!({"ok": r.errors == 0, "command": "bench", "workload": r.workload, "size": r.size,
-                               "clients": r.clients, "transfers": r.transfers, "errors": r.errors,
-                               "first_error": r.first_error, "seconds": r.seconds,
-                               "bytes_per_second": r.bytes_per_second, "transfers_per_second": r.transfers_per_second,
-                               "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms}),
-                    );
-                        if r.errors > 0 {
-                            1
-                        } else {
-                            0
-                        }
-                    }
-                    Err(e) => out.err("bench", &e),
-                }
-            }
-            Command::GetDir {
-                name,
-                output,
-                force,
-            } => {
-                let dest = output.clone().unwrap_or_default();
-                match client.get_dir(name, &dest, *force, &bars).await {
-                    Ok(got) => {
-                        out.ok(
-                        format!("got {name}/ -> {} ({} files, {})", got.path.display(), got.files, human(got.bytes)),
-                        json!({"ok": true, "command": "get-dir", "name": name, "path": got.path, "files": got.files, "bytes": got.bytes, "seconds": started.elapsed().as_secs_f64()}),
-                    );
-                        0
-                    }
-                    Err(e) => out.err("get-dir", &e),
-                }
-            }
-        }
+    let run = Run {
+        client: g.client(),
+        out: Out {
+            quiet: g.quiet,
+            json: g.json,
+        },
+        bars: Bars::new(
+            !g.quiet
+                && !g.json
+                && std::io::stdout().is_terminal()
+                && std::io::stderr().is_terminal(),
+            !g.quiet && !g.json,
+        ),
+        global: g,
+        started: Instant::now(),
     };
     // Ctrl-C drops the transfer, whose partial download removes itself.
     let code = tokio::select! {
-        code = work => code,
+        code = run.command(&cli.command) => code,
         _ = tokio::signal::ctrl_c() => {
             if !g.quiet {
                 eprintln!("ferry: interrupted; no partial download was left behind");

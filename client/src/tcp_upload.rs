@@ -12,6 +12,7 @@ use std::path::Path;
 use ferry_proto::crc::Crc32;
 use ferry_proto::tcp_upload::{encode_header, GO_AHEAD, STORED_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::{Client, Error, Progress, Result, Sent};
 
@@ -30,8 +31,27 @@ pub(crate) async fn send(
         .map_err(|e| Error::Local(e.to_string()))?
         .len();
     let mut s = client.connect(client.ports.tcp_upload).await?;
+    go_ahead(client, &mut s, size, name).await?;
+    progress.start(name, Some(size));
+    let crc = stream(client, &mut s, &mut file, path, size, progress).await?;
+    let _ = s.shutdown().await;
+    let stored_as = confirmation(client, &mut s).await;
+    progress.finish();
+    Ok(Sent {
+        stored_as: stored_as?,
+        bytes: size,
+        crc,
+        attempts: 1,
+    })
+}
+
+fn timed(what: &str) -> Error {
+    Error::Timeout(what.to_owned())
+}
+
+/// Sends the header and waits for `go ahead` (or the server's `ERROR:`).
+async fn go_ahead(client: &Client, s: &mut TcpStream, size: u64, name: &str) -> Result<()> {
     let t = client.timeout;
-    let timed = |what: &str| Error::Timeout(what.to_owned());
     tokio::time::timeout(t, s.write_all(&encode_header(size, name)))
         .await
         .map_err(|_| timed("sending the header"))?
@@ -41,17 +61,28 @@ pub(crate) async fn send(
         .await
         .map_err(|_| timed("waiting for `go ahead`"))?
         .map_err(|e| Error::io("waiting for `go ahead`", e))?;
-    if &reply[..n] != GO_AHEAD {
-        let text = String::from_utf8_lossy(&reply[..n]).into_owned();
-        return Err(match text.strip_prefix("ERROR: ") {
-            Some(reason) => Error::Refused(reason.to_owned()),
-            None if n == 0 => {
-                Error::Protocol("the server closed the connection instead of `go ahead`".into())
-            }
-            None => Error::Protocol(format!("expected `go ahead`, got {text:?}")),
-        });
+    if &reply[..n] == GO_AHEAD {
+        return Ok(());
     }
-    progress.start(name, Some(size));
+    let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+    Err(match text.strip_prefix("ERROR: ") {
+        Some(reason) => Error::Refused(reason.to_owned()),
+        None if n == 0 => {
+            Error::Protocol("the server closed the connection instead of `go ahead`".into())
+        }
+        None => Error::Protocol(format!("expected `go ahead`, got {text:?}")),
+    })
+}
+
+/// The file's `size` bytes, paced if asked; their CRC-32.
+async fn stream(
+    client: &Client,
+    s: &mut TcpStream,
+    file: &mut tokio::fs::File,
+    path: &Path,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<u32> {
     let mut crc = Crc32::new();
     let mut pace = crate::Pacer::new(client.upload_rate);
     let mut buf = vec![0u8; 256 * 1024];
@@ -69,43 +100,35 @@ pub(crate) async fn send(
             )));
         }
         crc.update(&buf[..n]);
-        if let Err(e) = tokio::time::timeout(t, s.write_all(&buf[..n]))
+        tokio::time::timeout(client.timeout, s.write_all(&buf[..n]))
             .await
             .map_err(|_| timed("sending data"))?
-        {
-            return Err(Error::io("sending data", e));
-        }
+            .map_err(|e| Error::io("sending data", e))?;
         left -= n as u64;
         progress.advance(n as u64);
         pace.sent(n).await;
     }
-    let _ = s.shutdown().await;
+    Ok(crc.value())
+}
+
+/// What the server said once the data was in: the stored name, or why not.
+async fn confirmation(client: &Client, s: &mut TcpStream) -> Result<Option<String>> {
     let mut rest = Vec::new();
-    let r = tokio::time::timeout(t, s.read_to_end(&mut rest)).await;
-    progress.finish();
-    match r {
-        Err(_) => return Err(timed("waiting for the server to store the file")),
-        Ok(Err(e)) => return Err(Error::io("waiting for the server to store the file", e)),
-        Ok(Ok(_)) => {}
-    }
+    let what = "waiting for the server to store the file";
+    tokio::time::timeout(client.timeout, s.read_to_end(&mut rest))
+        .await
+        .map_err(|_| timed(what))?
+        .map_err(|e| Error::io(what, e))?;
     if let Some(reason) = rest.strip_prefix(b"ERROR: ") {
         return Err(Error::Refused(String::from_utf8_lossy(reason).into_owned()));
     }
-    let stored_as = match rest.strip_prefix(STORED_PREFIX) {
-        Some(name) => Some(String::from_utf8_lossy(name).into_owned()),
-        None if client.handout => None,
-        None => {
-            return Err(Error::Protocol(
-                "the server closed the connection without confirming that it stored the file \
-                 (it may have stopped before storing it; a student's server never confirms: use --handout)"
-                    .into(),
-            ))
-        }
-    };
-    Ok(Sent {
-        stored_as,
-        bytes: size,
-        crc: crc.value(),
-        attempts: 1,
-    })
+    match rest.strip_prefix(STORED_PREFIX) {
+        Some(name) => Ok(Some(String::from_utf8_lossy(name).into_owned())),
+        None if client.handout => Ok(None),
+        None => Err(Error::Protocol(
+            "the server closed the connection without confirming that it stored the file \
+             (it may have stopped before storing it; a student's server never confirms: use --handout)"
+                .into(),
+        )),
+    }
 }

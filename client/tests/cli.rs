@@ -543,13 +543,16 @@ async fn a_udp_refusal_is_a_refusal_and_retries_are_announced() {
     assert_eq!(out.status.code(), Some(6));
     let err = text(&out.stderr);
     assert!(err.contains("starting again (attempt 2 of 2)"), "{err}");
-    // An absurd duration is a command-line error, not a panic.
-    let out = run(ferry(&s.addrs, cwd.path()).args(["--timeout", "1e300s", "ping"])).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("is too long"),
-        "{}",
-        text(&out.stderr)
-    );
+    // An absurd duration is a command-line error, not a panic; so is a
+    // number without a unit (the configuration's grammar, shared).
+    for (arg, says) in [
+        ("1e300s", "is not a duration"),
+        ("99999999999999999999s", "is not a duration"),
+        ("10", "has no unit"),
+    ] {
+        let out = run(ferry(&s.addrs, cwd.path()).args(["--timeout", arg, "ping"])).await;
+        assert_eq!(out.status.code(), Some(2), "{arg}");
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
     s.stop().await;
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-/// A duration written as a number and a unit: `ms`, `s`, `m` or `h`.
+/// A duration written as numbers with units: `ms`, `s`, `m` (or `min`),
+/// `h`, and compounds such as `1m 30s` (humantime's grammar, exact and
+/// overflow-checked). A bare number is refused: `10` could be anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
@@ -17,37 +19,20 @@ impl FromStr for Dur {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{s:?} has no unit; write e.g. \"10s\" or \"250ms\""))?;
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like \"10s\""))?;
-        let ms = match unit.trim() {
-            "ms" => Some(n),
-            "s" => n.checked_mul(1000),
-            "m" | "min" => n.checked_mul(60_000),
-            "h" => n.checked_mul(3_600_000),
-            other => {
-                return Err(format!(
-                    "unknown duration unit {other:?} (use ms, s, m or h)"
-                ))
-            }
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{s:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""
+            ));
         }
-        .ok_or_else(|| format!("{s:?} is too long"))?;
-        Ok(Dur(Duration::from_millis(ms)))
+        humantime::parse_duration(t)
+            .map(Dur)
+            .map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"250ms\" ({e})"))
     }
 }
 
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
+        write!(f, "{}", humantime::format_duration(self.0))
     }
 }
 
@@ -64,8 +49,13 @@ impl Serialize for Dur {
     }
 }
 
-/// A size in bytes: an integer, or a string with a unit (`KiB` `MiB` `GiB`
-/// `TiB` are powers of 1024; `KB` `MB` `GB` `TB` of 1000).
+/// A size in bytes: an integer, or a string with a unit: `K` `M` `G` `T`
+/// and `KiB` `MiB` `GiB` `TiB` are powers of 1024, `KB` `MB` `GB` `TB` of
+/// 1000. The same grammar in the file and on `ferry`'s command line.
+///
+/// Parsed here rather than with the `bytesize` crate, which goes through
+/// `f64` (inexact above 2^53, fractions of a byte accepted, overflow
+/// saturated instead of refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
 
@@ -81,17 +71,17 @@ impl FromStr for Size {
             .map_err(|_| format!("{s:?} is not a size like \"64 KiB\""))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
+            "K" | "k" | "KiB" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            "T" | "TiB" => 1 << 40,
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
             other => {
                 return Err(format!(
-                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+                    "unknown size unit {other:?} (use B, K, M, G, T (powers of 1024) or KB, MB, GB, TB (of 1000))"
                 ))
             }
         };
@@ -141,12 +131,9 @@ impl Serialize for Size {
     }
 }
 
-/// An IP network in CIDR form, `10.0.0.0/8` or `fc00::/7`.
+/// An IP network in CIDR form, `10.0.0.0/8` or `fc00::/7` (the `ipnet` crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// Whether `ip` is inside this network. An IPv4-mapped IPv6 address
@@ -156,21 +143,7 @@ impl IpNet {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -178,25 +151,16 @@ impl FromStr for IpNet {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a network like \"10.0.0.0/8\""))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|&p| p <= max)
-            .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?;
-        Ok(IpNet { addr, prefix })
+        s.trim()
+            .parse::<ipnet::IpNet>()
+            .map(IpNet)
+            .map_err(|_| format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fc00::/7\""))
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -225,9 +189,17 @@ mod tests {
         assert_eq!("1h".parse::<Dur>(), Ok(Dur(Duration::from_secs(3600))));
         assert!("10".parse::<Dur>().is_err());
         assert!("ten s".parse::<Dur>().is_err());
-        assert!("5 days".parse::<Dur>().is_err());
-        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            "2 days".parse::<Dur>(),
+            Ok(Dur(Duration::from_secs(2 * 86_400)))
+        );
+        assert!("5 fortnights".parse::<Dur>().is_err());
+        assert_eq!("1m 30s".parse::<Dur>(), Ok(Dur(Duration::from_secs(90))));
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1s 500ms");
         assert_eq!(Dur(Duration::from_secs(30)).to_string(), "30s");
+        assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "1h");
+        let e = "10".parse::<Dur>().unwrap_err();
+        assert!(e.contains("no unit"), "{e}");
     }
 
     #[test]
@@ -236,6 +208,9 @@ mod tests {
         assert_eq!("64 KiB".parse::<Size>(), Ok(Size(65536)));
         assert_eq!("4GiB".parse::<Size>(), Ok(Size(4 << 30)));
         assert_eq!("10 MB".parse::<Size>(), Ok(Size(10_000_000)));
+        assert_eq!("64K".parse::<Size>(), Ok(Size(65536)));
+        assert_eq!("12M".parse::<Size>(), Ok(Size(12 << 20)));
+        assert_eq!("1G".parse::<Size>(), Ok(Size(1 << 30)));
         assert!("99999999999 TiB".parse::<Size>().is_err());
         assert!("-1".parse::<Size>().is_err());
         assert!("1 PB".parse::<Size>().is_err());

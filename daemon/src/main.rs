@@ -191,58 +191,50 @@ async fn watchdog(interval: Duration) {
 
 /// The one-line STATUS= summary: the bound services and the root.
 fn status_line(a: &ferryd::BoundAddrs, root: &std::path::Path) -> String {
-    let services: Vec<String> = [
-        ("udp_upload", a.udp_upload),
-        ("udp_download", a.udp_download),
-        ("udp_sum", a.udp_sum),
-        ("tcp_upload", a.tcp_upload),
-        ("magic_download", a.magic_download),
-        ("signal", a.signal),
-    ]
-    .into_iter()
-    .filter_map(|(name, addr)| addr.map(|addr| format!("{name} {addr}")))
-    .collect();
+    let services: Vec<String> = ferryd::ServiceId::ALL
+        .into_iter()
+        .filter_map(|id| a.get(id).map(|addr| format!("{id} {addr}")))
+        .collect();
     format!("serving {} from {}", services.join(", "), root.display())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match &cli.command {
-        Some(Command::CheckConfig { file }) => {
-            return match load(&cli, file.as_ref()) {
-                Ok(_) => {
-                    println!("configuration ok");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ferryd: bad configuration: {e}");
-                    ExitCode::from(EX_CONFIG)
-                }
-            };
-        }
-        Some(Command::PrintConfig) => {
-            return match load(&cli, None) {
-                Ok(c) => {
-                    print!("{}", c.to_toml());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ferryd: bad configuration: {e}");
-                    ExitCode::from(EX_CONFIG)
-                }
-            };
-        }
-        Some(Command::GenerateDocs { dir }) => {
-            return match gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "8", dir)
-            {
+/// The commands that only look at the configuration or write files.
+fn offline_command(cli: &Cli) -> Option<ExitCode> {
+    let bad = |e: &dyn std::fmt::Display| {
+        eprintln!("ferryd: bad configuration: {e}");
+        ExitCode::from(EX_CONFIG)
+    };
+    Some(match cli.command.as_ref()? {
+        Command::CheckConfig { file } => match load(cli, file.as_ref()) {
+            Ok(_) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => bad(&e),
+        },
+        Command::PrintConfig => match load(cli, None) {
+            Ok(c) => {
+                print!("{}", c.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => bad(&e),
+        },
+        Command::GenerateDocs { dir } => {
+            match gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "8", dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferryd: generate-docs: {e}");
                     ExitCode::FAILURE
                 }
-            };
+            }
         }
-        None => {}
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(code) = offline_command(&cli) {
+        return code;
     }
     let config = match load(&cli, None) {
         Ok(c) => c,
@@ -252,7 +244,6 @@ fn main() -> ExitCode {
         }
     };
     let log = init_logging(&config);
-    let cli = Arc::new(cli);
     // A file-size limit (ulimit -f) must fail the one write, not kill the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN at start, before any thread.
     unsafe {
@@ -274,95 +265,74 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let Signals { term, int, hup } = match Signals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("ferryd: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let daemon = match ferryd::Daemon::bind(config).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                eprintln!("ferryd: {e}");
-                return match e {
-                    ferryd::StartError::Locked { .. } => ExitCode::from(EX_TEMPFAIL),
-                    _ => ExitCode::FAILURE,
-                };
-            }
-        };
-        let controller = daemon.controller();
-        let a = daemon.addrs();
-        let show = |s: Option<std::net::SocketAddr>| {
-            s.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
-        };
-        tracing::info!(
-            udp_upload = %show(a.udp_upload),
-            udp_download = %show(a.udp_download),
-            udp_sum = %show(a.udp_sum),
-            tcp_upload = %show(a.tcp_upload),
-            magic_download = %show(a.magic_download),
-            signal = %show(a.signal),
-            "bound"
-        );
-        // Every listener is bound and the storage root checked: ready.
-        let status = status_line(&a, daemon.storage_root());
-        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-        if let Some(interval) = sd_notify::watchdog_enabled() {
-            tracing::info!(
-                interval_ms = interval.as_millis() as u64,
-                "systemd watchdog on"
-            );
-            tokio::spawn(watchdog(interval));
+    runtime.block_on(serve(Arc::new(cli), config, log))
+}
+
+/// Binds, tells systemd, serves until SIGTERM or SIGINT; reloads on SIGHUP.
+async fn serve(cli: Arc<Cli>, config: Config, log: LogHandle) -> ExitCode {
+    let Signals { term, int, hup } = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferryd: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
         }
-        tokio::spawn(reload_on_hup(
-            hup,
-            Arc::clone(&cli),
-            controller,
-            log,
-            status,
-        ));
-        daemon
-            .serve(async {
-                shutdown_signal(term, int).await;
-                notify(&[
-                    NotifyState::Stopping,
-                    NotifyState::Status("stopping: finishing transfers in flight"),
-                ]);
-            })
-            .await;
-        ExitCode::SUCCESS
-    })
+    };
+    let daemon = match ferryd::Daemon::bind(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("ferryd: {e}");
+            return match e {
+                ferryd::StartError::Locked { .. } => ExitCode::from(EX_TEMPFAIL),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    let a = daemon.addrs();
+    let show = |id| a.get(id).map_or_else(|| "off".into(), |a| a.to_string());
+    use ferryd::ServiceId as S;
+    tracing::info!(
+        udp_upload = %show(S::UdpUpload),
+        udp_download = %show(S::UdpDownload),
+        udp_sum = %show(S::UdpSum),
+        tcp_upload = %show(S::TcpUpload),
+        magic_download = %show(S::MagicDownload),
+        signal = %show(S::Signal),
+        "bound"
+    );
+    // Every listener is bound and the storage root checked: ready.
+    let status = status_line(&a, daemon.storage_root());
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tracing::info!(
+            interval_ms = interval.as_millis() as u64,
+            "systemd watchdog on"
+        );
+        tokio::spawn(watchdog(interval));
+    }
+    let controller = daemon.controller();
+    tokio::spawn(reload_on_hup(hup, cli, controller, log, status));
+    daemon
+        .serve(async {
+            shutdown_signal(term, int).await;
+            notify(&[
+                NotifyState::Stopping,
+                NotifyState::Status("stopping: finishing transfers in flight"),
+            ]);
+        })
+        .await;
+    ExitCode::SUCCESS
 }
 
 /// Raises the soft open-file limit to the hard one: every transfer holds a
 /// socket and a file, and the common soft default (1024) is far below what
 /// hundreds of students need. Logged either way.
 fn raise_open_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        let before = lim.rlim_cur;
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!(
-                    soft = before,
-                    hard = lim.rlim_max,
-                    "cannot raise the open-file limit"
-                );
-                return;
-            }
-        }
-        tracing::info!(from = before, to = lim.rlim_cur, "open-file limit");
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
+    match (before, rlimit::increase_nofile_limit(u64::MAX)) {
+        (Ok(from), Ok(to)) => tracing::info!(from, to, "open-file limit"),
+        (_, Err(e)) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        (Err(e), _) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
 }
 

@@ -212,19 +212,18 @@ impl Daemon {
     /// binds every enabled service.
     pub async fn bind(config: Config) -> Result<Daemon, StartError> {
         config.validate()?;
-        let storage =
-            storage::Storage::open(&config.storage, config.on_conflict).map_err(|source| {
-                match source {
-                    OpenError::Io(source) => StartError::Storage {
-                        path: config.storage.clone(),
-                        source,
-                    },
-                    locked => StartError::Locked {
-                        path: config.storage.clone(),
-                        source: locked,
-                    },
-                }
-            })?;
+        let storage = storage::Storage::open_local(&config.storage, config.on_conflict).map_err(
+            |source| match source {
+                OpenError::Io(source) => StartError::Storage {
+                    path: config.storage.clone(),
+                    source,
+                },
+                locked => StartError::Locked {
+                    path: config.storage.clone(),
+                    source: locked,
+                },
+            },
+        )?;
         let mut sockets = Vec::new();
         let mut addrs = BoundAddrs::default();
         for id in ServiceId::ALL {

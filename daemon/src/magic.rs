@@ -66,9 +66,9 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'sta
     let found = match RelPath::parse(&request.name, max_name_len) {
         Err(e) => Err(Failure::refused(format!("refused name: {e}"))),
         Ok(path) => match ctx.storage.open_read(&path).await {
-            Ok(d) if d.size > u64::from(u32::MAX) => Err(Failure::refused(format!(
+            Ok(d) if d.size() > u64::from(u32::MAX) => Err(Failure::refused(format!(
                 "{path} is {} bytes, more than the 4-byte DataLength can announce",
-                d.size
+                d.size()
             ))),
             Ok(d) => Ok((path, d)),
             Err(e) => Err(Failure::from(e)),
@@ -87,12 +87,12 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'sta
     };
     t.stored = path.to_string();
     // Invariant: checked above that the size fits in u32.
-    let length = u32::try_from(download.size).unwrap_or(u32::MAX);
+    let length = u32::try_from(download.size()).unwrap_or(u32::MAX);
     let header = ResponseHeader {
         status: Status::Found,
         length,
     };
     conn.write_all(&header.to_bytes()).await?;
-    sendfile_download(conn, &download, t).await?;
+    sendfile_download(conn, download, t).await?;
     Ok("sent")
 }

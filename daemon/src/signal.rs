@@ -418,7 +418,7 @@ impl Conn<'_> {
         download: Download,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
-        let size = download.size;
+        let size = download.size();
         self.send(SignalFrame::FileHeader { name, size }).await?;
         let crc = send_download(&mut self.io, download, t)
             .await

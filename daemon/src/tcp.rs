@@ -169,7 +169,7 @@ pub(crate) async fn send_download<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<u32, Failure> {
     let mut crc = ferry_proto::crc::Crc32::new();
     let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
-    let mut left = download.size;
+    let mut left = download.size();
     while left > 0 {
         download
             .read_chunk(&mut chunk, SEND_CHUNK)
@@ -194,17 +194,21 @@ pub(crate) async fn send_download<S: AsyncRead + AsyncWrite + Unpin>(
 /// transfer log then has no CRC. Each wait for the socket is bounded by
 /// `idle_timeout` and ends on abort.
 pub(crate) async fn sendfile_download(
-    conn: &Connection<TcpStream>,
-    download: &Download,
+    conn: &mut Connection<TcpStream>,
+    download: Download,
     t: &mut Transfer,
 ) -> Result<(), Failure> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
+    let Some(source) = download.sendfile_source() else {
+        // A backend with no local file: copied through user space.
+        return send_download(conn, download, t).await.map(|_| ());
+    };
+    let in_fd = source.as_raw_fd();
     let idle = conn.config.limits.idle_timeout.0;
     let stream = &conn.stream;
-    let in_fd = download.file.as_raw_fd();
     let mut offset: libc::off_t = 0;
-    let len = libc::off_t::try_from(download.size)
+    let len = libc::off_t::try_from(download.size())
         .map_err(|_| Failure::Refused("file too large".into()))?;
     while offset < len {
         tokio::select! {

@@ -148,12 +148,12 @@ impl Task {
                 if let Some(crc) = download.cached_crc().await {
                     // Recorded when stored: no read, nothing from the budget.
                     t.crc = Some(crc);
-                    return out.send(&encode_stat_reply(download.size, crc)).await;
+                    return out.send(&encode_stat_reply(download.size(), crc)).await;
                 }
-                self.reserve(download.size)?;
+                self.reserve(download.size())?;
                 self.stat(&out, download, &mut t).await
             } else {
-                self.reserve(download.size)?;
+                self.reserve(download.size())?;
                 self.send(&out, download, &mut t).await
             }
         }
@@ -247,7 +247,7 @@ impl Task {
             self.spend(block.len() as u64);
         }
         t.crc = Some(crc.value());
-        out.send(&encode_stat_reply(download.size, crc.value()))
+        out.send(&encode_stat_reply(download.size(), crc.value()))
             .await
     }
 
@@ -261,7 +261,7 @@ impl Task {
         let mut crc = Crc32::new();
         let mut block = BytesMut::with_capacity(READ_BLOCK);
         let mut sent = 0u64;
-        let mut left = download.size;
+        let mut left = download.size();
         loop {
             if self.ctx.abort.is_cancelled() {
                 return Err(Failure::Aborted);

@@ -270,7 +270,7 @@ impl Conn<'_> {
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
-                let signal = found_signal(download.size);
+                let signal = found_signal(download.size());
                 self.write_raw(&signal).await?;
                 self.send_pieces(cfg, download, &mut t).await?;
                 t.ok("sent");
@@ -294,7 +294,7 @@ impl Conn<'_> {
         mut download: Download,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
-        let size = download.size;
+        let size = download.size();
         let mut crc = ferry_proto::crc::Crc32::new();
         let mut ahead = BytesMut::new();
         let mut chunk = BytesMut::new();
@@ -413,7 +413,7 @@ impl Conn<'_> {
         mut download: Download,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
-        let size = download.size;
+        let size = download.size();
         let split = match size % PIECE as u64 {
             3 if size > 3 => size - 4,
             3 => 2,

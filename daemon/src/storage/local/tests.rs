@@ -1,0 +1,298 @@
+//! The local backend through the storage interface, on real files.
+
+use std::path::Path;
+
+use bytes::BytesMut;
+use ferry_config::OnConflict;
+use ferry_proto::names::{RelPath, SafeName};
+
+use super::naming::numbered;
+use super::{OpenError, TRASH_PREFIX, WORK_DIR};
+use crate::storage::{Storage, StorageError, Stored};
+
+fn name(s: &str) -> SafeName {
+    SafeName::component(s).unwrap()
+}
+
+async fn put(storage: &Storage, n: &str, data: &[u8]) -> Result<Stored, StorageError> {
+    let mut up = storage.begin_write(name(n), data.len() as u64).await?;
+    up.write(data).await?;
+    up.commit(Some(ferry_proto::crc::checksum(data))).await
+}
+
+fn visible(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".ferry"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits (bounded) until the reaper has emptied the work area and
+/// removed every trash directory.
+async fn reaped(root: &Path) {
+    for _ in 0..500 {
+        let work_empty = std::fs::read_dir(root.join(WORK_DIR))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        let trash = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(TRASH_PREFIX));
+        if work_empty && !trash {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the reaper did not finish");
+}
+
+#[test]
+fn numbered_names() {
+    assert_eq!(numbered("report.pdf", 1), "report (1).pdf");
+    assert_eq!(numbered("a.tar.gz", 2), "a (2).tar.gz");
+    assert_eq!(numbered(".bashrc", 3), ".bashrc (3)");
+    assert_eq!(numbered("Makefile", 4), "Makefile (4)");
+    let long = format!("{}.pdf", "é".repeat(125));
+    let n = numbered(&long, 12);
+    assert!(n.len() <= 255 && n.ends_with(" (12).pdf"), "{n}");
+    let n = numbered(&format!("a.{}", "x".repeat(253)), 3);
+    assert!(n.len() <= 255 && n.ends_with(" (3)"), "{n}");
+}
+
+#[tokio::test]
+async fn rename_policy_keeps_both_and_dedups_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    assert_eq!(put(&s, "r.pdf", b"one").await.unwrap().name, "r.pdf");
+    assert_eq!(put(&s, "r.pdf", b"two").await.unwrap().name, "r (1).pdf");
+    let again = put(&s, "r.pdf", b"two").await.unwrap();
+    assert_eq!(
+        (again.name.as_str(), again.deduplicated),
+        ("r (1).pdf", true)
+    );
+    assert_eq!(visible(dir.path()), ["r (1).pdf", "r.pdf"]);
+    assert_eq!(std::fs::read(dir.path().join("r.pdf")).unwrap(), b"one");
+    assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[tokio::test]
+async fn identical_uploads_committing_at_once_store_one_copy() {
+    // Regression: the identity check ran only before the rename, so two
+    // identical uploads racing for a name could both be stored.
+    for _ in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+        let data = vec![5u8; 100_000];
+        let (a, b) = tokio::join!(put(&s, "same.bin", &data), put(&s, "same.bin", &data));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("same.bin", "same.bin"));
+        assert!(a.deduplicated != b.deduplicated);
+        assert_eq!(visible(dir.path()), ["same.bin"]);
+    }
+}
+
+#[tokio::test]
+async fn reject_and_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Reject).unwrap();
+    put(&s, "a", b"1").await.unwrap();
+    assert!(matches!(
+        put(&s, "a", b"2").await,
+        Err(StorageError::Exists(_))
+    ));
+    assert!(put(&s, "a", b"1").await.unwrap().deduplicated);
+    drop(s);
+    let s = Storage::open_local(dir.path(), OnConflict::Overwrite).unwrap();
+    put(&s, "a", b"3").await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"3");
+    // Overwrite never swaps a file for a directory tree.
+    std::fs::create_dir(dir.path().join("tree")).unwrap();
+    std::fs::write(dir.path().join("tree/keep"), b"k").unwrap();
+    assert!(put(&s, "tree", b"file").await.is_err());
+    assert_eq!(std::fs::read(dir.path().join("tree/keep")).unwrap(), b"k");
+}
+
+#[tokio::test]
+async fn failed_uploads_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    s.start_reaper();
+    let mut up = s.begin_write(name("x"), 4).await.unwrap();
+    up.write(b"ab").await.unwrap();
+    assert!(matches!(
+        up.write(b"cde").await,
+        Err(StorageError::SizeMismatch { .. })
+    ));
+    drop(up);
+    assert!(put(&s, "y", b"").await.is_ok());
+    let mut up = s.begin_write(name("z"), 2).await.unwrap();
+    up.write(b"ab").await.unwrap();
+    assert!(matches!(
+        up.commit(Some(7)).await,
+        Err(StorageError::ChecksumMismatch { .. })
+    ));
+    assert_eq!(visible(dir.path()), ["y"]);
+    reaped(dir.path()).await;
+}
+
+#[tokio::test]
+async fn leftovers_are_cleaned_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(WORK_DIR).join("tree-1/a")).unwrap();
+    std::fs::write(dir.path().join(WORK_DIR).join("upload-1-1"), b"partial").unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    // Set aside at once (the work area is fresh), removed once the reaper runs.
+    assert!(std::fs::read_dir(dir.path().join(WORK_DIR))
+        .unwrap()
+        .next()
+        .is_none());
+    assert_eq!(visible(dir.path()), Vec::<String>::new());
+    s.start_reaper();
+    reaped(dir.path()).await;
+}
+
+#[tokio::test]
+async fn numbered_names_never_run_out_and_need_no_probing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5,000 numbered copies an earlier run (or a squatter) left behind.
+    std::fs::write(dir.path().join("lab1.py"), b"0").unwrap();
+    for k in 1..=5000 {
+        std::fs::write(dir.path().join(numbered("lab1.py", k)), b"").unwrap();
+    }
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    assert_eq!(
+        put(&s, "lab1.py", b"new").await.unwrap().name,
+        "lab1 (5001).py"
+    );
+    assert_eq!(
+        put(&s, "lab1.py", b"newer").await.unwrap().name,
+        "lab1 (5002).py"
+    );
+    // A retry of the last one is still found identical.
+    let again = put(&s, "lab1.py", b"newer").await.unwrap();
+    assert_eq!(
+        (again.name.as_str(), again.deduplicated),
+        ("lab1 (5002).py", true)
+    );
+}
+
+#[tokio::test]
+async fn one_storage_per_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    let upload = first.begin_write(name("a"), 1).await.unwrap();
+    match Storage::open_local(dir.path(), OnConflict::Rename) {
+        Err(OpenError::Locked { holder }) => assert_eq!(holder, Some(std::process::id())),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second storage on the same root opened"),
+    }
+    // The second open touched nothing: the first's upload is intact.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(WORK_DIR))
+            .unwrap()
+            .count(),
+        1
+    );
+    drop(upload);
+    drop(first);
+    Storage::open_local(dir.path(), OnConflict::Rename).expect("free once the first is gone");
+}
+
+#[tokio::test]
+async fn reads_refuse_symlinks_and_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"s").unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+    let p = |s: &str| RelPath::parse(s, 1024).unwrap();
+    assert!(matches!(
+        s.open_read(&p("link")).await,
+        Err(StorageError::NotRegular(_))
+    ));
+    assert!(matches!(
+        s.open_read(&p("dirlink/secret")).await,
+        Err(StorageError::NotRegular(_))
+    ));
+    assert!(matches!(
+        s.read_tree(&p("dirlink"), 10, 32).await,
+        Err(StorageError::NotRegular(_))
+    ));
+    assert!(matches!(
+        s.open_read(&p("missing")).await,
+        Err(StorageError::NotFound(_))
+    ));
+    put(&s, "f", b"data").await.unwrap();
+    assert!(matches!(
+        s.open_read(&p("f/x")).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let mut d = s.open_read(&p("f")).await.unwrap();
+    assert_eq!(d.size(), 4);
+    let mut buf = BytesMut::new();
+    d.read_chunk(&mut buf, 3).await.unwrap();
+    assert_eq!(&buf[..], b"dat");
+}
+
+#[tokio::test]
+async fn trees_appear_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    let p = |s: &str| RelPath::parse(s, 1024).unwrap();
+    let mut t = s.begin_tree(name("proj"), 32).await.unwrap();
+    for (path, data) in [
+        ("a.txt", &b"A"[..]),
+        ("src/main.rs", b"fn main(){}"),
+        ("src/x/y", b""),
+    ] {
+        let mut up = t
+            .begin_file(&p(path), data.len() as u64, 10, 1000)
+            .await
+            .unwrap();
+        up.write(data).await.unwrap();
+        up.commit(None).await.unwrap();
+    }
+    assert!(matches!(
+        t.begin_file(&p("a.txt"), 0, 10, 1000).await,
+        Err(StorageError::BadTree(_))
+    ));
+    assert!(matches!(
+        t.begin_file(&p("a.txt/z"), 0, 10, 1000).await,
+        Err(StorageError::BadTree(_))
+    ));
+    assert_eq!(visible(dir.path()), Vec::<String>::new());
+    let stored = t.commit().await.unwrap();
+    assert_eq!(stored.name, "proj");
+    let mut reader = s.read_tree(&p("proj"), 10, 32).await.unwrap();
+    let mut names = Vec::new();
+    while let Some((rel, _)) = reader.next().await.unwrap() {
+        names.push(rel.to_string());
+    }
+    assert_eq!(names, ["a.txt", "src/main.rs", "src/x/y"]);
+    // 3 files and 2 directories: 5 entries.
+    let mut reader = s.read_tree(&p("proj"), 4, 32).await.unwrap();
+    let mut over = None;
+    for _ in 0..6 {
+        if let Err(e) = reader.next().await {
+            over = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(over, Some(StorageError::BadTree(_))));
+    // A second tree of the same name is renamed; an abandoned one vanishes.
+    let t = s.begin_tree(name("proj"), 32).await.unwrap();
+    assert_eq!(t.commit().await.unwrap().name, "proj (1)");
+    let mut t = s.begin_tree(name("gone"), 32).await.unwrap();
+    t.begin_file(&p("f"), 1, 10, 1000).await.unwrap();
+    drop(t);
+    assert_eq!(visible(dir.path()), ["proj", "proj (1)"]);
+    s.start_reaper();
+    reaped(dir.path()).await;
+}

@@ -1,0 +1,325 @@
+//! Trees in the local root: received whole into the work area and moved in
+//! at once; sent from directory handles, so a tree replaced meanwhile is
+//! still sent in one version.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use ferry_proto::crc::Crc32;
+use ferry_proto::names::{RelPath, SafeName};
+use tokio::fs::File;
+
+use super::sys::{fsync_dir, fsync_dirs, list_dir, open_at};
+use super::upload::{Dest, LocalFile, LocalUpload};
+use super::Local;
+use crate::storage::{Download, StorageError, Stored, TreeSink, TreeSource, Upload};
+
+/// A directory tree being received; dropping it without `commit` removes it.
+pub(crate) struct LocalTree {
+    pub(super) storage: Local,
+    pub(super) name: SafeName,
+    pub(super) dir: Option<PathBuf>,
+    /// Every file's path, slash-joined.
+    pub(super) files_seen: std::collections::HashSet<String>,
+    /// Every directory the files need, slash-joined: they count as entries.
+    pub(super) dirs_seen: std::collections::HashSet<String>,
+    pub(super) max_depth: usize,
+    pub(super) files: usize,
+    pub(super) bytes: u64,
+}
+
+impl LocalTree {
+    /// Checks one entry against the tree's limits and paths and records it;
+    /// the tree's bytes with it.
+    fn admit_entry(
+        &mut self,
+        path: &RelPath,
+        size: u64,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<u64, StorageError> {
+        let parts = path.components();
+        if parts.len() > self.max_depth {
+            // The path itself may be 1 KiB of `d/d/…`: the reason names its start.
+            let shown: String = path.to_slash_string().chars().take(40).collect();
+            return Err(StorageError::BadTree(format!(
+                "an entry is {} levels deep, the limit is {} ({shown}…)",
+                parts.len(),
+                self.max_depth
+            )));
+        }
+        let bytes = self
+            .bytes
+            .checked_add(size)
+            .filter(|&b| b <= max_bytes)
+            .ok_or_else(|| {
+                StorageError::BadTree(format!("the tree is over the limit of {max_bytes} bytes"))
+            })?;
+        // Directories count as entries, and a path may not repeat nor be both
+        // a file and a directory. One pass over the prefixes of one joined
+        // string: linear in the path's length (its depth is capped above).
+        let joined = path.to_slash_string();
+        let mut new_dirs = Vec::new();
+        for (at, _) in joined.match_indices('/') {
+            let prefix = &joined[..at];
+            if self.files_seen.contains(prefix) {
+                return Err(StorageError::BadTree(format!(
+                    "{prefix} is both a file and a directory"
+                )));
+            }
+            if !self.dirs_seen.contains(prefix) {
+                new_dirs.push(prefix);
+            }
+        }
+        if self.dirs_seen.contains(&joined) {
+            return Err(StorageError::BadTree(format!(
+                "{path} is both a file and a directory"
+            )));
+        }
+        if self.files_seen.contains(&joined) {
+            return Err(StorageError::BadTree(format!("{path} appears twice")));
+        }
+        let entries = self.files + self.dirs_seen.len() + new_dirs.len() + 1;
+        if entries > max_entries {
+            return Err(StorageError::BadTree(format!(
+                "more than {max_entries} entries (files and directories) in one tree"
+            )));
+        }
+        let new_dirs: Vec<String> = new_dirs.into_iter().map(str::to_owned).collect();
+        self.dirs_seen.extend(new_dirs);
+        self.files_seen.insert(joined);
+        Ok(bytes)
+    }
+
+    /// Starts one file of the tree at `path` (relative to the tree).
+    pub(crate) async fn begin_file(
+        &mut self,
+        path: &RelPath,
+        size: u64,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<LocalUpload, StorageError> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| io::Error::other("tree already finished"))?;
+        let bytes = self.admit_entry(path, size, max_entries, max_bytes)?;
+        let full = dir.join(path.to_path_buf());
+        if let Some(parent) = full.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                        StorageError::BadTree(format!("{path} is below a file"))
+                    }
+                    _ => StorageError::Io(e),
+                })?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists | io::ErrorKind::IsADirectory => {
+                    StorageError::BadTree(format!("{path} is both a file and a directory"))
+                }
+                _ => StorageError::Io(e),
+            })?;
+        self.files += 1;
+        self.bytes = bytes;
+        Ok(LocalUpload {
+            storage: self.storage.clone(),
+            dest: Dest::InTree,
+            temp: Some(full),
+            file: Some(file),
+            pending: BytesMut::new(),
+            expected: size,
+            exact: true,
+            written: 0,
+            crc: Crc32::new(),
+            hash: None,
+        })
+    }
+
+    /// Makes the whole tree durable and moves it into the root at once.
+    pub(crate) async fn commit(mut self) -> Result<Stored, StorageError> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| io::Error::other("tree already finished"))?;
+        let storage = self.storage.clone();
+        let name = self.name.clone();
+        let bytes = self.bytes;
+        let stored = tokio::task::spawn_blocking(move || {
+            fsync_dirs(&dir)?;
+            let (stored, _) = storage.place(&dir, &name, &|_| false)?;
+            fsync_dir(&storage.inner.root)?;
+            Ok::<_, StorageError>(stored)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        self.dir = None;
+        Ok(Stored {
+            name: stored,
+            size: bytes,
+            crc: 0,
+            deduplicated: false,
+        })
+    }
+}
+
+impl Drop for LocalTree {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            // However big, removed by the reaper's own thread.
+            self.storage.reap(dir);
+        }
+    }
+}
+
+/// A stored directory being sent; see [`Local::read_tree`].
+pub(crate) struct LocalTreeReader {
+    pub(super) label: String,
+    pub(super) stack: Vec<DirLevel>,
+    pub(super) max_entries: usize,
+    pub(super) max_depth: usize,
+    pub(super) entries: usize,
+}
+
+pub(super) struct DirLevel {
+    pub(super) fd: std::os::fd::OwnedFd,
+    pub(super) prefix: Option<RelPath>,
+    pub(super) names: std::vec::IntoIter<(SafeName, bool)>,
+}
+
+impl LocalTreeReader {
+    /// The next regular file (its path in the tree, opened), or `None` at
+    /// the end. More than `max_entries` entries (files and directories) is
+    /// an error; directories deeper than `max_depth` are skipped.
+    pub(crate) async fn next(&mut self) -> Result<Option<(RelPath, LocalFile)>, StorageError> {
+        loop {
+            let depth = self.stack.len();
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some((name, is_dir)) = top.names.next() else {
+                self.stack.pop();
+                continue;
+            };
+            self.entries += 1;
+            if self.entries > self.max_entries {
+                return Err(StorageError::BadTree(format!(
+                    "{} has more than {} entries (files and directories)",
+                    self.label, self.max_entries
+                )));
+            }
+            let rel = match &top.prefix {
+                Some(p) => p.join(name.clone()),
+                None => RelPath::from_name(name.clone()),
+            };
+            let dir = top.fd.try_clone()?;
+            let label = self.label.clone();
+            if is_dir {
+                if depth >= self.max_depth {
+                    tracing::warn!(tree = label, path = %rel, "skipping a directory deeper than signal.max_tree_depth");
+                    continue;
+                }
+                let level = tokio::task::spawn_blocking(move || {
+                    let fd = open_at(&dir, name.as_str(), libc::O_DIRECTORY)?;
+                    let names = list_dir(&fd, &label)?;
+                    Ok::<_, StorageError>(DirLevel {
+                        fd,
+                        prefix: Some(rel),
+                        names: names.into_iter(),
+                    })
+                })
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+                self.stack.push(level);
+                continue;
+            }
+            let file = tokio::task::spawn_blocking(move || {
+                // O_NONBLOCK: a FIFO put in the tree meanwhile cannot hang the open.
+                let fd = open_at(&dir, name.as_str(), libc::O_NONBLOCK)?;
+                let file = std::fs::File::from(fd);
+                let meta = file.metadata()?;
+                Ok::<_, io::Error>(meta.is_file().then_some((file, meta.len())))
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+            match file {
+                Some((file, size)) => {
+                    return Ok(Some((
+                        rel,
+                        LocalFile {
+                            file: File::from_std(file),
+                            size,
+                        },
+                    )))
+                }
+                None => continue,
+            }
+        }
+    }
+}
+
+pub(super) fn list_top(
+    dir: &Path,
+    max_entries: usize,
+    label: &str,
+) -> Result<Vec<(SafeName, u64)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?; // does not follow links
+        if !meta.is_file() {
+            continue;
+        }
+        let raw = entry.file_name();
+        let Some(name) = raw.to_str().and_then(|n| SafeName::component(n).ok()) else {
+            tracing::warn!(tree = label, name = ?raw, "skipping an entry whose name cannot be sent");
+            continue;
+        };
+        if out.len() >= max_entries {
+            return Err(StorageError::BadTree(format!(
+                "{label} has more than {max_entries} files"
+            )));
+        }
+        out.push((name, meta.len()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[async_trait]
+impl TreeSink for LocalTree {
+    fn files(&self) -> usize {
+        self.files
+    }
+
+    async fn begin_file(
+        &mut self,
+        path: &RelPath,
+        size: u64,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<Upload, StorageError> {
+        let upload = LocalTree::begin_file(self, path, size, max_entries, max_bytes).await?;
+        Ok(Box::new(upload))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<Stored, StorageError> {
+        LocalTree::commit(*self).await
+    }
+}
+
+#[async_trait]
+impl TreeSource for LocalTreeReader {
+    async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError> {
+        let next = LocalTreeReader::next(self).await?;
+        Ok(next.map(|(rel, file)| (rel, Box::new(file) as Download)))
+    }
+}

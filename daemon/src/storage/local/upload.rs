@@ -1,0 +1,360 @@
+//! Uploads into the local root: streamed into the work area, checked,
+//! fsynced, placed; the BLAKE3 digest and CRC-32 recorded beside the data.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use ferry_proto::crc::Crc32;
+use ferry_proto::names::SafeName;
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::sys::{cpath, fsync_dir};
+use super::Local;
+use crate::storage::{Reader, StorageError, Stored, UploadSink};
+
+/// Bytes an upload gathers before handing them to the file (bounds memory per upload).
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Where a finished upload goes.
+pub(super) enum Dest {
+    /// Into the root under this name.
+    Root(SafeName),
+    /// Into a tree being received (already in place in its temporary dir).
+    InTree,
+}
+
+/// An upload in progress. Dropping it without `commit` removes the temporary file.
+pub(crate) struct LocalUpload {
+    pub(super) storage: Local,
+    pub(super) dest: Dest,
+    pub(super) temp: Option<PathBuf>,
+    pub(super) file: Option<File>,
+    pub(super) pending: BytesMut,
+    /// The announced size, or the cap when `exact` is false.
+    pub(super) expected: u64,
+    pub(super) exact: bool,
+    pub(super) written: u64,
+    pub(super) crc: Crc32,
+    /// BLAKE3 of the data, for uploads into the root: what makes a retry
+    /// "identical" (CRC-32 is trivially forged). Trees are never deduplicated.
+    pub(super) hash: Option<blake3::Hasher>,
+}
+
+impl LocalUpload {
+    /// Appends a small piece (a datagram): pieces are gathered into 64 KiB
+    /// writes. Refuses to go past the announced size.
+    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.account(data)?;
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_BATCH {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a piece of a stream (a socket read, already large) straight to
+    /// the file, so a TCP upload holds no second copy of its data.
+    pub(crate) async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.account(data)?;
+        if !self.pending.is_empty() {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        self.write_out(data).await
+    }
+
+    fn account(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        let total = self.written + data.len() as u64;
+        if total > self.expected && !self.exact {
+            return Err(StorageError::TooLarge { max: self.expected });
+        }
+        if total > self.expected {
+            return Err(StorageError::SizeMismatch {
+                expected: self.expected,
+                received: total,
+            });
+        }
+        self.crc.update(data);
+        if let Some(h) = self.hash.as_mut() {
+            h.update(data);
+        }
+        self.written = total;
+        Ok(())
+    }
+
+    async fn write_out(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        match self.file.as_mut() {
+            Some(f) => Ok(f.write_all(data).await?),
+            None => Err(io::Error::other("upload already finished").into()),
+        }
+    }
+
+    /// Checks size (and CRC when given), makes the data durable and puts it in
+    /// place. Returns only when an acknowledgement may be sent.
+    pub(crate) async fn commit(
+        mut self,
+        expected_crc: Option<u32>,
+    ) -> Result<Stored, StorageError> {
+        if self.exact && self.written != self.expected {
+            return Err(StorageError::SizeMismatch {
+                expected: self.expected,
+                received: self.written,
+            });
+        }
+        let crc = self.crc.value();
+        if let Some(expected) = expected_crc {
+            if expected != crc {
+                return Err(StorageError::ChecksumMismatch {
+                    expected,
+                    actual: crc,
+                });
+            }
+        }
+        if !self.pending.is_empty() {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        file.flush().await?;
+        let digest = self.hash.take().map(|h| *h.finalize().as_bytes());
+        if let Some(digest) = digest {
+            // Kept beside the data, durable with it (the sync below).
+            set_digest(&file, &digest).await;
+        }
+        set_crc(&file, self.crc.value()).await;
+        file.sync_all().await?;
+        drop(file);
+        let size = self.written;
+        let name = match &self.dest {
+            Dest::InTree => {
+                // Stays where it is; the tree commit moves it.
+                self.temp = None;
+                return Ok(Stored {
+                    name: String::new(),
+                    size,
+                    crc,
+                    deduplicated: false,
+                });
+            }
+            Dest::Root(name) => name.clone(),
+        };
+        let temp = self
+            .temp
+            .clone()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        let storage = self.storage.clone();
+        let (stored, dedup) = tokio::task::spawn_blocking(move || {
+            let same = |existing: &Path| digest.is_some_and(|d| same_file(existing, size, &d));
+            let placed = storage.place(&temp, &name, &same)?;
+            if placed.1 {
+                std::fs::remove_file(&temp)?;
+            } else {
+                fsync_dir(&storage.inner.root)?;
+            }
+            Ok::<_, StorageError>(placed)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        self.temp = None;
+        Ok(Stored {
+            name: stored,
+            size,
+            crc,
+            deduplicated: dedup,
+        })
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            // The reaper unlinks it, off the runtime.
+            self.storage.reap(temp);
+        }
+    }
+}
+
+/// The extended attribute holding a stored file's BLAKE3 digest.
+const DIGEST_XATTR: &std::ffi::CStr = c"user.ferry.blake3";
+
+/// Records the digest on the file (best effort: a file system without user
+/// extended attributes just never deduplicates).
+async fn set_digest(file: &File, digest: &[u8; 32]) {
+    use std::os::fd::AsRawFd;
+    let Ok(meta) = file.metadata().await else {
+        return;
+    };
+    let v = digest_record(digest, &meta);
+    let fd = file.as_raw_fd();
+    // SAFETY: a valid open fd, a NUL-terminated name and a buffer of that length.
+    let r = unsafe { libc::fsetxattr(fd, DIGEST_XATTR.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "no digest attribute: retries of this file will be stored again");
+    }
+}
+
+/// The extended attribute caching a stored file's CRC-32, with the size and
+/// modification time it was computed for (so a file edited in place by an
+/// admin is read again): crc u32, size u64, mtime seconds i64, nanoseconds
+/// u32, big-endian, 24 bytes.
+const CRC_XATTR: &std::ffi::CStr = c"user.ferry.crc32";
+
+/// The digest attribute: BLAKE3 (32 bytes), then the size and modification
+/// time it was computed for, as in [`crc_record`]: a file an admin edited in
+/// place is never taken for a copy of what was uploaded.
+fn digest_record(digest: &[u8; 32], meta: &std::fs::Metadata) -> [u8; 52] {
+    let mut v = [0u8; 52];
+    v[..32].copy_from_slice(digest);
+    v[32..].copy_from_slice(&crc_record(0, meta)[4..]);
+    v
+}
+
+fn crc_record(crc: u32, meta: &std::fs::Metadata) -> [u8; 24] {
+    use std::os::unix::fs::MetadataExt;
+    let mut v = [0u8; 24];
+    v[..4].copy_from_slice(&crc.to_be_bytes());
+    v[4..12].copy_from_slice(&meta.len().to_be_bytes());
+    v[12..20].copy_from_slice(&meta.mtime().to_be_bytes());
+    v[20..24].copy_from_slice(&(meta.mtime_nsec() as u32).to_be_bytes());
+    v
+}
+
+/// Records the CRC-32 on the file (best effort), for `STAT` without a read.
+async fn set_crc(file: &File, crc: u32) {
+    use std::os::fd::AsRawFd;
+    let Ok(meta) = file.metadata().await else {
+        return;
+    };
+    let v = crc_record(crc, &meta);
+    // SAFETY: a valid open fd, a NUL-terminated name and a 24-byte buffer.
+    unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            CRC_XATTR.as_ptr(),
+            v.as_ptr().cast(),
+            v.len(),
+            0,
+        );
+    }
+}
+
+impl LocalFile {
+    /// The CRC-32 recorded when ferry stored the file, if it is still the
+    /// same file (size and modification time); `None` means read it.
+    pub(crate) async fn cached_crc(&self) -> Option<u32> {
+        use std::os::fd::AsRawFd;
+        let meta = self.file.metadata().await.ok()?;
+        let mut v = [0u8; 24];
+        // SAFETY: a valid open fd, a NUL-terminated name and a 24-byte buffer.
+        let n = unsafe {
+            libc::fgetxattr(
+                self.file.as_raw_fd(),
+                CRC_XATTR.as_ptr(),
+                v.as_mut_ptr().cast(),
+                v.len(),
+            )
+        };
+        let crc = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        (n == 24 && v == crc_record(crc, &meta)).then_some(crc)
+    }
+}
+
+/// True when `path` is a regular file (not a link) of `size` bytes whose
+/// recorded BLAKE3 digest is `digest`: identical bytes, with no read of the
+/// file. A file without a digest (stored by an admin, or on a file system
+/// without user attributes) is never taken for a copy.
+fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let Ok(c) = cpath(path) else {
+        return false;
+    };
+    let mut stored = [0u8; 52];
+    // SAFETY: NUL-terminated path and name, a buffer of that length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            DIGEST_XATTR.as_ptr(),
+            stored.as_mut_ptr().cast(),
+            stored.len(),
+        )
+    };
+    n == 52 && stored == digest_record(digest, &meta)
+}
+
+/// A stored file opened for reading.
+pub(crate) struct LocalFile {
+    /// The open file, at offset 0.
+    pub(super) file: File,
+    /// Its size when opened (uploads replace files by rename, so an open file never changes).
+    pub(super) size: u64,
+}
+
+impl LocalFile {
+    /// Reads the next bytes into `buf` (cleared first); an empty `buf` means the end.
+    pub(crate) async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {
+        buf.clear();
+        buf.reserve(max);
+        let mut limited = (&mut self.file).take(max as u64);
+        while buf.len() < max {
+            if limited.read_buf(buf).await? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UploadSink for LocalUpload {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        LocalUpload::write(self, data).await
+    }
+
+    async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        LocalUpload::write_direct(self, data).await
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn crc(&self) -> u32 {
+        self.crc.value()
+    }
+
+    async fn commit(self: Box<Self>, expected_crc: Option<u32>) -> Result<Stored, StorageError> {
+        LocalUpload::commit(*self, expected_crc).await
+    }
+}
+
+#[async_trait]
+impl Reader for LocalFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {
+        LocalFile::read_chunk(self, buf, max).await
+    }
+
+    async fn cached_crc(&self) -> Option<u32> {
+        LocalFile::cached_crc(self).await
+    }
+
+    fn sendfile_source(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.file.as_fd())
+    }
+}

@@ -198,18 +198,15 @@ pub(crate) async fn sendfile_download(
     download: Download,
     t: &mut Transfer,
 ) -> Result<(), Failure> {
-    use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     let Some(source) = download.sendfile_source() else {
         // A backend with no local file: copied through user space.
         return send_download(conn, download, t).await.map(|_| ());
     };
-    let in_fd = source.as_raw_fd();
     let idle = conn.config.limits.idle_timeout.0;
     let stream = &conn.stream;
-    let mut offset: libc::off_t = 0;
-    let len = libc::off_t::try_from(download.size())
-        .map_err(|_| Failure::Refused("file too large".into()))?;
+    let len = download.size();
+    let mut offset = 0u64;
     while offset < len {
         tokio::select! {
             _ = conn.aborted().cancelled() => return Err(Failure::Aborted),
@@ -222,13 +219,12 @@ pub(crate) async fn sendfile_download(
             .unwrap_or(usize::MAX)
             .min(1 << 20);
         let sent = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: both fds are open for the call; `offset` is a valid pointer.
-            let n = unsafe { libc::sendfile(stream.as_raw_fd(), in_fd, &mut offset, want) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            Ok(rustix::fs::sendfile(
+                stream,
+                source,
+                Some(&mut offset),
+                want,
+            )?)
         });
         match sent {
             Ok(0) => return Err(Failure::Refused("the file shrank while being sent".into())),

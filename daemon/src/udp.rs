@@ -1,27 +1,19 @@
 //! What the three UDP services share: socket buffers and the receive step.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 
 use tokio::net::UdpSocket;
 
 /// Asks the kernel for larger socket buffers (best effort: the kernel caps it
 /// at `net.core.rmem_max`), so a burst of datagrams is queued, not dropped.
 pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
-    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: a valid socket fd, a pointer to a c_int and its length.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "setsockopt buffer size");
+    let sock = socket2::SockRef::from(socket);
+    for r in [
+        sock.set_recv_buffer_size(bytes),
+        sock.set_send_buffer_size(bytes),
+    ] {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "setsockopt buffer size");
         }
     }
 }

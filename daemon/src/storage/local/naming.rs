@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ferry_config::OnConflict;
 use ferry_proto::names::SafeName;
 
-use super::sys::{rename_noreplace, renameat2};
+use super::sys::{rename_exchange, rename_noreplace};
 use super::Local;
 use crate::storage::StorageError;
 
@@ -196,7 +196,7 @@ fn replace(temp: &Path, target: &Path, work: &Path) -> io::Result<Option<PathBuf
     }
     match existing {
         Some(m) if m.is_dir() || temp_is_dir => {
-            renameat2(temp, target, libc::RENAME_EXCHANGE)?;
+            rename_exchange(temp, target)?;
             // `temp` now holds the old entry, inside the work area.
             let old = temp;
             debug_assert!(old.starts_with(work));

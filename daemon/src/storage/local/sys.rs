@@ -2,42 +2,36 @@
 //! replace or that exchange, directory fds, no-follow opens, fsyncs, the
 //! root's lock and extended attributes.
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use ferry_proto::names::SafeName;
+use rustix::fs::{FileType, Mode, OFlags, RenameFlags, XattrFlags, CWD};
 use tokio::fs::File;
 
 use super::{OpenError, LOCK_FILE};
 
-pub(super) fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 /// `rename` that fails with `AlreadyExists` instead of replacing (Linux `renameat2`).
 pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    renameat2(from, to, libc::RENAME_NOREPLACE)
+    Ok(rustix::fs::renameat_with(
+        CWD,
+        from,
+        CWD,
+        to,
+        RenameFlags::NOREPLACE,
+    )?)
 }
 
-pub(super) fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let (from, to) = (cpath(from)?, cpath(to)?);
-    // SAFETY: both pointers are valid NUL-terminated strings for the call's duration.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// Swaps `a` and `b` atomically, whatever they are (`RENAME_EXCHANGE`).
+pub(super) fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(
+        CWD,
+        a,
+        CWD,
+        b,
+        RenameFlags::EXCHANGE,
+    )?)
 }
 
 pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -54,97 +48,128 @@ pub(super) fn fsync_dirs(dir: &Path) -> io::Result<()> {
     fsync_dir(dir)
 }
 
-pub(super) fn open_dir(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let c = cpath(path)?;
-    // SAFETY: a NUL-terminated path; the fd returned is ours to own.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+const NO_FOLLOW: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Opens the directory at `path`, never following a final link.
+pub(super) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        NO_FOLLOW | OFlags::DIRECTORY,
+        Mode::empty(),
+    )?)
+}
+
+/// What [`open_at`] opens.
+#[derive(Clone, Copy)]
+pub(super) enum At {
+    /// A directory.
+    Dir,
+    /// A file; non-blocking, so a FIFO put there meanwhile cannot hang the open.
+    File,
 }
 
 /// Opens `name` in the directory `dir`, never following a link.
-pub(super) fn open_at(
-    dir: &std::os::fd::OwnedFd,
-    name: &str,
-    flags: libc::c_int,
-) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let c = CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: a valid directory fd and a NUL-terminated name.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | flags,
-        )
+pub(super) fn open_at(dir: &OwnedFd, name: &str, what: At) -> io::Result<OwnedFd> {
+    let flags = match what {
+        At::Dir => NO_FOLLOW | OFlags::DIRECTORY,
+        At::File => NO_FOLLOW | OFlags::NONBLOCK,
     };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
 /// The entries of an open directory, sorted: (name, is a directory). Links,
 /// special files and names the normaliser refuses are skipped (and logged).
-pub(super) fn list_dir(
-    dir: &std::os::fd::OwnedFd,
-    label: &str,
-) -> io::Result<Vec<(SafeName, bool)>> {
-    use std::os::fd::AsRawFd;
-    // The directory the fd holds, whatever it is called now.
+/// Read from the fd itself: the directory it holds, whatever it is called now.
+pub(super) fn list_dir(dir: &OwnedFd, label: &str) -> io::Result<Vec<(SafeName, bool)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))? {
+    for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;
-        let ft = entry.file_type()?; // the entry itself, not followed
-        let raw = entry.file_name();
-        let Some(name) = raw.to_str().and_then(|n| SafeName::component(n).ok()) else {
-            tracing::warn!(tree = label, name = ?raw, "skipping an entry whose name cannot be sent");
+        let raw = entry.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        let Some(name) = std::str::from_utf8(raw)
+            .ok()
+            .and_then(|n| SafeName::component(n).ok())
+        else {
+            tracing::warn!(tree = label, name = %String::from_utf8_lossy(raw), "skipping an entry whose name cannot be sent");
             continue;
         };
-        if ft.is_dir() || ft.is_file() {
-            out.push((name, ft.is_dir()));
-        } else {
-            tracing::warn!(tree = label, name = %name, "skipping a symlink or special file");
+        // The entry itself, not followed (d_type, or a stat where it is unknown).
+        let ft = match entry.file_type() {
+            FileType::Unknown => FileType::from_raw_mode(
+                rustix::fs::statat(
+                    dir,
+                    entry.file_name(),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )?
+                .st_mode,
+            ),
+            known => known,
+        };
+        match ft {
+            FileType::Directory => out.push((name, true)),
+            FileType::RegularFile => out.push((name, false)),
+            _ => tracing::warn!(tree = label, name = %name, "skipping a symlink or special file"),
         }
     }
     out.sort();
     Ok(out)
 }
 
+/// Sets the extended attribute `name` on an open file.
+pub(super) fn set_xattr(file: &impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
+    Ok(rustix::fs::fsetxattr(
+        file,
+        name,
+        value,
+        XattrFlags::empty(),
+    )?)
+}
+
+/// The extended attribute `name` of an open file, if it is exactly `N` bytes.
+pub(super) fn xattr<const N: usize>(file: &impl AsFd, name: &str) -> Option<[u8; N]> {
+    let mut v = [0u8; N];
+    match rustix::fs::fgetxattr(file, name, &mut v[..]) {
+        Ok(n) if n == N => Some(v),
+        _ => None,
+    }
+}
+
+/// The extended attribute `name` of the entry at `path` (a link is not
+/// followed), if it is exactly `N` bytes.
+pub(super) fn xattr_at<const N: usize>(path: &Path, name: &str) -> Option<[u8; N]> {
+    let mut v = [0u8; N];
+    match rustix::fs::lgetxattr(path, name, &mut v[..]) {
+        Ok(n) if n == N => Some(v),
+        _ => None,
+    }
+}
+
 /// Takes the root's exclusive lock (`flock`, released when the process
 /// ends, however it ends) and writes this pid into the lock file.
 pub(super) fn lock_root(root: &Path) -> Result<std::fs::File, OpenError> {
     use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(root.join(LOCK_FILE))?;
-    // SAFETY: a valid open fd for the call.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+    let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+    if let Err(e) = locked {
+        if e == rustix::io::Errno::WOULDBLOCK {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             return Err(OpenError::Locked {
                 holder: text.trim().parse().ok(),
             });
         }
-        return Err(e.into());
+        return Err(io::Error::from(e).into());
     }
     file.set_len(0)?;
     file.rewind()?;
@@ -157,6 +182,6 @@ pub(super) fn lock_root(root: &Path) -> Result<std::fs::File, OpenError> {
 pub(super) async fn open_nofollow(path: &Path) -> io::Result<File> {
     let mut opts = tokio::fs::OpenOptions::new();
     opts.read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32);
     opts.open(path).await
 }

@@ -11,7 +11,7 @@ use ferry_proto::crc::Crc32;
 use ferry_proto::names::{RelPath, SafeName};
 use tokio::fs::File;
 
-use super::sys::{fsync_dir, fsync_dirs, list_dir, open_at};
+use super::sys::{fsync_dir, fsync_dirs, list_dir, open_at, At};
 use super::upload::{Dest, LocalFile, LocalUpload};
 use super::Local;
 use crate::storage::{Download, StorageError, Stored, TreeSink, TreeSource, Upload};
@@ -228,7 +228,7 @@ impl LocalTreeReader {
                     continue;
                 }
                 let level = tokio::task::spawn_blocking(move || {
-                    let fd = open_at(&dir, name.as_str(), libc::O_DIRECTORY)?;
+                    let fd = open_at(&dir, name.as_str(), At::Dir)?;
                     let names = list_dir(&fd, &label)?;
                     Ok::<_, StorageError>(DirLevel {
                         fd,
@@ -242,8 +242,7 @@ impl LocalTreeReader {
                 continue;
             }
             let file = tokio::task::spawn_blocking(move || {
-                // O_NONBLOCK: a FIFO put in the tree meanwhile cannot hang the open.
-                let fd = open_at(&dir, name.as_str(), libc::O_NONBLOCK)?;
+                let fd = open_at(&dir, name.as_str(), At::File)?;
                 let file = std::fs::File::from(fd);
                 let meta = file.metadata()?;
                 Ok::<_, io::Error>(meta.is_file().then_some((file, meta.len())))

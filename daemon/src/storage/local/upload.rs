@@ -11,7 +11,7 @@ use ferry_proto::names::SafeName;
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::sys::{cpath, fsync_dir};
+use super::sys::{fsync_dir, set_xattr, xattr, xattr_at};
 use super::Local;
 use crate::storage::{Reader, StorageError, Stored, UploadSink};
 
@@ -182,21 +182,16 @@ impl Drop for LocalUpload {
 }
 
 /// The extended attribute holding a stored file's BLAKE3 digest.
-const DIGEST_XATTR: &std::ffi::CStr = c"user.ferry.blake3";
+const DIGEST_XATTR: &str = "user.ferry.blake3";
 
 /// Records the digest on the file (best effort: a file system without user
 /// extended attributes just never deduplicates).
 async fn set_digest(file: &File, digest: &[u8; 32]) {
-    use std::os::fd::AsRawFd;
     let Ok(meta) = file.metadata().await else {
         return;
     };
-    let v = digest_record(digest, &meta);
-    let fd = file.as_raw_fd();
-    // SAFETY: a valid open fd, a NUL-terminated name and a buffer of that length.
-    let r = unsafe { libc::fsetxattr(fd, DIGEST_XATTR.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
-    if r != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "no digest attribute: retries of this file will be stored again");
+    if let Err(e) = set_xattr(file, DIGEST_XATTR, &digest_record(digest, &meta)) {
+        tracing::debug!(error = %e, "no digest attribute: retries of this file will be stored again");
     }
 }
 
@@ -204,7 +199,7 @@ async fn set_digest(file: &File, digest: &[u8; 32]) {
 /// modification time it was computed for (so a file edited in place by an
 /// admin is read again): crc u32, size u64, mtime seconds i64, nanoseconds
 /// u32, big-endian, 24 bytes.
-const CRC_XATTR: &std::ffi::CStr = c"user.ferry.crc32";
+const CRC_XATTR: &str = "user.ferry.crc32";
 
 /// The digest attribute: BLAKE3 (32 bytes), then the size and modification
 /// time it was computed for, as in [`crc_record`]: a file an admin edited in
@@ -228,20 +223,8 @@ fn crc_record(crc: u32, meta: &std::fs::Metadata) -> [u8; 24] {
 
 /// Records the CRC-32 on the file (best effort), for `STAT` without a read.
 async fn set_crc(file: &File, crc: u32) {
-    use std::os::fd::AsRawFd;
-    let Ok(meta) = file.metadata().await else {
-        return;
-    };
-    let v = crc_record(crc, &meta);
-    // SAFETY: a valid open fd, a NUL-terminated name and a 24-byte buffer.
-    unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            CRC_XATTR.as_ptr(),
-            v.as_ptr().cast(),
-            v.len(),
-            0,
-        );
+    if let Ok(meta) = file.metadata().await {
+        let _ = set_xattr(file, CRC_XATTR, &crc_record(crc, &meta));
     }
 }
 
@@ -249,20 +232,10 @@ impl LocalFile {
     /// The CRC-32 recorded when ferry stored the file, if it is still the
     /// same file (size and modification time); `None` means read it.
     pub(crate) async fn cached_crc(&self) -> Option<u32> {
-        use std::os::fd::AsRawFd;
         let meta = self.file.metadata().await.ok()?;
-        let mut v = [0u8; 24];
-        // SAFETY: a valid open fd, a NUL-terminated name and a 24-byte buffer.
-        let n = unsafe {
-            libc::fgetxattr(
-                self.file.as_raw_fd(),
-                CRC_XATTR.as_ptr(),
-                v.as_mut_ptr().cast(),
-                v.len(),
-            )
-        };
+        let v: [u8; 24] = xattr(&self.file, CRC_XATTR)?;
         let crc = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-        (n == 24 && v == crc_record(crc, &meta)).then_some(crc)
+        (v == crc_record(crc, &meta)).then_some(crc)
     }
 }
 
@@ -277,20 +250,7 @@ fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
     if !meta.is_file() || meta.len() != size {
         return false;
     }
-    let Ok(c) = cpath(path) else {
-        return false;
-    };
-    let mut stored = [0u8; 52];
-    // SAFETY: NUL-terminated path and name, a buffer of that length.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            DIGEST_XATTR.as_ptr(),
-            stored.as_mut_ptr().cast(),
-            stored.len(),
-        )
-    };
-    n == 52 && stored == digest_record(digest, &meta)
+    xattr_at::<52>(path, DIGEST_XATTR).is_some_and(|stored| stored == digest_record(digest, &meta))
 }
 
 /// A stored file opened for reading.

@@ -94,17 +94,11 @@ pub struct Report {
 pub fn make_source(path: &Path, size: u64) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let mut left = size;
     let mut block = vec![0u8; 1 << 16];
     while left > 0 {
-        for b in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let bytes = x.to_le_bytes();
-            b.copy_from_slice(&bytes[..b.len()]);
-        }
+        rng.fill(&mut block);
         let n = left.min(block.len() as u64) as usize;
         f.write_all(&block[..n])?;
         left -= n as u64;

@@ -11,6 +11,7 @@
 //! - [`Progress`]: how transfers report bytes moved (the CLI draws bars).
 //! - [`Error`]: what went wrong, each kind with its own exit code.
 //! - [`bench`]: the load generator behind `ferry bench`.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod bench;
 pub mod local;

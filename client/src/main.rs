@@ -1,9 +1,5 @@
 //! `ferry`: the command-line client for every protocol ferryd serves.
 
-// The same generator as ferryd's; one source for both binaries.
-#[path = "../../daemon/src/gendocs.rs"]
-mod gendocs;
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -633,7 +629,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = &cli.global;
     if let Command::GenerateDocs { dir } = &cli.command {
-        return match gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "1", dir) {
+        return match ferry_gendocs::generate_docs(
+            <Cli as clap::CommandFactory>::command(),
+            "1",
+            dir,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ferry: generate-docs: {e}");

@@ -9,6 +9,7 @@
 //! - [`units`]: durations, sizes and networks as written in the file.
 //! - [`Config`] and one struct per table, each with its defaults.
 //! - [`Config::parse`] / [`Config::load`] / [`Config::validate`].
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod units;
 

@@ -1,10 +1,7 @@
 //! `ferryd`: the daemon's command line.
 
-mod gendocs;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,7 +217,7 @@ fn offline_command(cli: &Cli) -> Option<ExitCode> {
             Err(e) => bad(&e),
         },
         Command::GenerateDocs { dir } => {
-            match gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "8", dir) {
+            match ferry_gendocs::generate_docs(<Cli as clap::CommandFactory>::command(), "8", dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferryd: generate-docs: {e}");

@@ -18,15 +18,9 @@ fn content(name: &str) -> Vec<u8> {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     let size = (seed % 300_000) as usize;
-    let mut x = seed | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut data = vec![0u8; size];
+    fastrand::Rng::with_seed(seed).fill(&mut data);
+    data
 }
 
 fn rounds(rounds: u64) {

@@ -27,13 +27,23 @@ async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
 }
 
 /// One client: connects, waits until every client is connected, transfers.
-/// Returns true when served, false when refused (checked to be a proper refusal).
+/// What one client saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// Refused, in its protocol's way (checked).
+    Refused,
+    /// A download served.
+    Served,
+    /// An upload acknowledged under this name.
+    Stored(String),
+}
+
 async fn client(
     i: usize,
     src: String,
     d: (SocketAddr, SocketAddr, SocketAddr),
     all_connected: Arc<tokio::sync::Barrier>,
-) -> bool {
+) -> Seen {
     let (signal, tcp, magic) = d;
     let data = vec![(i % 251) as u8; FILE];
     let name = format!("load-{i}.bin");
@@ -49,7 +59,7 @@ async fn client(
             let mut text = vec![0u8; u16::from_be_bytes([head[3], head[4]]) as usize];
             s.read_exact(&mut text).await.unwrap();
             match &head[..3] {
-                b"DON" => true,
+                b"DON" => Seen::Stored(String::from_utf8_lossy(&text).into_owned()),
                 b"ERR" => {
                     // Refused over the cap, or (waiting at the barrier, idle)
                     // closed to make room for a newer connection.
@@ -59,7 +69,7 @@ async fn client(
                             || text.contains("to make room"),
                         "{text}"
                     );
-                    false
+                    Seen::Refused
                 }
                 other => panic!("{other:?}"),
             }
@@ -82,11 +92,11 @@ async fn client(
                     format!("STORED: {name}"),
                     "confirmed only once stored"
                 );
-                true
+                Seen::Stored(name)
             } else {
                 assert!(String::from_utf8_lossy(&reply[..n])
                     .starts_with("ERROR: too many transfers from your address"));
-                false
+                Seen::Refused
             }
         }
         _ => {
@@ -96,11 +106,11 @@ async fn client(
             let mut got = Vec::new();
             let _ = s.read_to_end(&mut got).await;
             if got.is_empty() {
-                false // refused: closed without a byte
+                Seen::Refused // closed without a byte
             } else {
                 assert_eq!(got.len(), 8 + FILE);
                 assert_eq!(&got[..8], &[0x49, 0x7E, 2, 1, 0, 1, 0, 0]);
-                true
+                Seen::Served
             }
         }
     }
@@ -142,11 +152,15 @@ async fn load(conns: usize, ips: usize, per_ip: usize) {
         }
     });
     let mut tally = Tally::default();
+    let mut acknowledged = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        if r.expect("client") {
-            tally.completed += 1;
-        } else {
-            tally.refused += 1;
+        match r.expect("client") {
+            Seen::Refused => tally.refused += 1,
+            Seen::Served => tally.completed += 1,
+            Seen::Stored(name) => {
+                tally.completed += 1;
+                acknowledged.push(name);
+            }
         }
     }
     let elapsed = started.elapsed();
@@ -162,16 +176,18 @@ async fn load(conns: usize, ips: usize, per_ip: usize) {
         "{tally:?}"
     );
     assert!(tally.completed >= per_ip * ips.min(conns), "{tally:?}");
-    // Uploads that were served are all there and whole.
-    let uploaded = common::visible_files(&root).len() - 1;
-    assert!(
-        uploaded >= tally.completed * 2 / 3 - ips,
-        "uploads stored: {uploaded}, {tally:?}"
-    );
-    for name in common::visible_files(&root)
+    // Every acknowledged upload is there, whole, and nothing else is.
+    acknowledged.sort();
+    let mut stored: Vec<String> = common::visible_files(&root)
         .into_iter()
         .filter(|n| n.starts_with("load-"))
-    {
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored, acknowledged,
+        "stored files against acknowledgements"
+    );
+    for name in stored {
         let i: usize = name[5..name.len() - 4].parse().unwrap();
         assert_eq!(
             std::fs::read(root.join(&name)).unwrap(),

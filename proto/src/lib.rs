@@ -14,6 +14,7 @@
 //!   [`tcp_upload`] (seed 002), [`magic`] (seed 003), [`signal`] (seed 004).
 //!
 //! `docs/PROTOCOLS.md` is the book: every byte, with worked examples.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod crc;
 pub mod magic;

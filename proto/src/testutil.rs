@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 /// Feeds `wire` to `codec` in one piece and collects every frame, then EOF.
-pub fn decode_all<D: Decoder>(codec: &mut D, wire: &[u8]) -> Result<Vec<D::Item>, D::Error> {
+pub(crate) fn decode_all<D: Decoder>(codec: &mut D, wire: &[u8]) -> Result<Vec<D::Item>, D::Error> {
     let mut buf = BytesMut::from(wire);
     let mut out = Vec::new();
     while let Some(item) = codec.decode(&mut buf)? {
@@ -17,7 +17,7 @@ pub fn decode_all<D: Decoder>(codec: &mut D, wire: &[u8]) -> Result<Vec<D::Item>
 }
 
 /// Feeds `wire` split into two pieces at `cut` and collects every frame.
-pub fn decode_split<D: Decoder>(
+pub(crate) fn decode_split<D: Decoder>(
     codec: &mut D,
     wire: &[u8],
     cut: usize,
@@ -37,7 +37,7 @@ pub fn decode_split<D: Decoder>(
 }
 
 /// Feeds `wire` one byte at a time and collects every frame.
-pub fn decode_bytewise<D: Decoder>(codec: &mut D, wire: &[u8]) -> Result<Vec<D::Item>, D::Error> {
+pub(crate) fn decode_bytewise<D: Decoder>(codec: &mut D, wire: &[u8]) -> Result<Vec<D::Item>, D::Error> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for b in wire {

@@ -19,34 +19,8 @@ use tokio::task::JoinHandle;
 pub mod handout;
 pub mod proxy;
 
-/// A small seeded RNG (xorshift64*): reproducible runs without a dependency.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded; the same seed gives the same sequence.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in 0..n (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
+/// The seeded RNG of the tests (`fastrand`): the same seed gives the same run.
+pub type Rng = fastrand::Rng;
 
 /// Gives a test socket a 4 MiB receive buffer (see [`handout::udp_socket`]).
 pub fn set_rcvbuf(sock: &tokio::net::UdpSocket) {
@@ -207,17 +181,11 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
 
 /// Deterministic test data.
 pub mod data {
-    /// `len` bytes of a seeded pseudo-random sequence (xorshift), different per `seed`.
+    /// `len` bytes of a seeded pseudo-random sequence, different per `seed`.
     pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        let mut data = vec![0u8; len];
+        fastrand::Rng::with_seed(seed).fill(&mut data);
+        data
     }
 
     /// The boundary sizes of a chunked protocol: 0, 1, chunk−1, chunk, chunk+1 and several MiB.

@@ -108,15 +108,15 @@ impl Shared {
         let (drop_it, dup, reorder, delay) = {
             let mut r = self.rng.lock().unwrap();
             let f = &self.faults;
-            let delay = if r.unit() < f.delay {
-                f.max_delay.mul_f64(r.unit())
+            let delay = if r.f64() < f.delay {
+                f.max_delay.mul_f64(r.f64())
             } else {
                 Duration::ZERO
             };
             (
-                r.unit() < f.loss,
-                r.unit() < f.duplicate,
-                r.unit() < f.reorder,
+                r.f64() < f.loss,
+                r.f64() < f.duplicate,
+                r.f64() < f.reorder,
                 delay,
             )
         };
@@ -168,7 +168,7 @@ impl LossyProxy {
         let counts = Arc::new(Counts::default());
         let shared = Arc::new(Shared {
             faults,
-            rng: Mutex::new(Rng::new(faults.seed)),
+            rng: Mutex::new(Rng::with_seed(faults.seed)),
             counts: Arc::clone(&counts),
         });
         let task = tokio::spawn(async move {

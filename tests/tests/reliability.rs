@@ -68,9 +68,26 @@ async fn student_upload(addr: SocketAddr, name: &str, bytes: &[u8]) -> usize {
 
 #[tokio::test]
 async fn udp_uploads_finish_intact_through_a_lossy_network() {
-    let d = TestDaemon::start_with(|c| c.udp_upload.session_timeout = ms(500)).await;
+    // The per-address cap far above what the test allows: the bound below
+    // is the sessions' expiry and replacement, not the cap.
+    let d = TestDaemon::start_with(|c| {
+        c.udp_upload.session_timeout = ms(500);
+        c.udp_upload.max_sessions_per_ip = 1024;
+    })
+    .await;
     let local = tempfile::tempdir().unwrap();
-    let mut peak_sessions = 0;
+    // Sampled all along, not only between uploads.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (controller, seen) = (d.controller.clone(), std::sync::Arc::clone(&peak));
+    let sampler = tokio::spawn(async move {
+        loop {
+            seen.fetch_max(
+                controller.udp_sessions(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    });
     for (i, loss) in [0.0, 0.05, 0.10, 0.20].into_iter().enumerate() {
         let seed = 1000 + i as u64;
         let proxy =
@@ -80,7 +97,6 @@ async fn udp_uploads_finish_intact_through_a_lossy_network() {
         let name = format!("lossy-{i}.bin");
         student_upload(proxy.addr, &name, &bytes).await;
         assert_same_bytes(&d.read(&name), &bytes, &name);
-        peak_sessions = peak_sessions.max(d.controller.udp_sessions());
         // ferry's own client, same network.
         let path = local.path().join(format!("ferry-{i}.bin"));
         let bytes = data::bytes(2500, seed + 50);
@@ -105,6 +121,8 @@ async fn udp_uploads_finish_intact_through_a_lossy_network() {
         );
     }
     // Abandoned attempts leave sessions behind only until they time out.
+    sampler.abort();
+    let peak_sessions = peak.load(std::sync::atomic::Ordering::Relaxed);
     assert!(peak_sessions <= 16, "session table grew to {peak_sessions}");
     wait_for("sessions expire", || d.controller.udp_sessions() == 0).await;
     wait_for("work area empty", || d.work_entries() == 0).await;
@@ -158,15 +176,15 @@ async fn lossy_udp_downloads_arrive_whole_or_are_detected() {
 
 /// One upload cut off at a random byte, over a random upload protocol.
 async fn cut_upload(d: &TestDaemon, rng: &mut Rng, trial: u64) {
-    let size = 1 + rng.below(100_000) as usize;
+    let size = 1 + rng.usize(..100_000);
     let bytes = data::bytes(size, trial);
     let name = format!("cut-{trial}.bin");
-    match rng.below(3) {
+    match rng.u32(..3) {
         0 => {
             let mut wire = ferry_proto::tcp_upload::encode_header(size as u64, &name);
             let header = wire.len();
             wire.extend_from_slice(&bytes);
-            let cut = rng.below(wire.len() as u64) as usize;
+            let cut = rng.usize(..wire.len());
             let mut s = TcpStream::connect(d.addrs.tcp_upload.unwrap())
                 .await
                 .unwrap();
@@ -180,7 +198,7 @@ async fn cut_upload(d: &TestDaemon, rng: &mut Rng, trial: u64) {
         }
         1 => {
             let wire = ferry_proto::signal::encode_file(&name, &bytes).unwrap();
-            let cut = rng.below(wire.len() as u64) as usize;
+            let cut = rng.usize(..wire.len());
             let mut s = TcpStream::connect(d.addrs.signal.unwrap()).await.unwrap();
             let _ = s.write_all(&wire[..cut]).await;
         }
@@ -193,7 +211,7 @@ async fn cut_upload(d: &TestDaemon, rng: &mut Rng, trial: u64) {
             let mut buf = [0u8; 64];
             let _ = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await;
             let chunks: Vec<&[u8]> = bytes.chunks(1452).collect();
-            let cut = rng.below(chunks.len() as u64) as usize;
+            let cut = rng.usize(..chunks.len());
             for c in &chunks[..cut] {
                 sock.send_to(c, addr).await.unwrap();
             }
@@ -209,7 +227,7 @@ async fn client_faults(trials: u64, seed: u64) {
         c.udp_upload.session_timeout = ms(300);
     })
     .await;
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::with_seed(seed);
     for trial in 0..trials {
         cut_upload(&d, &mut rng, trial).await;
         if trial % 50 == 0 {

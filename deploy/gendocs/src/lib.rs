@@ -1,6 +1,7 @@
 //! Man pages and shell completions from a clap definition, for packaging.
-//! Shared by `ferryd` and `ferry` (the client includes this file by path):
-//! both binaries have a hidden `generate-docs DIR` subcommand.
+//! Shared by `ferryd` and `ferry`: both binaries have a hidden
+//! `generate-docs DIR` subcommand, which `deploy/build-deb.sh` runs.
+#![warn(missing_docs, unreachable_pub)]
 
 /// Writes the man pages (the command's and one per subcommand) and shell
 /// completions for `cmd` into `dir`: `man/manSECTION/NAME[-SUB].SECTION` and

@@ -400,6 +400,9 @@ async fn per_ip_caps_refuse_the_excess_in_each_protocols_way() {
         }
     }
     assert!(ok, "a freed slot is reused");
+    // The other one is mid-request, a transfer in flight: it would hold the
+    // stop for the grace period.
+    drop(held);
     d.stop().await;
 }
 

@@ -37,7 +37,10 @@ pub(crate) fn decode_split<D: Decoder>(
 }
 
 /// Feeds `wire` one byte at a time and collects every frame.
-pub(crate) fn decode_bytewise<D: Decoder>(codec: &mut D, wire: &[u8]) -> Result<Vec<D::Item>, D::Error> {
+pub(crate) fn decode_bytewise<D: Decoder>(
+    codec: &mut D,
+    wire: &[u8],
+) -> Result<Vec<D::Item>, D::Error> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for b in wire {

@@ -440,7 +440,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_an_idle_wait_but_not_a_started_frame() {
-        let (mut conn, mut client, signals) = connection();
+        let (mut conn, _client, signals) = connection();
         let stop = signals.stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(secs(3)).await;
@@ -452,8 +452,14 @@ mod tests {
             .await;
         assert!(matches!(r, Ok(Read::Stopped(Stop::Shutdown))), "{r:?}");
         assert_eq!(Instant::now() - t0, secs(3));
-        // A frame under way is not idle: it gets its deadline.
+        // A frame under way when shutdown starts is not idle: it gets its deadline.
+        let (mut conn, mut client, signals) = connection();
         client.write_all(b"SA").await.unwrap();
+        let stop = signals.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(secs(3)).await;
+            stop.cancel();
+        });
         let t1 = Instant::now();
         let r = conn
             .read_frame(&mut LinesCodec::new(), &request_wait(t1))

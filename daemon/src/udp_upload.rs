@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_config::Config;
 use ferry_proto::names::SafeName;
 use ferry_proto::udp_upload::{
     encode_buffer_size, encode_error, looks_like_file_info, parse_file_info, FileInfo, Progress,
@@ -362,7 +363,8 @@ impl Receiver {
         if self.stopping {
             return Err("the server is shutting down; try again shortly".into());
         }
-        // A fresh file_info from a peer restarts its session.
+        // A fresh file_info from a peer restarts its session. The session
+        // takes the configuration once, here.
         self.table.remove(peer);
         let config = self.ctx.config();
         let max_name = config.limits.max_name_len;
@@ -386,17 +388,22 @@ impl Receiver {
         // The same upload retried from a new port replaces the abandoned
         // session, taking its place under the caps.
         drop(self.table.remove_abandoned(now, peer, &info));
-        let permit = self.admit(now, peer, &info).map_err(|why| {
+        let permit = self.admit(&config, now, peer, &info).map_err(|why| {
             tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
             why
         })?;
-        self.start(now, peer, info, name, permit);
+        self.start(config, now, peer, (info, name), permit);
         Ok(())
     }
 
     /// A place under the caps and the quota for `info`, or why not.
-    fn admit(&mut self, now: Instant, peer: SocketAddr, info: &FileInfo) -> Result<Permit, String> {
-        let config = self.ctx.config();
+    fn admit(
+        &mut self,
+        config: &Config,
+        now: Instant,
+        peer: SocketAddr,
+        info: &FileInfo,
+    ) -> Result<Permit, String> {
         let cfg = &config.udp_upload;
         // The quota decides before anyone is evicted for this upload, and is
         // charged only once it has a place.
@@ -442,13 +449,13 @@ impl Receiver {
     /// Puts a session in the table and starts its task.
     fn start(
         &mut self,
+        config: Arc<Config>,
         now: Instant,
         peer: SocketAddr,
-        info: FileInfo,
-        name: SafeName,
+        (info, name): (FileInfo, SafeName),
         permit: Permit,
     ) {
-        let buffer_size = self.ctx.config().udp_upload.buffer_size;
+        let buffer_size = config.udp_upload.buffer_size;
         let (tx, rx) = mpsc::channel((QUEUE_BYTES / buffer_size).max(8));
         let (ended_by_loop, why_ended) = oneshot::channel();
         let handle = Handle {
@@ -461,6 +468,7 @@ impl Receiver {
             .insert(now, peer, info.clone(), buffer_size, handle);
         let session = Session {
             ctx: Arc::clone(&self.ctx),
+            config,
             socket: Arc::clone(&self.socket),
             peer,
             info,
@@ -508,6 +516,8 @@ impl Receiver {
 
 struct Session {
     ctx: Arc<Ctx>,
+    /// The configuration when the session started.
+    config: Arc<Config>,
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
     info: FileInfo,
@@ -552,7 +562,7 @@ impl Session {
         mut rx: mpsc::Receiver<Bytes>,
         t: &mut Transfer,
     ) -> Result<Stored, Failure> {
-        let cfg = &self.ctx.config().udp_upload;
+        let cfg = &self.config.udp_upload;
         let mut upload = self
             .ctx
             .storage

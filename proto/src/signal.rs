@@ -213,11 +213,6 @@ impl SignalCodec {
         }
     }
 
-    /// True between frames (not inside a `SAF`).
-    pub fn between_frames(&self) -> bool {
-        self.state == DecodeState::Frame
-    }
-
     fn text(
         &self,
         tag: &'static str,

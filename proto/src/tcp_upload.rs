@@ -112,11 +112,6 @@ impl UploadCodec {
         }
     }
 
-    /// Whether the header has been decoded yet.
-    pub fn in_header(&self) -> bool {
-        self.state == DecodeState::Header
-    }
-
     /// Checks the bytes buffered so far could still be a header (call after
     /// each read while waiting for the name, to fail fast on an oversize one).
     pub fn check_partial_header(&self, buf: &BytesMut) -> Result<(), TcpUploadError> {

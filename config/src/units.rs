@@ -31,8 +31,14 @@ impl FromStr for Dur {
 }
 
 impl fmt::Display for Dur {
+    /// Whole seconds as `10s`, anything else as `1500ms` (both parse back).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
     }
 }
 
@@ -195,9 +201,9 @@ mod tests {
         );
         assert!("5 fortnights".parse::<Dur>().is_err());
         assert_eq!("1m 30s".parse::<Dur>(), Ok(Dur(Duration::from_secs(90))));
-        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1s 500ms");
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
         assert_eq!(Dur(Duration::from_secs(30)).to_string(), "30s");
-        assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "1h");
+        assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "3600s");
         let e = "10".parse::<Dur>().unwrap_err();
         assert!(e.contains("no unit"), "{e}");
     }

@@ -28,6 +28,9 @@ use crate::limits::IdleConnections;
 /// crowd of concurrent uploads small: measured in docs/BENCHMARKS.md).
 pub(crate) const READ_CHUNK: usize = 32 * 1024;
 
+/// The "no deadline" of a frame inside a transfer: only the read gap applies.
+const NO_FRAME_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How long a refused or failed client gets to read its last reply.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -90,11 +93,12 @@ impl Wait {
     }
 
     /// The next frame inside a transfer: each read within `idle` of the
-    /// last, shutdown or not.
+    /// last, shutdown or not; the frame as a whole has no deadline of its
+    /// own (a slow but steady client is never cut).
     pub(crate) fn in_transfer(now: Instant, idle: Duration, what: &'static str) -> Wait {
         Wait {
             first_by: now + idle,
-            rest_within: None,
+            rest_within: Some(NO_FRAME_DEADLINE),
             gap: Some(idle),
             first_what: what,
             rest_what: what,
@@ -538,6 +542,27 @@ mod tests {
             .await;
         assert!(matches!(r, Err(Failure::Timeout("the name"))), "{r:?}");
         assert_eq!(Instant::now() - t0, secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inside_a_transfer_only_the_read_gap_counts() {
+        let (mut conn, mut client, _) = connection();
+        tokio::spawn(async move {
+            // A byte every 20 s, with a 30 s gap allowed: slow, never idle.
+            for _ in 0..4 {
+                client.write_all(b"x").await.unwrap();
+                tokio::time::sleep(secs(20)).await;
+            }
+            client.write_all(b"\n").await.unwrap();
+            tokio::time::sleep(secs(60)).await;
+        });
+        let t0 = Instant::now();
+        let wait = Wait::in_transfer(t0, secs(30), "data");
+        match conn.read_frame(&mut LinesCodec::new(), &wait).await {
+            Ok(Read::Frame(line)) => assert_eq!(line, "xxxx"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Instant::now() - t0, secs(80));
     }
 
     #[tokio::test(start_paused = true)]

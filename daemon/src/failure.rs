@@ -66,18 +66,4 @@ impl Failure {
             other => Failure::Broken(other.to_string()),
         }
     }
-
-    /// Whether the file asked for is not there to send (missing, not a
-    /// regular file, a directory): the protocols that can say "not found"
-    /// say so.
-    pub(crate) fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            Failure::Storage(
-                StorageError::NotFound(_)
-                    | StorageError::NotRegular(_)
-                    | StorageError::IsDirectory(_)
-            )
-        )
-    }
 }

@@ -76,14 +76,15 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'sta
     };
     let (path, download) = match found {
         Ok(pair) => pair,
-        Err(e) if e.is_not_found() || matches!(e, Failure::Refused(_)) => {
+        // Whatever kept the file from being opened (missing, refused, an I/O
+        // error): the protocol's only answer is "not found".
+        Err(e) => {
             // "A missing file gets StatusCode 0 and DataLength 0."
             conn.write_all(&ResponseHeader::NOT_FOUND.to_bytes())
                 .await?;
             tracing::info!(requested = ?request.name, reason = %e, "answered StatusCode 0");
             return Ok("not found");
         }
-        Err(e) => return Err(e),
     };
     t.stored = path.to_string();
     // Invariant: checked above that the size fits in u32.

@@ -161,7 +161,9 @@ impl Task {
         match result {
             Ok(()) => t.ok(if stat { "stat" } else { "sent" }),
             Err(e) => {
-                if e.answerable() && self.replies.allow(std::time::Instant::now()) {
+                // Only a client known gone (ICMP) gets no error datagram.
+                if !matches!(e, Failure::Closed(_)) && self.replies.allow(std::time::Instant::now())
+                {
                     let _ = self
                         .socket
                         .send_to(&encode_error(&e.to_string()), self.peer)

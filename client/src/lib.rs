@@ -48,43 +48,13 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        let mut ports = Ports {
-            udp_upload: 0,
-            udp_download: 0,
-            udp_sum: 0,
-            tcp_upload: 0,
-            magic_download: 0,
-            signal: 0,
-        };
-        for id in ServiceId::ALL {
-            *ports.get_mut(id) = id.default_port();
-        }
-        ports
-    }
-}
-
-impl Ports {
-    /// The port of `service`.
-    pub fn get(&self, service: ServiceId) -> u16 {
-        match service {
-            ServiceId::UdpUpload => self.udp_upload,
-            ServiceId::UdpDownload => self.udp_download,
-            ServiceId::UdpSum => self.udp_sum,
-            ServiceId::TcpUpload => self.tcp_upload,
-            ServiceId::MagicDownload => self.magic_download,
-            ServiceId::Signal => self.signal,
-        }
-    }
-
-    /// The port of `service`, to change.
-    pub fn get_mut(&mut self, service: ServiceId) -> &mut u16 {
-        match service {
-            ServiceId::UdpUpload => &mut self.udp_upload,
-            ServiceId::UdpDownload => &mut self.udp_download,
-            ServiceId::UdpSum => &mut self.udp_sum,
-            ServiceId::TcpUpload => &mut self.tcp_upload,
-            ServiceId::MagicDownload => &mut self.magic_download,
-            ServiceId::Signal => &mut self.signal,
+        Ports {
+            udp_upload: ServiceId::UdpUpload.default_port(),
+            udp_download: ServiceId::UdpDownload.default_port(),
+            udp_sum: ServiceId::UdpSum.default_port(),
+            tcp_upload: ServiceId::TcpUpload.default_port(),
+            magic_download: ServiceId::MagicDownload.default_port(),
+            signal: ServiceId::Signal.default_port(),
         }
     }
 }

@@ -601,17 +601,14 @@ impl Run<'_> {
 
 impl Global {
     fn client(&self) -> Client {
-        let mut ports = Ports::default();
-        for id in ServiceId::ALL {
-            *ports.get_mut(id) = match id {
-                ServiceId::UdpUpload => self.udp_upload_port,
-                ServiceId::UdpDownload => self.udp_download_port,
-                ServiceId::UdpSum => self.udp_sum_port,
-                ServiceId::TcpUpload => self.tcp_upload_port,
-                ServiceId::MagicDownload => self.magic_port,
-                ServiceId::Signal => self.signal_port,
-            };
-        }
+        let ports = Ports {
+            udp_upload: self.udp_upload_port,
+            udp_download: self.udp_download_port,
+            udp_sum: self.udp_sum_port,
+            tcp_upload: self.tcp_upload_port,
+            magic_download: self.magic_port,
+            signal: self.signal_port,
+        };
         Client {
             host: self.host.clone(),
             ports,

@@ -61,8 +61,7 @@ impl Conn<'_> {
             _ => Ok(()),
         };
         result.map_err(|e| match e {
-            e @ (Failure::Aborted | Failure::Io(_)) => e,
-            e if !e.answerable() => e,
+            e if !e.answerable() || matches!(e, Failure::Aborted) => e,
             other => Failure::Broken(other.to_string()),
         })
     }

@@ -52,6 +52,7 @@ impl TcpService for Service {
             io,
             codec,
             wbuf: BytesMut::new(),
+            commits: std::collections::VecDeque::new(),
         };
         match conn.run().await {
             Ok(()) => {
@@ -84,10 +85,14 @@ fn encode_frame(frame: SignalFrame) -> Vec<u8> {
 }
 
 struct Conn<'a> {
-    ctx: &'a Ctx,
+    ctx: &'a Arc<Ctx>,
     io: Connection<TcpStream>,
     codec: SignalCodec,
     wbuf: BytesMut,
+    /// Handout uploads being finished and stored on tasks of their own,
+    /// oldest first, so the socket is read on while the disk syncs (see
+    /// [`Conn::settle_commits`]).
+    commits: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
 }
 
 /// An upload being received, or why it is being discarded.
@@ -114,6 +119,10 @@ impl Conn<'_> {
                     continue;
                 }
             };
+            // A ferry request sees every earlier handout upload stored.
+            if !matches!(frame, SignalFrame::Ping | SignalFrame::Pong) {
+                self.settle_commits(0).await;
+            }
             match frame {
                 SignalFrame::Ping => self.send(SignalFrame::Pong).await?,
                 // A handout client answers every piece of a download with
@@ -137,6 +146,18 @@ impl Conn<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Waits until at most `keep` handout uploads of this connection are
+    /// still being stored (0: every earlier upload is stored, as a request
+    /// that reads storage must see it).
+    async fn settle_commits(&mut self, keep: usize) {
+        while self.commits.len() > keep {
+            if let Some(task) = self.commits.pop_front() {
+                // The task logs its own outcome; a panic in it is not ours to repeat.
+                let _ = task.await;
+            }
+        }
     }
 
     /// The next request: waits up to `idle_timeout` for a first byte

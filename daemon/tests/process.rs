@@ -490,3 +490,80 @@ fn a_udp_download_to_a_source_that_did_not_ask_stops_at_once() {
     assert_eq!(ping(d.signal), b"PON");
     sigterm(&d);
 }
+
+/// CI's run of this file failed once: the handout's own 004 client's `SAR`
+/// broke (`BrokenPipeError`) when fsync took longer than its 0.1 s pauses,
+/// because ferryd stored each file before reading on, and the next file's
+/// name and data then arrived as one piece. Reproduced with every fsync made
+/// 150 ms slow (strace's fault injection); every file must still be stored
+/// under its own name with its own bytes.
+#[test]
+fn a_slow_disk_never_runs_a_handout_name_into_its_data() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        // .ci/run installs strace and sets FERRY_REQUIRE_STRACE: never skipped there.
+        assert!(
+            std::env::var_os("FERRY_REQUIRE_STRACE").is_none(),
+            "strace is required here (FERRY_REQUIRE_STRACE is set)"
+        );
+        eprintln!("SKIPPED: strace is not installed (apt install strace)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slow_fsync = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-e",
+        "inject=fsync,fdatasync:delay_enter=150000",
+    ];
+    let mut d = common::start_under(&slow_fsync, dir.path(), &dir.path().join("data"), "", None);
+    let repo = dir.path().join("lab");
+    std::fs::create_dir(&repo).unwrap();
+    let mut ends_in_don = vec![7u8; 1024];
+    ends_in_don.extend_from_slice(b"DON");
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a.txt", b"first".to_vec()),
+        ("b.bin", (0..5000u32).map(|i| (i % 251) as u8).collect()),
+        ("c.txt", Vec::new()),
+        ("d.bin", ends_in_don),
+        ("e.txt", b"last".to_vec()),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(repo.join(name), bytes).unwrap();
+    }
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/peers/signal_client.py"
+    );
+    let out = Command::new("python3")
+        .arg(client)
+        .arg("127.0.0.1")
+        .arg(d.addr("signal").port().to_string())
+        .arg("send-repo")
+        .arg(&repo)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the handout client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.path().join("data");
+    let want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+    for _ in 0..500 {
+        if common::visible_files(&root) == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(common::visible_files(&root), want);
+    for (name, bytes) in &files {
+        assert_eq!(&std::fs::read(root.join(name)).unwrap(), bytes, "{name}");
+    }
+    d.child.kill().ok();
+    d.child.wait().ok();
+}

@@ -6,7 +6,7 @@
 //!
 //! | request (after the tag) | ferry's answer |
 //! |---|---|
-//! | `SAF` pause name pause data pause `DON` | nothing (the client reads nothing); the file is stored before the next request is read |
+//! | `SAF` pause name pause data pause `DON` | nothing (the client reads nothing); the file is stored on a task of its own while the socket is read on, and before a later request of the connection reads storage |
 //! | `SAR` pause count:u32, then count × (pause name pause data pause `DON`) | nothing; each file is stored as an upload under its name |
 //! | `RAF` pause name pause | `ERR` (not found or refused), or a 36-byte signal, then pieces of at most 1024 bytes, each sent once the client's `PON` for the last one came, then `DON` alone |
 //! | `RAR` pause name | count:u32 (0 when the directory is missing), then per regular file at its top: name, pause, data, pause, `DON`, pause |
@@ -14,6 +14,7 @@
 //! Nothing here ever sends a ferry frame: a handout client would read it as data.
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ferry_config::Config;
@@ -51,7 +52,7 @@ impl Conn<'_> {
     /// that ends the connection has been answered the handout's way (or not
     /// at all) and comes back as [`Failure::Broken`], so no ferry `ERR` follows.
     pub(super) async fn handout(&mut self, tag: Tag) -> Result<(), Failure> {
-        let cfg = std::sync::Arc::clone(&self.io.config);
+        let cfg = Arc::clone(&self.io.config);
         let result = match tag {
             Tag::Saf => self.receive_handout_file(&cfg, None).await,
             Tag::Sar => self.receive_handout_repo(&cfg).await,
@@ -194,8 +195,9 @@ impl Conn<'_> {
         }
     }
 
-    /// `SAF` (or one file of a `SAR`): name, data, `DON`; stored before the
-    /// next request is read. `refused` discards the file for that reason.
+    /// `SAF` (or one file of a `SAR`): name, data, `DON`; then stored on a
+    /// task of its own ([`store_handout_file`]) while the socket is read on.
+    /// `refused` discards the file for that reason.
     async fn receive_handout_file(
         &mut self,
         cfg: &Config,
@@ -219,31 +221,20 @@ impl Conn<'_> {
         // one reads on.
         let writer = Writer::spawn(self.ctx, target, cfg.limits.max_file_size.0);
         let read = self.handout_data(cfg, &writer, &mut t).await;
-        let sink = writer.finish().await;
         if let Err(e) = read {
+            // Dropping the sink (after the writer ends) leaves nothing.
+            let _ = writer.finish().await;
             t.failed(&e);
             return Err(e);
         }
-        let result = match sink {
-            Ok(upload) => upload.commit(None).await.map_err(Failure::from),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(stored) => {
-                // The size was not announced: it counts now.
-                self.ctx
-                    .uploads
-                    .spend(std::time::Instant::now(), self.io.peer.ip(), stored.size);
-                t.stored = stored.name;
-                t.crc = Some(stored.crc);
-                t.ok(if stored.deduplicated {
-                    "deduplicated"
-                } else {
-                    "stored"
-                });
-            }
-            Err(e) => t.failed(&e),
-        }
+        // The client pauses 0.1 s and sends its next name; the socket must
+        // be read then, whatever the disk is doing. So the file is stored on
+        // a task of its own, and a request that reads storage waits for it
+        // (`settle_commits`).
+        let ctx = Arc::clone(self.ctx);
+        let task = self.ctx.tracker.spawn(store_handout_file(ctx, writer, t));
+        self.commits.push_back(task);
+        self.settle_commits(MAX_PENDING_COMMITS).await;
         Ok(())
     }
 
@@ -266,6 +257,7 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.io.peer);
         let raw = self.quiet_text(cfg, "a file name").await?;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
+        self.settle_commits(0).await;
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
@@ -360,6 +352,7 @@ impl Conn<'_> {
         let mut t = Transfer::start(Service::NAME, self.io.peer);
         let raw = self.quiet_text(cfg, "a directory name").await?;
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
+        self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
                 .ctx
@@ -470,6 +463,35 @@ impl Conn<'_> {
             _ = abort.cancelled() => Err(Failure::Aborted),
             r = wait => r,
         }
+    }
+}
+
+/// Handout uploads of one connection being stored at once, at most; past
+/// that, reading waits for the oldest (only a disk slower than the client's
+/// 0.1 s pauses gets there).
+const MAX_PENDING_COMMITS: usize = 8;
+
+/// Waits for the writer, stores the file (fsynced, renamed into place) and
+/// logs the transfer: the second half of a handout `SAF`, off the read path.
+async fn store_handout_file(ctx: Arc<Ctx>, writer: Writer, mut t: Transfer) {
+    let result = match writer.finish().await {
+        Ok(upload) => upload.commit(None).await.map_err(Failure::from),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(stored) => {
+            // The size was not announced: it counts now.
+            ctx.uploads
+                .spend(std::time::Instant::now(), t.peer(), stored.size);
+            t.stored = stored.name;
+            t.crc = Some(stored.crc);
+            t.ok(if stored.deduplicated {
+                "deduplicated"
+            } else {
+                "stored"
+            });
+        }
+        Err(e) => t.failed(&e),
     }
 }
 

@@ -86,9 +86,28 @@ pub fn start(
     extra: &str,
     pre: Option<fn() -> std::io::Result<()>>,
 ) -> Running {
+    start_under(&[], dir, root, extra, pre)
+}
+
+/// Like [`start`], with ferryd run by `wrapper` (a command and its
+/// arguments, e.g. strace injecting faults), which must exec it.
+pub fn start_under(
+    wrapper: &[&str],
+    dir: &Path,
+    root: &Path,
+    extra: &str,
+    pre: Option<fn() -> std::io::Result<()>>,
+) -> Running {
     let config = dir.join("ferryd.toml");
     std::fs::write(&config, format!("{extra}\n{TEST_BINDS}")).unwrap();
-    let mut cmd = Command::new(FERRYD);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(FERRYD);
+            cmd
+        }
+        None => Command::new(FERRYD),
+    };
     cmd.arg("--config")
         .arg(&config)
         .arg("--storage")

@@ -73,6 +73,44 @@ pub struct Config {
     pub magic_download: MagicDownload,
     /// `signal` (seed 004).
     pub signal: Signal,
+    /// The HTTP listener: metrics, the lab page, the ledger.
+    pub http: Http,
+    /// The ledger of stored files.
+    pub ledger: Ledger,
+}
+
+/// `[http]`: `/metrics` for Prometheus, the lab page at `/` (live
+/// transfers, recent attempts with a diagnosis of each failure, the
+/// ledger) and its JSON under `/api/`. It shares the TCP connection caps
+/// and the header deadline with the protocol services.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Serve it (default true, on loopback only: see `bind`).
+    pub enabled: bool,
+    /// Address to bind (default `127.0.0.1:9080`: only this machine; bind
+    /// `0.0.0.0:9080` so students can read their own diagnoses).
+    pub bind: SocketAddr,
+    /// Networks that see every client's attempts and files (default
+    /// loopback); anyone else sees only those from their own address.
+    pub admin: Vec<IpNet>,
+    /// Transfer attempts kept for the page (default 1000, about 1 KiB each:
+    /// at most about 1 MiB).
+    pub recent: usize,
+}
+
+/// `[ledger]`: every stored file (time, peer, service, requested and stored
+/// name, size, CRC-32), one JSON line each, appended to
+/// `<storage>/.ferry-ledger.jsonl` as the upload is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ledger {
+    /// Keep it (default true).
+    pub enabled: bool,
+    /// Past this size the file is rotated to `.ferry-ledger.1.jsonl`
+    /// (replacing the previous one), so the ledger holds at most twice this
+    /// (default 64 MiB, about 300,000 uploads).
+    pub max_size: Size,
 }
 
 /// `[log]`.
@@ -255,6 +293,32 @@ impl Default for Config {
             tcp_upload: TcpUpload::default(),
             magic_download: MagicDownload::default(),
             signal: Signal::default(),
+            http: Http::default(),
+            ledger: Ledger::default(),
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            // Invariant: the literals are valid networks (tested below).
+            admin: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            recent: 1000,
+        }
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size: Size(64 << 20),
         }
     }
 }
@@ -448,11 +512,15 @@ impl Config {
         if self.storage.as_os_str().is_empty() {
             return Err(invalid("storage", "must name a directory".into()));
         }
-        if self.log.level.trim().is_empty() {
+        check_log_filter(&self.log.level).map_err(|m| invalid("log.level", m))?;
+        if !(1..=100_000).contains(&self.http.recent) {
             return Err(invalid(
-                "log.level",
-                "must not be empty (e.g. \"info\")".into(),
+                "http.recent",
+                format!("{} is not in 1..=100000", self.http.recent),
             ));
+        }
+        if self.ledger.max_size.0 < 4096 {
+            return Err(invalid("ledger.max_size", "must be at least 4 KiB".into()));
         }
         let l = &self.limits;
         if !(16..=4096).contains(&l.max_name_len) {
@@ -625,6 +693,22 @@ impl Config {
                 (false, _) => None,
             })
             .collect();
+        if self.http.enabled && self.http.bind.port() != 0 {
+            let h = self.http.bind;
+            for (id, addr) in &enabled {
+                let clash = id.transport() == Transport::Tcp
+                    && addr.port() == h.port()
+                    && (addr.ip() == h.ip()
+                        || addr.ip().is_unspecified()
+                        || h.ip().is_unspecified());
+                if clash {
+                    return Err(ConfigError::Invalid {
+                        key: "http.bind".into(),
+                        message: format!("port {} is already used by {id}", h.port()),
+                    });
+                }
+            }
+        }
         for (i, (a, a_addr)) in enabled.iter().enumerate() {
             for (b, b_addr) in &enabled[i + 1..] {
                 let clash = a.transport() == b.transport()
@@ -653,8 +737,50 @@ impl Config {
         for id in ServiceId::ALL {
             *c.endpoint_mut(id).1 = SocketAddr::from(([127, 0, 0, 1], 0));
         }
+        c.http.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         c
     }
+}
+
+/// The levels a log filter directive may name.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a tracing filter as ferryd reads it: comma-separated directives,
+/// each a level (`info`) or `target=level` (`ferryd=debug`). A bare word
+/// that is not a level would be taken as a target and silence everything
+/// else (`warning`, `verbose`), so it is refused with the levels there are.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty (e.g. \"info\")".into());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let (target, level) = match directive.rsplit_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, directive),
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            let hint = match level.to_ascii_lowercase().as_str() {
+                "warning" => " (did you mean \"warn\"?)",
+                "verbose" | "all" => " (did you mean \"debug\" or \"trace\"?)",
+                "err" | "fatal" | "critical" => " (did you mean \"error\"?)",
+                _ => "",
+            };
+            return Err(format!(
+                "{directive:?}: {level:?} is not a level{hint}; write a level (trace, debug, info, warn, error, off) or target=level, e.g. \"info,ferryd=debug\""
+            ));
+        }
+        if let Some(t) = target {
+            let ok = !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'));
+            if !ok {
+                return Err(format!(
+                    "{directive:?}: {t:?} is not a target (a crate or module path such as ferryd or ferryd::signal)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -769,5 +895,48 @@ mod shipped_example {
                 );
             }
         }
+    }
+
+    #[test]
+    fn log_filters_that_would_silence_the_log_are_refused() {
+        for good in [
+            "info",
+            "debug",
+            "ferryd=debug",
+            "info,ferryd::signal=trace",
+            "WARN",
+            "off",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("warning", "did you mean \"warn\""),
+            ("verbose", "did you mean \"debug\""),
+            ("ferryd", "is not a level"),
+            ("info,ferryd=loud", "\"loud\" is not a level"),
+            ("a b=info", "is not a target"),
+            ("", "must not be empty"),
+        ] {
+            let e = Config::parse(&format!("[log]\nlevel = {bad:?}\n")).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.starts_with("log.level: ") && text.contains(says),
+                "{bad}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_defaults_to_loopback_and_cannot_take_a_service_port() {
+        let c = Config::default();
+        assert_eq!(c.http.bind.to_string(), "127.0.0.1:9080");
+        assert_eq!(c.http.admin.len(), 2);
+        let e = Config::parse("[http]\nbind = \"0.0.0.0:9005\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "http.bind: port 9005 is already used by signal"
+        );
+        // A UDP service's port is no clash.
+        assert!(Config::parse("[http]\nbind = \"0.0.0.0:9000\"\n").is_ok());
     }
 }

@@ -141,8 +141,14 @@ pub(crate) struct Connection<S> {
     pub(crate) config: Arc<Config>,
     /// The client.
     pub(crate) peer: SocketAddr,
+    /// The first bytes of the current request (see [`Connection::mark_head`]),
+    /// at most [`HEAD_LEN`]: what a failure's diagnosis shows.
+    pub(crate) head: Vec<u8>,
     signals: Signals,
 }
+
+/// Bytes of a request kept in [`Connection::head`].
+pub(crate) const HEAD_LEN: usize = 64;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A connection from `peer` under `config`.
@@ -157,8 +163,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             buf: BytesMut::with_capacity(1024),
             config,
             peer,
+            head: Vec::new(),
             signals,
         }
+    }
+
+    /// A new request starts at the head of the buffer: [`Connection::head`]
+    /// starts again from what is buffered.
+    pub(crate) fn mark_head(&mut self) {
+        self.head.clear();
+        self.head
+            .extend_from_slice(&self.buf[..self.buf.len().min(HEAD_LEN)]);
     }
 
     /// The next frame `codec` decodes, reading as `wait` allows.
@@ -266,7 +281,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         tokio::select! {
             _ = self.signals.abort.cancelled() => Err(Failure::Aborted),
             r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => match r {
-                Ok(r) => Ok(r?),
+                Ok(r) => {
+                    let n = r?;
+                    if self.head.len() < HEAD_LEN {
+                        let new = &self.buf[self.buf.len() - n..];
+                        let take = new.len().min(HEAD_LEN - self.head.len());
+                        self.head.extend_from_slice(&new[..take]);
+                    }
+                    Ok(n)
+                }
                 Err(_) => Err(Failure::Timeout(what)),
             },
         }

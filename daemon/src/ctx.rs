@@ -13,7 +13,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::failure::Failure;
 use crate::limits::{IdleConnections, Limiter, UploadQuota};
+use crate::observe::Observer;
 use crate::storage::Storage;
+
+/// How an upload quota refusal begins (counted as such in the metrics).
+pub(crate) const QUOTA_REFUSAL: &str = "your address has reached its upload quota";
 
 /// What every service shares.
 pub(crate) struct Ctx {
@@ -35,6 +39,8 @@ pub(crate) struct Ctx {
     pub(crate) tracker: TaskTracker,
     /// UDP upload sessions in the table right now.
     pub(crate) udp_sessions: AtomicUsize,
+    /// Attempts, metrics and the ledger: what the HTTP listener shows.
+    pub(crate) observe: Arc<Observer>,
 }
 
 /// What a reload did.
@@ -54,7 +60,9 @@ impl Ctx {
             config.limits.max_upload_bytes_per_ip.0,
             config.limits.upload_window.0,
         );
+        let observe = Arc::new(Observer::open(storage.root(), &config));
         Ctx {
+            observe,
             live: ArcSwap::from_pointee(config),
             storage,
             connections: Limiter::new(),
@@ -90,7 +98,7 @@ impl Ctx {
         r.map_err(|wait| {
             let l = &self.config().limits;
             Failure::Refused(format!(
-                "your address has reached its upload quota ({} files and {} per {}); try again in {} s",
+                "{QUOTA_REFUSAL} ({} files and {} per {}); try again in {} s",
                 l.max_uploads_per_ip,
                 l.max_upload_bytes_per_ip,
                 l.upload_window,

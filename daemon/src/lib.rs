@@ -16,7 +16,9 @@
 //!   connection's configuration snapshot): `tcp_upload`, `magic`, `signal`.
 //! - `storage`: the one interface to the root (uploads, downloads, trees),
 //!   with the local filesystem behind it. `limits`: caps, budgets, quotas;
-//!   `report`: the one log event per transfer; [`logs`]: log output.
+//!   `report`: the one record of each transfer attempt (its log event,
+//!   metrics, the lab page and the ledger, kept by `observe`); `http`: the
+//!   HTTP listener (metrics, the lab page, the ledger); [`logs`]: log output.
 //!
 //! # Shutdown
 //! `stop` (a [`CancellationToken`](tokio_util::sync::CancellationToken)) ends accepting and idle connections;
@@ -28,9 +30,11 @@
 mod conn;
 mod ctx;
 mod failure;
+mod http;
 mod limits;
 pub mod logs;
 mod magic;
+mod observe;
 mod report;
 mod signal;
 mod storage;
@@ -53,6 +57,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::ctx::Ctx;
 pub use crate::ctx::Reload;
 pub use crate::limits::REPLIES_PER_SECOND;
+pub use crate::observe::{LEDGER_FILE, LEDGER_OLD};
 pub use crate::storage::{OpenError, LOCK_FILE, WORK_DIR};
 pub use crate::udp::set_buffer_sizes;
 
@@ -105,6 +110,8 @@ pub struct BoundAddrs {
     pub magic_download: Option<SocketAddr>,
     /// `signal`.
     pub signal: Option<SocketAddr>,
+    /// The HTTP listener (`[http]`).
+    pub http: Option<SocketAddr>,
 }
 
 impl BoundAddrs {
@@ -155,6 +162,14 @@ pub enum StartError {
         /// Who holds it.
         source: OpenError,
     },
+    /// The HTTP listener's port could not be bound.
+    #[error("cannot bind http to {addr}: {source}")]
+    BindHttp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A port could not be bound.
     #[error("cannot bind {service} to {addr}: {source}")]
     Bind {
@@ -186,6 +201,7 @@ impl Bound {
 pub struct Daemon {
     ctx: Arc<Ctx>,
     sockets: Vec<(ServiceId, Bound)>,
+    http: Option<TcpListener>,
     addrs: BoundAddrs,
 }
 
@@ -233,9 +249,22 @@ impl Daemon {
                 sockets.push((id, bound));
             }
         }
+        let http = match config.http.enabled {
+            true => Some(
+                TcpListener::bind(config.http.bind)
+                    .await
+                    .map_err(|source| StartError::BindHttp {
+                        addr: config.http.bind,
+                        source,
+                    })?,
+            ),
+            false => None,
+        };
+        addrs.http = http.as_ref().and_then(|l| l.local_addr().ok());
         Ok(Daemon {
             ctx: Arc::new(Ctx::new(config, storage)),
             sockets,
+            http,
             addrs,
         })
     }
@@ -261,7 +290,13 @@ impl Daemon {
     /// in flight the grace period, aborts the rest (removing their temporary
     /// files) and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Daemon { ctx, sockets, .. } = self;
+        let Daemon {
+            ctx, sockets, http, ..
+        } = self;
+        if let Some(l) = http {
+            ctx.tracker
+                .spawn(tcp::serve(Arc::clone(&ctx), l, http::Service));
+        }
         for (id, bound) in sockets {
             let c = Arc::clone(&ctx);
             match (id, bound) {
@@ -313,6 +348,9 @@ impl Daemon {
         }
         // What aborted transfers left goes now, not at the next start.
         ctx.storage.flush_reaper(Duration::from_secs(10)).await;
+        if let Some(ledger) = &ctx.observe.ledger {
+            ledger.sync();
+        }
         tracing::info!("stopped");
     }
 }

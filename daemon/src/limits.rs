@@ -19,6 +19,16 @@ pub(crate) enum Refusal {
     FullForIp(usize),
 }
 
+impl Refusal {
+    /// The metrics' reason.
+    pub(crate) fn reason(&self) -> crate::observe::RefusalReason {
+        match self {
+            Refusal::Full(_) => crate::observe::RefusalReason::Cap,
+            Refusal::FullForIp(_) => crate::observe::RefusalReason::CapPerAddress,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     total: usize,
@@ -98,6 +108,11 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+/// Whether two addresses are the same client for the caps (see [`canonical`]).
+pub(crate) fn same_client(a: IpAddr, b: IpAddr) -> bool {
+    canonical(a) == canonical(b)
 }
 
 /// Bytes each address may be sent per window, sans-IO: a token bucket per

@@ -12,7 +12,7 @@ use crate::conn::{Connection, Read, Wait};
 use crate::ctx::Ctx;
 use crate::failure::Failure;
 use crate::limits::Refusal;
-use crate::report::Transfer;
+use crate::report::{Direction, Transfer};
 use crate::tcp::{sendfile_download, TcpService};
 
 type Conn = Connection<TcpStream>;
@@ -25,11 +25,14 @@ impl TcpService for Service {
     const NAME: &'static str = "magic_download";
 
     async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
-        let mut t = Transfer::start(Self::NAME, conn.peer);
+        let mut t = Transfer::start(&ctx.observe, Self::NAME, Direction::Download, conn.peer);
         match serve_one(&ctx, &mut conn, &mut t).await {
-            Ok(outcome) => t.ok(outcome),
+            Ok(()) => t.ok("sent"),
             // "A malformed request is answered by closing the connection."
-            Err(e) => t.failed(&e),
+            Err(e) => {
+                t.saw(&conn.head);
+                t.failed(&e);
+            }
         }
         // Close without a reset: late client bytes must not destroy the response.
         conn.reply_and_close(&[]).await;
@@ -59,7 +62,7 @@ async fn read_request(conn: &mut Conn) -> Result<FileRequest, Failure> {
     }
 }
 
-async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'static str, Failure> {
+async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<(), Failure> {
     let request = read_request(conn).await?;
     t.requested = request.name.clone();
     let max_name_len = conn.config.limits.max_name_len;
@@ -77,13 +80,13 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'sta
     let (path, download) = match found {
         Ok(pair) => pair,
         // Whatever kept the file from being opened (missing, refused, an I/O
-        // error): the protocol's only answer is "not found".
+        // error): the protocol's only answer is "not found", and the
+        // attempt failed (logged with the real reason).
         Err(e) => {
             // "A missing file gets StatusCode 0 and DataLength 0."
             conn.write_all(&ResponseHeader::NOT_FOUND.to_bytes())
                 .await?;
-            tracing::info!(requested = ?request.name, reason = %e, "answered StatusCode 0");
-            return Ok("not found");
+            return Err(e);
         }
     };
     t.stored = path.to_string();
@@ -95,5 +98,5 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<&'sta
     };
     conn.write_all(&header.to_bytes()).await?;
     sendfile_download(conn, download, t).await?;
-    Ok("sent")
+    Ok(())
 }

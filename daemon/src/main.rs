@@ -108,12 +108,15 @@ fn init_logging(config: &Config) -> LogHandle {
     let text_layer = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)
+            .with_target(false)
             .with_writer(ferryd::logs::EscapedStderr)
     });
     let json_layer = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
             .with_writer(std::io::stderr)
     });
     tracing_subscriber::registry()
@@ -192,7 +195,15 @@ fn status_line(a: &ferryd::BoundAddrs, root: &std::path::Path) -> String {
         .into_iter()
         .filter_map(|id| a.get(id).map(|addr| format!("{id} {addr}")))
         .collect();
-    format!("serving {} from {}", services.join(", "), root.display())
+    let http = a
+        .http
+        .map(|h| format!("; page http://{h}/"))
+        .unwrap_or_default();
+    format!(
+        "serving {} from {}{http}",
+        services.join(", "),
+        root.display()
+    )
 }
 
 /// The commands that only look at the configuration or write files.
@@ -295,6 +306,7 @@ async fn serve(cli: Arc<Cli>, config: Config, log: LogHandle) -> ExitCode {
         tcp_upload = %show(S::TcpUpload),
         magic_download = %show(S::MagicDownload),
         signal = %show(S::Signal),
+        http = %a.http.map_or_else(|| "off".into(), |a| a.to_string()),
         "bound"
     );
     // Every listener is bound and the storage root checked: ready.

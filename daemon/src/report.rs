@@ -1,36 +1,103 @@
-//! The one log event per finished transfer.
+//! The one record of each transfer attempt: one log event (`transfer
+//! finished` or `transfer failed`, the same fields on every service), the
+//! metrics, the lab page's recent attempts with a diagnosis of each
+//! failure, and the ledger line of each stored file.
+//!
+//! A [`Transfer`] ends once: [`Transfer::ok`] or [`Transfer::failed`]. One
+//! dropped without either (its task was cancelled, or an early return
+//! skipped it) still logs a failure, so no attempt goes unrecorded.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use ferry_proto::crc::format_hex;
 
-/// Collects what one transfer did and logs it once, when finished.
+use crate::failure::Failure;
+use crate::observe::{diagnose, rfc3339, Attempt, LedgerEntry, Observer};
+use crate::storage::StorageError;
+
+pub(crate) use crate::observe::Direction;
+
+/// Bytes of the client's request kept for a failure's diagnosis.
+const HEAD_LEN: usize = 64;
+
+/// Why a transfer failed, as logged and shown.
+pub(crate) struct Reason {
+    text: String,
+    /// The disk or the OS failed, not the client.
+    storage: bool,
+}
+
+impl From<&Failure> for Reason {
+    fn from(e: &Failure) -> Reason {
+        Reason {
+            text: e.to_string(),
+            storage: matches!(e, Failure::Storage(StorageError::Io(_))),
+        }
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(text: &str) -> Reason {
+        Reason {
+            text: text.to_owned(),
+            storage: false,
+        }
+    }
+}
+
+impl From<&String> for Reason {
+    fn from(text: &String) -> Reason {
+        Reason::from(text.as_str())
+    }
+}
+
+/// Collects what one transfer attempt did and reports it once, when it ends.
 pub(crate) struct Transfer {
+    obs: Arc<Observer>,
+    id: u64,
     service: &'static str,
+    direction: Direction,
     peer: SocketAddr,
     started: Instant,
+    at: SystemTime,
     /// The name the client asked for, as sent.
     pub requested: String,
-    /// The name stored under or served from.
+    /// The name stored under or served from (reported only on success).
     pub stored: String,
     /// Bytes moved.
     pub bytes: u64,
     /// CRC-32 of the bytes, when known.
     pub crc: Option<u32>,
+    /// The first bytes the client sent in this attempt.
+    head: Vec<u8>,
+    done: bool,
 }
 
 impl Transfer {
-    /// Starts timing a transfer.
-    pub(crate) fn start(service: &'static str, peer: SocketAddr) -> Self {
+    /// Starts timing an attempt of `service` from `peer`.
+    pub(crate) fn start(
+        obs: &Arc<Observer>,
+        service: &'static str,
+        direction: Direction,
+        peer: SocketAddr,
+    ) -> Self {
+        let at = SystemTime::now();
         Self {
+            id: obs.begin(service, direction, peer, at),
+            obs: Arc::clone(obs),
             service,
+            direction,
             peer,
             started: Instant::now(),
+            at,
             requested: String::new(),
             stored: String::new(),
             bytes: 0,
             crc: None,
+            head: Vec::new(),
+            done: false,
         }
     }
 
@@ -39,34 +106,119 @@ impl Transfer {
         self.peer.ip()
     }
 
-    /// Logs success (`outcome` says what: "stored", "sent", "deduplicated").
-    pub(crate) fn ok(self, outcome: &'static str) {
+    /// Notes bytes the client sent; the first [`HEAD_LEN`] are kept for the
+    /// diagnosis.
+    pub(crate) fn saw(&mut self, bytes: &[u8]) {
+        let room = HEAD_LEN.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Success: `outcome` says what ("stored", "deduplicated", "sent").
+    pub(crate) fn ok(mut self, outcome: &'static str) {
+        self.done = true;
+        let took = self.started.elapsed();
+        let crc = self.crc.map(format_hex);
         tracing::info!(
             service = self.service,
             peer = %self.peer,
-            requested = ?self.requested,
-            stored = ?self.stored,
+            requested = %self.requested,
+            stored = %self.stored,
             bytes = self.bytes,
-            crc = %self.crc.map(format_hex).unwrap_or_default(),
-            duration_ms = self.started.elapsed().as_millis() as u64,
+            crc = crc.as_deref(),
+            duration_ms = took.as_millis() as u64,
             outcome,
             "transfer finished"
         );
+        if matches!(outcome, "stored" | "deduplicated") {
+            if let Some(ledger) = &self.obs.ledger {
+                ledger.append(LedgerEntry {
+                    time: rfc3339(SystemTime::now()),
+                    peer: self.peer,
+                    service: self.service.to_owned(),
+                    requested: self.requested.clone(),
+                    stored: self.stored.clone(),
+                    size: self.bytes,
+                    crc: self.crc.map(format_hex).unwrap_or_default(),
+                    outcome: outcome.to_owned(),
+                });
+            }
+        }
+        let stored = std::mem::take(&mut self.stored);
+        let attempt = self.attempt(outcome, None, Some(stored));
+        self.obs.end(self.id, attempt, took);
     }
 
-    /// Logs failure with its reason.
-    pub(crate) fn failed(self, error: &dyn std::fmt::Display) {
+    /// Failure, with the reason the client was (or would have been) told.
+    pub(crate) fn failed(mut self, why: impl Into<Reason>) {
+        self.done = true;
+        self.fail(why.into());
+    }
+
+    fn fail(&mut self, why: Reason) {
+        let took = self.started.elapsed();
+        let crc = self.crc.map(format_hex);
         tracing::warn!(
             service = self.service,
             peer = %self.peer,
-            requested = ?self.requested,
-            stored = ?self.stored,
+            requested = %self.requested,
             bytes = self.bytes,
-            crc = %self.crc.map(format_hex).unwrap_or_default(),
-            duration_ms = self.started.elapsed().as_millis() as u64,
+            crc = crc.as_deref(),
+            duration_ms = took.as_millis() as u64,
             outcome = "failed",
-            error = %error,
+            reason = %why.text,
             "transfer failed"
         );
+        if why.storage {
+            self.obs.metrics.storage_error(self.service);
+        }
+        if why.text.starts_with(crate::ctx::QUOTA_REFUSAL) {
+            self.obs
+                .metrics
+                .refused(self.service, crate::observe::RefusalReason::UploadQuota);
+        }
+        let attempt = self.attempt("failed", Some(why.text), None);
+        self.obs.end(self.id, attempt, took);
+    }
+
+    fn attempt(
+        &self,
+        outcome: &'static str,
+        reason: Option<String>,
+        stored: Option<String>,
+    ) -> Attempt {
+        let diagnosis = reason.as_deref().map(|r| {
+            diagnose(&crate::observe::Failed {
+                service: self.service,
+                reason: r,
+                head: &self.head,
+                requested: &self.requested,
+                bytes: self.bytes,
+            })
+        });
+        Attempt {
+            time: rfc3339(self.at),
+            service: self.service,
+            direction: self.direction,
+            peer: self.peer,
+            requested: self.requested.clone(),
+            stored: stored.filter(|s| !s.is_empty()),
+            bytes: self.bytes,
+            crc: self.crc.map(format_hex),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            outcome,
+            reason,
+            diagnosis,
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.fail(Reason::from(
+                "the transfer ended without a result (its connection or task ended first)",
+            ));
+        }
     }
 }

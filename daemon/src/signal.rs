@@ -16,6 +16,21 @@
 //! [`handout`]. A `PON` between requests (a handout client answering pieces
 //! of a download) is read and ignored.
 
+/// `expr?` inside a handler that holds a transfer: a failure ends the
+/// transfer with its reason (one `transfer failed` event) before it is
+/// passed on to end the connection.
+macro_rules! or_fail {
+    ($t:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                $t.failed(&e);
+                return Err(e);
+            }
+        }
+    };
+}
+
 mod handout;
 
 use std::sync::Arc;
@@ -33,7 +48,7 @@ use crate::conn::{reply_and_close, Connection, Read, Stop, Wait};
 use crate::ctx::Ctx;
 use crate::failure::Failure;
 use crate::limits::Refusal;
-use crate::report::Transfer;
+use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
 use crate::tcp::{send_download, TcpService};
 
@@ -59,7 +74,7 @@ impl TcpService for Service {
                 let _ = conn.io.stream.shutdown().await;
             }
             Err(e) => {
-                tracing::info!(error = %e, "connection ended");
+                tracing::debug!(error = %e, "connection ended");
                 if e.answerable() {
                     let frame = encode_frame(SignalFrame::Error(clip(e.to_string(), MAX_REASON)));
                     conn.io.reply_and_close(&frame).await;
@@ -124,7 +139,11 @@ impl Conn<'_> {
                 self.settle_commits(0).await;
             }
             match frame {
-                SignalFrame::Ping => self.send(SignalFrame::Pong).await?,
+                SignalFrame::Ping => {
+                    let read = std::time::Instant::now();
+                    self.send(SignalFrame::Pong).await?;
+                    self.ctx.observe.metrics.ping(read.elapsed());
+                }
                 // A handout client answers every piece of a download with
                 // PON, sometimes one more after DON: nothing to answer.
                 SignalFrame::Pong => tracing::trace!("ignoring a PON between requests"),
@@ -148,6 +167,14 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// A transfer attempt of this connection's current request, its first
+    /// bytes noted for the diagnosis.
+    fn transfer(&self, direction: Direction) -> Transfer {
+        let mut t = Transfer::start(&self.ctx.observe, Service::NAME, direction, self.io.peer);
+        t.saw(&self.io.head);
+        t
+    }
+
     /// Waits until at most `keep` handout uploads of this connection are
     /// still being stored (0: every earlier upload is stored, as a request
     /// that reads storage must see it).
@@ -164,6 +191,7 @@ impl Conn<'_> {
     /// (ending quietly at shutdown, or when the cap needs the place), then
     /// `header_timeout` for the rest.
     async fn next_request(&mut self) -> Result<Option<Request>, Failure> {
+        self.io.mark_head();
         let limits = &self.io.config.limits;
         // Set once: whitespace between requests (skipped by the codec) does
         // not keep an idle connection alive.
@@ -249,11 +277,10 @@ impl Conn<'_> {
     }
 
     async fn receive_file(&mut self, name: String, size: u64) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
+        let mut t = self.transfer(Direction::Upload);
         t.requested = name.clone();
         let mut sink: Sink = match SafeName::for_upload(&name) {
             Ok(n) => {
-                t.stored = n.to_string();
                 match self
                     .ctx
                     .admit_upload(std::time::Instant::now(), t.peer(), size)
@@ -269,7 +296,7 @@ impl Conn<'_> {
             }
             Err(e) => Err(Failure::refused(format!("refused name {name:?}: {e}"))),
         };
-        let crc = self.receive_into(&mut sink, &mut t).await?;
+        let crc = or_fail!(t, self.receive_into(&mut sink, &mut t).await);
         t.crc = Some(crc);
         let result = match sink {
             Ok(upload) => upload.commit(Some(crc)).await.map_err(Failure::from),
@@ -286,17 +313,19 @@ impl Conn<'_> {
     ) -> Result<(), Failure> {
         match result {
             Ok(stored) => {
+                // Stored whatever happens to the reply: logged as such first.
                 t.stored = stored.name.clone();
-                self.send(SignalFrame::Done(stored.name)).await?;
                 t.ok(if stored.deduplicated {
                     "deduplicated"
                 } else {
                     "stored"
                 });
+                self.send(SignalFrame::Done(stored.name)).await?;
             }
             Err(e) => {
-                self.send(SignalFrame::Error(e.to_string())).await?;
+                let reply = SignalFrame::Error(e.to_string());
                 t.failed(&e);
+                self.send(reply).await?;
             }
         }
         Ok(())
@@ -304,7 +333,7 @@ impl Conn<'_> {
 
     async fn receive_tree(&mut self, name: String) -> Result<(), Failure> {
         let cfg = Arc::clone(&self.io.config);
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
+        let mut t = self.transfer(Direction::Upload);
         t.requested = format!("{name}/");
         let mut tree: TreeSink = match SafeName::for_upload(&name) {
             Ok(n) => match self
@@ -324,10 +353,13 @@ impl Conn<'_> {
             ))),
         };
         loop {
-            match self.next_in_transfer().await? {
+            match or_fail!(t, self.next_in_transfer().await) {
                 SignalFrame::FileHeader { name: entry, size } => {
-                    self.receive_entry(&cfg, &mut tree, entry, size, &mut t)
-                        .await?
+                    or_fail!(
+                        t,
+                        self.receive_entry(&cfg, &mut tree, entry, size, &mut t)
+                            .await
+                    )
                 }
                 SignalFrame::Done(_) => break,
                 SignalFrame::Error(reason) => {
@@ -337,10 +369,12 @@ impl Conn<'_> {
                     break;
                 }
                 other => {
-                    return Err(Failure::Refused(format!(
+                    let e = Failure::Refused(format!(
                         "unexpected {} inside a tree: send SAF entries and DON",
                         frame_label(&other)
-                    )))
+                    ));
+                    t.failed(&e);
+                    return Err(e);
                 }
             }
         }
@@ -413,18 +447,22 @@ impl Conn<'_> {
     }
 
     async fn send_file(&mut self, raw: String) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
+        let mut t = self.transfer(Direction::Download);
         t.requested = raw.clone();
         let max = self.io.config.limits.max_name_len;
         match self.open_requested(raw.as_bytes(), max).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
-                self.stream_file(path.to_string(), download, &mut t).await?;
+                or_fail!(
+                    t,
+                    self.stream_file(path.to_string(), download, &mut t).await
+                );
                 t.ok("sent");
             }
             Err(e) => {
-                self.send(SignalFrame::Error(e.to_string())).await?;
+                let reply = SignalFrame::Error(e.to_string());
                 t.failed(&e);
+                self.send(reply).await?;
             }
         }
         Ok(())
@@ -448,7 +486,7 @@ impl Conn<'_> {
     }
 
     async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
+        let mut t = self.transfer(Direction::Download);
         t.requested = format!("{raw}/");
         let cfg = Arc::clone(&self.io.config);
         let opened = match RelPath::parse(&raw, cfg.limits.max_name_len) {
@@ -468,31 +506,33 @@ impl Conn<'_> {
         let (path, mut reader) = match opened {
             Ok(pair) => pair,
             Err(e) => {
-                self.send(SignalFrame::Error(e.to_string())).await?;
+                let reply = SignalFrame::Error(e.to_string());
                 t.failed(&e);
+                self.send(reply).await?;
                 return Ok(());
             }
         };
         t.stored = path.to_string();
         let name = path.file_name().to_string();
-        self.send(SignalFrame::SendRepo(name.clone())).await?;
+        or_fail!(t, self.send(SignalFrame::SendRepo(name.clone())).await);
         loop {
             match reader.next().await {
                 Ok(Some((rel, download))) => {
-                    self.stream_file(rel.to_string(), download, &mut t).await?
+                    or_fail!(t, self.stream_file(rel.to_string(), download, &mut t).await)
                 }
                 Ok(None) => break,
                 Err(e) => {
                     // Between two entries: the client drops the tree whole.
                     let e = Failure::from(e);
-                    self.send(SignalFrame::Error(e.to_string())).await?;
+                    let reply = SignalFrame::Error(e.to_string());
                     t.failed(&e);
+                    self.send(reply).await?;
                     return Ok(());
                 }
             }
         }
         t.crc = None;
-        self.send(SignalFrame::Done(name)).await?;
+        or_fail!(t, self.send(SignalFrame::Done(name)).await);
         t.ok("sent");
         Ok(())
     }

@@ -87,12 +87,17 @@ fn connection<S: TcpService>(
     peer: SocketAddr,
     permit: Permit,
 ) -> impl Future<Output = ()> + Send {
-    let span = tracing::info_span!("conn", service = S::NAME, peer = %peer);
+    // At debug only: the transfer events carry service and peer themselves,
+    // so an info line names them once.
+    let span = tracing::debug_span!("conn", service = S::NAME, peer = %peer);
     // The configuration is taken once, here, for the whole connection.
     let conn = Connection::new(stream, peer, ctx.config(), Signals::of(&ctx));
     async move {
         let _permit = permit;
+        let metrics = Arc::clone(&ctx.observe);
+        metrics.metrics.connection(S::NAME, 1);
         service.handle(ctx, conn).await;
+        metrics.metrics.connection(S::NAME, -1);
     }
     .instrument(span)
 }
@@ -125,6 +130,7 @@ fn over_the_cap<S: TcpService>(
         return;
     }
     tracing::warn!(service = S::NAME, peer = %peer, reason = %why, "connection refused");
+    ctx.observe.metrics.refused(S::NAME, why.reason());
     let Ok(slot) = Arc::clone(refusals).try_acquire_owned() else {
         tracing::debug!(service = S::NAME, peer = %peer, "too many refusals in flight: closed without one");
         return;

@@ -16,7 +16,7 @@ use crate::conn::{reply_and_close, Connection, Read, Wait};
 use crate::ctx::Ctx;
 use crate::failure::Failure;
 use crate::limits::Refusal;
-use crate::report::Transfer;
+use crate::report::{Direction, Transfer};
 use crate::storage::Stored;
 use crate::tcp::TcpService;
 
@@ -57,7 +57,7 @@ impl TcpService for Service {
     const NAME: &'static str = "tcp_upload";
 
     async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
-        let mut t = Transfer::start(Self::NAME, conn.peer);
+        let mut t = Transfer::start(&ctx.observe, Self::NAME, Direction::Upload, conn.peer);
         match upload(&ctx, &mut conn, &mut t).await {
             Ok(stored) => t.ok(if stored.deduplicated {
                 "deduplicated"
@@ -68,6 +68,7 @@ impl TcpService for Service {
                 // The handout client reads nothing after `go ahead`; ferry's
                 // client does, so the reason is sent either way.
                 conn.reply_and_close(&encode_error(&e.to_string())).await;
+                t.saw(&conn.head);
                 t.failed(&e);
             }
         }
@@ -92,7 +93,6 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
     t.requested = header.name.clone();
     let name = SafeName::for_upload(&header.name)
         .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
-    t.stored = name.to_string();
     ctx.admit_upload(std::time::Instant::now(), t.peer(), header.size)?;
     let mut upload = ctx.storage.begin_write(name, header.size).await?;
     conn.write_all(GO_AHEAD).await?;

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use crate::ctx::Ctx;
 use crate::failure::Failure;
 use crate::limits::{ByteBudget, Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
-use crate::report::Transfer;
+use crate::observe::RefusalReason;
+use crate::report::{Direction, Transfer};
 use crate::storage::Download;
 
 /// Bytes read from disk at once (sent as 32 chunks).
@@ -55,6 +56,9 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         let max = DEFAULT_MAX_REQUEST_LEN.max(config.limits.max_name_len + 8);
         if !cfg.allow.iter().any(|net| net.contains(peer.ip())) {
             tracing::debug!(peer = %peer, "request from outside udp_download.allow ignored");
+            ctx.observe
+                .metrics
+                .refused("udp_download", RefusalReason::NotAllowed);
             continue;
         }
         let request = match parse_request(&buf[..n], max) {
@@ -74,6 +78,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(service = "udp_download", peer = %peer, reason = %why, "download refused");
+                ctx.observe.metrics.refused("udp_download", why.reason());
                 if replies.allow(std::time::Instant::now()) {
                     let _ = socket.send_to(&encode_error(&why.to_string()), peer).await;
                 }
@@ -132,45 +137,75 @@ impl Out<'_> {
 
 impl Task {
     async fn run(self, request: Request) {
-        let mut t = Transfer::start("udp_download", self.peer);
-        let (name, stat) = match request {
-            Request::File(n) => (n, false),
-            Request::Stat(n) => (n, true),
-        };
+        match request {
+            Request::File(name) => self.file(name).await,
+            Request::Stat(name) => self.stat_request(name).await,
+        }
+    }
+
+    /// A download: one transfer attempt, logged and shown as such.
+    async fn file(self, name: String) {
+        let mut t = Transfer::start(
+            &self.ctx.observe,
+            "udp_download",
+            Direction::Download,
+            self.peer,
+        );
+        t.saw(name.as_bytes());
         t.requested = name.clone();
         let result = async {
-            let path = RelPath::parse(&name, self.config.limits.max_name_len)
-                .map_err(|e| Failure::refused(format!("refused name {name:?}: {e}")))?;
-            t.stored = path.to_string();
+            let path = self.path(&name)?;
             let download = self.ctx.storage.open_read(&path).await?;
-            let out = self.out();
-            if stat {
-                if let Some(crc) = download.cached_crc().await {
-                    // Recorded when stored: no read, nothing from the budget.
-                    t.crc = Some(crc);
-                    return out.send(&encode_stat_reply(download.size(), crc)).await;
-                }
-                self.reserve(download.size())?;
-                self.stat(&out, download, &mut t).await
-            } else {
-                self.reserve(download.size())?;
-                self.send(&out, download, &mut t).await
-            }
+            self.reserve(download.size())?;
+            t.stored = path.to_string();
+            self.send(&self.out(), download, &mut t).await
         }
         .await;
         match result {
-            Ok(()) => t.ok(if stat { "stat" } else { "sent" }),
+            Ok(()) => t.ok("sent"),
             Err(e) => {
-                // Only a client known gone (ICMP) gets no error datagram.
-                if !matches!(e, Failure::Closed(_)) && self.replies.allow(std::time::Instant::now())
-                {
-                    let _ = self
-                        .socket
-                        .send_to(&encode_error(&e.to_string()), self.peer)
-                        .await;
-                }
+                self.reply_error(&e).await;
                 t.failed(&e);
             }
+        }
+    }
+
+    /// ferry's `STAT`: the size and CRC-32, answered, not a transfer (only
+    /// logged at debug).
+    async fn stat_request(self, name: String) {
+        let result = async {
+            let path = self.path(&name)?;
+            let download = self.ctx.storage.open_read(&path).await?;
+            let out = self.out();
+            if let Some(crc) = download.cached_crc().await {
+                // Recorded when stored: no read, nothing from the budget.
+                return out.send(&encode_stat_reply(download.size(), crc)).await;
+            }
+            self.reserve(download.size())?;
+            self.stat(&out, download).await
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::debug!(peer = %self.peer, requested = %name, "STAT answered"),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, requested = %name, reason = %e, "STAT refused");
+                self.reply_error(&e).await;
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> Result<RelPath, Failure> {
+        RelPath::parse(name, self.config.limits.max_name_len)
+            .map_err(|e| Failure::refused(format!("refused name {name:?}: {e}")))
+    }
+
+    /// The error datagram; only a client known gone (ICMP) gets none.
+    async fn reply_error(&self, e: &Failure) {
+        if !matches!(e, Failure::Closed(_)) && self.replies.allow(std::time::Instant::now()) {
+            let _ = self
+                .socket
+                .send_to(&encode_error(&e.to_string()), self.peer)
+                .await;
         }
     }
 
@@ -182,6 +217,10 @@ impl Task {
         let cfg = &self.config.udp_download;
         let (per, window) = (cfg.budget_per_ip, cfg.budget_window);
         if size > per.0 {
+            self.ctx
+                .observe
+                .metrics
+                .refused("udp_download", RefusalReason::DownloadBudget);
             return Err(Failure::Refused(format!(
                 "the file is larger than an address's download budget ({per} per {window})"
             )));
@@ -189,6 +228,10 @@ impl Task {
         budget
             .check(std::time::Instant::now(), self.peer.ip(), size)
             .map_err(|wait| {
+                self.ctx
+                    .observe
+                    .metrics
+                    .refused("udp_download", RefusalReason::DownloadBudget);
                 Failure::Refused(format!(
                     "your address has used its download budget ({per} per {window}); try again in {} s",
                     wait.as_secs().max(1)
@@ -225,12 +268,7 @@ impl Task {
 
     /// The size and CRC-32 (a STAT costs the same disk reads as a download,
     /// from the same budget).
-    async fn stat(
-        &self,
-        out: &Out<'_>,
-        mut download: Download,
-        t: &mut Transfer,
-    ) -> Result<(), Failure> {
+    async fn stat(&self, out: &Out<'_>, mut download: Download) -> Result<(), Failure> {
         let mut crc = Crc32::new();
         let mut block = BytesMut::with_capacity(READ_BLOCK);
         loop {
@@ -248,7 +286,6 @@ impl Task {
             // Unpaced (the client waits for the answer), but from the budget.
             self.spend(block.len() as u64);
         }
-        t.crc = Some(crc.value());
         out.send(&encode_stat_reply(download.size(), crc.value()))
             .await
     }

@@ -179,6 +179,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                         pairs.on_request(Instant::now(), peer, req, &text)
                     }
                     Err(e) => {
+                        ctx.observe.metrics.sum(false);
                         if budget.allow(std::time::Instant::now()) {
                             reply_error(&socket, peer, &e).await;
                         }
@@ -207,9 +208,11 @@ async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Ans
         return;
     }
     if let Err(e) = check_range(a.number) {
+        ctx.observe.metrics.sum(false);
         reply_error(socket, a.peer, &e).await;
         return;
     }
+    ctx.observe.metrics.sum(true);
     tracing::info!(
         service = "udp_sum",
         peer = %a.peer,

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ctx::Ctx;
 use crate::failure::Failure;
 use crate::limits::{canonical, Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
-use crate::report::Transfer;
+use crate::report::{Direction, Transfer};
 use crate::storage::Stored;
 
 /// Queued data per session, in bytes (bounds memory when the disk is slow).
@@ -324,6 +324,28 @@ impl Receiver {
         }
     }
 
+    /// A `file_info` refused: the `ERROR` reply and a failed attempt, both
+    /// within the reply budget (the source may be forged; a flood must not
+    /// flood the log either).
+    async fn refused(
+        &self,
+        now: Instant,
+        peer: SocketAddr,
+        datagram: &[u8],
+        requested: String,
+        why: String,
+    ) {
+        if !self.budget.allow(now) {
+            tracing::debug!(peer = %peer, "error reply over the budget: not sent");
+            return;
+        }
+        let _ = self.socket.send_to(&encode_error(&why), peer).await;
+        let mut t = Transfer::start(&self.ctx.observe, "udp_upload", Direction::Upload, peer);
+        t.saw(datagram);
+        t.requested = requested;
+        t.failed(&why);
+    }
+
     /// One datagram at `now`: a `file_info` (a new upload) or data for a session.
     async fn on_datagram(
         &mut self,
@@ -335,14 +357,15 @@ impl Receiver {
             DEFAULT_MAX_HEADER_LEN.max(self.ctx.config().limits.max_name_len * 6 + 128);
         match self.table.classify(peer, datagram, max_header) {
             Datagram::FileInfo(info) => {
-                if let Err(why) = self.on_file_info(now, peer, info) {
-                    self.reply_error(peer, why).await;
+                let requested = info.name.clone();
+                if let Err(why) = self.on_file_info(now, peer, info, datagram) {
+                    self.refused(now, peer, datagram, requested, why).await;
                 }
                 ControlFlow::Continue(())
             }
             Datagram::BadFileInfo(why) => {
                 tracing::debug!(peer = %peer, error = %why, "bad file_info");
-                self.reply_error(peer, why).await;
+                self.refused(now, peer, datagram, String::new(), why).await;
                 ControlFlow::Continue(())
             }
             Datagram::Data => self.on_data(now, peer, datagram).await,
@@ -355,6 +378,7 @@ impl Receiver {
         now: Instant,
         peer: SocketAddr,
         info: FileInfo,
+        datagram: &[u8],
     ) -> Result<(), String> {
         if self.table.is_duplicate(peer, &info) {
             tracing::debug!(peer = %peer, "duplicate file_info ignored");
@@ -392,7 +416,7 @@ impl Receiver {
             tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
             why
         })?;
-        self.start(config, now, peer, (info, name), permit);
+        self.start(config, now, peer, (info, name, datagram), permit);
         Ok(())
     }
 
@@ -423,7 +447,10 @@ impl Receiver {
                 acquired = acquire(&self.limiter);
             }
         }
-        let permit = acquired.map_err(|why| why.to_string())?;
+        let permit = acquired.map_err(|why| {
+            self.ctx.observe.metrics.refused("udp_upload", why.reason());
+            why.to_string()
+        })?;
         self.ctx
             .admit_upload(now, peer.ip(), info.size)
             .map_err(|e| e.to_string())?;
@@ -452,7 +479,7 @@ impl Receiver {
         config: Arc<Config>,
         now: Instant,
         peer: SocketAddr,
-        (info, name): (FileInfo, SafeName),
+        (info, name, datagram): (FileInfo, SafeName, &[u8]),
         permit: Permit,
     ) {
         let buffer_size = config.udp_upload.buffer_size;
@@ -473,6 +500,7 @@ impl Receiver {
             peer,
             info,
             name,
+            head: datagram.to_vec(),
             buffer_size,
         };
         let ended = self.ended_tx.clone();
@@ -522,14 +550,21 @@ struct Session {
     peer: SocketAddr,
     info: FileInfo,
     name: SafeName,
+    /// The `file_info` datagram, for a failure's diagnosis.
+    head: Vec<u8>,
     buffer_size: usize,
 }
 
 impl Session {
     async fn run(self, rx: mpsc::Receiver<Bytes>, mut why_ended: oneshot::Receiver<String>) {
-        let mut t = Transfer::start("udp_upload", self.peer);
+        let mut t = Transfer::start(
+            &self.ctx.observe,
+            "udp_upload",
+            Direction::Upload,
+            self.peer,
+        );
+        t.saw(&self.head);
         t.requested = self.info.name.clone();
-        t.stored = self.name.to_string();
         match self.receive(rx, &mut t).await {
             Ok(stored) => {
                 t.stored = stored.name.clone();
@@ -543,7 +578,7 @@ impl Session {
             // client), or it dropped it for a new file_info.
             Err(Failure::Replaced) => match why_ended.try_recv() {
                 Ok(why) => t.failed(&why),
-                Err(_) => t.failed(&"replaced by a new file_info"),
+                Err(_) => t.failed("replaced by a new file_info"),
             },
             Err(e) => {
                 let _ = self

@@ -114,7 +114,10 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
     assert!(reply.starts_with("go ahead"), "{reply}");
     let failed = d.inner.wait_event("transfer failed");
     assert!(
-        failed["error"].as_str().unwrap().contains("File too large"),
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("File too large"),
         "{failed}"
     );
     assert!(!dir.path().join("data/big.bin").exists());
@@ -285,7 +288,7 @@ fn an_oversized_datagram_is_logged_as_such_not_as_a_replacement() {
     assert_eq!(String::from_utf8_lossy(&buf[..n]), format!("ERROR: {why}"));
     let event = d.inner.wait_event("transfer failed");
     assert_eq!(event["service"], "udp_upload");
-    assert_eq!(event["error"], why, "{event}");
+    assert_eq!(event["reason"], why, "{event}");
     sigterm(&d);
     assert!(d.inner.wait_exit().success());
 }
@@ -479,7 +482,7 @@ fn a_udp_download_to_a_source_that_did_not_ask_stops_at_once() {
     }
     let event = d.inner.wait_event("transfer failed");
     assert_eq!(event["service"], "udp_download", "{event}");
-    let error = event["error"].as_str().unwrap_or_default();
+    let error = event["reason"].as_str().unwrap_or_default();
     assert!(error.contains("ICMP port unreachable"), "{event}");
     let bytes = event["bytes"].as_u64().unwrap();
     assert!(

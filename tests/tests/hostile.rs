@@ -110,6 +110,7 @@ fn download_corpus() -> Vec<&'static str> {
         ".Ferry-Work/x",
         "\u{FF0E}ferry-work",
         ".ferry-lock",
+        ".ferry-ledger.jsonl",
         "..",
         "",
     ]
@@ -121,7 +122,12 @@ fn root_is_flat(root: &Path) {
     for e in std::fs::read_dir(root).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
-        let daemons = [ferryd::WORK_DIR, ferryd::LOCK_FILE];
+        let daemons = [
+            ferryd::WORK_DIR,
+            ferryd::LOCK_FILE,
+            ferryd::LEDGER_FILE,
+            ferryd::LEDGER_OLD,
+        ];
         if ["link", "dirlink"].contains(&name.as_str()) || daemons.contains(&name.as_str()) {
             continue;
         }

@@ -25,12 +25,12 @@ use ferry_proto::signal::handout::{
 use ferry_proto::signal::Tag;
 use tokio::time::Instant;
 
-use super::{Conn, Service, Sink};
+use super::{Conn, Sink};
 use crate::ctx::Ctx;
 use crate::failure::Failure;
-use crate::report::Transfer;
+use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError};
-use crate::tcp::{TcpService, SEND_CHUNK};
+use crate::tcp::SEND_CHUNK;
 
 /// How long ferry waits for the first `PON` of a download before deciding the
 /// client does not send them (and streaming instead). Long, because a slow
@@ -203,8 +203,8 @@ impl Conn<'_> {
         cfg: &Config,
         refused: Option<String>,
     ) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
-        let raw = self.quiet_text(cfg, "a file name").await?;
+        let mut t = self.transfer(Direction::Upload);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a file name").await);
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         let target = match (refused, SafeName::for_upload_bytes(&raw)) {
             (Some(why), _) => Err(Failure::Refused(why)),
@@ -254,21 +254,21 @@ impl Conn<'_> {
 
     /// `RAF`: `ERR`, or the 36-byte signal, the pieces and `DON`.
     async fn send_handout_file(&mut self, cfg: &Config) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
-        let raw = self.quiet_text(cfg, "a file name").await?;
+        let mut t = self.transfer(Direction::Download);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a file name").await);
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         self.settle_commits(0).await;
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
             Ok((path, download)) => {
                 t.stored = path.to_string();
                 let signal = found_signal(download.size());
-                self.write_raw(&signal).await?;
-                self.send_pieces(cfg, download, &mut t).await?;
+                or_fail!(t, self.write_raw(&signal).await);
+                or_fail!(t, self.send_pieces(cfg, download, &mut t).await);
                 t.ok("sent");
             }
             Err(e) => {
-                self.write_raw(b"ERR").await?;
                 t.failed(&e);
+                self.write_raw(b"ERR").await?;
             }
         }
         Ok(())
@@ -349,8 +349,8 @@ impl Conn<'_> {
     /// it is missing or refused), then each file: name, data, `DON`, with a
     /// pause after each so the client's `recv` returns each alone.
     async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
-        let mut t = Transfer::start(Service::NAME, self.io.peer);
-        let raw = self.quiet_text(cfg, "a directory name").await?;
+        let mut t = self.transfer(Direction::Download);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a directory name").await);
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
         self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
@@ -366,34 +366,47 @@ impl Conn<'_> {
         let (path, files) = match listed {
             Ok(pair) => pair,
             Err(e) => {
-                self.write_raw(&0u32.to_be_bytes()).await?;
                 t.failed(&e);
+                self.write_raw(&0u32.to_be_bytes()).await?;
                 return Ok(());
             }
         };
         t.stored = path.to_string();
         let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
-        self.write_raw(&count.to_be_bytes()).await?;
+        or_fail!(t, self.write_raw(&count.to_be_bytes()).await);
         for (i, (name, _)) in files.into_iter().enumerate() {
-            let download = self
-                .ctx
-                .storage
-                .open_read(&path.join(name.clone()))
-                .await
-                .map_err(|e| {
-                    Failure::Broken(format!("the directory changed while being sent: {e}"))
-                })?;
-            if i > 0 {
-                self.pause_until_taken(cfg).await?;
-            }
-            self.write_raw(name.as_str().as_bytes()).await?;
-            self.pause_until_taken(cfg).await?;
-            self.stream_handout(cfg, download, &mut t).await?;
-            self.pause_until_taken(cfg).await?;
-            self.write_raw(DON).await?;
+            let sent = self
+                .send_handout_repo_file(cfg, &path, i, name, &mut t)
+                .await;
+            or_fail!(t, sent);
         }
         t.ok("sent");
         Ok(())
+    }
+
+    /// One file of a handout `RAR`: name, data, `DON`, each alone.
+    async fn send_handout_repo_file(
+        &mut self,
+        cfg: &Config,
+        dir: &ferry_proto::names::RelPath,
+        i: usize,
+        name: SafeName,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        let download = self
+            .ctx
+            .storage
+            .open_read(&dir.join(name.clone()))
+            .await
+            .map_err(|e| Failure::Broken(format!("the directory changed while being sent: {e}")))?;
+        if i > 0 {
+            self.pause_until_taken(cfg).await?;
+        }
+        self.write_raw(name.as_str().as_bytes()).await?;
+        self.pause_until_taken(cfg).await?;
+        self.stream_handout(cfg, download, t).await?;
+        self.pause_until_taken(cfg).await?;
+        self.write_raw(DON).await
     }
 
     /// A file's bytes as fast as the client takes them, with one pause

@@ -25,6 +25,8 @@ bind = "127.0.0.1:0"
 bind = "127.0.0.1:0"
 [signal]
 bind = "127.0.0.1:0"
+[http]
+bind = "127.0.0.1:0"
 "#;
 
 /// A running `ferryd` and its JSON log events.

@@ -1,0 +1,403 @@
+//! What a failed client did wrong, in plain words, sans-IO: from the
+//! service, the reason ferryd gave, the first bytes the client sent and how
+//! far the transfer got, a [`Diagnosis`] for the lab page. Each names the
+//! protocol book's section that states the rule (served at `/book`).
+
+use serde::Serialize;
+
+/// Bytes of a client's request kept for the diagnosis (shown in hex and text).
+pub(crate) const HEAD_LEN: usize = 64;
+
+/// A failure explained for a student.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Diagnosis {
+    /// What the client sent first, in hex (at most [`HEAD_LEN`] bytes).
+    pub sent_hex: String,
+    /// The same bytes as text, unprintable ones as `.`.
+    pub sent_text: String,
+    /// What the protocol expected at that point.
+    pub expected: String,
+    /// The rule the client broke, and what to change.
+    pub rule: String,
+    /// The protocol book's section (its heading) that states the rule.
+    pub section: &'static str,
+}
+
+/// What is known of a failed attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failed<'a> {
+    /// The service.
+    pub service: &'static str,
+    /// The reason ferryd gave.
+    pub reason: &'a str,
+    /// The first bytes the client sent in this attempt.
+    pub head: &'a [u8],
+    /// The name the client asked for (as parsed), if it got that far.
+    pub requested: &'a str,
+    /// Bytes moved before the failure.
+    pub bytes: u64,
+}
+
+/// Explains a failure; every failure gets a diagnosis, the specific ones for
+/// the mistakes students make, a general one otherwise.
+pub(crate) fn diagnose(f: &Failed<'_>) -> Diagnosis {
+    let (expected, rule, section) = match f.service {
+        "tcp_upload" => tcp_upload(f),
+        "magic_download" => magic(f),
+        "signal" => signal(f),
+        "udp_upload" => udp_upload(f),
+        "udp_download" => udp_download(f),
+        _ => general(f, "Summary"),
+    };
+    Diagnosis {
+        sent_hex: hex(f.head),
+        sent_text: text(f.head),
+        expected,
+        rule,
+        section,
+    }
+}
+
+type Explained = (String, String, &'static str);
+
+fn has(reason: &str, words: &str) -> bool {
+    reason.contains(words)
+}
+
+fn not_found(f: &Failed<'_>, section: &'static str) -> Option<Explained> {
+    has(f.reason, "no such file").then(|| {
+        (
+            "the name of a file that is stored on this server".to_owned(),
+            format!(
+                "There is no file named {:?} here. Names are case-sensitive; a download names a path inside the storage root (\"course/lab1.py\"), and an upload is stored under the last part of the name it was sent with.",
+                f.requested
+            ),
+            section,
+        )
+    })
+}
+
+fn tcp_upload(f: &Failed<'_>) -> Explained {
+    const SECTION: &str = "tcp_upload (9003/tcp)";
+    let name_ran_on = f.requested.len() > 255
+        || f.requested.chars().any(|c| c.is_control())
+        || has(f.reason, "refused name")
+        || has(f.reason, "the header is")
+        || has(f.reason, "not valid UTF-8");
+    if f.bytes == 0 && name_ran_on {
+        let read = if f.requested.is_empty() {
+            text(f.head)
+        } else {
+            f.requested.to_owned()
+        };
+        return (
+            "an 8-byte big-endian size and the file name, then nothing until the server answers `go ahead`".into(),
+            format!(
+                "The client sent the file's bytes right after the name without waiting for `go ahead`, so they ran into the name (ferry read the name as {:?}). Read the `go ahead` reply before sending the data (seed 002, step 7).",
+                clip(&read, 80)
+            ),
+            SECTION,
+        );
+    }
+    if f.bytes == 0 && (has(f.reason, "timed out waiting for data") || has(f.reason, "early")) {
+        return (
+            "the file's bytes after `go ahead`, as many as the header announced".into(),
+            format!(
+                "No file data came after `go ahead`. If the client sent the file before reading `go ahead`, its bytes were taken as part of the name (ferry read {:?}): wait for `go ahead`, then send.",
+                clip(f.requested, 80)
+            ),
+            SECTION,
+        );
+    }
+    if has(f.reason, "closed the connection") && f.bytes > 0 {
+        return (
+            "as many bytes as the 8-byte size announced".into(),
+            format!(
+                "The connection closed after {} bytes, fewer than the header announced: send the whole file before closing, and announce its real size (big-endian, 8 bytes).",
+                f.bytes
+            ),
+            SECTION,
+        );
+    }
+    if f.head.len() >= 8 && f.bytes == 0 && has(f.reason, "bytes, the limit is") {
+        let size = u64::from_be_bytes(f.head[..8].try_into().unwrap_or([0; 8]));
+        return (
+            "an 8-byte big-endian size no larger than the server's limit".into(),
+            format!(
+                "The first 8 bytes read as the size {size}: if that is not the file's size, the client packed it little-endian or in fewer bytes (Python: `len(data).to_bytes(8, 'big')` or `struct.pack('!Q', n)`)."
+            ),
+            SECTION,
+        );
+    }
+    general(f, SECTION)
+}
+
+fn magic(f: &Failed<'_>) -> Explained {
+    const SECTION: &str = "magic_download (9004/tcp)";
+    if let Some(e) = not_found(f, SECTION) {
+        return e;
+    }
+    let expected = "a FileRequest: 0x497E (2 bytes), type 1 (1 byte), the name's length (2 bytes, big-endian), the name (1..1024 bytes of UTF-8)".to_owned();
+    match f.head {
+        [a, b, ..] if [*a, *b] != [0x49, 0x7E] => {
+            let rule = format!(
+                "The request starts with 0x{a:02X}{b:02X}, not the magic number 0x497E, so the server closed the connection without an answer (as the assignment says it must). Pack it big-endian: `bytearray([0x49, 0x7E, 1, n >> 8, n & 0xFF])`."
+            );
+            (expected, rule, SECTION)
+        }
+        [_, _, t, ..] if *t != 1 => {
+            let rule = format!(
+                "The type byte is {t}, but a FileRequest has type 1 (2 is the server's FileResponse)."
+            );
+            (expected, rule, SECTION)
+        }
+        [_, _, _, hi, lo, rest @ ..]
+            if has(f.reason, "timed out") || has(f.reason, "closed the connection") =>
+        {
+            let n = usize::from(*hi) << 8 | usize::from(*lo);
+            let rule = format!(
+                "The header announced a name of {n} bytes and {} came{}. Send the header and the whole name without a pause of 1 s (the assignment's read gap), and count the name's bytes after encoding it to UTF-8.",
+                rest.len(),
+                if rest.len() >= HEAD_LEN - 5 { " (at least)" } else { "" }
+            );
+            (expected, rule, SECTION)
+        }
+        _ if has(f.reason, "timed out") || has(f.reason, "closed the connection") => {
+            let rule = format!(
+                "Only {} bytes of the 5-byte header came before {}. Send the whole FileRequest at once, or at least without a pause of 1 s.",
+                f.head.len(),
+                if has(f.reason, "timed out") { "the read gap ran out" } else { "the connection closed" }
+            );
+            (expected, rule, SECTION)
+        }
+        _ => (expected, f.reason.to_owned(), SECTION),
+    }
+}
+
+fn signal(f: &Failed<'_>) -> Explained {
+    const SECTION: &str = "signal (9005/tcp)";
+    const HANDOUT: &str = "The handout's dialect";
+    if let Some(e) = not_found(f, SECTION) {
+        return e;
+    }
+    if has(f.reason, "DON") && (has(f.reason, "timed out") || has(f.reason, "closed")) {
+        return (
+            "the file's data, a pause of 0.1 s, then `DON` on its own".into(),
+            "The file never ended: after its data the client must pause and send `DON` alone (seed 004's `send_file`). Without it ferry cannot tell where the file ends, so nothing was stored.".into(),
+            HANDOUT,
+        );
+    }
+    if has(f.reason, "unexpected") {
+        return (
+            "a request: PIN, SAF, RAF, SAR, RAR or CLS (3 bytes), then its parts".into(),
+            f.reason.to_owned(),
+            SECTION,
+        );
+    }
+    if has(f.reason, "checksum mismatch") {
+        return (
+            "the file's CRC-32 after its data".into(),
+            format!(
+                "{}: the bytes changed on the way, or the client computed the CRC-32 over other bytes than it sent.",
+                f.reason
+            ),
+            SECTION,
+        );
+    }
+    general(f, SECTION)
+}
+
+fn udp_upload(f: &Failed<'_>) -> Explained {
+    const SECTION: &str = "udp_upload (9000/udp)";
+    if has(f.reason, "checksum mismatch") {
+        return (
+            "a CRC-32 in file_info equal to the CRC-32 of the bytes sent".into(),
+            format!(
+                "{}. The CRC-32 must be zlib's (`zlib.crc32(data) & 0xFFFFFFFF`) over the file's bytes exactly as sent (read in binary mode), written as 8 hex digits (`\"%08X\"`); a CRC over the JSON, a file read as text, or a lost datagram each make it differ. ferry refuses the file, and the client should send it again.",
+                f.reason
+            ),
+            SECTION,
+        );
+    }
+    if has(f.reason, "bad checksum") || has(f.reason, "file_info") || has(f.reason, "JSON") {
+        return (
+            "file_info as JSON: {\"checksum\": \"97F6DB4F\", \"name\": \"photo.jpg\", \"size\": 65066}".into(),
+            format!("{}.", f.reason),
+            SECTION,
+        );
+    }
+    if has(f.reason, "larger than the buffer size") {
+        return (
+            "data datagrams no larger than the buffer size the server announced".into(),
+            format!("{}: read the buffer size from the server's reply to file_info and cut the file into pieces of at most that many bytes.", f.reason),
+            SECTION,
+        );
+    }
+    if has(f.reason, "timed out") {
+        return (
+            "the next data datagram".into(),
+            format!(
+                "The upload stopped after {} bytes: no datagram came for the session timeout. The client stopped sending, or its datagrams were lost; it should send the file again from the file_info.",
+                f.bytes
+            ),
+            SECTION,
+        );
+    }
+    general(f, SECTION)
+}
+
+fn udp_download(f: &Failed<'_>) -> Explained {
+    const SECTION: &str = "udp_download (9001/udp)";
+    if let Some(e) = not_found(f, SECTION) {
+        return e;
+    }
+    general(f, SECTION)
+}
+
+fn general(f: &Failed<'_>, section: &'static str) -> Explained {
+    (
+        "what the protocol book describes for this step".into(),
+        f.reason.to_owned(),
+        section,
+    )
+}
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Bytes as spaced hex pairs.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Bytes as text: printable ASCII kept, anything else a `.`.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed<'a>(service: &'static str, reason: &'a str, head: &'a [u8]) -> Failed<'a> {
+        Failed {
+            service,
+            reason,
+            head,
+            requested: "",
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_wrong_magic_number_is_named_with_the_bytes_sent() {
+        let d = diagnose(&failed(
+            "magic_download",
+            "bad magic number 0x7E49",
+            &[0x7E, 0x49, 1, 0, 1, b'a'],
+        ));
+        assert_eq!(d.sent_hex, "7E 49 01 00 01 61");
+        assert_eq!(d.sent_text, "~I...a");
+        assert!(
+            d.rule
+                .contains("starts with 0x7E49, not the magic number 0x497E"),
+            "{}",
+            d.rule
+        );
+        assert_eq!(d.section, "magic_download (9004/tcp)");
+    }
+
+    #[test]
+    fn a_wrong_type_and_a_short_name_are_told_apart() {
+        let d = diagnose(&failed(
+            "magic_download",
+            "bad type 2",
+            &[0x49, 0x7E, 2, 0, 1],
+        ));
+        assert!(d.rule.contains("type byte is 2"), "{}", d.rule);
+        let d = diagnose(&failed(
+            "magic_download",
+            "timed out waiting for the FileRequest",
+            &[0x49, 0x7E, 1, 0, 9, b'a', b'b'],
+        ));
+        assert!(d.rule.contains("name of 9 bytes and 2 came"), "{}", d.rule);
+    }
+
+    #[test]
+    fn data_sent_before_go_ahead_is_recognised() {
+        let mut f = failed(
+            "tcp_upload",
+            "timed out waiting for data",
+            b"\0\0\0\0\0\0\0\x05a.txthello",
+        );
+        f.requested = "a.txthello";
+        let d = diagnose(&f);
+        assert!(
+            d.rule.contains("No file data came after `go ahead`"),
+            "{}",
+            d.rule
+        );
+        assert!(d.rule.contains("\"a.txthello\""), "{}", d.rule);
+        f.requested = "a.txt\u{1}\u{2}";
+        f.reason = "refused name \"a.txt\\u{1}\\u{2}\": control character";
+        let d = diagnose(&f);
+        assert!(
+            d.rule.contains("without waiting for `go ahead`"),
+            "{}",
+            d.rule
+        );
+    }
+
+    #[test]
+    fn a_handout_file_without_don_is_recognised() {
+        let d = diagnose(&failed(
+            "signal",
+            "the client closed the connection before the DON that ends the file",
+            b"SAF",
+        ));
+        assert!(d.rule.contains("send `DON` alone"), "{}", d.rule);
+        assert_eq!(d.section, "The handout's dialect");
+    }
+
+    #[test]
+    fn a_crc_mismatch_says_how_to_compute_it() {
+        let d = diagnose(&failed(
+            "udp_upload",
+            "checksum mismatch: file_info says 00000001, the data has 97F6DB4F",
+            br#"{"checksum": "00000001", "name": "a", "size": 3}"#,
+        ));
+        assert!(d.rule.contains("zlib.crc32"), "{}", d.rule);
+        assert!(d.sent_text.starts_with("{\"checksum\""));
+    }
+
+    #[test]
+    fn anything_else_gets_the_reason_and_a_section() {
+        let d = diagnose(&failed(
+            "udp_download",
+            "refused name \"..\": a component is ..",
+            b"..",
+        ));
+        assert_eq!(d.rule, "refused name \"..\": a component is ..");
+        assert_eq!(d.section, "udp_download (9001/udp)");
+        let mut f = failed("signal", "no such file: x.txt", b"RAF");
+        f.requested = "x.txt";
+        assert!(diagnose(&f).rule.contains("no file named \"x.txt\""));
+    }
+}

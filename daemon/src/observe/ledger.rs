@@ -1,0 +1,274 @@
+//! The ledger: one JSON line per stored file, appended to
+//! `<storage>/.ferry-ledger.jsonl` as the upload is acknowledged.
+//!
+//! - Append-only: a line is written whole with one `write` on an
+//!   `O_APPEND` file, so a crash (even `kill -9`) leaves every line written
+//!   so far, and at worst one cut line at the end, which reading skips.
+//!   A thread of its own syncs it to disk at most a second later.
+//! - Bounded: past `max_size` the file is renamed to
+//!   `.ferry-ledger.1.jsonl` (replacing the one before), so at most twice
+//!   `max_size` is kept.
+//! - The newest [`KEEP`] entries are also held in memory for the page, read
+//!   back from the file's end at start.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The ledger's file name in the storage root (a reserved `.ferry` name no
+/// upload can take).
+pub const LEDGER_FILE: &str = ".ferry-ledger.jsonl";
+/// The rotated ledger.
+pub const LEDGER_OLD: &str = ".ferry-ledger.1.jsonl";
+/// Entries held in memory for the page (about 300 bytes each: ≈ 300 KiB).
+pub(crate) const KEEP: usize = 1000;
+/// How far back from the end the ledger is read at start for [`KEEP`].
+const TAIL_READ: u64 = 1 << 20;
+
+/// One stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LedgerEntry {
+    /// When it was acknowledged (RFC 3339, UTC).
+    pub time: String,
+    /// Who sent it.
+    pub peer: SocketAddr,
+    /// Over which protocol.
+    pub service: String,
+    /// The name it was sent with.
+    pub requested: String,
+    /// The name it is stored under.
+    pub stored: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its CRC-32 (`%08X`; empty for a tree).
+    pub crc: String,
+    /// `stored`, or `deduplicated` (identical to a file already stored).
+    pub outcome: String,
+}
+
+struct Inner {
+    file: File,
+    size: u64,
+    recent: VecDeque<LedgerEntry>,
+}
+
+/// The open ledger.
+pub(crate) struct Ledger {
+    dir: PathBuf,
+    max_size: u64,
+    inner: Arc<Mutex<Inner>>,
+    dirty: Arc<AtomicBool>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `root`, reads back its newest
+    /// entries and starts the thread that syncs it.
+    pub(crate) fn open(root: &Path, max_size: u64) -> io::Result<Ledger> {
+        let path = root.join(LEDGER_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        let size = file.metadata()?.len();
+        let recent = read_tail(&mut file, size)?;
+        let dirty = Arc::new(AtomicBool::new(false));
+        let inner = Arc::new(Mutex::new(Inner { file, size, recent }));
+        let (weak, flag) = (Arc::downgrade(&inner), Arc::clone(&dirty));
+        std::thread::Builder::new()
+            .name("ferry-ledger".into())
+            .spawn(move || sync_loop(weak, flag))?;
+        Ok(Ledger {
+            dir: root.to_owned(),
+            max_size,
+            inner,
+            dirty,
+        })
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Plain data behind the lock: usable after a panic elsewhere.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `entry` (one write of one line), rotating first if the file
+    /// is full. A failure is logged, never passed on: the file is stored
+    /// whatever happens to its ledger line.
+    pub(crate) fn append(&self, entry: LedgerEntry) {
+        let mut line = match serde_json::to_string(&entry) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger: cannot encode an entry");
+                return;
+            }
+        };
+        line.push('\n');
+        let mut inner = self.inner();
+        if inner.size + line.len() as u64 > self.max_size {
+            if let Err(e) = self.rotate(&mut inner) {
+                tracing::warn!(error = %e, "ledger: cannot rotate");
+            }
+        }
+        match inner.file.write_all(line.as_bytes()) {
+            Ok(()) => {
+                inner.size += line.len() as u64;
+                self.dirty.store(true, Ordering::Release);
+            }
+            Err(e) => tracing::warn!(error = %e, "ledger: cannot append"),
+        }
+        if inner.recent.len() >= KEEP {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(entry);
+    }
+
+    fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
+        inner.file.sync_data()?;
+        std::fs::rename(self.dir.join(LEDGER_FILE), self.dir.join(LEDGER_OLD))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(self.dir.join(LEDGER_FILE))?;
+        inner.file = file;
+        inner.size = 0;
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The newest entries that pass `keep`, newest first, at most `limit`.
+    pub(crate) fn recent(
+        &self,
+        keep: impl Fn(&LedgerEntry) -> bool,
+        limit: usize,
+    ) -> Vec<LedgerEntry> {
+        self.inner()
+            .recent
+            .iter()
+            .rev()
+            .filter(|e| keep(e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Syncs what was appended (at a clean stop).
+    pub(crate) fn sync(&self) {
+        let _ = self.inner().file.sync_data();
+    }
+}
+
+/// Every second, syncs the ledger if something was appended (off the
+/// lock: the handle is cloned under it); ends with the ledger.
+fn sync_loop(inner: std::sync::Weak<Mutex<Inner>>, dirty: Arc<AtomicBool>) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if dirty.swap(false, Ordering::AcqRel) {
+            let file = inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .file
+                .try_clone();
+            drop(inner);
+            if let Ok(f) = file {
+                let _ = f.sync_data();
+            }
+        }
+    }
+}
+
+/// The last [`KEEP`] whole entries of the file, oldest first (a cut or
+/// malformed line is skipped).
+fn read_tail(file: &mut File, size: u64) -> io::Result<VecDeque<LedgerEntry>> {
+    let start = size.saturating_sub(TAIL_READ);
+    file.seek(SeekFrom::Start(start))?;
+    let mut text = Vec::new();
+    file.take(TAIL_READ).read_to_end(&mut text)?;
+    let mut lines: &[u8] = &text;
+    if start > 0 {
+        // Starting mid-line: drop the partial first line.
+        let cut = lines
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(lines.len(), |i| i + 1);
+        lines = &lines[cut..];
+    }
+    let mut out = VecDeque::new();
+    for line in lines.split(|&b| b == b'\n') {
+        if let Ok(entry) = serde_json::from_slice::<LedgerEntry>(line) {
+            if out.len() >= KEEP {
+                out.pop_front();
+            }
+            out.push_back(entry);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> LedgerEntry {
+        LedgerEntry {
+            time: "2026-12-02T18:00:00Z".into(),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            service: "signal".into(),
+            requested: format!("f{n}.txt"),
+            stored: format!("f{n}.txt"),
+            size: n,
+            crc: "0000000A".into(),
+            outcome: "stored".into(),
+        }
+    }
+
+    #[test]
+    fn entries_survive_a_reopen_and_a_cut_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = Ledger::open(dir.path(), 1 << 20).unwrap();
+            l.append(entry(1));
+            l.append(entry(2));
+        }
+        // A crash mid-line.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LEDGER_FILE))
+            .unwrap();
+        f.write_all(b"{\"time\":\"2026").unwrap();
+        let l = Ledger::open(dir.path(), 1 << 20).unwrap();
+        let got = l.recent(|_| true, 10);
+        assert_eq!(got, vec![entry(2), entry(1)]);
+        assert_eq!(l.recent(|e| e.size == 1, 10), vec![entry(1)]);
+    }
+
+    #[test]
+    fn a_full_ledger_rotates_and_keeps_two_files_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path(), 4096).unwrap();
+        for n in 0..100 {
+            l.append(entry(n));
+        }
+        let now = std::fs::metadata(dir.path().join(LEDGER_FILE))
+            .unwrap()
+            .len();
+        let old = std::fs::metadata(dir.path().join(LEDGER_OLD))
+            .unwrap()
+            .len();
+        assert!(now <= 4096 && old <= 4096, "{now} {old}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(l.recent(|_| true, 1), vec![entry(99)]);
+    }
+}

@@ -1,0 +1,269 @@
+//! The Prometheus metrics, in the Prometheus text format (version 0.0.4),
+//! which `promtool check metrics` checks (see docs/DEPLOY.md for the list).
+//!
+//! Every label takes values from a fixed set (services, outcomes,
+//! directions, refusal reasons), so the number of series is bounded: no
+//! client string ever becomes a label.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use super::Attempt;
+
+/// The file services, for labels made ahead of time (so every series is
+/// there from the start, at 0).
+const SERVICES: [&str; 5] = [
+    "udp_upload",
+    "udp_download",
+    "tcp_upload",
+    "magic_download",
+    "signal",
+];
+const OUTCOMES: [&str; 4] = ["stored", "deduplicated", "sent", "failed"];
+
+/// Why a client was refused before its transfer started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalReason {
+    /// The total connection or session cap.
+    Cap,
+    /// The per-address connection or session cap.
+    CapPerAddress,
+    /// The per-address upload quota.
+    UploadQuota,
+    /// The per-address udp_download budget.
+    DownloadBudget,
+    /// A udp_download request from outside `udp_download.allow`.
+    NotAllowed,
+}
+
+impl RefusalReason {
+    fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Cap => "cap",
+            RefusalReason::CapPerAddress => "cap_per_address",
+            RefusalReason::UploadQuota => "upload_quota",
+            RefusalReason::DownloadBudget => "download_budget",
+            RefusalReason::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// The daemon's metrics.
+pub(crate) struct Metrics {
+    registry: Registry,
+    transfers: IntCounterVec,
+    bytes: IntCounterVec,
+    in_flight: IntGaugeVec,
+    duration: HistogramVec,
+    connections: IntGaugeVec,
+    udp_sessions: IntGauge,
+    refusals: IntCounterVec,
+    storage_errors: IntCounterVec,
+    ping: Histogram,
+    sums: IntCounterVec,
+}
+
+impl Metrics {
+    /// Every metric registered, every fixed series at 0.
+    pub(crate) fn new() -> Metrics {
+        let registry = Registry::new();
+        // Invariant: the names, help texts, labels and buckets below are
+        // valid and registered once each, which is all these can fail on.
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let transfers = counter(
+            "ferry_transfers_total",
+            "Transfer attempts finished, by service and outcome (stored, deduplicated, sent, failed).",
+            &["service", "outcome"],
+        );
+        let bytes = counter(
+            "ferry_transfer_bytes_total",
+            "Bytes moved by transfers, by service and direction (in: uploads, out: downloads).",
+            &["service", "direction"],
+        );
+        let in_flight = gauge(
+            "ferry_transfers_in_flight",
+            "Transfers in progress now, by service.",
+            &["service"],
+        );
+        let connections = gauge(
+            "ferry_tcp_connections",
+            "TCP connections open now, by service (http included).",
+            &["service"],
+        );
+        let refusals = counter(
+            "ferry_refusals_total",
+            "Clients refused before a transfer started, by service and reason.",
+            &["service", "reason"],
+        );
+        let storage_errors = counter(
+            "ferry_storage_errors_total",
+            "Transfers failed by the disk or the operating system (full disk, I/O error), by service.",
+            &["service"],
+        );
+        let sums = counter(
+            "ferry_sum_requests_total",
+            "udp_sum requests, by outcome (answered, refused).",
+            &["outcome"],
+        );
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ferry_transfer_duration_seconds",
+                "How long transfer attempts took, by service.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 4.0, 10).expect("valid buckets")),
+            &["service"],
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("registered once");
+        let ping = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferry_ping_seconds",
+                "From a PIN read to its PON written, on the signal service.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 9).expect("valid buckets")),
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(ping.clone()))
+            .expect("registered once");
+        let udp_sessions = IntGauge::new(
+            "ferry_udp_upload_sessions",
+            "udp_upload sessions in progress now.",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(udp_sessions.clone()))
+            .expect("registered once");
+        for s in SERVICES {
+            for o in OUTCOMES {
+                transfers.with_label_values(&[s, o]);
+            }
+            let dir = if s.ends_with("download") { "out" } else { "in" };
+            bytes.with_label_values(&[s, dir]);
+            in_flight.with_label_values(&[s]);
+            duration.with_label_values(&[s]);
+            storage_errors.with_label_values(&[s]);
+        }
+        bytes.with_label_values(&["signal", "out"]);
+        for o in ["answered", "refused"] {
+            sums.with_label_values(&[o]);
+        }
+        Metrics {
+            registry,
+            transfers,
+            bytes,
+            in_flight,
+            duration,
+            connections,
+            udp_sessions,
+            refusals,
+            storage_errors,
+            ping,
+            sums,
+        }
+    }
+
+    pub(super) fn in_flight(&self, service: &str, delta: i64) {
+        self.in_flight.with_label_values(&[service]).add(delta);
+    }
+
+    pub(super) fn finished(&self, a: &Attempt, took: Duration) {
+        self.transfers
+            .with_label_values(&[a.service, a.outcome])
+            .inc();
+        self.bytes
+            .with_label_values(&[a.service, a.direction.label()])
+            .inc_by(a.bytes);
+        self.duration
+            .with_label_values(&[a.service])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A transfer failed on storage (the disk, not the client).
+    pub(crate) fn storage_error(&self, service: &str) {
+        self.storage_errors.with_label_values(&[service]).inc();
+    }
+
+    /// A client refused before its transfer started.
+    pub(crate) fn refused(&self, service: &str, why: RefusalReason) {
+        self.refusals
+            .with_label_values(&[service, why.label()])
+            .inc();
+    }
+
+    /// A TCP connection opened (`1`) or closed (`-1`).
+    pub(crate) fn connection(&self, service: &str, delta: i64) {
+        self.connections.with_label_values(&[service]).add(delta);
+    }
+
+    /// A PIN answered after `took`.
+    pub(crate) fn ping(&self, took: Duration) {
+        self.ping.observe(took.as_secs_f64());
+    }
+
+    /// A udp_sum request answered or refused.
+    pub(crate) fn sum(&self, answered: bool) {
+        let outcome = if answered { "answered" } else { "refused" };
+        self.sums.with_label_values(&[outcome]).inc();
+    }
+
+    /// The exposition, with the gauges read now (`udp_sessions`).
+    pub(crate) fn render(&self, udp_sessions: usize) -> String {
+        self.udp_sessions
+            .set(i64::try_from(udp_sessions).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics: cannot encode");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_there_from_the_start() {
+        let m = Metrics::new();
+        m.ping(Duration::from_micros(300));
+        m.refused("signal", RefusalReason::CapPerAddress);
+        m.connection("http", 1);
+        let text = m.render(3);
+        for line in [
+            "# TYPE ferry_transfers_total counter",
+            "ferry_transfers_total{outcome=\"failed\",service=\"magic_download\"} 0",
+            "ferry_transfer_bytes_total{direction=\"in\",service=\"udp_upload\"} 0",
+            "ferry_transfers_in_flight{service=\"signal\"} 0",
+            "ferry_udp_upload_sessions 3",
+            "ferry_ping_seconds_count 1",
+            "ferry_refusals_total{reason=\"cap_per_address\",service=\"signal\"} 1",
+            "ferry_tcp_connections{service=\"http\"} 1",
+            "# TYPE ferry_transfer_duration_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+    }
+}

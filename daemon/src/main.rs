@@ -1,5 +1,7 @@
 //! `ferryd`: the daemon's command line.
 
+mod checks;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,10 +51,29 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Checks a configuration file; exits 78 (EX_CONFIG) with the offending key and line if bad.
+    /// Checks a configuration file and what it names; exits 78 (EX_CONFIG)
+    /// with the offending key (and line), or the check that failed.
+    ///
+    /// Besides the file: the log filter, and the storage root (it exists or
+    /// can be created, is a directory, not under /proc, /sys or /dev, and
+    /// files can be created in it). With --bind, every enabled address is
+    /// bound and let go (run it while ferryd is stopped).
     CheckConfig {
         /// The file (default: --config).
         file: Option<PathBuf>,
+        /// Also check that every enabled address can be bound now.
+        #[arg(long)]
+        bind: bool,
+    },
+    /// Sends PIN to the configured signal port (on loopback when bound to
+    /// all addresses); exits 0 on PON, 1 otherwise. The health check.
+    Ping {
+        /// Print nothing; only the exit code tells.
+        #[arg(long, short)]
+        quiet: bool,
+        /// How long to wait for PON.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Prints the effective configuration, every default filled in.
     PrintConfig,
@@ -89,6 +110,13 @@ fn load(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, ferry_config::Confi
     }
     config.validate()?;
     Ok(config)
+}
+
+/// A duration in the config's grammar (`5s`, `500ms`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<ferry_config::Dur>()
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 /// Changes the log filter of the running daemon (SIGHUP).
@@ -213,11 +241,45 @@ fn offline_command(cli: &Cli) -> Option<ExitCode> {
         ExitCode::from(EX_CONFIG)
     };
     Some(match cli.command.as_ref()? {
-        Command::CheckConfig { file } => match load(cli, file.as_ref()) {
-            Ok(_) => {
-                println!("configuration ok");
-                ExitCode::SUCCESS
+        Command::CheckConfig { file, bind } => match load(cli, file.as_ref()) {
+            Ok(config) => {
+                let checked = checks::storage(&config).and_then(|()| match bind {
+                    true => checks::binds(&config),
+                    false => Ok(()),
+                });
+                match checked {
+                    Ok(()) => {
+                        println!(
+                            "configuration ok; storage root {} usable{}",
+                            config.storage.display(),
+                            if *bind {
+                                "; every address can be bound"
+                            } else {
+                                ""
+                            }
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => bad(&e),
+                }
             }
+            Err(e) => bad(&e),
+        },
+        Command::Ping { quiet, timeout } => match load(cli, None) {
+            Ok(config) => match checks::ping(&config, *timeout) {
+                Ok((addr, took)) => {
+                    if !quiet {
+                        println!("PON from {addr} in {:.2} ms", took.as_secs_f64() * 1e3);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    if !quiet {
+                        eprintln!("ferryd: ping: {e}");
+                    }
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => bad(&e),
         },
         Command::PrintConfig => match load(cli, None) {

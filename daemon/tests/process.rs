@@ -149,14 +149,56 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
 fn check_config_exit_codes_and_messages() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "storage = \"/srv/ferry\"\n[udp_sum]\nnumber = 7\n").unwrap();
+    let root = dir.path().join("data");
+    std::fs::write(
+        &good,
+        format!(
+            "storage = {:?}\n[udp_sum]\nnumber = 7\n",
+            root.display().to_string()
+        ),
+    )
+    .unwrap();
     let out = Command::new(FERRYD)
         .arg("check-config")
         .arg(&good)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "configuration ok\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("configuration ok; storage root {} usable\n", root.display())
+    );
+    assert!(!root.exists(), "check-config creates nothing");
+
+    // What would stop the daemon at start is caught here, and named.
+    std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+    for (storage, says) in [
+        (
+            "/proc/ferry".to_owned(),
+            "is under /proc, a kernel filesystem",
+        ),
+        (
+            dir.path().join("a-file").display().to_string(),
+            "exists and is not a directory",
+        ),
+    ] {
+        let out = Command::new(FERRYD)
+            .args(["check-config", "--storage", &storage])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{storage}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("storage ({storage}): {says}")),
+            "{err}"
+        );
+    }
+    let out = Command::new(FERRYD)
+        .args(["check-config", "--log-level", "warning"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"warn\"?"));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "storage = \"/srv/ferry\"\n\n[udp_sum]\nnumbr = 7\n").unwrap();
@@ -569,4 +611,42 @@ fn a_slow_disk_never_runs_a_handout_name_into_its_data() {
     }
     d.child.kill().ok();
     d.child.wait().ok();
+}
+
+/// `ferryd ping` (the health-check unit's command) finds the signal port in
+/// the configuration, whatever it is.
+#[test]
+fn ferryd_ping_follows_the_configured_signal_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("ping.toml");
+    std::fs::write(&config, format!("[signal]\nbind = \"0.0.0.0:{port}\"\n")).unwrap();
+    let ping = || {
+        Command::new(FERRYD)
+            .arg("--config")
+            .arg(&config)
+            .arg("ping")
+            .output()
+            .unwrap()
+    };
+    let out = ping();
+    assert_eq!(out.status.code(), Some(1), "nothing listens yet");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("cannot reach 127.0.0.1:{port}")),
+        "{out:?}"
+    );
+    let text = common::TEST_BINDS.replace(
+        "[signal]\nbind = \"127.0.0.1:0\"",
+        &format!("[signal]\nbind = \"127.0.0.1:{port}\""),
+    );
+    let d = common::start_config(&[], dir.path(), &dir.path().join("data"), &text, None);
+    let out = ping();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("PON from 127.0.0.1:{port} in "))
+    );
+    d.signal(libc::SIGTERM);
 }

@@ -100,8 +100,19 @@ pub fn start_under(
     extra: &str,
     pre: Option<fn() -> std::io::Result<()>>,
 ) -> Running {
+    start_config(wrapper, dir, root, &format!("{extra}\n{TEST_BINDS}"), pre)
+}
+
+/// Like [`start_under`], with the whole configuration given.
+pub fn start_config(
+    wrapper: &[&str],
+    dir: &Path,
+    root: &Path,
+    text: &str,
+    pre: Option<fn() -> std::io::Result<()>>,
+) -> Running {
     let config = dir.join("ferryd.toml");
-    std::fs::write(&config, format!("{extra}\n{TEST_BINDS}")).unwrap();
+    std::fs::write(&config, text).unwrap();
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut cmd = Command::new(program);

@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod local;
+pub mod ls;
 pub mod magic;
 pub mod signal;
 pub mod tcp_upload;
@@ -217,6 +218,8 @@ pub struct Client {
     /// tcp_upload, udp_upload, magic_download and udp_sum are the handouts'
     /// own exchanges either way.
     pub handout: bool,
+    /// Port of ferryd's HTTP listener (`ferry ls`; default 9080).
+    pub http_port: u16,
 }
 
 /// Keeps a transfer at or under a rate: call [`Pacer::sent`] after each write.
@@ -255,6 +258,7 @@ impl Client {
             udp_attempts: 5,
             upload_rate: None,
             handout: false,
+            http_port: 9080,
         }
     }
 

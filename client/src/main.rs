@@ -91,6 +91,9 @@ struct Global {
     /// Port of signal.
     #[arg(long, env = "FERRY_SIGNAL_PORT", default_value_t = ServiceId::Signal.default_port(), global = true)]
     signal_port: u16,
+    /// Port of ferryd's HTTP listener (for `ls`).
+    #[arg(long, env = "FERRY_HTTP_PORT", default_value_t = 9080, global = true)]
+    http_port: u16,
     /// Longest wait for the server (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     timeout: Duration,
@@ -175,6 +178,11 @@ enum Command {
     },
     /// Health check: PIN, expect PON; prints the round-trip time.
     Ping,
+    /// List the files the server stored (its ledger, newest first): name,
+    /// size, CRC-32, time. Through ferryd's HTTP listener (--http-port); a
+    /// client outside its admin networks sees the files sent from its own
+    /// address.
+    Ls,
     /// Adding two numbers: send a name and an integer (1..100), get the server's.
     Sum {
         /// Your name, e.g. "Client of Ann".
@@ -375,6 +383,7 @@ impl Run<'_> {
     async fn command(&self, command: &Command) -> u8 {
         match command {
             Command::Ping => self.ping().await,
+            Command::Ls => self.ls().await,
             Command::Sum { name, number } => self.sum(name, *number).await,
             Command::Send {
                 files,
@@ -432,6 +441,35 @@ impl Run<'_> {
                 0
             }
             Err(e) => self.out.err("ping", &e),
+        }
+    }
+
+    async fn ls(&self) -> u8 {
+        match self.client.ls().await {
+            Ok(files) => {
+                let mut text = String::new();
+                for f in &files {
+                    let renamed = if f.stored != f.requested {
+                        format!(" (sent as {:?})", f.requested)
+                    } else {
+                        String::new()
+                    };
+                    text.push_str(&format!(
+                        "{}  {:>10}  {:8}  {}{renamed}  via {} from {}\n",
+                        f.time,
+                        human(f.size),
+                        f.crc,
+                        f.stored,
+                        f.service,
+                        f.peer
+                    ));
+                }
+                text.push_str(&format!("{} file(s)", files.len()));
+                self.out
+                    .ok(text, json!({"ok": true, "command": "ls", "files": files}));
+                0
+            }
+            Err(e) => self.out.err("ls", &e),
         }
     }
 
@@ -617,6 +655,7 @@ impl Global {
             udp_attempts: self.attempts,
             upload_rate: None,
             handout: self.handout,
+            http_port: self.http_port,
         }
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct Transfer {
     pub crc: Option<u32>,
     /// The first bytes the client sent in this attempt.
     head: Vec<u8>,
+    /// The ledger line is written (see [`Transfer::stored`]).
+    in_ledger: bool,
     done: bool,
 }
 
@@ -97,6 +99,7 @@ impl Transfer {
             bytes: 0,
             crc: None,
             head: Vec::new(),
+            in_ledger: false,
             done: false,
         }
     }
@@ -130,22 +133,42 @@ impl Transfer {
             "transfer finished"
         );
         if matches!(outcome, "stored" | "deduplicated") {
-            if let Some(ledger) = &self.obs.ledger {
-                ledger.append(LedgerEntry {
-                    time: rfc3339(SystemTime::now()),
-                    peer: self.peer,
-                    service: self.service.to_owned(),
-                    requested: self.requested.clone(),
-                    stored: self.stored.clone(),
-                    size: self.bytes,
-                    crc: self.crc.map(format_hex).unwrap_or_default(),
-                    outcome: outcome.to_owned(),
-                });
-            }
+            self.ledger(outcome);
         }
         let stored = std::mem::take(&mut self.stored);
         let attempt = self.attempt(outcome, None, Some(stored));
         self.obs.end(self.id, attempt, took);
+    }
+
+    /// The upload is stored as `name`: its ledger line is written now, so a
+    /// protocol that acknowledges next (`STORED`, `OK`) never acknowledges a
+    /// file the ledger could miss after a crash. [`Transfer::ok`] follows.
+    pub(crate) fn stored(&mut self, name: &str, deduplicated: bool) {
+        self.stored = name.to_owned();
+        self.ledger(if deduplicated {
+            "deduplicated"
+        } else {
+            "stored"
+        });
+    }
+
+    fn ledger(&mut self, outcome: &str) {
+        if self.in_ledger {
+            return;
+        }
+        self.in_ledger = true;
+        if let Some(ledger) = &self.obs.ledger {
+            ledger.append(LedgerEntry {
+                time: rfc3339(SystemTime::now()),
+                peer: self.peer,
+                service: self.service.to_owned(),
+                requested: self.requested.clone(),
+                stored: self.stored.clone(),
+                size: self.bytes,
+                crc: self.crc.map(format_hex).unwrap_or_default(),
+                outcome: outcome.to_owned(),
+            });
+        }
     }
 
     /// Failure, with the reason the client was (or would have been) told.

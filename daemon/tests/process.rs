@@ -650,3 +650,40 @@ fn ferryd_ping_follows_the_configured_signal_port() {
     );
     d.signal(libc::SIGTERM);
 }
+
+/// The ledger survives kill -9: every upload acknowledged before the kill is
+/// in it after a restart, on disk and through the HTTP API.
+#[test]
+fn the_ledger_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path(), "", None);
+    let names = ["a.txt", "b.txt", "c.txt"];
+    for name in names {
+        assert_eq!(
+            tcp_upload(d.tcp_upload, name, name.as_bytes()),
+            format!("go aheadSTORED: {name}")
+        );
+    }
+    d.inner.signal(libc::SIGKILL);
+    let _ = d.inner.wait_exit();
+    let ledger =
+        std::fs::read_to_string(dir.path().join("data").join(ferryd::LEDGER_FILE)).unwrap();
+    assert_eq!(ledger.lines().count(), 3, "{ledger}");
+    let d = start(dir.path(), "", None);
+    let mut s = TcpStream::connect(d.inner.addr("http")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /api/ledger HTTP/1.1\r\nhost: ferry\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+    let stored: Vec<&str> = entries
+        .iter()
+        .map(|e| e["stored"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, ["c.txt", "b.txt", "a.txt"], "newest first");
+    assert_eq!(entries[0]["service"], "tcp_upload");
+    assert_eq!(entries[0]["size"], 5);
+    sigterm(&d);
+}

@@ -1,0 +1,379 @@
+//! What an admin and a student see: the lab page and its JSON, with a
+//! diagnosis of each failed handout-style client; the metrics; the ledger;
+//! and the HTTP listener under the same limits as the other services.
+//! Clients come from distinct loopback addresses (127.0.0.2, 127.0.0.3, …)
+//! so "each student sees their own attempts" can fail.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ferry_tests::{handout, TestDaemon, OP_TIMEOUT};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::time::{sleep, timeout};
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// A TCP connection to `to` from the loopback address 127.0.0.`from`.
+async fn connect_from(from: u8, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().expect("socket");
+    s.bind(SocketAddr::new(ip(from), 0)).expect("bind");
+    s.connect(to).await.expect("connect")
+}
+
+/// A raw HTTP request from 127.0.0.`from`; the whole answer.
+async fn http(from: u8, to: SocketAddr, request: &str) -> String {
+    timeout(OP_TIMEOUT, async {
+        let mut s = connect_from(from, to).await;
+        s.write_all(request.as_bytes()).await.expect("send");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("an answer in time")
+}
+
+async fn get(from: u8, to: SocketAddr, path: &str) -> String {
+    let answer = http(
+        from,
+        to,
+        &format!("GET {path} HTTP/1.1\r\nhost: ferry\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    answer
+}
+
+fn body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+async fn attempts(from: u8, to: SocketAddr) -> Vec<Value> {
+    let answer = get(from, to, "/api/attempts").await;
+    serde_json::from_str(body(&answer)).expect("JSON")
+}
+
+/// The failed attempt of `service` in `list`, waiting for it to be reported.
+async fn failed(from: u8, http_at: SocketAddr, service: &str) -> Value {
+    for _ in 0..200 {
+        let found = attempts(from, http_at)
+            .await
+            .into_iter()
+            .find(|a| a["service"] == service && a["outcome"] == "failed");
+        if let Some(a) = found {
+            return a;
+        }
+        sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no failed {service} attempt reported");
+}
+
+/// No one in `http.admin`: every visitor sees only their own address.
+async fn daemon() -> TestDaemon {
+    TestDaemon::start_with(|c| c.http.admin.clear()).await
+}
+
+#[tokio::test]
+async fn the_four_student_mistakes_are_explained_to_the_student_who_made_them() {
+    let d = daemon().await;
+    let page = d.addrs.http.expect("http");
+
+    // 1. COSC264 with the magic number's bytes swapped.
+    let mut s = connect_from(2, d.addrs.magic_download.unwrap()).await;
+    s.write_all(&[0x7E, 0x49, 1, 0, 5]).await.unwrap();
+    s.write_all(b"a.txt").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(OP_TIMEOUT, s.read_to_end(&mut rest)).await;
+    assert!(
+        rest.is_empty(),
+        "closed without an answer, as the assignment says"
+    );
+    let a = failed(2, page, "magic_download").await;
+    let rule = a["diagnosis"]["rule"].as_str().unwrap();
+    assert!(
+        rule.contains("starts with 0x7E49, not the magic number 0x497E"),
+        "{a}"
+    );
+    assert_eq!(a["diagnosis"]["sent_hex"], "7E 49 01 00 05 61 2E 74 78 74");
+    assert_eq!(a["diagnosis"]["section"], "magic_download (9004/tcp)");
+
+    // 2. Seed 002 without waiting for `go ahead`: header, name and data at once.
+    let mut s = connect_from(3, d.addrs.tcp_upload.unwrap()).await;
+    let mut all = 11u64.to_be_bytes().to_vec();
+    all.extend_from_slice(b"notes.txthello world");
+    s.write_all(&all).await.unwrap();
+    let mut reply = [0u8; 8];
+    let _ = timeout(OP_TIMEOUT, s.read_exact(&mut reply)).await;
+    drop(s);
+    let a = failed(3, page, "tcp_upload").await;
+    let rule = a["diagnosis"]["rule"].as_str().unwrap();
+    assert!(rule.contains("`go ahead`"), "{a}");
+    assert!(rule.contains("notes.txthello world"), "{a}");
+
+    // 3. Seed 000 with a CRC-32 that is not the data's.
+    let sock = UdpSocket::bind(SocketAddr::new(ip(4), 0)).await.unwrap();
+    let to = d.addrs.udp_upload.unwrap();
+    let data = b"some image bytes".to_vec();
+    let info = format!(
+        r#"{{"checksum": "00000001", "name": "photo.jpg", "size": {}}}"#,
+        data.len()
+    );
+    sock.send_to(info.as_bytes(), to).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = timeout(OP_TIMEOUT, sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"1452");
+    sock.send_to(&data, to).await.unwrap();
+    let (n, _) = timeout(OP_TIMEOUT, sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"ERROR: checksum mismatch"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let a = failed(4, page, "udp_upload").await;
+    assert!(
+        a["diagnosis"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("zlib.crc32"),
+        "{a}"
+    );
+    assert!(
+        a["diagnosis"]["sent_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\"checksum\": \"00000001\""),
+        "{a}"
+    );
+
+    // 4. A seed-004 client that never sends DON: SAF, name, data, then CLS.
+    let mut s = connect_from(5, d.addrs.signal.unwrap()).await;
+    for (part, pause) in [
+        (&b"SAF"[..], 100),
+        (b"lab1.py", 100),
+        (b"print('hi')", 100),
+        (b"CLS", 0),
+    ] {
+        s.write_all(part).await.unwrap();
+        sleep(Duration::from_millis(pause)).await;
+    }
+    drop(s);
+    let a = failed(5, page, "signal").await;
+    assert!(
+        a["diagnosis"]["rule"].as_str().unwrap().contains("`DON`"),
+        "{a}"
+    );
+    assert_eq!(a["requested"], "lab1.py");
+    assert_eq!(a["diagnosis"]["section"], "The handout's dialect");
+    assert!(d.visible_files().is_empty(), "none of them stored anything");
+
+    // Each student sees their own attempt, and only theirs; the page says it.
+    for (from, service) in [
+        (2, "magic_download"),
+        (3, "tcp_upload"),
+        (4, "udp_upload"),
+        (5, "signal"),
+    ] {
+        let mine = attempts(from, page).await;
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0]["service"], service);
+        let html = get(from, page, "/").await;
+        assert!(html.contains(&format!("the clients at your address, 127.0.0.{from}")));
+        assert!(html.contains("The rule:"));
+    }
+    let html = get(2, page, "/").await;
+    assert!(html.contains("not the magic number 0x497E"));
+    assert!(
+        !html.contains("zlib.crc32"),
+        "another student's failure is not shown"
+    );
+    assert!(html.contains("href=\"/book#magic_download-9004tcp\""));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn admins_see_everyone_and_every_failure_is_one_failed_attempt() {
+    // Loopback is in http.admin by default.
+    let d = TestDaemon::start().await;
+    let page = d.addrs.http.unwrap();
+    d.put("there.txt", b"hello");
+    // A missing file is a failure on every download protocol.
+    let missing =
+        handout::magic_download(d.addrs.magic_download.unwrap(), b"nope.txt", false).await;
+    assert_eq!(
+        missing,
+        [0x49, 0x7E, 2, 0, 0, 0, 0, 0],
+        "StatusCode 0, DataLength 0"
+    );
+    assert_eq!(
+        handout::magic_download(d.addrs.magic_download.unwrap(), b"there.txt", false)
+            .await
+            .len(),
+        8 + 5
+    );
+    let _ = handout::udp_download(d.addrs.udp_download.unwrap(), b"nope.txt").await;
+    let stored =
+        handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "files/report.pdf", b"%PDF").await;
+    assert_eq!(stored, b"go ahead");
+    let mut all = Vec::new();
+    for _ in 0..200 {
+        all = attempts(1, page).await;
+        if all.len() >= 4 {
+            break;
+        }
+        sleep(Duration::from_millis(25)).await;
+    }
+    let summary: Vec<(String, String)> = all
+        .iter()
+        .map(|a| {
+            (
+                a["service"].as_str().unwrap().to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("magic_download", "failed"),
+        ("magic_download", "sent"),
+        ("udp_download", "failed"),
+        ("tcp_upload", "stored"),
+    ] {
+        assert!(
+            summary.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {summary:?}"
+        );
+    }
+    let miss = all
+        .iter()
+        .find(|a| a["service"] == "magic_download" && a["outcome"] == "failed")
+        .unwrap();
+    assert_eq!(miss["reason"], "no such file: nope.txt");
+    assert!(
+        miss.get("stored").is_none(),
+        "nothing was stored or served: {miss}"
+    );
+    let html = get(1, page, "/").await;
+    assert!(html.contains("every client (your address is in http.admin)"));
+
+    // The ledger has the stored file, on the page, in JSON and on disk.
+    let ledger: Vec<Value> =
+        serde_json::from_str(body(&get(1, page, "/api/ledger").await)).unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0]["requested"], "files/report.pdf");
+    assert_eq!(ledger[0]["stored"], "report.pdf");
+    assert_eq!(ledger[0]["size"], 4);
+    assert_eq!(
+        ledger[0]["crc"],
+        format!("{:08X}", ferry_proto::crc::checksum(b"%PDF"))
+    );
+    let line = std::fs::read_to_string(d.root.join(ferryd::LEDGER_FILE)).unwrap();
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.contains("\"stored\":\"report.pdf\""), "{line}");
+
+    // The metrics count the same.
+    let metrics = get(1, page, "/metrics").await;
+    for line in [
+        "ferry_transfers_total{outcome=\"failed\",service=\"magic_download\"} 1",
+        "ferry_transfers_total{outcome=\"sent\",service=\"magic_download\"} 1",
+        "ferry_transfers_total{outcome=\"stored\",service=\"tcp_upload\"} 1",
+        "ferry_transfer_bytes_total{direction=\"in\",service=\"tcp_upload\"} 4",
+        "ferry_transfer_bytes_total{direction=\"out\",service=\"magic_download\"} 5",
+    ] {
+        assert!(
+            body(&metrics).lines().any(|l| l == line),
+            "{line} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("content-type: text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_http_listener_keeps_the_limits_of_the_others() {
+    let d = TestDaemon::start_with(|c| {
+        c.limits.max_connections_per_ip = 2;
+        c.limits.header_timeout.0 = Duration::from_millis(500);
+    })
+    .await;
+    let page = d.addrs.http.unwrap();
+    // A slow-loris header is cut at the header deadline.
+    let started = std::time::Instant::now();
+    let cut = http(6, page, "GET / HTTP/1.1\r\nhost: ferry\r\n").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!cut.contains("200 OK"), "{cut}");
+    // Over the per-address cap (two tcp_upload connections held open, which
+    // the cap cannot close to make room as it does idle signal ones): 503.
+    let _a = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
+    let _b = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
+    sleep(Duration::from_millis(100)).await;
+    let busy = http(7, page, "GET / HTTP/1.1\r\nhost: ferry\r\n\r\n").await;
+    assert!(
+        busy.starts_with("HTTP/1.1 503 Service Unavailable"),
+        "{busy}"
+    );
+    assert!(
+        busy.contains("too many transfers from your address"),
+        "{busy}"
+    );
+    // Only GET; no path serves a stored file; a huge header is refused.
+    d.put("secret.txt", b"the contents");
+    let post = http(
+        8,
+        page,
+        "POST / HTTP/1.1\r\nhost: ferry\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    for path in [
+        "/secret.txt",
+        "/../secret.txt",
+        "/api/../secret.txt",
+        "/book/../secret.txt",
+    ] {
+        let answer = http(
+            8,
+            page,
+            &format!("GET {path} HTTP/1.1\r\nhost: ferry\r\n\r\n"),
+        )
+        .await;
+        assert!(!answer.contains("the contents"), "{path}: {answer}");
+    }
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: ferry\r\nx: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = http(8, page, &huge).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // Client text is escaped on the page.
+    let evil = "<script>alert(1)</script>.txt";
+    let _ = handout::magic_download(d.addrs.magic_download.unwrap(), evil.as_bytes(), false).await;
+    sleep(Duration::from_millis(100)).await;
+    let html = get(1, page, "/").await;
+    assert!(
+        !html.contains("<script>"),
+        "markup from a client reached the page"
+    );
+    assert!(html.contains("&lt;script&gt;"));
+    // And the protocols still answer.
+    assert_eq!(
+        handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "ok.txt", b"ok").await,
+        b"go ahead"
+    );
+    d.stop().await;
+}

@@ -72,7 +72,8 @@ fn ferry(a: &BoundAddrs, cwd: &Path) -> Command {
             "FERRY_MAGIC_PORT",
             a.magic_download.unwrap().port().to_string(),
         )
-        .env("FERRY_SIGNAL_PORT", a.signal.unwrap().port().to_string());
+        .env("FERRY_SIGNAL_PORT", a.signal.unwrap().port().to_string())
+        .env("FERRY_HTTP_PORT", a.http.unwrap().port().to_string());
     c
 }
 
@@ -555,4 +556,44 @@ async fn a_udp_refusal_is_a_refusal_and_retries_are_announced() {
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
     s.stop().await;
+}
+
+#[tokio::test]
+async fn ls_lists_what_was_stored_newest_first() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("a.txt"), b"first").unwrap();
+    std::fs::write(cwd.path().join("b.txt"), b"second!").unwrap();
+    for (file, via) in [("a.txt", "signal"), ("b.txt", "tcp")] {
+        let out = run(ferry(&s.addrs, cwd.path()).args(["send", "--via", via, file])).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = run(ferry(&s.addrs, cwd.path()).arg("ls")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 3, "{listing}");
+    assert!(
+        lines[0].contains("7 B") && lines[0].contains("b.txt  via tcp_upload from 127.0.0.1:"),
+        "{listing}"
+    );
+    let crc = format!("{:08X}", ferry_proto::crc::checksum(b"first"));
+    assert!(
+        lines[1].contains(&crc) && lines[1].contains("a.txt  via signal"),
+        "{listing}"
+    );
+    assert_eq!(lines[2], "2 file(s)");
+    let out = run(ferry(&s.addrs, cwd.path()).args(["ls", "--json"])).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"][1]["stored"], "a.txt");
+    assert_eq!(v["files"][1]["size"], 5);
+
+    let addrs = s.stop().await;
+    let out = run(ferry(&addrs, cwd.path()).arg("ls")).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("ferryd's HTTP listener"),
+        "{}",
+        text(&out.stderr)
+    );
 }

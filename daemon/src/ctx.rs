@@ -41,6 +41,8 @@ pub(crate) struct Ctx {
     pub(crate) udp_sessions: AtomicUsize,
     /// Attempts, metrics and the ledger: what the HTTP listener shows.
     pub(crate) observe: Arc<Observer>,
+    /// Where each service listens, once bound (the page shows it).
+    pub(crate) bound: std::sync::OnceLock<Vec<(ServiceId, std::net::SocketAddr)>>,
 }
 
 /// What a reload did.
@@ -63,6 +65,7 @@ impl Ctx {
         let observe = Arc::new(Observer::open(storage.root(), &config));
         Ctx {
             observe,
+            bound: std::sync::OnceLock::new(),
             live: ArcSwap::from_pointee(config),
             storage,
             connections: Limiter::new(),

@@ -261,8 +261,15 @@ impl Daemon {
             false => None,
         };
         addrs.http = http.as_ref().and_then(|l| l.local_addr().ok());
+        let ctx = Arc::new(Ctx::new(config, storage));
+        let _ = ctx.bound.set(
+            ServiceId::ALL
+                .into_iter()
+                .filter_map(|id| addrs.get(id).map(|a| (id, a)))
+                .collect(),
+        );
         Ok(Daemon {
-            ctx: Arc::new(Ctx::new(config, storage)),
+            ctx,
             sockets,
             http,
             addrs,

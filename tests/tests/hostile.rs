@@ -432,6 +432,49 @@ async fn malformed_magic_requests_are_answered_by_closing() {
 }
 
 #[tokio::test]
+async fn malformed_http_requests_get_an_error_or_a_close_and_the_page_serves_on() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs.http.unwrap();
+    d.put("f", b"file contents");
+    let long_path = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(20_000));
+    let bads: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\xff\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"GET /f HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+        b"GET /api/ledger/../../f HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\ncontent-length: -1\r\n\r\n".to_vec(),
+        b"PIN".to_vec(),
+        b"\x49\x7E\x01\x00\x01f".to_vec(),
+        long_path.into_bytes(),
+    ];
+    for bad in bads {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(&bad).await;
+        let _ = s.shutdown().await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(ferry_tests::OP_TIMEOUT, s.read_to_end(&mut reply))
+            .await
+            .expect("answered or closed in time");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "{:?} got {text:?}",
+            String::from_utf8_lossy(&bad[..bad.len().min(40)])
+        );
+        assert!(!text.contains("file contents"));
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200 OK"));
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_signal_frames_get_err() {
     let d = TestDaemon::start_with(|c| c.limits.max_file_size = ferry_config::Size(1000)).await;
     let addr = d.addrs.signal.unwrap();

@@ -126,19 +126,17 @@ fn html(body: String) -> Response {
 }
 
 async fn index(State(s): State<Seen>) -> Response {
-    let cfg = s.ctx.config();
     html(page::render(&page::Data {
         viewer: s.viewer,
         live: s.ctx.observe.live(&s.viewer),
         attempts: s.ctx.observe.recent(&s.viewer, PAGE_ROWS),
         ledger: s.ctx.observe.ledger_entries(&s.viewer, PAGE_ROWS),
-        ports: ferry_config::ServiceId::ALL
-            .into_iter()
-            .filter_map(|id| match cfg.endpoint(id) {
-                (true, addr) => Some((id.to_string(), addr.port())),
-                (false, _) => None,
-            })
-            .collect(),
+        ports: s
+            .ctx
+            .bound
+            .get()
+            .map(|b| b.iter().map(|(id, a)| (id.to_string(), a.port())).collect())
+            .unwrap_or_default(),
     }))
 }
 

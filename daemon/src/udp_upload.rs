@@ -621,9 +621,10 @@ impl Session {
                     Ok(Some(c)) => c,
                 },
             };
+            // Counted as received even when it breaks the rules below.
+            t.bytes += chunk.len() as u64;
             progress.accept(&chunk).map_err(Failure::refused)?;
             upload.write(&chunk).await?;
-            t.bytes = progress.received();
         }
         t.crc = Some(progress.crc());
         let stored = upload.commit(Some(self.info.checksum)).await?;

@@ -233,19 +233,19 @@ browse --dump-dom "http://$http/" >"$work/page.html" ||
   { tail -n 20 "$work/chromium.log" >&2; fail "chromium could not load http://$http/"; }
 # The strings come from daemon/src/observe/diagnose.rs (and the page's own
 # labels from daemon/src/http/page.rs): one per broken client, and the markup
-# they sit in.
+# they sit in (the diagnoses' `backquoted` spans are set as <code>).
 for want in \
   '<b>Why:</b>' \
   '<b>What the client sent first:</b>' \
   '<b>The rule:</b>' \
-  'zlib.crc32(data) &amp; 0xFFFFFFFF' \
-  '"%08X"' \
+  '<code>zlib.crc32(data) &amp; 0xFFFFFFFF</code>' \
+  '<code>"%08X"</code>' \
   'checksum mismatch' \
-  '`go ahead`' \
+  '<code>go ahead</code>' \
   '7E 49 01 00 05 61 2E 74 78 74' \
   '~I...a.txt' \
   'starts with 0x7E49, not the magic number 0x497E' \
-  'send `DON` alone' \
+  'send <code>DON</code> alone' \
   'href="/book#udp_upload-9000udp"' \
   'href="/book#tcp_upload-9003tcp"' \
   'href="/book#magic_download-9004tcp"' \

@@ -108,12 +108,12 @@ fn attempts(out: &mut String, attempts: &[Attempt]) {
                 "<tr><td colspan=6><div class=diag><b>Why:</b> {}<br><b>What the client sent first:</b>\
                  <pre>{}</pre><pre>{}</pre><b>What {} expected here:</b> {}<br><b>The rule:</b> {}<br>\
                  <a href=\"/book#{}\">The protocol book: {}</a></div></td></tr>",
-                esc(a.reason.as_deref().unwrap_or_default()),
+                rich(a.reason.as_deref().unwrap_or_default()),
                 if d.sent_hex.is_empty() { "(nothing)".to_owned() } else { esc(&d.sent_hex) },
                 esc(&d.sent_text),
                 a.service,
-                esc(&d.expected),
-                esc(&d.rule),
+                rich(&d.expected),
+                rich(&d.rule),
                 slug(d.section),
                 esc(d.section)
             );
@@ -206,6 +206,25 @@ pub(super) fn slug(title: &str) -> String {
         .collect()
 }
 
+/// [`esc`], with `backquoted` spans (as the diagnoses write code) set as code.
+pub(super) fn rich(s: &str) -> String {
+    let escaped = esc(s);
+    if escaped.matches('`').count() % 2 != 0 {
+        return escaped;
+    }
+    let mut out = String::with_capacity(escaped.len() + 16);
+    for (i, part) in escaped.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str("<code>");
+            out.push_str(part);
+            out.push_str("</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// Text safe inside HTML elements and quoted attributes.
 pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -233,6 +252,15 @@ mod tests {
             esc("<script>alert('x')</script>&\"\u{7}"),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;\u{fffd}"
         );
+    }
+
+    #[test]
+    fn backquoted_spans_are_code_and_an_odd_backquote_is_text() {
+        assert_eq!(
+            rich("wait for `go ahead` <now>"),
+            "wait for <code>go ahead</code> &lt;now&gt;"
+        );
+        assert_eq!(rich("a ` b"), "a ` b");
     }
 
     #[test]

@@ -99,6 +99,16 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
             SECTION,
         );
     }
+    if f.bytes == 0 && has(f.reason, "before `go ahead`") && f.head.len() > 8 {
+        return (
+            "an 8-byte big-endian size and the file name, then nothing until the server answers `go ahead`".into(),
+            format!(
+                "The client sent {:?} after the size and closed without reading `go ahead`: send the size and the name, wait for `go ahead`, then send the file's bytes (seed 002, steps 5 to 8).",
+                clip(&text(&f.head[8..]), 80)
+            ),
+            SECTION,
+        );
+    }
     if f.bytes == 0 && (has(f.reason, "timed out waiting for data") || has(f.reason, "early")) {
         return (
             "the file's bytes after `go ahead`, as many as the header announced".into(),
@@ -363,6 +373,23 @@ mod tests {
             "{}",
             d.rule
         );
+    }
+
+    #[test]
+    fn a_client_that_closes_before_go_ahead_is_told_to_wait() {
+        let mut head = 11u64.to_be_bytes().to_vec();
+        head.extend_from_slice(b"notes.txthello world");
+        let d = diagnose(&failed(
+            "tcp_upload",
+            "the client closed the connection before `go ahead`",
+            &head,
+        ));
+        assert!(
+            d.rule.contains("\"notes.txthello world\" after the size"),
+            "{}",
+            d.rule
+        );
+        assert!(d.rule.contains("wait for `go ahead`"), "{}", d.rule);
     }
 
     #[test]

@@ -52,6 +52,48 @@ impl RefusalReason {
     }
 }
 
+// Invariant for the helpers below: the names, help texts, labels and
+// buckets given are valid and each registered once, which is all the
+// constructors and `register` can fail on.
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    made: prometheus::Result<M>,
+) -> M {
+    let m = made.expect("a valid metric");
+    r.register(Box::new(m.clone())).expect("registered once");
+    m
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+/// Buckets from `start`, ×4 each, `count` of them.
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    (start, count): (f64, usize),
+) -> HistogramVec {
+    register(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets(start, count)),
+            labels,
+        ),
+    )
+}
+
+fn buckets(start: f64, count: usize) -> Vec<f64> {
+    prometheus::exponential_buckets(start, 4.0, count).expect("valid buckets")
+}
+
 /// The daemon's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -70,115 +112,95 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Every metric registered, every fixed series at 0.
     pub(crate) fn new() -> Metrics {
-        let registry = Registry::new();
-        // Invariant: the names, help texts, labels and buckets below are
-        // valid and registered once each, which is all these can fail on.
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("registered once");
-            c
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("registered once");
-            g
-        };
-        let transfers = counter(
-            "ferry_transfers_total",
-            "Transfer attempts finished, by service and outcome (stored, deduplicated, sent, failed).",
-            &["service", "outcome"],
-        );
-        let bytes = counter(
-            "ferry_transfer_bytes_total",
-            "Bytes moved by transfers, by service and direction (in: uploads, out: downloads).",
-            &["service", "direction"],
-        );
-        let in_flight = gauge(
-            "ferry_transfers_in_flight",
-            "Transfers in progress now, by service.",
-            &["service"],
-        );
-        let connections = gauge(
-            "ferry_tcp_connections",
-            "TCP connections open now, by service (http included).",
-            &["service"],
-        );
-        let refusals = counter(
-            "ferry_refusals_total",
-            "Clients refused before a transfer started, by service and reason.",
-            &["service", "reason"],
-        );
-        let storage_errors = counter(
-            "ferry_storage_errors_total",
-            "Transfers failed by the disk or the operating system (full disk, I/O error), by service.",
-            &["service"],
-        );
-        let sums = counter(
-            "ferry_sum_requests_total",
-            "udp_sum requests, by outcome (answered, refused).",
-            &["outcome"],
-        );
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
+        let r = Registry::new();
+        let m = Metrics {
+            transfers: counter(
+                &r,
+                "ferry_transfers_total",
+                "Transfer attempts finished, by service and outcome (stored, deduplicated, sent, failed).",
+                &["service", "outcome"],
+            ),
+            bytes: counter(
+                &r,
+                "ferry_transfer_bytes_total",
+                "Bytes moved by transfers, by service and direction (in: uploads, out: downloads).",
+                &["service", "direction"],
+            ),
+            in_flight: gauge(
+                &r,
+                "ferry_transfers_in_flight",
+                "Transfers in progress now, by service.",
+                &["service"],
+            ),
+            duration: histogram(
+                &r,
                 "ferry_transfer_duration_seconds",
                 "How long transfer attempts took, by service.",
-            )
-            .buckets(prometheus::exponential_buckets(0.001, 4.0, 10).expect("valid buckets")),
-            &["service"],
-        )
-        .expect("valid histogram");
-        registry
-            .register(Box::new(duration.clone()))
-            .expect("registered once");
-        let ping = Histogram::with_opts(
-            HistogramOpts::new(
-                "ferry_ping_seconds",
-                "From a PIN read to its PON written, on the signal service.",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 9).expect("valid buckets")),
-        )
-        .expect("valid histogram");
-        registry
-            .register(Box::new(ping.clone()))
-            .expect("registered once");
-        let udp_sessions = IntGauge::new(
-            "ferry_udp_upload_sessions",
-            "udp_upload sessions in progress now.",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(udp_sessions.clone()))
-            .expect("registered once");
+                &["service"],
+                (0.001, 10),
+            ),
+            connections: gauge(
+                &r,
+                "ferry_tcp_connections",
+                "TCP connections open now, by service (http included).",
+                &["service"],
+            ),
+            udp_sessions: register(
+                &r,
+                IntGauge::new(
+                    "ferry_udp_upload_sessions",
+                    "udp_upload sessions in progress now.",
+                ),
+            ),
+            refusals: counter(
+                &r,
+                "ferry_refusals_total",
+                "Clients refused before a transfer started, by service and reason.",
+                &["service", "reason"],
+            ),
+            storage_errors: counter(
+                &r,
+                "ferry_storage_errors_total",
+                "Transfers failed by the disk or the operating system (full disk, I/O error), by service.",
+                &["service"],
+            ),
+            ping: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ferry_ping_seconds",
+                        "From a PIN read to its PON written, on the signal service.",
+                    )
+                    .buckets(buckets(0.0001, 9)),
+                ),
+            ),
+            sums: counter(
+                &r,
+                "ferry_sum_requests_total",
+                "udp_sum requests, by outcome (answered, refused).",
+                &["outcome"],
+            ),
+            registry: r,
+        };
+        m.zero_series();
+        m
+    }
+
+    /// Makes every fixed series, so each is there (at 0) from the start.
+    fn zero_series(&self) {
         for s in SERVICES {
             for o in OUTCOMES {
-                transfers.with_label_values(&[s, o]);
+                self.transfers.with_label_values(&[s, o]);
             }
             let dir = if s.ends_with("download") { "out" } else { "in" };
-            bytes.with_label_values(&[s, dir]);
-            in_flight.with_label_values(&[s]);
-            duration.with_label_values(&[s]);
-            storage_errors.with_label_values(&[s]);
+            self.bytes.with_label_values(&[s, dir]);
+            self.in_flight.with_label_values(&[s]);
+            self.duration.with_label_values(&[s]);
+            self.storage_errors.with_label_values(&[s]);
         }
-        bytes.with_label_values(&["signal", "out"]);
+        self.bytes.with_label_values(&["signal", "out"]);
         for o in ["answered", "refused"] {
-            sums.with_label_values(&[o]);
-        }
-        Metrics {
-            registry,
-            transfers,
-            bytes,
-            in_flight,
-            duration,
-            connections,
-            udp_sessions,
-            refusals,
-            storage_errors,
-            ping,
-            sums,
+            self.sums.with_label_values(&[o]);
         }
     }
 

@@ -170,7 +170,9 @@ impl Conn<'_> {
                     }
                 }
                 Arrival::End => {
-                    let evs = data.on_eof().map_err(|e| Failure::Closed(e.to_string()))?;
+                    let evs = data
+                        .on_eof()
+                        .map_err(|_| Failure::Closed("before the DON that ends the file".into()))?;
                     for ev in evs {
                         self.take(ev, writer, t).await;
                     }

@@ -126,7 +126,15 @@ enum Request {
 
 impl Conn<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
-        while let Some(request) = self.next_request().await? {
+        loop {
+            let request = match self.next_request().await {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(e) => {
+                    self.refused_request(&e);
+                    return Err(e);
+                }
+            };
             let frame = match request {
                 Request::Ferry(frame) => frame,
                 Request::Handout(tag) => {
@@ -165,6 +173,26 @@ impl Conn<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A transfer request the codec refused before it was whole (too large,
+    /// a bad name length, cut off): still one failed attempt, with the name
+    /// if the head holds it.
+    fn refused_request(&self, e: &Failure) {
+        let head = &self.io.head;
+        let direction = match head.get(..TAG_LEN).and_then(Tag::from_bytes) {
+            Some(Tag::Saf | Tag::Sar) => Direction::Upload,
+            Some(Tag::Raf | Tag::Rar) => Direction::Download,
+            _ => return,
+        };
+        let mut t = self.transfer(direction);
+        if let Some(&[hi, lo]) = head.get(TAG_LEN..TAG_LEN + 2) {
+            let len = usize::from(u16::from_be_bytes([hi, lo]));
+            if let Some(name) = head.get(TAG_LEN + 2..TAG_LEN + 2 + len) {
+                t.requested = String::from_utf8_lossy(name).into_owned();
+            }
+        }
+        t.failed(e);
     }
 
     /// A transfer attempt of this connection's current request, its first

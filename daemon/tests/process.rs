@@ -687,3 +687,43 @@ fn the_ledger_survives_kill_9() {
     assert_eq!(entries[0]["size"], 5);
     sigterm(&d);
 }
+
+/// A signal transfer that ends badly is one `transfer failed` event with the
+/// name, the bytes and the reason, whatever ended it: a client cut mid-file,
+/// or a refusal.
+#[test]
+fn every_failed_signal_transfer_is_one_transfer_failed_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path(), "[limits]\nmax_file_size = \"1 MiB\"", None);
+    // Cut: a header announcing 100 bytes, 10 sent, then the connection goes.
+    let mut frame = b"SAF".to_vec();
+    frame.extend_from_slice(&8u16.to_be_bytes());
+    frame.extend_from_slice(b"half.bin");
+    frame.extend_from_slice(&100u64.to_be_bytes());
+    frame.extend_from_slice(&[7u8; 10]);
+    {
+        let mut s = TcpStream::connect(d.signal).unwrap();
+        s.write_all(&frame).unwrap();
+    }
+    let cut = d.inner.wait_event("transfer failed");
+    assert_eq!(cut["service"], "signal", "{cut}");
+    assert_eq!(cut["requested"], "half.bin", "{cut}");
+    assert_eq!(cut["bytes"], 10, "{cut}");
+    assert!(cut["reason"].as_str().unwrap().contains("closed"), "{cut}");
+    assert!(cut.get("stored").is_none(), "{cut}");
+    // Too large: refused, and logged as such.
+    let mut frame = b"SAF".to_vec();
+    frame.extend_from_slice(&7u16.to_be_bytes());
+    frame.extend_from_slice(b"big.bin");
+    frame.extend_from_slice(&(2u64 << 20).to_be_bytes());
+    let mut s = TcpStream::connect(d.signal).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame).unwrap();
+    let mut reply = [0u8; 3];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ERR");
+    let big = d.inner.wait_event("transfer failed");
+    assert!(big["reason"].as_str().unwrap().contains("limit"), "{big}");
+    sigterm(&d);
+    assert!(d.inner.wait_exit().success());
+}

@@ -7,8 +7,9 @@
 #   SKIP_BUILD=1 ...                      # use the binaries already in target/release
 #
 # Installs ferryd and ferry, the systemd units (paths adjusted to PREFIX), the
-# example /etc/ferry/ferryd.toml (never over an existing one), man pages and
-# shell completions. Enable with: systemctl enable --now ferryd ferry-healthcheck.timer
+# example /etc/ferry/ferryd.toml (never over an existing one), man pages,
+# shell completions, and the docs with the Prometheus alert rules.
+# Enable with: systemctl enable --now ferryd ferry-healthcheck.timer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
@@ -44,6 +45,7 @@ install -Dm644 "$stage/completions/ferryd.fish" "$DESTDIR$PREFIX/share/fish/vend
 install -Dm644 "$stage/completions/ferry.fish" "$DESTDIR$PREFIX/share/fish/vendor_completions.d/ferry.fish"
 install -Dm644 docs/DEPLOY.md "$DESTDIR$PREFIX/share/doc/ferry/DEPLOY.md"
 install -Dm644 docs/PROTOCOLS.md "$DESTDIR$PREFIX/share/doc/ferry/PROTOCOLS.md"
+install -Dm644 deploy/ferry-alerts.yml "$DESTDIR$PREFIX/share/doc/ferry/ferry-alerts.yml"
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload

@@ -147,6 +147,12 @@ impl Ctx {
         keep!(limits.upload_window, "limits.upload_window");
         keep!(udp_download.budget_per_ip, "udp_download.budget_per_ip");
         keep!(udp_download.budget_window, "udp_download.budget_window");
+        // The HTTP listener is bound, and the observer and the ledger made, at start.
+        keep!(http.enabled, "http.enabled");
+        keep!(http.bind, "http.bind");
+        keep!(http.recent, "http.recent");
+        keep!(ledger.enabled, "ledger.enabled");
+        keep!(ledger.max_size, "ledger.max_size");
         let changed = applied != *old;
         self.live.store(Arc::new(applied));
         Reload {

@@ -40,6 +40,14 @@ pub(crate) enum RefusalReason {
     NotAllowed,
 }
 
+const REASONS: [RefusalReason; 5] = [
+    RefusalReason::Cap,
+    RefusalReason::CapPerAddress,
+    RefusalReason::UploadQuota,
+    RefusalReason::DownloadBudget,
+    RefusalReason::NotAllowed,
+];
+
 impl RefusalReason {
     fn label(self) -> &'static str {
         match self {
@@ -199,6 +207,11 @@ impl Metrics {
             self.storage_errors.with_label_values(&[s]);
         }
         self.bytes.with_label_values(&["signal", "out"]);
+        for s in SERVICES.into_iter().chain(["http"]) {
+            for why in REASONS {
+                self.refusals.with_label_values(&[s, why.label()]);
+            }
+        }
         for o in ["answered", "refused"] {
             self.sums.with_label_values(&[o]);
         }

@@ -50,7 +50,7 @@ use crate::failure::Failure;
 use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
-use crate::tcp::{send_download, TcpService};
+use crate::tcp::{send_download, sendfile_download, TcpService};
 
 /// The `signal` service.
 #[derive(Clone, Copy)]
@@ -506,10 +506,26 @@ impl Conn<'_> {
         t: &mut Transfer,
     ) -> Result<(), Failure> {
         let size = download.size();
+        // The CRC-32 recorded when the file was stored (still valid for
+        // its size and modification time) lets the kernel send the data
+        // (`sendfile`); without it, the data passes through here to be summed.
+        let cached = match download.sendfile_source() {
+            Some(_) => download.cached_crc().await,
+            None => None,
+        };
         self.send(SignalFrame::FileHeader { name, size }).await?;
-        let crc = send_download(&mut self.io, download, t)
-            .await
-            .map_err(Failure::mid_frame)?;
+        let crc = match cached {
+            Some(crc) => {
+                sendfile_download(&mut self.io, download, t)
+                    .await
+                    .map_err(Failure::mid_frame)?;
+                t.crc = Some(crc);
+                crc
+            }
+            None => send_download(&mut self.io, download, t)
+                .await
+                .map_err(Failure::mid_frame)?,
+        };
         self.io.write_all(&crc.to_be_bytes()).await
     }
 

@@ -304,3 +304,36 @@ async fn unreachable_servers_and_timeouts_are_told_apart() {
     let err = c.sum("a", 1).await.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }
+
+/// RAF sends a stored file with `sendfile` and the CRC-32 recorded at upload;
+/// a file an admin rewrote in place afterwards (same size, new mtime) has no
+/// valid record, so its CRC-32 is computed from the bytes: the client's
+/// check passes either way, and each gets the bytes on disk.
+#[tokio::test]
+async fn raf_checksums_stay_right_when_an_admin_edits_a_file_in_place() {
+    let d = TestDaemon::start().await;
+    let c = client_for(&d);
+    let local = tempfile::tempdir().unwrap();
+    let bytes = data::bytes(300_000, 77);
+    let path = write(local.path(), "lab.bin", &bytes);
+    c.send(SendVia::Signal, &path, None, &NoProgress).await.unwrap();
+    let out = local.path().join("got.bin");
+    let got = c
+        .get(GetVia::Signal, "lab.bin", &out, false, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(got.crc, ferry_proto::crc::checksum(&bytes));
+    assert_same_bytes(&std::fs::read(&out).unwrap(), &bytes, "as uploaded");
+    // The admin's edit: same size, other bytes, a later mtime.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let edited = data::bytes(300_000, 78);
+    std::fs::write(d.root.join("lab.bin"), &edited).unwrap();
+    let out = local.path().join("got2.bin");
+    let got = c
+        .get(GetVia::Signal, "lab.bin", &out, false, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(got.crc, ferry_proto::crc::checksum(&edited));
+    assert_same_bytes(&std::fs::read(&out).unwrap(), &edited, "as edited");
+    d.stop().await;
+}

@@ -28,6 +28,10 @@ use crate::limits::IdleConnections;
 /// crowd of concurrent uploads small: measured in docs/BENCHMARKS.md).
 pub(crate) const READ_CHUNK: usize = 32 * 1024;
 
+/// Bytes read at once for an upload its backend writes on a thread of its
+/// own ([`crate::storage::UploadSink::large_reads`]): few such run at once.
+pub(crate) const READ_CHUNK_LARGE: usize = 256 * 1024;
+
 /// The "no deadline" of a frame inside a transfer: only the read gap applies.
 const NO_FRAME_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -144,6 +148,9 @@ pub(crate) struct Connection<S> {
     /// The first bytes of the current request (see [`Connection::mark_head`]),
     /// at most [`HEAD_LEN`]: what a failure's diagnosis shows.
     pub(crate) head: Vec<u8>,
+    /// Bytes read from the socket at once: [`READ_CHUNK`], or
+    /// [`READ_CHUNK_LARGE`] during a large upload.
+    pub(crate) read_chunk: usize,
     signals: Signals,
 }
 
@@ -164,6 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             config,
             peer,
             head: Vec::new(),
+            read_chunk: READ_CHUNK,
             signals,
         }
     }
@@ -276,7 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         what: &'static str,
     ) -> Result<usize, Failure> {
         if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(READ_CHUNK);
+            self.buf.reserve(self.read_chunk);
         }
         tokio::select! {
             _ = self.signals.abort.cancelled() => Err(Failure::Aborted),

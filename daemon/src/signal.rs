@@ -288,7 +288,7 @@ impl Conn<'_> {
                 SignalFrame::Data(chunk) => {
                     t.bytes += chunk.len() as u64;
                     if let Ok(upload) = sink {
-                        if let Err(e) = upload.write_direct(&chunk).await {
+                        if let Err(e) = upload.write_owned(chunk).await {
                             *sink = Err(e.into());
                         }
                     }
@@ -324,7 +324,13 @@ impl Conn<'_> {
             }
             Err(e) => Err(Failure::refused(format!("refused name {name:?}: {e}"))),
         };
-        let crc = or_fail!(t, self.receive_into(&mut sink, &mut t).await);
+        let large = matches!(&sink, Ok(u) if u.large_reads());
+        if large {
+            self.io.read_chunk = crate::conn::READ_CHUNK_LARGE;
+        }
+        let received = self.receive_into(&mut sink, &mut t).await;
+        self.io.read_chunk = crate::conn::READ_CHUNK;
+        let crc = or_fail!(t, received);
         t.crc = Some(crc);
         let result = match sink {
             Ok(upload) => upload.commit(Some(crc)).await.map_err(Failure::from),

@@ -95,13 +95,16 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
         .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
     ctx.admit_upload(std::time::Instant::now(), t.peer(), header.size)?;
     let mut upload = ctx.storage.begin_write(name, header.size).await?;
+    if upload.large_reads() {
+        conn.read_chunk = crate::conn::READ_CHUNK_LARGE;
+    }
     conn.write_all(GO_AHEAD).await?;
     let idle = conn.config.limits.idle_timeout.0;
     loop {
         let wait = Wait::in_transfer(Instant::now(), idle, "data");
         match conn.read_frame(&mut codec, &wait).await? {
             Read::Frame(UploadFrame::Data(chunk)) => {
-                upload.write_direct(&chunk).await?;
+                upload.write_owned(chunk).await?;
                 t.bytes = upload.written();
             }
             Read::Frame(UploadFrame::End) => break,

@@ -110,17 +110,21 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut d = start(dir.path(), "", Some(limit_file_size));
-    let reply = tcp_upload(d.tcp_upload, "big.bin", &vec![1u8; 1 << 20]);
-    assert!(reply.starts_with("go ahead"), "{reply}");
-    let failed = d.inner.wait_event("transfer failed");
-    assert!(
-        failed["reason"]
-            .as_str()
-            .unwrap()
-            .contains("File too large"),
-        "{failed}"
-    );
-    assert!(!dir.path().join("data/big.bin").exists());
+    // 1 MiB is written in line; 8 MiB on a writer thread of its own.
+    for size in [1usize << 20, 8 << 20] {
+        let reply = tcp_upload(d.tcp_upload, "big.bin", &vec![1u8; size]);
+        assert!(reply.starts_with("go ahead"), "{reply}");
+        assert!(!reply.contains("STORED"), "{reply}");
+        let failed = d.inner.wait_event("transfer failed");
+        assert!(
+            failed["reason"]
+                .as_str()
+                .unwrap()
+                .contains("File too large"),
+            "{failed}"
+        );
+        assert!(!dir.path().join("data/big.bin").exists());
+    }
     // The failed upload's temporary file goes, through the reaper.
     let work = dir.path().join("data/.ferry-work");
     for _ in 0..500 {

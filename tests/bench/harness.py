@@ -123,20 +123,21 @@ class Server:
         return rss, cpu
 
 
-def ferryd(root, **tables):
-    """ferryd on `root`, every service on 127.0.0.1:0; `tables` adds keys per
-    table, e.g. limits={"max_file_size": '"64 GiB"'}."""
+def ferryd(root, prefix=(), **tables):
+    """ferryd on `root`, every service on 127.0.0.1:0 (run under `prefix`,
+    e.g. taskset); `tables` adds keys per table, e.g.
+    limits={"max_file_size": '"64 GiB"'}."""
     os.makedirs(root, exist_ok=True)
     conf = os.path.join(WORK, "ferryd.toml")
     text = ""
-    for table in ["limits", "udp_upload", "udp_download", "udp_sum", "tcp_upload", "magic_download", "signal"]:
+    for table in ["limits", "udp_upload", "udp_download", "udp_sum", "tcp_upload", "magic_download", "signal", "http"]:
         keys = dict(tables.get(table, {}))
         if table != "limits":
             keys["bind"] = '"127.0.0.1:0"'
         text += f"[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
     with open(conf, "w") as f:
         f.write(text)
-    return Server("ferryd", [FERRYD, "--config", conf, "--storage", root, "--log-format", "json",
+    return Server("ferryd", [*prefix, FERRYD, "--config", conf, "--storage", root, "--log-format", "json",
                              "--log-level", "warn,ferryd=info"], ready="stderr")
 
 
@@ -486,6 +487,76 @@ def concurrency(src_1m):
             shutil.rmtree(root, ignore_errors=True)
 
 
+def busy_udp(src_busy):
+    """The issue's busy machine: both cores kept busy by other work (two
+    CPU-bound processes at the same priority as ferryd), and ferry's client
+    sends an unpaced 200 MiB file over udp_upload ten times; each must be
+    stored at its first attempt."""
+    size = os.path.getsize(src_busy)
+    log(f"== udp_upload of {size // MIB} MiB, unpaced, both cores busy with other work, 10 times")
+    root = os.path.join(WORK, "root-busy")
+    shutil.rmtree(root, ignore_errors=True)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        srv = ferryd(root, udp_upload={"buffer_size": "65000"})
+        firsts, times = 0, []
+        for i in range(10):
+            name = f"busy-{i}.bin"
+            secs, out = timed(ferry(srv, "--json", "--attempts", "10", "send", "--via", "udp", src_busy, "--as", name))
+            attempts = json.loads(out)["attempts"]
+            firsts += attempts == 1
+            times.append(secs)
+            ok = same(src_busy, os.path.join(root, name))
+            log(f"     run {i + 1}: {attempts} attempt(s), {size / MIB / secs:.1f} MiB/s, {'ok' if ok else 'MISMATCH'}")
+            os.remove(os.path.join(root, name))
+        record("udp upload, 200 MiB unpaced, both cores busy", f"ferry, first attempt {firsts} of 10",
+               size, sorted(times)[len(times) // 2], srv.stop(), ok=firsts == 10, first_attempt=firsts)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def pinned(src_1m):
+    """1000 concurrent 1 MiB uploads with ferryd on core 1 and the load
+    generator (ferry bench, this harness and its pinger) on core 0, so the
+    clients cannot starve ferryd of CPU: the ping target's measurement."""
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2:
+        log("== pinned run skipped: fewer than 2 cores")
+        return
+    server_core, client_core = sorted(cores)[1], sorted(cores)[0]
+    log(f"== 1000 x 1 MiB SAF uploads, ferryd pinned to core {server_core}, clients to core {client_core}")
+    os.sched_setaffinity(0, {client_core})
+    try:
+        for workload, via in (("signal-up", "signal SAF"), ("tcp-up", "tcp_upload")):
+            root = os.path.join(WORK, "root-pinned")
+            shutil.rmtree(root, ignore_errors=True)
+            srv = ferryd(root, prefix=("taskset", "-c", str(server_core)),
+                         limits={"max_connections": "4096", "max_connections_per_ip": "4096"})
+            pinger = Pinger(int(port_of(srv, "signal")))
+            pinger.start()
+            secs, out = timed(["taskset", "-c", str(client_core),
+                               *ferry(srv, "--json", "bench", workload, "--size", "1M", "--clients", "1000",
+                                      "--count", "2000")])
+            pinger.stop_flag = True
+            pinger.join()
+            rep = json.loads(out)
+            stats = srv.stop()
+            files = [os.path.join(root, f) for f in os.listdir(root) if f.startswith("bench-")]
+            intact = (len({sha256(f) for f in files}) == 1 and len(files) == rep["transfers"])
+            row = record(f"1 MiB uploads, {via}, ferryd and clients on their own cores",
+                         "ferry, 1000 clients", rep["transfers"] * MIB, rep["seconds"], stats,
+                         ok=intact and rep["errors"] == 0, clients=1000, errors=rep["errors"],
+                         p99_ms=round(rep["p99_ms"], 2), ping_p50_ms=pct(pinger.rtts, 0.5),
+                         ping_p99_ms=pct(pinger.rtts, 0.99), ping_max_ms=pct(pinger.rtts, 1.0))
+            log(f"     ping p50 {row['ping_p50_ms']} p99 {row['ping_p99_ms']} max {row['ping_max_ms']} ms")
+            shutil.rmtree(root, ignore_errors=True)
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
 def vs_python(src_1m):
     log("== 200 concurrent clients: ferry against the Python handout server")
     for rate, name in ((None, "ferry"), (None, "python"), ("12M", "ferry"), ("12M", "python")):
@@ -618,10 +689,13 @@ def main():
     make_file(src_udp, UDP)
     src_1m = os.path.join(WORK, "src-1m.bin")
     make_file(src_1m, MIB)
+    src_busy = os.path.join(WORK, "src-busy.bin")
+    make_file(src_busy, 200 * MIB)
     only = os.environ.get("BENCH_ONLY", "")
     steps = [("tcp", lambda: tcp_upload_single(src)), ("down", lambda: download_single(src)),
              ("udp", lambda: udp(src_udp)), ("udpshm", lambda: udp_on_tmpfs(src_udp)),
-             ("conc", lambda: concurrency(src_1m)), ("py", lambda: vs_python(src_1m)),
+             ("conc", lambda: concurrency(src_1m)), ("pinned", lambda: pinned(src_1m)),
+             ("busyudp", lambda: busy_udp(src_busy)), ("py", lambda: vs_python(src_1m)),
              ("mem", memory_vs_size)]
     for name, step in steps:
         if not only or name in only.split(","):

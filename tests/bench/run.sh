@@ -3,7 +3,8 @@
 # from Debian (socat, tftpd-hpa, curl), builds ferry in release mode, and runs
 # tests/bench/harness.py. Environment knobs: BENCH_ONE_MIB (single-stream size,
 # 1024), BENCH_BIG_MIB (memory test, 5120), BENCH_UDP_MIB (64),
-# BENCH_CONCURRENCY (1,10,100,1000), BENCH_ONLY (tcp,down,udp,conc,py,mem).
+# BENCH_CONCURRENCY (1,10,100,1000), BENCH_ONLY (a comma list of tcp, down, udp,
+# udpshm, conc, pinned, busyudp, py, mem).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 need=()

@@ -171,6 +171,18 @@ pub(crate) trait UploadSink: Send {
     /// second copy.
     async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError>;
 
+    /// Appends a piece of a stream the caller owns: a backend with a writer
+    /// of its own takes it as it is, with no copy.
+    async fn write_owned(&mut self, data: bytes::Bytes) -> Result<(), StorageError> {
+        self.write_direct(&data).await
+    }
+
+    /// Whether the caller should read in large pieces for this upload
+    /// (the backend writes them on a thread of its own).
+    fn large_reads(&self) -> bool {
+        false
+    }
+
     /// Bytes written so far.
     fn written(&self) -> u64;
 

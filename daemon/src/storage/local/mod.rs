@@ -83,6 +83,8 @@ struct Inner {
     reaper_rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<Reap>>>,
     /// Held for the daemon's life: the root's exclusive lock.
     _lock: std::fs::File,
+    /// Writer threads for large uploads ([`upload::PIPE_LANES`] at most).
+    lanes: Arc<tokio::sync::Semaphore>,
 }
 
 /// The local root. Cheap to clone.
@@ -165,6 +167,7 @@ impl Local {
                 later,
                 reaper_rx: std::sync::Mutex::new(Some(reaper_rx)),
                 _lock: lock,
+                lanes: Arc::new(tokio::sync::Semaphore::new(upload::PIPE_LANES)),
             }),
         })
     }
@@ -242,7 +245,7 @@ impl Local {
     ) -> Result<LocalUpload, StorageError> {
         let temp = self.temp_path("upload");
         let file = File::create(&temp).await?;
-        Ok(LocalUpload {
+        let mut upload = LocalUpload {
             storage: self.clone(),
             dest: Dest::Root(name),
             temp: Some(temp),
@@ -253,7 +256,14 @@ impl Local {
             written: 0,
             crc: Crc32::new(),
             hash: Some(blake3::Hasher::new()),
-        })
+            pipe: None,
+        };
+        if exact && size >= upload::PIPE_MIN {
+            if let Ok(lane) = Arc::clone(&self.inner.lanes).try_acquire_owned() {
+                upload.pipe(lane).await;
+            }
+        }
+        Ok(upload)
     }
 
     /// Opens a stored file for reading.

@@ -141,6 +141,91 @@ async fn failed_uploads_leave_nothing() {
     reaped(dir.path()).await;
 }
 
+/// Large uploads go through a writer thread (a lane): stored byte for byte,
+/// an identical retry deduplicated by the digest the thread computed, a
+/// wrong CRC or a short upload leaves nothing, and more than the lanes at
+/// once write in line, equally right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_through_writer_threads_keep_every_guarantee() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    s.start_reaper();
+    let size = super::upload::PIPE_MIN as usize + 12_345;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let owned = |up: &mut crate::storage::Upload, data: &[u8]| {
+        assert!(up.large_reads(), "a large upload gets a lane");
+        data.chunks(256 * 1024)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect::<Vec<_>>()
+    };
+    let mut up = s.begin_write(name("big.bin"), size as u64).await.unwrap();
+    for piece in owned(&mut up, &data) {
+        up.write_owned(piece).await.unwrap();
+    }
+    let crc = ferry_proto::crc::checksum(&data);
+    assert_eq!(up.crc(), crc);
+    let stored = up.commit(Some(crc)).await.unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.deduplicated),
+        ("big.bin", false)
+    );
+    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), data);
+    let again = put(&s, "big.bin", &data).await.unwrap();
+    assert_eq!((again.name.as_str(), again.deduplicated), ("big.bin", true));
+    // A wrong CRC, and an upload cut short: nothing of either.
+    let mut up = s.begin_write(name("bad.bin"), size as u64).await.unwrap();
+    for piece in owned(&mut up, &data) {
+        up.write_owned(piece).await.unwrap();
+    }
+    assert!(matches!(
+        up.commit(Some(crc ^ 1)).await,
+        Err(StorageError::ChecksumMismatch { .. })
+    ));
+    let mut up = s.begin_write(name("cut.bin"), size as u64).await.unwrap();
+    up.write_owned(bytes::Bytes::from(data[..1000].to_vec()))
+        .await
+        .unwrap();
+    drop(up);
+    // Six at once over four lanes: two write in line; all six stored right.
+    let many = (0..6).map(|i| {
+        let s = s.clone();
+        let mut mine = data.clone();
+        mine[0] = i;
+        async move {
+            let n = format!("m{i}.bin");
+            let mut up = s.begin_write(name(&n), mine.len() as u64).await.unwrap();
+            for piece in mine.chunks(100_000) {
+                up.write_owned(bytes::Bytes::copy_from_slice(piece))
+                    .await
+                    .unwrap();
+            }
+            up.commit(Some(ferry_proto::crc::checksum(&mine)))
+                .await
+                .unwrap();
+            (n, mine)
+        }
+    });
+    for (n, mine) in futures_join_all(many).await {
+        assert_eq!(std::fs::read(dir.path().join(&n)).unwrap(), mine, "{n}");
+    }
+    let mut names = visible(dir.path());
+    names.retain(|n| !n.starts_with('m'));
+    assert_eq!(names, ["big.bin"]);
+    reaped(dir.path()).await;
+}
+
+/// `join_all` without a dependency: each future on a task of its own.
+async fn futures_join_all<T: Send + 'static>(
+    futs: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn leftovers_are_cleaned_at_open() {
     let dir = tempfile::tempdir().unwrap();

@@ -141,6 +141,7 @@ impl LocalTree {
             written: 0,
             crc: Crc32::new(),
             hash: None,
+            pipe: None,
         })
     }
 

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferry_proto::crc::Crc32;
 use ferry_proto::names::SafeName;
 use tokio::fs::File;
@@ -17,6 +17,42 @@ use crate::storage::{Reader, StorageError, Stored, UploadSink};
 
 /// Bytes an upload gathers before handing them to the file (bounds memory per upload).
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Uploads announced at this size or more get a writer thread of their own
+/// (a lane), if one is free: the socket is read, the data hashed and
+/// written, all at once (measured in docs/BENCHMARKS.md).
+pub(crate) const PIPE_MIN: u64 = 4 << 20;
+/// Lanes at once: each holds a thread and up to [`PIPE_DEPTH`] buffers.
+pub(crate) const PIPE_LANES: usize = 4;
+/// Buffers queued for a lane's thread, at most (each one socket read, at
+/// most [`crate::conn::READ_CHUNK_LARGE`]: 2 MiB per lane).
+const PIPE_DEPTH: usize = 8;
+
+/// What a lane's thread hands back: the file and the digest, or why not.
+type Piped = io::Result<(std::fs::File, Option<blake3::Hasher>)>;
+
+/// A large upload's writer thread: it hashes (BLAKE3) and writes what the
+/// connection hands it, in order, while the connection reads on.
+pub(crate) struct Pipe {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    done: tokio::sync::oneshot::Receiver<Piped>,
+    _lane: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn pipe_thread(
+    mut file: std::fs::File,
+    mut hash: Option<blake3::Hasher>,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> Piped {
+    use std::io::Write;
+    while let Some(data) = rx.blocking_recv() {
+        if let Some(h) = hash.as_mut() {
+            h.update(&data);
+        }
+        file.write_all(&data)?;
+    }
+    Ok((file, hash))
+}
 
 /// Where a finished upload goes.
 pub(super) enum Dest {
@@ -40,10 +76,49 @@ pub(crate) struct LocalUpload {
     pub(super) crc: Crc32,
     /// BLAKE3 of the data, for uploads into the root: what makes a retry
     /// "identical" (CRC-32 is trivially forged). Trees are never deduplicated.
+    /// With a pipe, the pipe's thread holds it (and the file).
     pub(super) hash: Option<blake3::Hasher>,
+    /// A large upload's writer thread, when it has a lane.
+    pub(super) pipe: Option<Pipe>,
 }
 
 impl LocalUpload {
+    /// Hands the file and the hash to a writer thread holding `lane`.
+    pub(super) async fn pipe(&mut self, lane: tokio::sync::OwnedSemaphorePermit) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        let file = file.into_std().await;
+        let hash = self.hash.take();
+        let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("ferry-writer".into())
+            .spawn(move || {
+                let _ = done_tx.send(pipe_thread(file, hash, rx));
+            });
+        match spawned {
+            Ok(_) => {
+                self.pipe = Some(Pipe {
+                    tx: Some(tx),
+                    done,
+                    _lane: lane,
+                })
+            }
+            Err(e) => tracing::debug!(error = %e, "no writer thread: writing in line"),
+        }
+        if self.pipe.is_none() {
+            // The thread did not start: `file` went with the closure. Open
+            // it again to write in line.
+            if let Some(temp) = &self.temp {
+                if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(temp).await {
+                    self.file = Some(f);
+                    self.hash = Some(blake3::Hasher::new());
+                }
+            }
+        }
+    }
+
     /// Appends a small piece (a datagram): pieces are gathered into 64 KiB
     /// writes. Refuses to go past the announced size.
     pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
@@ -51,14 +126,72 @@ impl LocalUpload {
         self.pending.extend_from_slice(data);
         if self.pending.len() >= WRITE_BATCH {
             let batch = self.pending.split();
-            self.write_out(&batch).await?;
+            match self.pipe.is_some() {
+                true => self.send(batch.freeze()).await?,
+                false => self.write_out(&batch).await?,
+            }
         }
+        Ok(())
+    }
+
+    /// Appends a piece of a stream the caller owns (a socket read): to the
+    /// writer thread as it is, or straight to the file.
+    pub(crate) async fn write_owned(&mut self, data: Bytes) -> Result<(), StorageError> {
+        match self.pipe.is_some() {
+            true => self.write_piped(data).await,
+            false => self.write_in_line(&data).await,
+        }
+    }
+
+    async fn write_piped(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.account(&data)?;
+        if !self.pending.is_empty() {
+            let batch = self.pending.split().freeze();
+            self.send(batch).await?;
+        }
+        self.send(data).await
+    }
+
+    /// To the writer thread; if it has stopped, why.
+    async fn send(&mut self, data: Bytes) -> Result<(), StorageError> {
+        let sent = match self.pipe.as_ref().and_then(|p| p.tx.as_ref()) {
+            Some(tx) => tx.send(data).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread ended early: its write failed.
+        Err(match self.finish_pipe().await {
+            Err(e) => e,
+            Ok(()) => io::Error::other("the writer thread stopped").into(),
+        })
+    }
+
+    /// Ends the writer thread: the file and the hash back, in line.
+    async fn finish_pipe(&mut self) -> Result<(), StorageError> {
+        let Some(mut pipe) = self.pipe.take() else {
+            return Ok(());
+        };
+        pipe.tx = None;
+        let (file, hash) = (&mut pipe.done)
+            .await
+            .map_err(|_| io::Error::other("the writer thread died"))??;
+        self.file = Some(File::from_std(file));
+        self.hash = hash;
         Ok(())
     }
 
     /// Appends a piece of a stream (a socket read, already large) straight to
     /// the file, so a TCP upload holds no second copy of its data.
     pub(crate) async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        match self.pipe.is_some() {
+            true => self.write_piped(Bytes::copy_from_slice(data)).await,
+            false => self.write_in_line(data).await,
+        }
+    }
+
+    async fn write_in_line(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.account(data)?;
         if !self.pending.is_empty() {
             let batch = self.pending.split();
@@ -79,6 +212,7 @@ impl LocalUpload {
             });
         }
         self.crc.update(data);
+        // With a pipe, its thread hashes.
         if let Some(h) = self.hash.as_mut() {
             h.update(data);
         }
@@ -116,8 +250,12 @@ impl LocalUpload {
         }
         if !self.pending.is_empty() {
             let batch = self.pending.split();
-            self.write_out(&batch).await?;
+            match self.pipe.is_some() {
+                true => self.send(batch.freeze()).await?,
+                false => self.write_out(&batch).await?,
+            }
         }
+        self.finish_pipe().await?;
         let mut file = self
             .file
             .take()
@@ -284,6 +422,14 @@ impl UploadSink for LocalUpload {
 
     async fn write_direct(&mut self, data: &[u8]) -> Result<(), StorageError> {
         LocalUpload::write_direct(self, data).await
+    }
+
+    async fn write_owned(&mut self, data: Bytes) -> Result<(), StorageError> {
+        LocalUpload::write_owned(self, data).await
+    }
+
+    fn large_reads(&self) -> bool {
+        self.pipe.is_some()
     }
 
     fn written(&self) -> u64 {

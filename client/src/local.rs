@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
-
 use crate::{Error, Result};
 
 /// The last component of a local path, as the name to send it under.
@@ -89,14 +87,23 @@ impl Target {
         parent.join(format!(".{name}.ferry-part-{}", std::process::id()))
     }
 
-    /// Opens the temporary file.
+    /// Opens the temporary file, written by a thread of its own.
     pub async fn create_file(&self) -> Result<PartFile> {
         let temp = self.temp_path();
-        let file = tokio::fs::File::create(&temp)
-            .await
+        let file = std::fs::File::create(&temp)
             .map_err(|e| Error::Local(format!("cannot create {}: {e}", temp.display())))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITER_DEPTH);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ferry-writer".into())
+            .spawn(move || {
+                let _ = done_tx.send(writer(file, rx));
+            })
+            .map_err(|e| Error::Local(format!("cannot start a writer thread: {e}")))?;
         Ok(PartFile {
-            file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
+            tx: Some(tx),
+            done: Some(done),
+            pending: bytes::BytesMut::new(),
             temp: Some(temp),
             target: self.clone(),
         })
@@ -114,35 +121,104 @@ impl Target {
     }
 }
 
-/// A download being written; dropped without `commit`, it is removed.
+/// Buffers queued for a download's writer thread (each at most a socket
+/// read or [`GATHER`] bytes).
+const WRITER_DEPTH: usize = 8;
+/// Small pieces (datagrams) are gathered into writes of this size.
+const GATHER: usize = 256 * 1024;
+
+/// What the connection hands the writer thread.
+enum Write {
+    /// Append these bytes.
+    Data(bytes::Bytes),
+    /// Everything is written: sync, then report.
+    Commit,
+}
+
+/// The writer thread: appends in order; syncs only when told to commit
+/// (a download given up is not worth a sync).
+fn writer(
+    mut file: std::fs::File,
+    mut rx: tokio::sync::mpsc::Receiver<Write>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Write::Data(data) => file.write_all(&data)?,
+            Write::Commit => return file.sync_all(),
+        }
+    }
+    Err(std::io::Error::other("the download was given up"))
+}
+
+/// A download being written, by a thread of its own so the socket is read
+/// while the disk writes; dropped without `commit`, it is removed.
 pub struct PartFile {
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    tx: Option<tokio::sync::mpsc::Sender<Write>>,
+    done: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+    pending: bytes::BytesMut,
     temp: Option<PathBuf>,
     target: Target,
 }
 
 impl PartFile {
-    /// Appends bytes.
+    /// Appends bytes (copied; small pieces are gathered).
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        let f = self
-            .file
-            .as_mut()
-            .ok_or_else(|| Error::Local("file already closed".into()))?;
-        f.write_all(data)
-            .await
-            .map_err(|e| Error::Local(format!("cannot write: {e}")))
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= GATHER {
+            let batch = self.pending.split().freeze();
+            self.send(Write::Data(batch)).await?;
+        }
+        Ok(())
     }
 
-    /// Flushes, syncs and renames into place.
-    pub async fn commit(mut self) -> Result<PathBuf> {
-        let mut f = self
-            .file
+    /// Appends bytes the caller owns (a socket read), with no copy.
+    pub async fn write_owned(&mut self, data: bytes::Bytes) -> Result<()> {
+        if !self.pending.is_empty() {
+            let batch = self.pending.split().freeze();
+            self.send(Write::Data(batch)).await?;
+        }
+        self.send(Write::Data(data)).await
+    }
+
+    async fn send(&mut self, msg: Write) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its write failed.
+        Err(self
+            .finish()
+            .await
+            .err()
+            .unwrap_or_else(|| Error::Local("cannot write: the writer thread stopped".into())))
+    }
+
+    /// Waits for the thread's result.
+    async fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        let done = self
+            .done
             .take()
             .ok_or_else(|| Error::Local("file already closed".into()))?;
-        let local = |e: std::io::Error| Error::Local(format!("cannot write: {e}"));
-        f.flush().await.map_err(local)?;
-        f.get_ref().sync_all().await.map_err(local)?;
-        drop(f);
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Local(format!("cannot write: {e}"))),
+            Err(_) => Err(Error::Local("cannot write: the writer thread died".into())),
+        }
+    }
+
+    /// Writes what is left, syncs and renames into place.
+    pub async fn commit(mut self) -> Result<PathBuf> {
+        if !self.pending.is_empty() {
+            let batch = self.pending.split().freeze();
+            self.send(Write::Data(batch)).await?;
+        }
+        self.send(Write::Commit).await?;
+        self.finish().await?;
         let temp = self
             .temp
             .take()

@@ -50,10 +50,11 @@ pub(crate) async fn get(
                 }
                 ResponseFrame::Data(b) => {
                     crc.update(&b);
+                    let n = b.len() as u64;
                     if let Some(p) = part.as_mut() {
-                        p.write(&b).await?;
+                        p.write_owned(b).await?;
                     }
-                    progress.advance(b.len() as u64);
+                    progress.advance(n);
                 }
                 ResponseFrame::End => {
                     progress.finish();
@@ -69,6 +70,9 @@ pub(crate) async fn get(
                     });
                 }
             }
+        }
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(256 * 1024);
         }
         let n = match tokio::time::timeout(client.timeout, s.read_buf(&mut buf)).await {
             Err(_) => return Err(Error::Timeout("waiting for the FileResponse".into())),

@@ -63,6 +63,11 @@ impl Conn {
             {
                 return Ok(frame);
             }
+            // Data frames are split off the buffer and kept by the writer:
+            // read into fresh room, a whole chunk at a time.
+            if self.rbuf.capacity() - self.rbuf.len() < CHUNK / 4 {
+                self.rbuf.reserve(CHUNK);
+            }
             let n = match tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
                 .await
             {
@@ -156,9 +161,10 @@ impl Conn {
             match self.recv().await? {
                 SignalFrame::Data(b) => {
                     crc.update(&b);
-                    got += b.len() as u64;
-                    sink.write(&b).await?;
-                    progress.advance(b.len() as u64);
+                    let n = b.len() as u64;
+                    got += n;
+                    sink.write_owned(b).await?;
+                    progress.advance(n);
                 }
                 SignalFrame::FileEnd { crc: want } => {
                     if got != size {

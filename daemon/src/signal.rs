@@ -50,7 +50,7 @@ use crate::failure::Failure;
 use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
-use crate::tcp::{send_download, sendfile_download, TcpService};
+use crate::tcp::{send_download_keeping, sendfile_download, TcpService};
 
 /// The `signal` service.
 #[derive(Clone, Copy)]
@@ -528,9 +528,14 @@ impl Conn<'_> {
                 t.crc = Some(crc);
                 crc
             }
-            None => send_download(&mut self.io, download, t)
-                .await
-                .map_err(Failure::mid_frame)?,
+            None => {
+                let (crc, mut download) = send_download_keeping(&mut self.io, download, t)
+                    .await
+                    .map_err(Failure::mid_frame)?;
+                // Summed from the whole file: the next RAF can use sendfile.
+                download.record_crc(crc).await;
+                crc
+            }
         };
         self.io.write_all(&crc.to_be_bytes()).await
     }

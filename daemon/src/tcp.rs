@@ -170,9 +170,20 @@ async fn admit_when_freed<S: TcpService>(
 /// within `idle_timeout`, bytes and CRC-32 counted into `t`. Returns the CRC.
 pub(crate) async fn send_download<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-    mut download: Download,
+    download: Download,
     t: &mut Transfer,
 ) -> Result<u32, Failure> {
+    send_download_keeping(conn, download, t)
+        .await
+        .map(|(crc, _)| crc)
+}
+
+/// [`send_download`], giving the download back with the CRC.
+pub(crate) async fn send_download_keeping<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    mut download: Download,
+    t: &mut Transfer,
+) -> Result<(u32, Download), Failure> {
     let mut crc = ferry_proto::crc::Crc32::new();
     let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
     let mut left = download.size();
@@ -191,7 +202,7 @@ pub(crate) async fn send_download<S: AsyncRead + AsyncWrite + Unpin>(
         t.bytes += take as u64;
     }
     t.crc = Some(crc.value());
-    Ok(crc.value())
+    Ok((crc.value(), download))
 }
 
 /// Streams a stored file to the client with `sendfile(2)`: the kernel copies

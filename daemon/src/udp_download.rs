@@ -286,6 +286,8 @@ impl Task {
             // Unpaced (the client waits for the answer), but from the budget.
             self.spend(block.len() as u64);
         }
+        // Summed from the whole file: the next STAT (or RAF) needs no read.
+        download.record_crc(crc.value()).await;
         out.send(&encode_stat_reply(download.size(), crc.value()))
             .await
     }

@@ -316,7 +316,9 @@ async fn raf_checksums_stay_right_when_an_admin_edits_a_file_in_place() {
     let local = tempfile::tempdir().unwrap();
     let bytes = data::bytes(300_000, 77);
     let path = write(local.path(), "lab.bin", &bytes);
-    c.send(SendVia::Signal, &path, None, &NoProgress).await.unwrap();
+    c.send(SendVia::Signal, &path, None, &NoProgress)
+        .await
+        .unwrap();
     let out = local.path().join("got.bin");
     let got = c
         .get(GetVia::Signal, "lab.bin", &out, false, &NoProgress)
@@ -328,12 +330,30 @@ async fn raf_checksums_stay_right_when_an_admin_edits_a_file_in_place() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let edited = data::bytes(300_000, 78);
     std::fs::write(d.root.join("lab.bin"), &edited).unwrap();
-    let out = local.path().join("got2.bin");
-    let got = c
-        .get(GetVia::Signal, "lab.bin", &out, false, &NoProgress)
-        .await
-        .unwrap();
-    assert_eq!(got.crc, ferry_proto::crc::checksum(&edited));
-    assert_same_bytes(&std::fs::read(&out).unwrap(), &edited, "as edited");
+    // Twice: summed from the bytes (and recorded), then from the record.
+    for round in ["summed", "recorded"] {
+        let out = local.path().join(format!("got-{round}.bin"));
+        let got = c
+            .get(GetVia::Signal, "lab.bin", &out, false, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(got.crc, ferry_proto::crc::checksum(&edited), "{round}");
+        assert_same_bytes(&std::fs::read(&out).unwrap(), &edited, round);
+    }
+    // A file an admin put there, and edited again: each RAF right.
+    for seed in [80, 81] {
+        let admin = data::bytes(70_000, seed);
+        d.put("course.txt", &admin);
+        for round in 0..2 {
+            let out = local.path().join(format!("course-{seed}-{round}.txt"));
+            let got = c
+                .get(GetVia::Signal, "course.txt", &out, false, &NoProgress)
+                .await
+                .unwrap();
+            assert_eq!(got.crc, ferry_proto::crc::checksum(&admin));
+            assert_same_bytes(&std::fs::read(&out).unwrap(), &admin, "course.txt");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     d.stop().await;
 }

@@ -208,6 +208,10 @@ pub(crate) trait Reader: Send {
     /// `None` means read it.
     async fn cached_crc(&self) -> Option<u32>;
 
+    /// Records `crc`, summed from the whole file as read through this
+    /// reader, for [`Reader::cached_crc`] (a backend may do nothing).
+    async fn record_crc(&mut self, _crc: u32) {}
+
     /// The local backend's fast path: the open file, for `sendfile(2)`.
     fn sendfile_source(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None

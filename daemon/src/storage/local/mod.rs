@@ -276,10 +276,7 @@ impl Local {
         if !meta.is_file() {
             return Err(StorageError::NotRegular(path.to_string()));
         }
-        Ok(LocalFile {
-            file,
-            size: meta.len(),
-        })
+        Ok(LocalFile::new(file, &meta))
     }
 
     /// Opens a stored directory for sending, streamed: [`LocalTreeReader::next`]

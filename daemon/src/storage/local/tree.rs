@@ -246,19 +246,13 @@ impl LocalTreeReader {
                 let fd = open_at(&dir, name.as_str(), At::File)?;
                 let file = std::fs::File::from(fd);
                 let meta = file.metadata()?;
-                Ok::<_, io::Error>(meta.is_file().then_some((file, meta.len())))
+                Ok::<_, io::Error>(meta.is_file().then(|| (file, meta)))
             })
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
             match file {
-                Some((file, size)) => {
-                    return Ok(Some((
-                        rel,
-                        LocalFile {
-                            file: File::from_std(file),
-                            size,
-                        },
-                    )))
+                Some((file, meta)) => {
+                    return Ok(Some((rel, LocalFile::new(File::from_std(file), &meta))))
                 }
                 None => continue,
             }

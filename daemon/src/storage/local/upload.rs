@@ -397,9 +397,37 @@ pub(crate) struct LocalFile {
     pub(super) file: File,
     /// Its size when opened (uploads replace files by rename, so an open file never changes).
     pub(super) size: u64,
+    /// Its size and modification time when opened, as the CRC record has
+    /// them: a CRC-32 summed from this open file is recorded only if they
+    /// are the same after the read (an admin's edit in between is not).
+    stamp: [u8; 20],
 }
 
 impl LocalFile {
+    /// An open file and its metadata at open.
+    pub(super) fn new(file: File, meta: &std::fs::Metadata) -> LocalFile {
+        let mut stamp = [0u8; 20];
+        stamp.copy_from_slice(&crc_record(0, meta)[4..]);
+        LocalFile {
+            file,
+            size: meta.len(),
+            stamp,
+        }
+    }
+
+    /// Records `crc`, summed from the whole of this open file, so the next
+    /// `RAF` sends it with `sendfile` and `STAT` answers without a read;
+    /// only if the file is as it was when opened (best effort).
+    pub(crate) async fn record_crc(&self, crc: u32) {
+        let Ok(meta) = self.file.metadata().await else {
+            return;
+        };
+        let record = crc_record(crc, &meta);
+        if record[4..] == self.stamp {
+            let _ = set_xattr(&self.file, CRC_XATTR, &record);
+        }
+    }
+
     /// Reads the next bytes into `buf` (cleared first); an empty `buf` means the end.
     pub(crate) async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {
         buf.clear();
@@ -457,6 +485,10 @@ impl Reader for LocalFile {
 
     async fn cached_crc(&self) -> Option<u32> {
         LocalFile::cached_crc(self).await
+    }
+
+    async fn record_crc(&mut self, crc: u32) {
+        LocalFile::record_crc(self, crc).await
     }
 
     fn sendfile_source(&self) -> Option<std::os::fd::BorrowedFd<'_>> {

@@ -246,7 +246,7 @@ impl LocalTreeReader {
                 let fd = open_at(&dir, name.as_str(), At::File)?;
                 let file = std::fs::File::from(fd);
                 let meta = file.metadata()?;
-                Ok::<_, io::Error>(meta.is_file().then(|| (file, meta)))
+                Ok::<_, io::Error>(meta.is_file().then_some((file, meta)))
             })
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;

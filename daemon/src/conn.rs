@@ -157,6 +157,53 @@ pub(crate) struct Connection<S> {
 /// Bytes of a request kept in [`Connection::head`].
 pub(crate) const HEAD_LEN: usize = 64;
 
+/// A connection without its stream, to move it to another runtime.
+pub(crate) struct Parts {
+    buf: BytesMut,
+    config: Arc<Config>,
+    peer: SocketAddr,
+    head: Vec<u8>,
+    read_chunk: usize,
+    signals: Signals,
+}
+
+impl<S> Connection<S> {
+    /// The stream, and everything else.
+    pub(crate) fn into_parts(self) -> (S, Parts) {
+        let Connection {
+            stream,
+            buf,
+            config,
+            peer,
+            head,
+            read_chunk,
+            signals,
+        } = self;
+        let parts = Parts {
+            buf,
+            config,
+            peer,
+            head,
+            read_chunk,
+            signals,
+        };
+        (stream, parts)
+    }
+
+    /// Put together again, around `stream`.
+    pub(crate) fn from_parts(stream: S, p: Parts) -> Connection<S> {
+        Connection {
+            stream,
+            buf: p.buf,
+            config: p.config,
+            peer: p.peer,
+            head: p.head,
+            read_chunk: p.read_chunk,
+            signals: p.signals,
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A connection from `peer` under `config`.
     pub(crate) fn new(

@@ -41,6 +41,9 @@ pub(crate) struct Ctx {
     pub(crate) udp_sessions: AtomicUsize,
     /// Attempts, metrics and the ledger: what the HTTP listener shows.
     pub(crate) observe: Arc<Observer>,
+    /// The main runtime, where signal transfers run once the control
+    /// thread has read their request (set when serving starts).
+    pub(crate) main: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Where each service listens, once bound (the page shows it).
     pub(crate) bound: std::sync::OnceLock<Vec<(ServiceId, std::net::SocketAddr)>>,
 }
@@ -66,6 +69,7 @@ impl Ctx {
         Ctx {
             observe,
             bound: std::sync::OnceLock::new(),
+            main: std::sync::OnceLock::new(),
             live: ArcSwap::from_pointee(config),
             storage,
             connections: Limiter::new(),

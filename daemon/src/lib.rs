@@ -28,6 +28,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod conn;
+mod control;
 mod ctx;
 mod failure;
 mod http;
@@ -304,6 +305,14 @@ impl Daemon {
             ctx.tracker
                 .spawn(tcp::serve(Arc::clone(&ctx), l, http::Service));
         }
+        let _ = ctx.main.set(tokio::runtime::Handle::current());
+        let control = match control::Control::start() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control thread: PIN is answered among the transfers");
+                None
+            }
+        };
         for (id, bound) in sockets {
             let c = Arc::clone(&ctx);
             match (id, bound) {
@@ -319,7 +328,8 @@ impl Daemon {
                     ctx.tracker.spawn(tcp::serve(c, l, magic::Service))
                 }
                 (ServiceId::Signal, Bound::Tcp(l)) => {
-                    ctx.tracker.spawn(tcp::serve(c, l, signal::Service))
+                    serve_signal(&ctx, control.as_ref(), c, l);
+                    continue;
                 }
                 // bind_one binds each service by its own transport.
                 (id, _) => {
@@ -359,6 +369,28 @@ impl Daemon {
             ledger.sync();
         }
         tracing::info!("stopped");
+    }
+}
+
+/// The signal listener, on the control thread when there is one (its
+/// socket moved to that thread's runtime), else on the main runtime.
+fn serve_signal(ctx: &Arc<Ctx>, control: Option<&control::Control>, c: Arc<Ctx>, l: TcpListener) {
+    let Some(control) = control else {
+        ctx.tracker.spawn(tcp::serve(c, l, signal::Service));
+        return;
+    };
+    match l.into_std() {
+        Ok(std) => control.spawn(&ctx.tracker, async move {
+            match TcpListener::from_std(std) {
+                Ok(l) => tcp::serve(c, l, signal::Service).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "signal: cannot listen on the control thread")
+                }
+            }
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "signal: cannot move the listener to the control thread");
+        }
     }
 }
 

@@ -62,24 +62,25 @@ impl TcpService for Service {
     async fn handle(self, ctx: Arc<Ctx>, io: Connection<TcpStream>) {
         let limits = &io.config.limits;
         let codec = SignalCodec::new(limits.max_name_len, limits.max_file_size.0);
+        let on_control = crate::control::on_control_thread();
         let mut conn = Conn {
             ctx: &ctx,
             io,
             codec,
             wbuf: BytesMut::new(),
             commits: std::collections::VecDeque::new(),
+            pending: None,
+            control: on_control,
         };
-        match conn.run().await {
-            Ok(()) => {
-                let _ = conn.io.stream.shutdown().await;
+        let ended = conn.run().await;
+        match ended {
+            Ok(Ended::Handover) => {
+                let Conn {
+                    io, codec, pending, ..
+                } = conn;
+                handover(Arc::clone(&ctx), io, codec, pending).await;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "connection ended");
-                if e.answerable() {
-                    let frame = encode_frame(SignalFrame::Error(clip(e.to_string(), MAX_REASON)));
-                    conn.io.reply_and_close(&frame).await;
-                }
-            }
+            other => conn.close(other.map(|_| ())).await,
         }
     }
 
@@ -90,6 +91,59 @@ impl TcpService for Service {
         )
         .await;
     }
+}
+
+/// Moves a connection whose first transfer request just came from the
+/// control thread (where `PIN` is answered at once, never behind transfer
+/// tasks) to the main runtime, and serves it there to its end; the
+/// connection's permit stays with the control task waiting here.
+async fn handover(
+    ctx: Arc<Ctx>,
+    io: Connection<TcpStream>,
+    codec: SignalCodec,
+    pending: Option<Request>,
+) {
+    let Some(main) = ctx.main.get().cloned() else {
+        return;
+    };
+    let (stream, rest) = io.into_parts();
+    let std = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot move the connection to the main runtime");
+            return;
+        }
+    };
+    let task = main.spawn(async move {
+        let stream = match TcpStream::from_std(std) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot take the connection on the main runtime");
+                return;
+            }
+        };
+        let mut conn = Conn {
+            ctx: &ctx,
+            io: Connection::from_parts(stream, rest),
+            codec,
+            wbuf: BytesMut::new(),
+            commits: std::collections::VecDeque::new(),
+            pending,
+            control: false,
+        };
+        let ended = conn.run().await;
+        conn.close(ended.map(|_| ())).await;
+    });
+    let _ = task.await;
+}
+
+/// How a connection's request loop ended without a failure.
+enum Ended {
+    /// The client closed, sent `CLS`, or the server stops.
+    Closed,
+    /// A transfer request came on the control thread: it goes on on the
+    /// main runtime ([`handover`]).
+    Handover,
 }
 
 fn encode_frame(frame: SignalFrame) -> Vec<u8> {
@@ -108,6 +162,10 @@ struct Conn<'a> {
     /// oldest first, so the socket is read on while the disk syncs (see
     /// [`Conn::settle_commits`]).
     commits: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
+    /// A request read on the control thread, served first after the handover.
+    pending: Option<Request>,
+    /// Running on the control thread: a transfer request is handed over.
+    control: bool,
 }
 
 /// An upload being received, or why it is being discarded.
@@ -125,16 +183,44 @@ enum Request {
 }
 
 impl Conn<'_> {
-    async fn run(&mut self) -> Result<(), Failure> {
-        loop {
-            let request = match self.next_request().await {
-                Ok(Some(request)) => request,
-                Ok(None) => break,
-                Err(e) => {
-                    self.refused_request(&e);
-                    return Err(e);
+    /// Ends the connection after its loop: a quiet close, or the failure's
+    /// `ERR` when the client can still be told.
+    async fn close(&mut self, ended: Result<(), Failure>) {
+        match ended {
+            Ok(()) => {
+                let _ = self.io.stream.shutdown().await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connection ended");
+                if e.answerable() {
+                    let frame = encode_frame(SignalFrame::Error(clip(e.to_string(), MAX_REASON)));
+                    self.io.reply_and_close(&frame).await;
                 }
+            }
+        }
+    }
+
+    async fn run(&mut self) -> Result<Ended, Failure> {
+        loop {
+            let request = match self.pending.take() {
+                Some(request) => request,
+                None => match self.next_request().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.refused_request(&e);
+                        return Err(e);
+                    }
+                },
             };
+            let light = matches!(
+                request,
+                Request::Ferry(SignalFrame::Ping | SignalFrame::Pong | SignalFrame::Close)
+            );
+            if self.control && !light {
+                self.pending = Some(request);
+                return Ok(Ended::Handover);
+            }
             let frame = match request {
                 Request::Ferry(frame) => frame,
                 Request::Handout(tag) => {
@@ -157,7 +243,7 @@ impl Conn<'_> {
                 SignalFrame::Pong => tracing::trace!("ignoring a PON between requests"),
                 SignalFrame::Close => {
                     tracing::debug!("client sent CLS");
-                    return Ok(());
+                    return Ok(Ended::Closed);
                 }
                 SignalFrame::RequestFile(path) => self.send_file(path).await?,
                 SignalFrame::RequestRepo(path) => self.send_tree(path).await?,
@@ -172,7 +258,7 @@ impl Conn<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(Ended::Closed)
     }
 
     /// A transfer request the codec refused before it was whole (too large,

@@ -1,0 +1,51 @@
+//! The control thread: a runtime of its own for the `signal` listener, so a
+//! `PIN` (the health check) is answered at once even while hundreds of
+//! transfers keep the main runtime's queue full. A signal connection stays
+//! here while it only pings; its first transfer request moves it to the
+//! main runtime (`signal::handover`).
+
+use std::future::Future;
+
+/// The control thread's name (how a task knows it runs there).
+const CONTROL_THREAD: &str = "ferry-control";
+
+/// Whether the caller runs on the control thread.
+pub(crate) fn on_control_thread() -> bool {
+    std::thread::current().name() == Some(CONTROL_THREAD)
+}
+
+/// The running control thread; dropping it lets the thread end.
+pub(crate) struct Control {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Control {
+    /// Starts the thread and its runtime.
+    pub(crate) fn start() -> std::io::Result<Control> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(CONTROL_THREAD.into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Control {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Runs `task` on the control thread, tracked by `tracker`.
+    pub(crate) fn spawn<F>(&self, tracker: &tokio_util::task::TaskTracker, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tracker.spawn_on(task, &self.handle);
+    }
+}

@@ -61,7 +61,7 @@ for want in /usr/bin/ferryd /usr/bin/ferry /etc/ferry/ferryd.toml \
     /usr/share/man/man8/ferryd-ping.8.gz \
     /usr/share/man/man1/ferry-send.1.gz /usr/share/bash-completion/completions/ferry \
     /usr/share/doc/ferry/DEPLOY.md /usr/share/doc/ferry/copyright \
-    /usr/share/doc/ferry/ferry-alerts.yml; do
+    /usr/share/doc/ferry/ferry-alerts.yml /usr/lib/sysctl.d/60-ferry.conf; do
   grep -qx "$want" "$work/contents" || fail "$deb lacks $want"
 done
 # Not `dpkg-deb | grep -q`: grep's early exit would SIGPIPE dpkg-deb and fail the pipeline.

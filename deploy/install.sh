@@ -25,6 +25,11 @@ trap 'rm -rf "$stage"' EXIT
 
 install -Dm755 "$bin/ferryd" "$DESTDIR$PREFIX/bin/ferryd"
 install -Dm755 "$bin/ferry" "$DESTDIR$PREFIX/bin/ferry"
+# udp_upload's receive buffer (see the file); applied now unless staging.
+install -Dm644 deploy/60-ferry.conf "$DESTDIR/etc/sysctl.d/60-ferry.conf"
+if [ -z "${DESTDIR:-}" ] && command -v sysctl >/dev/null 2>&1; then
+  sysctl -q -p /etc/sysctl.d/60-ferry.conf || true
+fi
 for unit in ferryd.service ferry-healthcheck.service ferry-healthcheck.timer; do
   install -d "$DESTDIR/etc/systemd/system"
   sed -e "s|/usr/bin/ferry|$PREFIX/bin/ferry|g" "deploy/$unit" > "$DESTDIR/etc/systemd/system/$unit"

@@ -183,6 +183,11 @@ pub enum StartError {
     },
 }
 
+/// udp_upload's socket receive buffer asked for (the kernel caps it at
+/// `net.core.rmem_max`): 64 MiB absorbs about 60 ms of a loopback-speed
+/// sender while the receive thread is not scheduled.
+const UDP_UPLOAD_RCVBUF: usize = 64 << 20;
+
 /// A bound socket of one service.
 enum Bound {
     Udp(UdpSocket),
@@ -217,7 +222,18 @@ async fn bind_one(service: ServiceId, addr: SocketAddr) -> Result<Bound, StartEr
             // udp_download shares its port with one connected socket per download.
             let shared = service == ServiceId::UdpDownload;
             let sock = udp::bind(addr, shared, None).map_err(err)?;
-            udp::set_buffer_sizes(&sock, 4 << 20);
+            // udp_upload's clients send with no flow control: its receive
+            // buffer is what absorbs a busy moment (capped by
+            // net.core.rmem_max; the package raises that, deploy/sysctl).
+            let bytes = if service == ServiceId::UdpUpload {
+                UDP_UPLOAD_RCVBUF
+            } else {
+                4 << 20
+            };
+            udp::set_buffer_sizes(&sock, bytes);
+            if service == ServiceId::UdpUpload {
+                udp::warn_if_small(&sock, bytes);
+            }
             Ok(Bound::Udp(sock))
         }
         Transport::Tcp => TcpListener::bind(addr).await.map(Bound::Tcp).map_err(err),
@@ -313,10 +329,20 @@ impl Daemon {
                 None
             }
         };
+        let udp_thread = match control::Control::start_named("ferry-udp") {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no udp_upload thread: datagrams are received among the transfers");
+                None
+            }
+        };
         for (id, bound) in sockets {
             let c = Arc::clone(&ctx);
             match (id, bound) {
-                (ServiceId::UdpUpload, Bound::Udp(s)) => ctx.tracker.spawn(udp_upload::serve(c, s)),
+                (ServiceId::UdpUpload, Bound::Udp(s)) => {
+                    serve_udp_upload(&ctx, udp_thread.as_ref(), c, s);
+                    continue;
+                }
                 (ServiceId::UdpDownload, Bound::Udp(s)) => {
                     ctx.tracker.spawn(udp_download::serve(c, s))
                 }
@@ -391,6 +417,25 @@ fn serve_signal(ctx: &Arc<Ctx>, control: Option<&control::Control>, c: Arc<Ctx>,
         Err(e) => {
             tracing::error!(error = %e, "signal: cannot move the listener to the control thread");
         }
+    }
+}
+
+/// udp_upload's receive loop, on a thread of its own when there is one:
+/// the protocol has no flow control, so the socket must be drained however
+/// busy the transfers keep the main runtime (its sessions run there).
+fn serve_udp_upload(ctx: &Arc<Ctx>, thread: Option<&control::Control>, c: Arc<Ctx>, s: UdpSocket) {
+    let Some(thread) = thread else {
+        ctx.tracker.spawn(udp_upload::serve(c, s));
+        return;
+    };
+    match s.into_std() {
+        Ok(std) => thread.spawn(&ctx.tracker, async move {
+            match UdpSocket::from_std(std) {
+                Ok(s) => udp_upload::serve(c, s).await,
+                Err(e) => tracing::error!(error = %e, "udp_upload: cannot receive on its thread"),
+            }
+        }),
+        Err(e) => tracing::error!(error = %e, "udp_upload: cannot move the socket to its thread"),
     }
 }
 

@@ -18,6 +18,22 @@ pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
     }
 }
 
+/// Says once, at start, when the kernel granted udp_upload's socket less
+/// receive buffer than asked (`net.core.rmem_max`), and what that costs.
+pub(crate) fn warn_if_small(socket: &UdpSocket, asked: usize) {
+    let got = socket2::SockRef::from(socket)
+        .recv_buffer_size()
+        .unwrap_or(0);
+    // Linux reports twice the size it grants (its bookkeeping share).
+    if got < asked {
+        tracing::warn!(
+            asked_mib = asked >> 20,
+            granted_kib = got >> 10,
+            "udp_upload: the kernel caps the socket receive buffer (net.core.rmem_max); an unpaced client on a busy machine may need retries: install deploy/60-ferry.conf (the package does)"
+        );
+    }
+}
+
 /// A UDP socket bound to `addr` (with `SO_REUSEPORT` when `shared`), and
 /// connected to `peer` when given: a connected socket on a shared port gets
 /// that peer's datagrams and, above all, its ICMP errors (a closed port stops

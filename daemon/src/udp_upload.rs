@@ -41,6 +41,15 @@ use crate::storage::Stored;
 /// Queued data per session, in bytes (bounds memory when the disk is slow).
 const QUEUE_BYTES: usize = 256 * 1024;
 
+/// Queued data for a large upload (4 MiB or more) holding one of the
+/// [`DEEP_QUEUES`]: the protocol has no flow control, so when the machine is
+/// busy and the session's writes lag, the datagrams wait here rather than
+/// overflow the socket and cost the client a retry (measured in
+/// docs/BENCHMARKS.md). Filled only while the writes lag.
+const DEEP_QUEUE_BYTES: usize = 16 << 20;
+/// Sessions with a deep queue at once: at most 64 MiB queued in all.
+const DEEP_QUEUES: usize = 4;
+
 /// A session this quiet is taken for one its client gave up on: the handout
 /// client waits 1 s for `OK` before retrying, while an upload in progress
 /// sends datagrams back to back. So a same-file session from the same IP is
@@ -246,6 +255,8 @@ struct Handle {
     /// that removing a session frees its place at once: a retry replacing it
     /// takes the place it leaves.
     _permit: Permit,
+    /// One of the [`DEEP_QUEUES`], for a large upload that got one.
+    _deep: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Why the loop ended the session, if it did (dropped unsent: replaced).
     ended: Option<oneshot::Sender<String>>,
     tx: mpsc::Sender<Bytes>,
@@ -273,6 +284,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         ended_tx,
         table: SessionTable::default(),
         stopping: false,
+        deep: Arc::new(tokio::sync::Semaphore::new(DEEP_QUEUES)),
     };
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -312,6 +324,8 @@ struct Receiver {
     ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
     table: SessionTable<Handle>,
     stopping: bool,
+    /// The deep queues ([`DEEP_QUEUES`]).
+    deep: Arc<tokio::sync::Semaphore>,
 }
 
 impl Receiver {
@@ -483,10 +497,19 @@ impl Receiver {
         permit: Permit,
     ) {
         let buffer_size = config.udp_upload.buffer_size;
-        let (tx, rx) = mpsc::channel((QUEUE_BYTES / buffer_size).max(8));
+        let deep = (info.size >= crate::storage::PIPE_MIN)
+            .then(|| Arc::clone(&self.deep).try_acquire_owned().ok())
+            .flatten();
+        let bytes = if deep.is_some() {
+            DEEP_QUEUE_BYTES
+        } else {
+            QUEUE_BYTES
+        };
+        let (tx, rx) = mpsc::channel((bytes / buffer_size).max(8));
         let (ended_by_loop, why_ended) = oneshot::channel();
         let handle = Handle {
             _permit: permit,
+            _deep: deep,
             ended: Some(ended_by_loop),
             tx,
         };
@@ -504,10 +527,20 @@ impl Receiver {
             buffer_size,
         };
         let ended = self.ended_tx.clone();
-        self.ctx.tracker.spawn(async move {
+        // Sessions write files: on the main runtime, off the receive thread.
+        let main = self.ctx.main.get().cloned();
+        let task = async move {
             session.run(rx, why_ended).await;
             let _ = ended.send((peer, id));
-        });
+        };
+        match main {
+            Some(main) => {
+                self.ctx.tracker.spawn_on(task, &main);
+            }
+            None => {
+                self.ctx.tracker.spawn(task);
+            }
+        }
     }
 
     /// A data datagram: to its session's queue, or an error reply.

@@ -16,6 +16,7 @@ mod naming;
 mod sys;
 mod tree;
 mod upload;
+pub(crate) use upload::PIPE_MIN;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -21,20 +21,15 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    /// Starts the control thread and its runtime.
+    /// Starts the thread and its runtime.
     pub(crate) fn start() -> std::io::Result<Control> {
-        Control::start_named(CONTROL_THREAD)
-    }
-
-    /// Starts a thread named `name` running a runtime of its own.
-    pub(crate) fn start_named(name: &str) -> std::io::Result<Control> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name(name.into())
+            .name(CONTROL_THREAD.into())
             .spawn(move || {
                 runtime.block_on(async {
                     let _ = stopped.await;

@@ -185,7 +185,7 @@ pub enum StartError {
 
 /// udp_upload's socket receive buffer asked for (the kernel caps it at
 /// `net.core.rmem_max`): 64 MiB absorbs about 60 ms of a loopback-speed
-/// sender while the receive thread is not scheduled.
+/// sender while the receive loop is not scheduled.
 const UDP_UPLOAD_RCVBUF: usize = 64 << 20;
 
 /// A bound socket of one service.
@@ -329,20 +329,10 @@ impl Daemon {
                 None
             }
         };
-        let udp_thread = match control::Control::start_named("ferry-udp") {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "no udp_upload thread: datagrams are received among the transfers");
-                None
-            }
-        };
         for (id, bound) in sockets {
             let c = Arc::clone(&ctx);
             match (id, bound) {
-                (ServiceId::UdpUpload, Bound::Udp(s)) => {
-                    serve_udp_upload(&ctx, udp_thread.as_ref(), c, s);
-                    continue;
-                }
+                (ServiceId::UdpUpload, Bound::Udp(s)) => ctx.tracker.spawn(udp_upload::serve(c, s)),
                 (ServiceId::UdpDownload, Bound::Udp(s)) => {
                     ctx.tracker.spawn(udp_download::serve(c, s))
                 }
@@ -417,25 +407,6 @@ fn serve_signal(ctx: &Arc<Ctx>, control: Option<&control::Control>, c: Arc<Ctx>,
         Err(e) => {
             tracing::error!(error = %e, "signal: cannot move the listener to the control thread");
         }
-    }
-}
-
-/// udp_upload's receive loop, on a thread of its own when there is one:
-/// the protocol has no flow control, so the socket must be drained however
-/// busy the transfers keep the main runtime (its sessions run there).
-fn serve_udp_upload(ctx: &Arc<Ctx>, thread: Option<&control::Control>, c: Arc<Ctx>, s: UdpSocket) {
-    let Some(thread) = thread else {
-        ctx.tracker.spawn(udp_upload::serve(c, s));
-        return;
-    };
-    match s.into_std() {
-        Ok(std) => thread.spawn(&ctx.tracker, async move {
-            match UdpSocket::from_std(std) {
-                Ok(s) => udp_upload::serve(c, s).await,
-                Err(e) => tracing::error!(error = %e, "udp_upload: cannot receive on its thread"),
-            }
-        }),
-        Err(e) => tracing::error!(error = %e, "udp_upload: cannot move the socket to its thread"),
     }
 }
 

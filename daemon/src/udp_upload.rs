@@ -3,6 +3,11 @@
 //! One receive loop owns the session table, keyed by peer address (IP and
 //! port). Each session is a task fed through a bounded channel; it writes
 //! through [`crate::storage`] and sends `OK` only after the file is durable.
+//! Datagrams are received into [`crate::udp::RecvPool`] and reach a large
+//! upload's writer thread without a copy (docs/BENCHMARKS.md). The protocol
+//! has no flow control, so the socket buffer is what absorbs a moment when
+//! ferryd is not scheduled: ferryd asks for 64 MiB, granted up to
+//! `net.core.rmem_max` (deploy/60-ferry.conf raises it).
 //! - A fresh `file_info` from a peer restarts its session; one from a new port
 //!   of the same IP with the same name, size and checksum (a handout client
 //!   retrying from a new socket) replaces the old session too, once that one
@@ -40,15 +45,6 @@ use crate::storage::Stored;
 
 /// Queued data per session, in bytes (bounds memory when the disk is slow).
 const QUEUE_BYTES: usize = 256 * 1024;
-
-/// Queued data for a large upload (4 MiB or more) holding one of the
-/// [`DEEP_QUEUES`]: the protocol has no flow control, so when the machine is
-/// busy and the session's writes lag, the datagrams wait here rather than
-/// overflow the socket and cost the client a retry (measured in
-/// docs/BENCHMARKS.md). Filled only while the writes lag.
-const DEEP_QUEUE_BYTES: usize = 16 << 20;
-/// Sessions with a deep queue at once: at most 64 MiB queued in all.
-const DEEP_QUEUES: usize = 4;
 
 /// A session this quiet is taken for one its client gave up on: the handout
 /// client waits 1 s for `OK` before retrying, while an upload in progress
@@ -255,8 +251,6 @@ struct Handle {
     /// that removing a session frees its place at once: a retry replacing it
     /// takes the place it leaves.
     _permit: Permit,
-    /// One of the [`DEEP_QUEUES`], for a large upload that got one.
-    _deep: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Why the loop ended the session, if it did (dropped unsent: replaced).
     ended: Option<oneshot::Sender<String>>,
     tx: mpsc::Sender<Bytes>,
@@ -284,9 +278,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         ended_tx,
         table: SessionTable::default(),
         stopping: false,
-        deep: Arc::new(tokio::sync::Semaphore::new(DEEP_QUEUES)),
     };
-    let mut buf = vec![0u8; 65_536];
+    let mut pool = crate::udp::RecvPool::new();
     loop {
         ctx.udp_sessions
             .store(r.table.len(), std::sync::atomic::Ordering::Relaxed);
@@ -302,10 +295,10 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                 if r.stopping && r.table.len() == 0 { break }
                 continue;
             }
-            pair = crate::udp::recv_datagram(&r.socket, &mut buf) => pair,
+            pair = pool.recv(&r.socket) => pair,
         };
         tracing::trace!(peer = %peer, len = n, "datagram");
-        if r.on_datagram(Instant::now(), peer, &buf[..n])
+        if r.on_datagram(Instant::now(), peer, &mut pool, n)
             .await
             .is_break()
         {
@@ -324,8 +317,6 @@ struct Receiver {
     ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
     table: SessionTable<Handle>,
     stopping: bool,
-    /// The deep queues ([`DEEP_QUEUES`]).
-    deep: Arc<tokio::sync::Semaphore>,
 }
 
 impl Receiver {
@@ -365,8 +356,10 @@ impl Receiver {
         &mut self,
         now: Instant,
         peer: SocketAddr,
-        datagram: &[u8],
+        pool: &mut crate::udp::RecvPool,
+        n: usize,
     ) -> ControlFlow<()> {
+        let datagram = pool.peek(n);
         let max_header =
             DEFAULT_MAX_HEADER_LEN.max(self.ctx.config().limits.max_name_len * 6 + 128);
         match self.table.classify(peer, datagram, max_header) {
@@ -382,7 +375,7 @@ impl Receiver {
                 self.refused(now, peer, datagram, String::new(), why).await;
                 ControlFlow::Continue(())
             }
-            Datagram::Data => self.on_data(now, peer, datagram).await,
+            Datagram::Data => self.on_data(now, peer, pool, n).await,
         }
     }
 
@@ -497,19 +490,10 @@ impl Receiver {
         permit: Permit,
     ) {
         let buffer_size = config.udp_upload.buffer_size;
-        let deep = (info.size >= crate::storage::PIPE_MIN)
-            .then(|| Arc::clone(&self.deep).try_acquire_owned().ok())
-            .flatten();
-        let bytes = if deep.is_some() {
-            DEEP_QUEUE_BYTES
-        } else {
-            QUEUE_BYTES
-        };
-        let (tx, rx) = mpsc::channel((bytes / buffer_size).max(8));
+        let (tx, rx) = mpsc::channel((QUEUE_BYTES / buffer_size).max(8));
         let (ended_by_loop, why_ended) = oneshot::channel();
         let handle = Handle {
             _permit: permit,
-            _deep: deep,
             ended: Some(ended_by_loop),
             tx,
         };
@@ -527,20 +511,10 @@ impl Receiver {
             buffer_size,
         };
         let ended = self.ended_tx.clone();
-        // Sessions write files: on the main runtime, off the receive thread.
-        let main = self.ctx.main.get().cloned();
-        let task = async move {
+        self.ctx.tracker.spawn(async move {
             session.run(rx, why_ended).await;
             let _ = ended.send((peer, id));
-        };
-        match main {
-            Some(main) => {
-                self.ctx.tracker.spawn_on(task, &main);
-            }
-            None => {
-                self.ctx.tracker.spawn(task);
-            }
-        }
+        });
     }
 
     /// A data datagram: to its session's queue, or an error reply.
@@ -548,9 +522,9 @@ impl Receiver {
         &mut self,
         now: Instant,
         peer: SocketAddr,
-        datagram: &[u8],
+        pool: &mut crate::udp::RecvPool,
+        n: usize,
     ) -> ControlFlow<()> {
-        let n = datagram.len();
         let tx = match self.table.on_data(now, peer, n) {
             DataVerdict::Forward(h) => h.tx.clone(),
             DataVerdict::NoSession => {
@@ -570,7 +544,7 @@ impl Receiver {
         };
         tokio::select! {
             _ = self.ctx.abort.cancelled() => ControlFlow::Break(()),
-            r = tx.send(Bytes::copy_from_slice(datagram)) => { let _ = r; ControlFlow::Continue(()) }
+            r = tx.send(pool.take(n)) => { let _ = r; ControlFlow::Continue(()) }
         }
     }
 }
@@ -657,7 +631,12 @@ impl Session {
             // Counted as received even when it breaks the rules below.
             t.bytes += chunk.len() as u64;
             progress.accept(&chunk).map_err(Failure::refused)?;
-            upload.write(&chunk).await?;
+            // A large upload's writer thread takes the datagram as it is;
+            // small ones are gathered into larger writes.
+            match upload.large_reads() {
+                true => upload.write_owned(chunk).await?,
+                false => upload.write(&chunk).await?,
+            }
         }
         t.crc = Some(progress.crc());
         let stored = upload.commit(Some(self.info.checksum)).await?;

@@ -27,6 +27,30 @@ async fn udp_upload_stores_every_boundary_size() {
     d.stop().await;
 }
 
+/// Uploads of 4 MiB and more go to a writer thread, datagram by datagram as
+/// received (large ones shared with the receive buffer, small ones copied):
+/// byte for byte either way, with the handout client's own retries.
+#[tokio::test]
+async fn large_udp_uploads_are_stored_byte_for_byte() {
+    for (buffer_size, seed) in [(65_000, 7), (9_000, 8)] {
+        let d = TestDaemon::start_with(|c| c.udp_upload.buffer_size = buffer_size).await;
+        let bytes = data::bytes(6 << 20, seed);
+        let outcome =
+            handout::udp_upload(d.addrs.udp_upload.unwrap(), "large.bin", &bytes, false, 5).await;
+        assert!(
+            matches!(outcome, UdpUploadOutcome::Ok { .. }),
+            "buffer {buffer_size}: {outcome:?}"
+        );
+        assert_same_bytes(
+            &d.read("large.bin"),
+            &bytes,
+            &format!("buffer {buffer_size}"),
+        );
+        assert_eq!(d.work_entries_settled().await, 0);
+        d.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn udp_upload_announces_the_configured_buffer_size() {
     let d = TestDaemon::start_with(|c| c.udp_upload.buffer_size = 100).await;

@@ -45,7 +45,6 @@ use ferry_config::OnConflict;
 use ferry_proto::crc::format_hex;
 use ferry_proto::names::{RelPath, SafeName};
 
-pub(crate) use local::PIPE_MIN;
 pub use local::{OpenError, LOCK_FILE, WORK_DIR};
 
 /// Why a storage operation failed; the text goes to the client.

@@ -16,7 +16,6 @@ mod naming;
 mod sys;
 mod tree;
 mod upload;
-pub(crate) use upload::PIPE_MIN;
 
 use std::io;
 use std::path::{Path, PathBuf};

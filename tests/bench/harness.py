@@ -252,7 +252,7 @@ def tcp_upload_single(src):
 
 
 def ferry_raw_tcp_upload(port, src, name):
-    return [FERRY, "--host", "127.0.0.1", "--tcp-upload-port", str(port), "-q", "send", "--via", "tcp", src,
+    return [FERRY, "--host", "127.0.0.1", "--tcp-upload-port", str(port), "--handout", "-q", "send", "--via", "tcp", src,
             "--as", name]
 
 
@@ -359,7 +359,7 @@ def udp(src_udp):
         py = Server("python", [sys.executable, os.path.join(PEERS, "udp_upload_server.py"), str(port), root, "65000"],
                     ready="stdout")
         try:
-            secs, _ = timed([FERRY, "--host", "127.0.0.1", "--udp-upload-port", str(port), "--attempts", "20", "-q",
+            secs, _ = timed([FERRY, "--host", "127.0.0.1", "--udp-upload-port", str(port), "--attempts", "20", "--handout", "-q",
                              "send", "--via", "udp", src_udp, "--as", "py.bin"])
         finally:
             stats = py.stop()
@@ -572,6 +572,8 @@ def vs_python(src_1m):
             port = str(free_port())
             srv = Server("python", [sys.executable, os.path.join(PEERS, "tcp_upload_server.py"), port, root], ready="stdout")
         paced = ["--rate", rate] if rate else []
+        if name == "python":
+            paced.append("--handout")  # a student's server never confirms
         count = "1000" if not rate else "400"
         secs, out = timed([FERRY, "--host", "127.0.0.1", "--tcp-upload-port", port, "--timeout", "300s", "--json",
                            "bench", "tcp-up", "--size", "1M", "--clients", "200", "--count", count, *paced])

@@ -139,8 +139,32 @@ impl LocalUpload {
     pub(crate) async fn write_owned(&mut self, data: Bytes) -> Result<(), StorageError> {
         match self.pipe.is_some() {
             true => self.write_piped(data).await,
-            false => self.write_in_line(&data).await,
+            false => self.write_owned_in_line(data).await,
         }
+    }
+
+    /// Writes a piece the caller owns on the blocking pool as it is: no
+    /// copy into the file's own buffer, which would stay allocated for as
+    /// long as the upload lasts (32 KiB for each of a thousand uploads).
+    async fn write_owned_in_line(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.account(&data)?;
+        if !self.pending.is_empty() {
+            let batch = self.pending.split();
+            self.write_out(&batch).await?;
+        }
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("upload already finished").into());
+        };
+        let mut std = file.into_std().await;
+        let (std, written) = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let r = std.write_all(&data);
+            (std, r)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        self.file = Some(File::from_std(std));
+        Ok(written?)
     }
 
     async fn write_piped(&mut self, data: Bytes) -> Result<(), StorageError> {

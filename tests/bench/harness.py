@@ -362,13 +362,19 @@ def udp(src_udp):
         return secs, same(src_udp, os.path.join(root, f"ferry-udp-{i}.bin"))
     best, ok = best_of(3, ferry_udp)
     record("udp upload", "ferry udp_upload (buffer 65000), best of 3", size, best, ok=ok)
-    losses = 0
+    # Unpaced, one attempt each: a lost datagram fails the download (the
+    # client checks the size against STAT), counted here, never retried.
+    losses, times = 0, []
     for _ in range(3):
-        secs, out = timed(ferry(srv, "--json", "--attempts", "1", "get", "dl.bin", "--via", "udp", "-o", dest, "--force"))
-        ok = same(src_udp, dest)
-        losses += 0 if ok else 1
-    record("udp download (2048-byte chunks)", "ferry udp_download (ferry client)", size, secs, srv.stop(), ok=ok,
-           downloads_with_loss=losses)
+        try:
+            secs, _ = timed(ferry(srv, "--json", "--attempts", "1", "get", "dl.bin", "--via", "udp", "-o", dest, "--force"))
+            times.append(secs)
+            losses += 0 if same(src_udp, dest) else 1
+        except RuntimeError as e:
+            log(f"     udp download lost data: {e}")
+            losses += 1
+    record("udp download (2048-byte chunks)", f"ferry udp_download (ferry client), {3 - losses} of 3 whole, best",
+           size, min(times) if times else 0, srv.stop(), ok=losses == 0, downloads_with_loss=losses)
     def python_udp():
         port = free_port(socket.SOCK_DGRAM)
         py = Server("python", [sys.executable, os.path.join(PEERS, "udp_upload_server.py"), str(port), root, "65000"],

@@ -109,7 +109,7 @@ impl Ctx {
                 l.max_uploads_per_ip,
                 l.max_upload_bytes_per_ip,
                 l.upload_window,
-                wait.as_secs().max(1)
+                crate::limits::retry_secs(wait)
             ))
         })
     }

@@ -387,9 +387,24 @@ impl Drop for Permit {
     }
 }
 
+/// The whole seconds to tell a refused client to wait: rounded up (a wait
+/// of 1.8 s told as "1 s" would be refused again), at least 1.
+pub(crate) fn retry_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_client_is_told_to_wait_long_enough() {
+        use std::time::Duration;
+        assert_eq!(retry_secs(Duration::from_millis(1800)), 2);
+        assert_eq!(retry_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+    }
 
     #[test]
     fn caps_total_and_per_ip() {

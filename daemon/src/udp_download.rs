@@ -234,7 +234,7 @@ impl Task {
                     .refused("udp_download", RefusalReason::DownloadBudget);
                 Failure::Refused(format!(
                     "your address has used its download budget ({per} per {window}); try again in {} s",
-                    wait.as_secs().max(1)
+                    crate::limits::retry_secs(wait)
                 ))
             })
     }

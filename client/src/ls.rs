@@ -6,7 +6,6 @@
 //! `connection: close`: the answer is read to its end (at most
 //! [`MAX_ANSWER`]) and its body decoded as JSON, chunked or not.
 
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -16,25 +15,7 @@ use crate::{Client, Error};
 const MAX_ANSWER: u64 = 8 << 20;
 
 /// One stored file, as ferryd's ledger has it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct StoredFile {
-    /// When it was acknowledged (RFC 3339, UTC).
-    pub time: String,
-    /// Who sent it (address and port).
-    pub peer: String,
-    /// Over which protocol.
-    pub service: String,
-    /// The name it was sent with.
-    pub requested: String,
-    /// The name it is stored under.
-    pub stored: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its CRC-32 (`%08X`; empty for a tree).
-    pub crc: String,
-    /// `stored`, or `deduplicated`.
-    pub outcome: String,
-}
+pub type StoredFile = ferry_proto::ledger::LedgerEntry;
 
 impl Client {
     /// The files the server's ledger lists, newest first.

@@ -17,6 +17,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod crc;
+pub mod ledger;
 pub mod magic;
 pub mod names;
 pub mod service;

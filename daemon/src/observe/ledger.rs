@@ -14,13 +14,10 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 /// The ledger's file name in the storage root (a reserved `.ferry` name no
 /// upload can take).
@@ -32,26 +29,7 @@ pub(crate) const KEEP: usize = 1000;
 /// How far back from the end the ledger is read at start for [`KEEP`].
 const TAIL_READ: u64 = 1 << 20;
 
-/// One stored file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LedgerEntry {
-    /// When it was acknowledged (RFC 3339, UTC).
-    pub time: String,
-    /// Who sent it.
-    pub peer: SocketAddr,
-    /// Over which protocol.
-    pub service: String,
-    /// The name it was sent with.
-    pub requested: String,
-    /// The name it is stored under.
-    pub stored: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its CRC-32 (`%08X`; empty for a tree).
-    pub crc: String,
-    /// `stored`, or `deduplicated` (identical to a file already stored).
-    pub outcome: String,
-}
+pub(crate) use ferry_proto::ledger::LedgerEntry;
 
 struct Inner {
     file: File,

@@ -224,7 +224,7 @@ async fn bind_one(service: ServiceId, addr: SocketAddr) -> Result<Bound, StartEr
             let sock = udp::bind(addr, shared, None).map_err(err)?;
             // udp_upload's clients send with no flow control: its receive
             // buffer is what absorbs a busy moment (capped by
-            // net.core.rmem_max; the package raises that, deploy/sysctl).
+            // net.core.rmem_max; the package raises that: deploy/60-ferry.conf).
             let bytes = if service == ServiceId::UdpUpload {
                 UDP_UPLOAD_RCVBUF
             } else {

@@ -27,10 +27,11 @@ pub(crate) fn warn_if_small(socket: &UdpSocket, asked: usize) {
         .recv_buffer_size()
         .unwrap_or(0);
     // Linux reports twice the size it grants (its bookkeeping share).
-    if got < asked {
+    let granted = got / 2;
+    if granted < asked {
         tracing::warn!(
             asked_mib = asked >> 20,
-            granted_kib = got >> 10,
+            granted_kib = granted >> 10,
             "udp_upload: the kernel caps the socket receive buffer (net.core.rmem_max); an unpaced client on a busy machine may need retries: install deploy/60-ferry.conf (the package does)"
         );
     }
@@ -58,9 +59,6 @@ pub(crate) fn bind(
     UdpSocket::from_std(s.into())
 }
 
-/// The next datagram into `buf`: its length and sender. Errors from the
-/// socket (ICMP errors from earlier sends surface here) are logged at debug
-/// and skipped, so they never end a service's receive loop.
 /// Receive space carved from larger allocations: a datagram big enough to be
 /// data leaves as a [`Bytes`] sharing the allocation (no copy and no
 /// allocation of its own), a small one is copied out. A live piece keeps its
@@ -75,7 +73,7 @@ impl RecvPool {
     /// One allocation: two datagrams of the largest size.
     const BLOCK: usize = 2 * MAX_DATAGRAM;
     /// Datagrams this large or larger are shared, not copied.
-    const SHARE_MIN: usize = 32 * 1024;
+    pub(crate) const SHARE_MIN: usize = 32 * 1024;
 
     pub(crate) fn new() -> RecvPool {
         RecvPool {
@@ -115,6 +113,9 @@ impl RecvPool {
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
 
+/// The next datagram into `buf`: its length and sender. Errors from the
+/// socket (ICMP errors from earlier sends surface here) are logged at debug
+/// and skipped, so they never end a service's receive loop.
 pub(crate) async fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
     loop {
         match socket.recv_from(buf).await {

@@ -3,8 +3,9 @@
 //! One receive loop owns the session table, keyed by peer address (IP and
 //! port). Each session is a task fed through a bounded channel; it writes
 //! through [`crate::storage`] and sends `OK` only after the file is durable.
-//! Datagrams are received into [`crate::udp::RecvPool`] and reach a large
-//! upload's writer thread without a copy (docs/BENCHMARKS.md). The protocol
+//! Datagrams are received into [`crate::udp::RecvPool`]; those of 32 KiB or
+//! more reach a large upload's writer thread without a copy, smaller ones
+//! are gathered into 64 KiB writes (docs/BENCHMARKS.md). The protocol
 //! has no flow control, so the socket buffer is what absorbs a moment when
 //! ferryd is not scheduled: ferryd asks for 64 MiB, granted up to
 //! `net.core.rmem_max` (deploy/60-ferry.conf raises it).
@@ -631,9 +632,10 @@ impl Session {
             // Counted as received even when it breaks the rules below.
             t.bytes += chunk.len() as u64;
             progress.accept(&chunk).map_err(Failure::refused)?;
-            // A large upload's writer thread takes the datagram as it is;
-            // small ones are gathered into larger writes.
-            match upload.large_reads() {
+            // A large upload's writer thread takes a large datagram as it is
+            // (shared with the receive pool); small datagrams are gathered
+            // into larger writes.
+            match upload.large_reads() && chunk.len() >= crate::udp::RecvPool::SHARE_MIN {
                 true => upload.write_owned(chunk).await?,
                 false => upload.write(&chunk).await?,
             }

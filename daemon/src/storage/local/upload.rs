@@ -152,6 +152,11 @@ impl LocalUpload {
             let batch = self.pending.split();
             self.write_out(&batch).await?;
         }
+        // tokio's file writes behind: its error comes with the next call,
+        // and `into_std` would drop it. Flushing reports it here.
+        if let Some(f) = self.file.as_mut() {
+            f.flush().await?;
+        }
         let Some(file) = self.file.take() else {
             return Err(io::Error::other("upload already finished").into());
         };

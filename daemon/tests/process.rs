@@ -613,8 +613,17 @@ fn a_slow_disk_never_runs_a_handout_name_into_its_data() {
     for (name, bytes) in &files {
         assert_eq!(&std::fs::read(root.join(name)).unwrap(), bytes, "{name}");
     }
-    d.child.kill().ok();
-    d.child.wait().ok();
+    // ferryd, not strace: strace would detach and leave it running.
+    for pid in common::children(d.pid()) {
+        // SAFETY: signalling a process our child started.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    assert!(
+        d.wait_exit().success(),
+        "ferryd under strace stops on SIGTERM"
+    );
 }
 
 /// `ferryd ping` (the health-check unit's command) finds the signal port in

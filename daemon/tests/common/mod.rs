@@ -80,6 +80,34 @@ impl Running {
     }
 }
 
+/// A test that ends early (a failed assertion) or forgets to stop its
+/// daemon leaves no ferryd running: it is killed when the handle goes, and
+/// so is a ferryd run under a wrapper (strace detaches from its tracee when
+/// it is killed, and the tracee would run on).
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            for pid in children(self.pid()) {
+                // SAFETY: signalling a process our child started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
+/// The processes `pid` started (Linux: /proc/PID/task/PID/children).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// Starts the binary with `extra` config (plus [`TEST_BINDS`]) and JSON logs
 /// on `root`, and reads the bound addresses from its `bound` event.
 pub fn start(

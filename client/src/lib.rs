@@ -17,11 +17,14 @@ pub mod bench;
 pub mod local;
 pub mod ls;
 pub mod magic;
+mod progress;
 pub mod signal;
 pub mod tcp_upload;
 pub mod udp_download;
 pub mod udp_sum;
 pub mod udp_upload;
+
+pub use progress::{NoProgress, Progress};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -127,25 +130,6 @@ impl Error {
 
 /// Result of this crate's operations.
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// How a transfer reports progress. All methods default to doing nothing.
-pub trait Progress: Send + Sync {
-    /// A transfer of `total` bytes (if known) starts, named `label`.
-    fn start(&self, _label: &str, _total: Option<u64>) {}
-    /// `n` more bytes moved.
-    fn advance(&self, _n: u64) {}
-    /// The transfer restarts from zero (a UDP retry).
-    fn restart(&self) {}
-    /// Attempt `attempt` of `of` starts, because the last one ended with `why`.
-    fn retry(&self, _attempt: usize, _of: usize, _why: &str) {}
-    /// The transfer is over.
-    fn finish(&self) {}
-}
-
-/// Reports nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// Which protocol an upload uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -148,10 +148,7 @@ impl LocalUpload {
     /// long as the upload lasts (32 KiB for each of a thousand uploads).
     async fn write_owned_in_line(&mut self, data: Bytes) -> Result<(), StorageError> {
         self.account(&data)?;
-        if !self.pending.is_empty() {
-            let batch = self.pending.split();
-            self.write_out(&batch).await?;
-        }
+        self.write_pending().await?;
         // tokio's file writes behind: its error comes with the next call,
         // and `into_std` would drop it. Flushing reports it here.
         if let Some(f) = self.file.as_mut() {
@@ -222,11 +219,18 @@ impl LocalUpload {
 
     async fn write_in_line(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.account(data)?;
-        if !self.pending.is_empty() {
-            let batch = self.pending.split();
-            self.write_out(&batch).await?;
-        }
+        self.write_pending().await?;
         self.write_out(data).await
+    }
+
+    /// Writes what [`LocalUpload::write`] gathered, ahead of a piece that
+    /// goes straight to the file.
+    async fn write_pending(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = self.pending.split();
+        self.write_out(&batch).await
     }
 
     fn account(&mut self, data: &[u8]) -> Result<(), StorageError> {

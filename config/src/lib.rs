@@ -11,6 +11,7 @@
 //! - [`Config::parse`] / [`Config::load`] / [`Config::validate`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod storage;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use ferry_proto::service::{ServiceId, Transport};
 use serde::{Deserialize, Serialize};
 
+pub use storage::{BackendKind, StorageConfig};
 pub use units::{Dur, IpNet, Size};
 
 /// What an upload does when its name is taken.
@@ -50,8 +52,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Storage root for every service (default `./ferry-data`).
-    pub storage: PathBuf,
+    /// Where files live: a directory (default `./ferry-data`), or a
+    /// `[storage]` table (`backend = "s3"`, `[storage.s3]`, `[storage.catalog]`).
+    pub storage: StorageConfig,
     /// What an upload does when its name is taken (default `rename`).
     pub on_conflict: OnConflict,
     /// How long transfers in flight may finish after SIGTERM (default 10 s;
@@ -282,7 +285,7 @@ fn secs(n: u64) -> Dur {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            storage: PathBuf::from("./ferry-data"),
+            storage: StorageConfig::local("./ferry-data"),
             on_conflict: OnConflict::Rename,
             shutdown_grace: secs(10),
             log: LogConfig::default(),
@@ -509,9 +512,7 @@ impl Config {
             key: key.to_owned(),
             message,
         };
-        if self.storage.as_os_str().is_empty() {
-            return Err(invalid("storage", "must name a directory".into()));
-        }
+        self.storage.check().map_err(|(k, m)| invalid(&k, m))?;
         check_log_filter(&self.log.level).map_err(|m| invalid("log.level", m))?;
         if !(1..=100_000).contains(&self.http.recent) {
             return Err(invalid(
@@ -731,7 +732,7 @@ impl Config {
     /// A configuration for tests: every service on `127.0.0.1:0`, storage at `root`.
     pub fn for_tests(root: &Path) -> Config {
         let mut c = Config {
-            storage: root.to_owned(),
+            storage: StorageConfig::local(root),
             ..Config::default()
         };
         for id in ServiceId::ALL {
@@ -868,6 +869,69 @@ idle_timeout = "1500ms"
         // Same port on different transports is fine.
         assert!(Config::parse("[signal]\nbind = \"0.0.0.0:9000\"").is_ok());
     }
+
+    const S3_TABLE: &str = r#"
+on_conflict = "reject"
+[storage]
+backend = "s3"
+[storage.s3]
+endpoint = "http://127.0.0.1:3900"
+region = "garage"
+bucket = "ferry"
+prefix = ""
+credentials_file = "/etc/ferry/s3.env"
+[storage.catalog]
+etcd = ["http://127.0.0.1:2379", "http://127.0.0.1:2479", "http://127.0.0.1:2579"]
+"#;
+
+    #[test]
+    fn the_storage_table_selects_s3_and_round_trips() {
+        let c = Config::parse(S3_TABLE).unwrap();
+        assert_eq!(c.storage.backend, BackendKind::S3);
+        assert_eq!(c.storage.path, PathBuf::from("./ferry-data"));
+        let s3 = c.storage.s3.as_ref().unwrap();
+        assert_eq!(
+            (s3.region.as_str(), s3.bucket.as_str()),
+            ("garage", "ferry")
+        );
+        assert_eq!(s3.part_size, Size(8 << 20));
+        assert_eq!(c.storage.catalog.as_ref().unwrap().etcd.len(), 3);
+        let text = c.to_toml();
+        assert!(text.contains("[storage.s3]"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap(), c);
+        // The plain directory form still reads, and prints as it was written.
+        let c = Config::parse("storage = \"/srv/ferry\"").unwrap();
+        assert_eq!(c.storage, StorageConfig::local("/srv/ferry"));
+        assert!(c.to_toml().contains("storage = \"/srv/ferry\""));
+    }
+
+    #[test]
+    fn an_s3_backend_without_its_tables_or_keys_is_refused() {
+        for (text, key) in [
+            ("[storage]\nbackend = \"s3\"", "storage.s3"),
+            (
+                "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://h:1\"\nbucket = \"b\"",
+                "storage.catalog",
+            ),
+            (
+                "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"h:1\"\nbucket = \"b\"\n[storage.catalog]\netcd = [\"http://e:2379\"]",
+                "storage.s3.endpoint",
+            ),
+            (
+                "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://h:1\"\nbucket = \"b\"\n[storage.catalog]\netcd = []",
+                "storage.catalog.etcd",
+            ),
+        ] {
+            match Config::parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let err = Config::parse("[storage.s3]\nendpoint = \"http://h:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("missing field `bucket`"), "{err}");
+        let err = Config::parse("[storage]\nbackend = \"s4\"").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `s4`"), "{err}");
+    }
 }
 
 #[cfg(test)]
@@ -881,7 +945,7 @@ mod shipped_example {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ferryd.toml");
         let example = Config::load(&path).unwrap();
         let want = Config {
-            storage: PathBuf::from("/var/lib/ferry"),
+            storage: StorageConfig::local("/var/lib/ferry"),
             ..Config::default()
         };
         assert_eq!(example, want);

@@ -31,7 +31,18 @@ impl std::fmt::Display for CheckFailed {
 /// is a directory, is not on a kernel filesystem, and files can be created
 /// in it. Creates nothing that stays.
 pub(crate) fn storage(config: &Config) -> Result<(), CheckFailed> {
-    let root = &config.storage;
+    if let Some(s3) = config
+        .storage
+        .s3
+        .as_ref()
+        .filter(|_| config.storage.backend == ferry_config::BackendKind::S3)
+    {
+        ferryd::check_s3_credentials(s3).map_err(|why| CheckFailed {
+            what: "storage.s3".into(),
+            why,
+        })?;
+    }
+    let root = &config.storage.path;
     let fail = |why: String| CheckFailed {
         what: format!("storage ({})", root.display()),
         why,

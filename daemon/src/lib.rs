@@ -52,14 +52,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ferry_config::ServiceId;
-use ferry_config::{Config, Transport};
+use ferry_config::{BackendKind, Config, Transport};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::ctx::Ctx;
 pub use crate::ctx::Reload;
 pub use crate::limits::REPLIES_PER_SECOND;
 pub use crate::observe::{LEDGER_FILE, LEDGER_OLD};
-pub use crate::storage::{OpenError, LOCK_FILE, WORK_DIR};
+pub use crate::storage::{OpenError, S3OpenError, LOCK_FILE, WORK_DIR};
 pub use crate::udp::set_buffer_sizes;
 
 /// A handle to a running daemon, for reloading its configuration.
@@ -141,6 +141,12 @@ impl BoundAddrs {
     }
 }
 
+/// Reads the S3 credentials `s3` names (its file, or the environment), for
+/// `check-config`; the error names what is missing, never a value.
+pub fn check_s3_credentials(s3: &ferry_config::storage::S3) -> Result<(), String> {
+    storage::load_credentials(s3).map(|_| ())
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -163,6 +169,9 @@ pub enum StartError {
         /// Who holds it.
         source: OpenError,
     },
+    /// The S3 backend's store or catalog cannot be used.
+    #[error("storage: {0}")]
+    Store(#[from] storage::S3OpenError),
     /// The HTTP listener's port could not be bound.
     #[error("cannot bind http to {addr}: {source}")]
     BindHttp {
@@ -245,18 +254,26 @@ impl Daemon {
     /// binds every enabled service.
     pub async fn bind(config: Config) -> Result<Daemon, StartError> {
         config.validate()?;
-        let storage = storage::Storage::open_local(&config.storage, config.on_conflict).map_err(
-            |source| match source {
-                OpenError::Io(source) => StartError::Storage {
-                    path: config.storage.clone(),
-                    source,
-                },
-                locked => StartError::Locked {
-                    path: config.storage.clone(),
-                    source: locked,
-                },
-            },
-        )?;
+        let storage = match config.storage.backend {
+            BackendKind::Local => {
+                let path = &config.storage.path;
+                storage::Storage::open_local(path, config.on_conflict).map_err(|source| {
+                    match source {
+                        OpenError::Io(source) => StartError::Storage {
+                            path: path.clone(),
+                            source,
+                        },
+                        locked => StartError::Locked {
+                            path: path.clone(),
+                            source: locked,
+                        },
+                    }
+                })?
+            }
+            BackendKind::S3 => {
+                storage::Storage::open_s3(&config.storage, config.on_conflict).await?
+            }
+        };
         let mut sockets = Vec::new();
         let mut addrs = BoundAddrs::default();
         for id in ServiceId::ALL {

@@ -18,6 +18,9 @@ const MAX_BLOCKING_THREADS: usize = 16;
 /// `EX_TEMPFAIL` from sysexits.h: another ferryd holds the storage root.
 const EX_TEMPFAIL: u8 = 75;
 
+/// `EX_UNAVAILABLE` from sysexits.h: the S3 bucket or etcd cannot be reached.
+const EX_UNAVAILABLE: u8 = 69;
+
 /// `EX_CONFIG` from sysexits.h: a configuration error.
 const EX_CONFIG: u8 = 78;
 
@@ -97,7 +100,7 @@ fn load(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, ferry_config::Confi
         None => Config::default(),
     };
     if let Some(s) = &cli.storage {
-        config.storage = s.clone();
+        config.storage.path = s.clone();
     }
     if let Some(f) = cli.log_format {
         config.log.format = match f {
@@ -250,8 +253,13 @@ fn offline_command(cli: &Cli) -> Option<ExitCode> {
                 match checked {
                     Ok(()) => {
                         println!(
-                            "configuration ok; storage root {} usable{}",
-                            config.storage.display(),
+                            "configuration ok; {} {} usable{}",
+                            match config.storage.backend {
+                                ferry_config::BackendKind::Local => "storage root",
+                                ferry_config::BackendKind::S3 =>
+                                    "S3 credentials read; state directory",
+                            },
+                            config.storage.path.display(),
                             if *bind {
                                 "; every address can be bound"
                             } else {
@@ -354,6 +362,12 @@ async fn serve(cli: Arc<Cli>, config: Config, log: LogHandle) -> ExitCode {
             eprintln!("ferryd: {e}");
             return match e {
                 ferryd::StartError::Locked { .. } => ExitCode::from(EX_TEMPFAIL),
+                ferryd::StartError::Store(ferryd::S3OpenError::Unreachable(_)) => {
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+                ferryd::StartError::Store(ferryd::S3OpenError::Config(_)) => {
+                    ExitCode::from(EX_CONFIG)
+                }
                 _ => ExitCode::FAILURE,
             };
         }

@@ -33,7 +33,10 @@ impl From<&Failure> for Reason {
     fn from(e: &Failure) -> Reason {
         Reason {
             text: e.to_string(),
-            storage: matches!(e, Failure::Storage(StorageError::Io(_))),
+            storage: matches!(
+                e,
+                Failure::Storage(StorageError::Io(_) | StorageError::Unavailable(_))
+            ),
         }
     }
 }

@@ -539,7 +539,7 @@ async fn reload_applies_limits_and_reports_what_needs_a_restart() {
     new.limits.max_file_size = Size(10);
     new.udp_sum.server_name = "Reloaded".into();
     new.signal.bind = "127.0.0.1:9".parse().unwrap();
-    new.storage = "/elsewhere".into();
+    new.storage.path = "/elsewhere".into();
     let report = d.controller.reload(new);
     assert!(report.changed);
     assert_eq!(report.needs_restart, ["storage", "signal.bind"]);

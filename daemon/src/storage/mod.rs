@@ -33,6 +33,9 @@
 //!   out) and `sys` (the raw system calls).
 
 mod local;
+pub(crate) mod numbered;
+mod s3;
+mod shape;
 
 use std::io;
 use std::path::Path;
@@ -46,6 +49,8 @@ use ferry_proto::crc::format_hex;
 use ferry_proto::names::{RelPath, SafeName};
 
 pub use local::{OpenError, LOCK_FILE, WORK_DIR};
+pub(crate) use s3::load_credentials;
+pub use s3::S3OpenError;
 
 /// Why a storage operation failed; the text goes to the client.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,10 @@ pub(crate) enum StorageError {
     /// A tree broke one of its limits or repeated a path.
     #[error("{0}")]
     BadTree(String),
+    /// The shared store (the bucket or etcd) cannot be reached, or is out
+    /// of room for uploads just now: nothing was stored.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The disk or the OS failed (full disk, I/O error, …).
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
@@ -200,8 +209,9 @@ pub(crate) trait Reader: Send {
     /// Its size when opened.
     fn size(&self) -> u64;
 
-    /// Reads the next bytes into `buf` (cleared first), at most `max`; an
-    /// empty `buf` means the end.
+    /// Reads the next bytes into `buf` (cleared first): `max` of them, fewer
+    /// only at the end of the file (callers cut fixed-size chunks from it);
+    /// an empty `buf` means the end.
     async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()>;
 
     /// The CRC-32 recorded when ferry stored the file, if still valid;
@@ -266,6 +276,17 @@ impl Storage {
     pub(crate) fn open_local(root: &Path, on_conflict: OnConflict) -> Result<Storage, OpenError> {
         Ok(Storage {
             backend: Arc::new(local::Local::open(root, on_conflict)?),
+        })
+    }
+
+    /// The S3 backend (bytes in a bucket, names in etcd); see
+    /// [`s3::S3Backend::open`].
+    pub(crate) async fn open_s3(
+        config: &ferry_config::StorageConfig,
+        on_conflict: OnConflict,
+    ) -> Result<Storage, S3OpenError> {
+        Ok(Storage {
+            backend: Arc::new(s3::S3Backend::open(config, on_conflict).await?),
         })
     }
 

@@ -337,11 +337,7 @@ impl Local {
             storage: self.clone(),
             name,
             dir: Some(dir),
-            files_seen: std::collections::HashSet::new(),
-            dirs_seen: std::collections::HashSet::new(),
-            max_depth,
-            files: 0,
-            bytes: 0,
+            shape: crate::storage::shape::TreeShape::new(max_depth),
         })
     }
 

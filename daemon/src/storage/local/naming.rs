@@ -10,6 +10,7 @@ use ferry_proto::names::SafeName;
 
 use super::sys::{rename_exchange, rename_noreplace};
 use super::Local;
+use crate::storage::numbered::{number_of, numbered};
 use crate::storage::StorageError;
 
 /// Candidates `rename` tries for one upload past where the last one of the
@@ -119,56 +120,13 @@ impl Local {
     }
 }
 
-/// `report.pdf` → `report (3).pdf`; `archive.tar.gz` → `archive (3).tar.gz`;
-/// `.bashrc` → `.bashrc (3)`; `Makefile` → `Makefile (3)`.
-/// The stem is shortened if needed so the result still fits in 255 bytes.
 /// The highest `k` of the entries in `dir` named [`numbered`]`(name, k)`.
 fn highest_number(dir: &Path, name: &str) -> Option<u32> {
-    let stem_end = match name.find('.') {
-        Some(0) | None => name.len(),
-        Some(i) => i,
-    };
-    let (stem, ext) = name.split_at(stem_end);
-    let head = format!("{stem} (");
-    let tail = format!("){ext}");
     std::fs::read_dir(dir)
         .ok()?
         .flatten()
-        .filter_map(|e| {
-            let entry = e.file_name();
-            let entry = entry.to_str()?;
-            let k = entry
-                .strip_prefix(head.as_str())?
-                .strip_suffix(tail.as_str())?;
-            k.parse::<u32>()
-                .ok()
-                .filter(|&k| numbered(name, k) == entry)
-        })
+        .filter_map(|e| number_of(name, e.file_name().to_str()?))
         .max()
-}
-
-pub(super) fn numbered(name: &str, n: u32) -> String {
-    let stem_end = match name.find('.') {
-        Some(0) | None => name.len(),
-        Some(i) => i,
-    };
-    let (stem, ext) = name.split_at(stem_end);
-    let suffix = format!(" ({n})");
-    let room = ferry_proto::names::MAX_COMPONENT_LEN.saturating_sub(suffix.len() + ext.len());
-    let mut cut = stem.len().min(room);
-    while !stem.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let mut out = format!("{}{suffix}{ext}", &stem[..cut]);
-    // An extension alone too long to keep: shorten the whole name instead.
-    if out.len() > ferry_proto::names::MAX_COMPONENT_LEN {
-        let mut cut = ferry_proto::names::MAX_COMPONENT_LEN - suffix.len();
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out = format!("{}{suffix}", &name[..cut]);
-    }
-    out
 }
 
 /// Atomically puts `temp` at `target`, whatever is there: a file is replaced

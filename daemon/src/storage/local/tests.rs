@@ -6,8 +6,8 @@ use bytes::BytesMut;
 use ferry_config::OnConflict;
 use ferry_proto::names::{RelPath, SafeName};
 
-use super::naming::numbered;
 use super::{OpenError, TRASH_PREFIX, WORK_DIR};
+use crate::storage::numbered::numbered;
 use crate::storage::{Storage, StorageError, Stored};
 
 fn name(s: &str) -> SafeName {

@@ -14,6 +14,7 @@ use tokio::fs::File;
 use super::sys::{fsync_dir, fsync_dirs, list_dir, open_at, At};
 use super::upload::{Dest, LocalFile, LocalUpload};
 use super::Local;
+use crate::storage::shape::TreeShape;
 use crate::storage::{Download, StorageError, Stored, TreeSink, TreeSource, Upload};
 
 /// A directory tree being received; dropping it without `commit` removes it.
@@ -21,78 +22,10 @@ pub(crate) struct LocalTree {
     pub(super) storage: Local,
     pub(super) name: SafeName,
     pub(super) dir: Option<PathBuf>,
-    /// Every file's path, slash-joined.
-    pub(super) files_seen: std::collections::HashSet<String>,
-    /// Every directory the files need, slash-joined: they count as entries.
-    pub(super) dirs_seen: std::collections::HashSet<String>,
-    pub(super) max_depth: usize,
-    pub(super) files: usize,
-    pub(super) bytes: u64,
+    pub(super) shape: TreeShape,
 }
 
 impl LocalTree {
-    /// Checks one entry against the tree's limits and paths and records it;
-    /// the tree's bytes with it.
-    fn admit_entry(
-        &mut self,
-        path: &RelPath,
-        size: u64,
-        max_entries: usize,
-        max_bytes: u64,
-    ) -> Result<u64, StorageError> {
-        let parts = path.components();
-        if parts.len() > self.max_depth {
-            // The path itself may be 1 KiB of `d/d/…`: the reason names its start.
-            let shown: String = path.to_slash_string().chars().take(40).collect();
-            return Err(StorageError::BadTree(format!(
-                "an entry is {} levels deep, the limit is {} ({shown}…)",
-                parts.len(),
-                self.max_depth
-            )));
-        }
-        let bytes = self
-            .bytes
-            .checked_add(size)
-            .filter(|&b| b <= max_bytes)
-            .ok_or_else(|| {
-                StorageError::BadTree(format!("the tree is over the limit of {max_bytes} bytes"))
-            })?;
-        // Directories count as entries, and a path may not repeat nor be both
-        // a file and a directory. One pass over the prefixes of one joined
-        // string: linear in the path's length (its depth is capped above).
-        let joined = path.to_slash_string();
-        let mut new_dirs = Vec::new();
-        for (at, _) in joined.match_indices('/') {
-            let prefix = &joined[..at];
-            if self.files_seen.contains(prefix) {
-                return Err(StorageError::BadTree(format!(
-                    "{prefix} is both a file and a directory"
-                )));
-            }
-            if !self.dirs_seen.contains(prefix) {
-                new_dirs.push(prefix);
-            }
-        }
-        if self.dirs_seen.contains(&joined) {
-            return Err(StorageError::BadTree(format!(
-                "{path} is both a file and a directory"
-            )));
-        }
-        if self.files_seen.contains(&joined) {
-            return Err(StorageError::BadTree(format!("{path} appears twice")));
-        }
-        let entries = self.files + self.dirs_seen.len() + new_dirs.len() + 1;
-        if entries > max_entries {
-            return Err(StorageError::BadTree(format!(
-                "more than {max_entries} entries (files and directories) in one tree"
-            )));
-        }
-        let new_dirs: Vec<String> = new_dirs.into_iter().map(str::to_owned).collect();
-        self.dirs_seen.extend(new_dirs);
-        self.files_seen.insert(joined);
-        Ok(bytes)
-    }
-
     /// Starts one file of the tree at `path` (relative to the tree).
     pub(crate) async fn begin_file(
         &mut self,
@@ -105,7 +38,7 @@ impl LocalTree {
             .dir
             .clone()
             .ok_or_else(|| io::Error::other("tree already finished"))?;
-        let bytes = self.admit_entry(path, size, max_entries, max_bytes)?;
+        self.shape.admit(path, size, max_entries, max_bytes)?;
         let full = dir.join(path.to_path_buf());
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent)
@@ -128,8 +61,6 @@ impl LocalTree {
                 }
                 _ => StorageError::Io(e),
             })?;
-        self.files += 1;
-        self.bytes = bytes;
         Ok(LocalUpload {
             storage: self.storage.clone(),
             dest: Dest::InTree,
@@ -153,7 +84,7 @@ impl LocalTree {
             .ok_or_else(|| io::Error::other("tree already finished"))?;
         let storage = self.storage.clone();
         let name = self.name.clone();
-        let bytes = self.bytes;
+        let bytes = self.shape.bytes;
         let stored = tokio::task::spawn_blocking(move || {
             fsync_dirs(&dir)?;
             let (stored, _) = storage.place(&dir, &name, &|_| false)?;
@@ -291,7 +222,7 @@ pub(super) fn list_top(
 #[async_trait]
 impl TreeSink for LocalTree {
     fn files(&self) -> usize {
-        self.files
+        self.shape.files
     }
 
     async fn begin_file(

@@ -1,0 +1,380 @@
+//! The S3 backend: file bytes in an S3-compatible bucket (Garage, MinIO,
+//! Ceph RGW, AWS), names in etcd, so several ferryd serve one store.
+//!
+//! - [`store`]: the S3 calls (rusty-s3 signs, hyper sends);
+//! - [`etcd`]: etcd's JSON gateway, member by member;
+//! - [`catalog`]: names → objects, and where an upload's name goes
+//!   ([`catalog::decide`], no I/O);
+//! - [`upload`], [`read`], [`tree`]: the storage interface's streams;
+//! - [`sweep`]: removing objects no name points at.
+//!
+//! An object is written first, under a key no one else uses
+//! (`<prefix>objects/<time>-<instance>-<n>`), and its name claimed in etcd
+//! only once it is whole and checked. Until then a pending record in etcd
+//! says whose it is, so a restarted instance removes what it left.
+
+mod catalog;
+mod etcd;
+mod http;
+mod read;
+mod store;
+mod sweep;
+mod tree;
+mod upload;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_config::{OnConflict, StorageConfig};
+use ferry_proto::names::{RelPath, SafeName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use self::catalog::{Catalog, Pending};
+pub(crate) use self::store::Secret;
+use self::store::Store;
+use self::upload::{S3Upload, Target};
+use crate::storage::{Announced, Backend, Download, StorageError, TreeReader, TreeUpload, Upload};
+
+/// The instance id's file in the state directory.
+const INSTANCE_FILE: &str = ".ferry-instance";
+
+/// Memory budget unit: permits are KiB, so one part fits a `u32` of them.
+const UNIT: u64 = 1024;
+
+/// What the backend's pieces share.
+pub(super) struct Shared {
+    store: Store,
+    catalog: Catalog,
+    /// `<prefix>objects/`.
+    objects: String,
+    on_conflict: OnConflict,
+    part_size: usize,
+    budget: Arc<Semaphore>,
+    wait_for_memory: Duration,
+    sweep_after: Duration,
+    state: PathBuf,
+    counter: AtomicU64,
+    tasks: TaskTracker,
+}
+
+/// The S3 backend.
+pub(crate) struct S3Backend {
+    shared: Arc<Shared>,
+}
+
+/// Seconds since the epoch.
+pub(super) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum S3OpenError {
+    /// The configuration or the credentials are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The bucket or etcd cannot be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The state directory cannot be used.
+    #[error("storage.path {path}: {source}")]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Reads the access key: from `credentials_file` when set, else from the
+/// environment. The error names the file or variable, never a value.
+pub(crate) fn load_credentials(s3: &ferry_config::storage::S3) -> Result<Secret, String> {
+    let lookup: Box<dyn Fn(&str) -> Option<String>> = match &s3.credentials_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("storage.s3.credentials_file {}: {e}", path.display()))?;
+            let vars = parse_env_file(&text);
+            Box::new(move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        }
+        None => Box::new(|k| std::env::var(k).ok()),
+    };
+    let from = match &s3.credentials_file {
+        Some(p) => format!("in {}", p.display()),
+        None => "in the environment (or set storage.s3.credentials_file)".to_owned(),
+    };
+    let get = |k: &str| {
+        lookup(k)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{k} is not set {from}"))
+    };
+    Ok(Secret {
+        key_id: get("AWS_ACCESS_KEY_ID")?,
+        secret: get("AWS_SECRET_ACCESS_KEY")?,
+    })
+}
+
+/// `KEY=value` lines (optionally `export KEY=value`, quoted values, `#` comments).
+fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// This instance's id, kept in the state directory across restarts.
+fn instance_id(state: &Path) -> io::Result<String> {
+    let file = state.join(INSTANCE_FILE);
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(id.to_owned());
+        }
+    }
+    let seed = blake3::hash(
+        format!(
+            "{:?}{}{:?}",
+            std::time::SystemTime::now(),
+            std::process::id(),
+            state
+        )
+        .as_bytes(),
+    );
+    let id = seed.to_hex()[..12].to_owned();
+    let temp = state.join(format!("{INSTANCE_FILE}.tmp"));
+    std::fs::write(&temp, &id)?;
+    std::fs::rename(&temp, &file)?;
+    Ok(id)
+}
+
+impl S3Backend {
+    /// Reads the credentials, checks the bucket and etcd answer.
+    pub(crate) async fn open(
+        config: &StorageConfig,
+        on_conflict: OnConflict,
+    ) -> Result<S3Backend, S3OpenError> {
+        let (Some(s3), Some(cat)) = (&config.s3, &config.catalog) else {
+            return Err(S3OpenError::Config(
+                "backend = \"s3\" needs [storage.s3] and [storage.catalog]".into(),
+            ));
+        };
+        let secret = load_credentials(s3).map_err(S3OpenError::Config)?;
+        let state_err = |source| S3OpenError::State {
+            path: config.path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.path).map_err(state_err)?;
+        let state = std::fs::canonicalize(&config.path).map_err(state_err)?;
+        let instance = instance_id(&state).map_err(state_err)?;
+        let http = http::Http::new(Duration::from_secs(5));
+        let timeout = s3.request_timeout.0;
+        let store = Store::new(
+            http.clone(),
+            &s3.endpoint,
+            &s3.bucket,
+            &s3.region,
+            &secret,
+            timeout,
+        )
+        .map_err(|e| S3OpenError::Config(format!("storage.s3: {e}")))?;
+        store.check(&s3.prefix).await.map_err(|e| {
+            S3OpenError::Unreachable(format!("bucket {:?} at {}: {e}", s3.bucket, s3.endpoint))
+        })?;
+        let etcd = etcd::Etcd::new(http, &cat.etcd, cat.timeout.0);
+        let catalog = Catalog::new(etcd, &cat.prefix, instance);
+        catalog.check().await.map_err(|e| {
+            S3OpenError::Unreachable(format!("etcd ({}): {e}", cat.etcd.join(", ")))
+        })?;
+        let budget = (s3.memory_budget.0 / UNIT) as usize;
+        Ok(S3Backend {
+            shared: Arc::new(Shared {
+                store,
+                catalog,
+                objects: format!("{}objects/", s3.prefix),
+                on_conflict,
+                part_size: s3.part_size.0 as usize,
+                budget: Arc::new(Semaphore::new(budget)),
+                wait_for_memory: timeout,
+                sweep_after: s3.sweep_after.0,
+                state,
+                counter: AtomicU64::new(0),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+}
+
+impl Shared {
+    /// A key no other upload, on any instance, uses: the time first, so
+    /// the sweeper can tell an object's age from its key.
+    fn new_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!(
+            "{:010x}-{}-{nanos:08x}{n:x}",
+            now_secs(),
+            self.catalog.instance
+        )
+    }
+
+    /// Memory for an upload of at most `limit` bytes: all of it when it fits
+    /// in one part, else two parts. Waits for it, up to `wait_for_memory`.
+    async fn memory_for(&self, limit: u64) -> Result<OwnedSemaphorePermit, StorageError> {
+        let part = self.part_size as u64;
+        let bytes = if limit <= part { limit } else { 2 * part };
+        let permits = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let acquire = self.budget.clone().acquire_many_owned(permits);
+        match tokio::time::timeout(self.wait_for_memory, acquire).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(StorageError::Unavailable(
+                "every upload's share of memory is in use (storage.s3.memory_budget); try again shortly".into(),
+            )),
+        }
+    }
+
+    /// Starts an upload to `key` under a pending record of its own.
+    async fn begin(
+        self: &Arc<Self>,
+        target: Target,
+        limit: u64,
+        exact: bool,
+    ) -> Result<S3Upload, StorageError> {
+        let permit = self.memory_for(limit).await?;
+        let id = self.new_id();
+        let key = format!("{}{id}", self.objects);
+        let pending = Pending {
+            object: key.clone(),
+            upload_id: None,
+            prefix: false,
+            since: now_secs(),
+        };
+        self.catalog.add_pending(&id, &pending).await?;
+        Ok(S3Upload::new(
+            self.clone(),
+            target,
+            id,
+            true,
+            key,
+            limit,
+            exact,
+            permit,
+        ))
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn location(&self) -> &Path {
+        &self.shared.state
+    }
+
+    fn start_background(&self) {
+        sweep::start(self.shared.clone());
+    }
+
+    async fn flush_background(&self, limit: Duration) {
+        self.shared.tasks.close();
+        let _ = tokio::time::timeout(limit, self.shared.tasks.wait()).await;
+    }
+
+    async fn begin_write(&self, name: SafeName, size: Announced) -> Result<Upload, StorageError> {
+        let (limit, exact) = match size {
+            Announced::Exact(n) => (n, true),
+            Announced::AtMost(n) => (n, false),
+        };
+        Ok(Box::new(
+            self.shared.begin(Target::Name(name), limit, exact).await?,
+        ))
+    }
+
+    async fn open_read(&self, path: &RelPath) -> Result<Download, StorageError> {
+        read::open(&self.shared, path).await
+    }
+
+    async fn read_tree(
+        &self,
+        path: &RelPath,
+        max_entries: usize,
+        max_depth: usize,
+    ) -> Result<TreeReader, StorageError> {
+        read::tree(&self.shared, path, max_entries, max_depth).await
+    }
+
+    async fn list_files(
+        &self,
+        path: &RelPath,
+        max_entries: usize,
+    ) -> Result<Vec<(SafeName, u64)>, StorageError> {
+        read::list(&self.shared, path, max_entries).await
+    }
+
+    async fn begin_tree(
+        &self,
+        name: SafeName,
+        max_depth: usize,
+    ) -> Result<TreeUpload, StorageError> {
+        Ok(Box::new(
+            tree::S3Tree::begin(self.shared.clone(), name, max_depth).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_files_read_like_a_shell_would() {
+        let vars = parse_env_file(
+            "# key\nexport AWS_ACCESS_KEY_ID=\"GK1\"\n\nAWS_SECRET_ACCESS_KEY='s=cret'\n",
+        );
+        assert_eq!(
+            vars,
+            vec![
+                ("AWS_ACCESS_KEY_ID".into(), "GK1".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "s=cret".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_credential_names_the_variable_and_the_file_not_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s3.env");
+        std::fs::write(&file, "AWS_ACCESS_KEY_ID=GKsecretish\n").unwrap();
+        let s3: ferry_config::storage::S3 = serde_json::from_value(serde_json::json!({
+            "endpoint": "http://h:1", "bucket": "b", "credentials_file": file,
+        }))
+        .unwrap();
+        let err = load_credentials(&s3).unwrap_err();
+        assert!(
+            err.starts_with("AWS_SECRET_ACCESS_KEY is not set in "),
+            "{err}"
+        );
+        assert!(!err.contains("GKsecretish"), "{err}");
+        let s = Secret {
+            key_id: "GK".into(),
+            secret: "topsecret".into(),
+        };
+        assert!(!format!("{s:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,167 @@
+//! The sweeper: removes what no name points at. At start, the uploads this
+//! instance left when it stopped (its pending records); then, every so
+//! often, on any instance: objects a name stopped pointing at
+//! (`overwrite`) once the grace for downloads in flight is over, uploads
+//! pending for a day (an instance that never came back), and objects no
+//! record explains that are older than `sweep_after`. It never removes an
+//! object a name points at: the names are read after the objects are
+//! listed, so an object named meanwhile is seen as named.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::catalog::{Garbage, Pending};
+use super::{now_secs, Shared};
+use crate::storage::StorageError;
+
+/// How long a replaced object stays for downloads in flight.
+const REPLACED_GRACE: u64 = 300;
+
+/// A pending upload older than this belongs to an instance that is gone.
+const ABANDONED: u64 = 24 * 3600;
+
+/// What one pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Swept {
+    pub uploads: usize,
+    pub objects: usize,
+}
+
+/// Starts the sweeper: a pass at once (with this instance's own leftovers),
+/// then one every `sweep_after / 4` (at least a minute apart... or less when
+/// `sweep_after` is short, for tests).
+pub(super) fn start(shared: Arc<Shared>) {
+    let every = (shared.sweep_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            match pass(&shared, now_secs(), first).await {
+                Ok(s) if s != Swept::default() => {
+                    tracing::info!(
+                        uploads = s.uploads,
+                        objects = s.objects,
+                        "swept leftovers from the object store"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweeping the object store failed; trying again later")
+                }
+            }
+            first = false;
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+/// Removes every object under `prefix`.
+pub(super) async fn remove_prefix(shared: &Shared, prefix: &str) -> io::Result<()> {
+    for key in shared.store.list(prefix).await? {
+        shared.store.delete(&key).await?;
+    }
+    Ok(())
+}
+
+/// Removes what a pending record stands for.
+async fn remove_pending(shared: &Shared, p: &Pending) -> io::Result<()> {
+    if let Some(u) = &p.upload_id {
+        shared.store.abort(&p.object, u).await?;
+    }
+    match p.prefix {
+        true => remove_prefix(shared, &p.object).await,
+        false => shared.store.delete(&p.object).await,
+    }
+}
+
+/// The time at the head of an object id (`<secs hex>-…`).
+fn born(id: &str) -> Option<u64> {
+    u64::from_str_radix(id.split('-').next()?, 16).ok()
+}
+
+/// One pass; `startup` also removes this instance's own pending uploads.
+pub(super) async fn pass(shared: &Shared, now: u64, startup: bool) -> Result<Swept, StorageError> {
+    let io = |e: io::Error| StorageError::Unavailable(e.to_string());
+    let mut swept = Swept::default();
+    let etcd = &shared.catalog.etcd;
+    // Pending uploads: this instance's at start, anyone's after a day.
+    let own = shared.catalog.pending_key("");
+    let mut pending = HashSet::new();
+    for kv in etcd
+        .list(&shared.catalog.pending_prefix())
+        .await
+        .map_err(io)?
+    {
+        let Ok(p) = serde_json::from_slice::<Pending>(&kv.value) else {
+            continue;
+        };
+        if (startup && kv.key.starts_with(&own)) || now.saturating_sub(p.since) > ABANDONED {
+            if remove_pending(shared, &p).await.is_ok() {
+                let _ = etcd.delete(&kv.key).await;
+                swept.uploads += 1;
+            }
+            continue;
+        }
+        pending.insert(p.object);
+    }
+    // Listed before the names are read: an object named after this sees its name.
+    let objects = shared.store.list(&shared.objects).await.map_err(io)?;
+    let garbage = etcd
+        .list(&shared.catalog.garbage_prefix())
+        .await
+        .map_err(io)?;
+    let named: HashSet<String> = shared
+        .catalog
+        .all()
+        .await?
+        .iter()
+        .flat_map(|(_, e)| {
+            e.objects()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut replaced = HashSet::new();
+    for kv in garbage {
+        let Ok(g) = serde_json::from_slice::<Garbage>(&kv.value) else {
+            continue;
+        };
+        replaced.insert(g.object.clone());
+        if named.contains(&g.object) {
+            let _ = etcd.delete(&kv.key).await;
+        } else if now.saturating_sub(g.since) > REPLACED_GRACE
+            && shared.store.delete(&g.object).await.is_ok()
+        {
+            let _ = etcd.delete(&kv.key).await;
+            swept.objects += 1;
+        }
+    }
+    for key in objects {
+        let rest = &key[shared.objects.len()..];
+        let tree_prefix = rest
+            .split_once('/')
+            .map(|(t, _)| format!("{}{t}/", shared.objects));
+        let explained = named.contains(&key)
+            || pending.contains(&key)
+            || replaced.contains(&key)
+            || tree_prefix.is_some_and(|t| pending.contains(&t));
+        let old = born(rest).is_some_and(|b| now.saturating_sub(b) > shared.sweep_after.as_secs());
+        if !explained && old && shared.store.delete(&key).await.is_ok() {
+            swept.objects += 1;
+        }
+    }
+    Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_id_starts_with_its_time() {
+        assert_eq!(born("0067a1b2c3-abc-1f"), Some(0x67a1b2c3));
+        assert_eq!(born("zz-abc"), None);
+    }
+}

@@ -167,7 +167,7 @@ mod tests {
 
     fn with_root(root: &Path) -> Config {
         Config {
-            storage: root.to_owned(),
+            storage: ferry_config::StorageConfig::local(root),
             ..Config::default()
         }
     }

@@ -92,6 +92,7 @@ up() {
     wait_for 30 "$GARAGE" -c "$dir/garage/n$n.toml" node id -q || die "garage n$n did not start; see $dir/garage/n$n.log"
     ids+=("$("$GARAGE" -c "$dir/garage/n$n.toml" node id -q)")
   done
+  printf '%s\n' "${ids[@]}" >"$dir/garage/ids"
   g node connect "${ids[1]}" >/dev/null
   g node connect "${ids[2]}" >/dev/null
   for n in 1 2 3; do
@@ -141,7 +142,16 @@ member() { # stop|start etcd|garage n
     stop:etcd) kill -9 "$(cat "$dir/etcd/e$n.pid")" ;;
     stop:garage) kill -9 "$(cat "$dir/garage/n$n.pid")" ;;
     start:etcd) etcd_start "$n" ;;
-    start:garage) garage_start "$n" ;;
+    start:garage)
+      garage_start "$n"
+      # A node restarted alone may not find its peers again for minutes
+      # (after all three went down, never): introduce it to each one up.
+      wait_for 30 "$GARAGE" -c "$dir/garage/n$n.toml" status || die "garage n$n did not start"
+      local id
+      while read -r id; do
+        "$GARAGE" -c "$dir/garage/n$n.toml" node connect "$id" >/dev/null 2>&1 || true
+      done <"$dir/garage/ids"
+      ;;
     *) die "unknown member kind $what" ;;
   esac
 }

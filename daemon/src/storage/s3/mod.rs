@@ -96,22 +96,24 @@ pub enum S3OpenError {
 /// Reads the access key: from `credentials_file` when set, else from the
 /// environment. The error names the file or variable, never a value.
 pub(crate) fn load_credentials(s3: &ferry_config::storage::S3) -> Result<Secret, String> {
-    let lookup: Box<dyn Fn(&str) -> Option<String>> = match &s3.credentials_file {
+    let (vars, from) = match &s3.credentials_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("storage.s3.credentials_file {}: {e}", path.display()))?;
-            let vars = parse_env_file(&text);
-            Box::new(move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            (parse_env_file(&text), format!("in {}", path.display()))
         }
-        None => Box::new(|k| std::env::var(k).ok()),
-    };
-    let from = match &s3.credentials_file {
-        Some(p) => format!("in {}", p.display()),
-        None => "in the environment (or set storage.s3.credentials_file)".to_owned(),
+        None => (
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?)))
+                .collect(),
+            "in the environment (or set storage.s3.credentials_file)".to_owned(),
+        ),
     };
     let get = |k: &str| {
-        lookup(k)
-            .filter(|v| !v.is_empty())
+        vars.iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
             .ok_or_else(|| format!("{k} is not set {from}"))
     };
     Ok(Secret {

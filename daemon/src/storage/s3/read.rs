@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::catalog::{Entry, FileRec, TreeFile};
 use super::http::flatten;
+use super::upload::store_error;
 use super::Shared;
 use crate::storage::{Download, Reader, StorageError, TreeReader, TreeSource};
 
@@ -66,7 +67,7 @@ async fn find(shared: &Shared, path: &RelPath) -> Result<Found, StorageError> {
 
 pub(super) async fn open(shared: &Arc<Shared>, path: &RelPath) -> Result<Download, StorageError> {
     match find(shared, path).await? {
-        Found::File(rec) => Ok(Box::new(S3Reader::new(shared.clone(), rec))),
+        Found::File(rec) => Ok(Box::new(S3Reader::open(shared.clone(), rec).await?)),
         Found::Dir(_) => Err(StorageError::IsDirectory(path.to_slash_string())),
     }
 }
@@ -155,12 +156,14 @@ impl TreeSource for S3TreeReader {
         })?;
         Ok(Some((
             rel,
-            Box::new(S3Reader::new(self.shared.clone(), f.rec)),
+            Box::new(S3Reader::open(self.shared.clone(), f.rec).await?),
         )))
     }
 }
 
-/// One object, streamed from the store; the GET starts at the first read.
+/// One object, streamed from the store. The GET is made at the open, so a
+/// store that cannot be reached is a refusal before the first byte, in the
+/// protocol's own way, not a connection cut mid-file.
 struct S3Reader {
     shared: Arc<Shared>,
     rec: FileRec,
@@ -170,23 +173,24 @@ struct S3Reader {
 }
 
 impl S3Reader {
-    fn new(shared: Arc<Shared>, rec: FileRec) -> S3Reader {
-        S3Reader {
+    async fn open(shared: Arc<Shared>, rec: FileRec) -> Result<S3Reader, StorageError> {
+        let body = match rec.size {
+            0 => None,
+            _ => Some(shared.store.get(&rec.object).await.map_err(store_error)?),
+        };
+        Ok(S3Reader {
             shared,
             rec,
-            body: None,
+            body,
             left: Bytes::new(),
             read: 0,
-        }
+        })
     }
 
     /// The next piece of the object, empty at its end.
     async fn next_piece(&mut self) -> io::Result<Bytes> {
         if self.read >= self.rec.size {
             return Ok(Bytes::new());
-        }
-        if self.body.is_none() {
-            self.body = Some(self.shared.store.get(&self.rec.object).await?);
         }
         let Some(body) = self.body.as_mut() else {
             return Ok(Bytes::new());

@@ -49,7 +49,12 @@ pub(super) struct Store {
 
 /// What the store said when it refused a request: status and S3 error code.
 fn refused(what: &str, status: StatusCode, body: &[u8]) -> io::Error {
-    let text = String::from_utf8_lossy(body);
+    let text = String::from_utf8_lossy(body)
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
     let code = text
         .split("<Code>")
         .nth(1)

@@ -251,6 +251,104 @@ fn check_config_exit_codes_and_messages() {
     );
 }
 
+/// `backend = "s3"`: check-config names a missing table, key, file or
+/// variable (never a value), and ferryd refuses to start, exit 69
+/// (EX_UNAVAILABLE), when the bucket cannot be reached.
+#[test]
+fn an_s3_backend_is_checked_before_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("s3.env");
+    let config = |catalog: bool| {
+        let mut text = format!(
+            "[storage]\nbackend = \"s3\"\npath = {:?}\n[storage.s3]\nendpoint = \"http://127.0.0.1:1\"\nregion = \"garage\"\nbucket = \"ferry\"\ncredentials_file = {:?}\n",
+            dir.path().join("state").display().to_string(),
+            creds.display().to_string()
+        );
+        if catalog {
+            text.push_str("[storage.catalog]\netcd = [\"http://127.0.0.1:1\"]\n");
+        }
+        let path = dir.path().join("s3.toml");
+        std::fs::write(&path, format!("{text}{}", common::TEST_BINDS)).unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| {
+        let out = Command::new(FERRYD)
+            .arg("check-config")
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&config(false));
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains("storage.catalog: backend = \"s3\" needs a [storage.catalog] table"),
+        "{err}"
+    );
+    let (code, err) = check(&config(true));
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains(&format!(
+            "storage.s3: storage.s3.credentials_file {}: No such file",
+            creds.display()
+        )),
+        "{err}"
+    );
+    std::fs::write(&creds, "AWS_ACCESS_KEY_ID=GKexample\n").unwrap();
+    let (code, err) = check(&config(true));
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains(&format!(
+            "AWS_SECRET_ACCESS_KEY is not set in {}",
+            creds.display()
+        )),
+        "{err}"
+    );
+    std::fs::write(
+        &creds,
+        "AWS_ACCESS_KEY_ID=GKexample\nAWS_SECRET_ACCESS_KEY=do-not-print-me\n",
+    )
+    .unwrap();
+    let out = Command::new(FERRYD)
+        .arg("check-config")
+        .arg(config(true))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(FERRYD)
+        .arg("--config")
+        .arg(config(true))
+        .arg("print-config")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[storage.s3]") && !text.contains("do-not-print-me"),
+        "{text}"
+    );
+    // Nothing answers on port 1: refused, with the bucket named and no secret.
+    let out = Command::new(FERRYD)
+        .arg("--config")
+        .arg(config(true))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("bucket \"ferry\" at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(!err.contains("do-not-print-me"), "{err}");
+}
+
 #[test]
 fn environment_fallbacks_work() {
     let dir = tempfile::tempdir().unwrap();

@@ -430,10 +430,19 @@ async fn the_whole_store_unreachable_is_a_clear_refusal() {
         .find_map(|l| l.strip_prefix("AWS_SECRET_ACCESS_KEY="))
         .unwrap();
     assert!(!log.contains(secret), "the secret is not logged");
+    // The bucket back, etcd still down: refused again, etcd named.
+    for n in 1..=3 {
+        cluster.start("garage", n);
+    }
+    eventually(60, "Garage answers again", || cluster.s3_ready());
+    let (status, log) = Ferryd::start_config(&c.with_extension("toml"), &c)
+        .err()
+        .expect("c refuses to start without etcd");
+    assert_eq!(status.code(), Some(69), "{log}");
+    assert!(log.contains("etcd (http://127.0.0.1:2379"), "{log}");
     // Back up: A serves again, with what it acknowledged.
     for n in 1..=3 {
         cluster.start("etcd", n);
-        cluster.start("garage", n);
     }
     eventually(60, "A serves kept.bin again", || {
         let rt = tokio::runtime::Handle::current();

@@ -141,8 +141,18 @@ impl Cluster {
             .collect()
     }
 
-    /// A signed GET on the bucket (`query` like `list-type=2` or `uploads`).
+    /// Whether the bucket answers a listing (Garage has its quorum).
+    pub fn s3_ready(&self) -> bool {
+        self.s3_try("list-type=2").is_some()
+    }
+
+    /// A signed GET on the bucket (`query` like `list-type=2` or `uploads=`).
     fn s3_get(&self, query: &str) -> String {
+        self.s3_try(query)
+            .unwrap_or_else(|| panic!("the bucket did not answer ?{query}"))
+    }
+
+    fn s3_try(&self, query: &str) -> Option<String> {
         let out = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--aws-sigv4", "aws:amz:garage:s3", "--user"])
             .arg(format!("{}:{}", self.key_id, self.secret))

@@ -35,8 +35,10 @@ pub(super) struct FileRec {
     /// Its CRC-32.
     #[serde(rename = "c")]
     pub crc: u32,
-    /// Its BLAKE3, hex: what "an identical retry" compares.
-    #[serde(rename = "b")]
+    /// Its BLAKE3, hex: what "an identical retry" compares. Left out of a
+    /// tree's files (trees are never retries), which keeps a manifest of
+    /// 10,000 files under etcd's 1.5 MiB request limit.
+    #[serde(rename = "b", default, skip_serializing_if = "String::is_empty")]
     pub blake3: String,
 }
 
@@ -167,12 +169,13 @@ pub(super) struct Pending {
     pub since: u64,
 }
 
-/// An object no name points at any more, as recorded under `g/`.
+/// Objects no name points at any more (what `overwrite` replaced), as
+/// recorded under `g/`: one record per replacement, however many files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Garbage {
-    /// The object's key.
+    /// The objects' keys.
     #[serde(rename = "o")]
-    pub object: String,
+    pub objects: Vec<String>,
     /// Since when (seconds since the epoch).
     #[serde(rename = "t")]
     pub since: u64,
@@ -185,6 +188,10 @@ pub(super) struct Catalog {
     /// This instance's id, for its pending records.
     pub(super) instance: String,
 }
+
+/// Largest catalog entry: etcd refuses requests over 1.5 MiB by default
+/// (`--max-request-bytes`), and a transaction carries a little more.
+const MAX_ENTRY: usize = 1_500_000;
 
 /// How often a claim is retried when another one changed the names first.
 const MAX_RACES: usize = 64;
@@ -301,6 +308,12 @@ impl Catalog {
         now: u64,
     ) -> Result<(String, bool), StorageError> {
         let value = json(entry);
+        if value.len() > MAX_ENTRY {
+            return Err(StorageError::BadTree(format!(
+                "the tree is too large for the catalog ({} bytes of names, at most {MAX_ENTRY}; etcd's --max-request-bytes)",
+                value.len()
+            )));
+        }
         for _ in 0..MAX_RACES {
             let taken = self.taken(name).await?;
             let (target, compare, mut ops) = match decide(name, policy, entry, &taken) {
@@ -328,17 +341,14 @@ impl Catalog {
                         .find(|t| t.0 == n)
                         .map(|t| t.1.objects())
                         .unwrap_or_default();
-                    let ops = old
-                        .into_iter()
-                        .map(|o| {
-                            let id = o.rsplit('/').next().unwrap_or(o);
-                            let g = Garbage {
-                                object: o.to_owned(),
-                                since: now,
-                            };
-                            Op::Put(format!("{}{id}", self.garbage_prefix()), json(&g))
-                        })
-                        .collect();
+                    let g = Garbage {
+                        objects: old.into_iter().map(str::to_owned).collect(),
+                        since: now,
+                    };
+                    let ops = vec![Op::Put(
+                        format!("{}{pending_id}", self.garbage_prefix()),
+                        json(&g),
+                    )];
                     (n.clone(), Compare::ModRevision(self.name_key(&n), rev), ops)
                 }
             };

@@ -128,14 +128,15 @@ pub(super) async fn pass(shared: &Shared, now: u64, startup: bool) -> Result<Swe
         let Ok(g) = serde_json::from_slice::<Garbage>(&kv.value) else {
             continue;
         };
-        replaced.insert(g.object.clone());
-        if named.contains(&g.object) {
+        replaced.extend(g.objects.iter().cloned());
+        let old = now.saturating_sub(g.since) > REPLACED_GRACE;
+        let mut gone = true;
+        for o in g.objects.iter().filter(|o| !named.contains(*o)) {
+            gone &= old && shared.store.delete(o).await.is_ok();
+        }
+        if gone {
             let _ = etcd.delete(&kv.key).await;
-        } else if now.saturating_sub(g.since) > REPLACED_GRACE
-            && shared.store.delete(&g.object).await.is_ok()
-        {
-            let _ = etcd.delete(&kv.key).await;
-            swept.objects += 1;
+            swept.objects += g.objects.len();
         }
     }
     for key in objects {

@@ -229,7 +229,10 @@ impl S3Upload {
             object: self.key.clone(),
             size: self.written,
             crc,
-            blake3: self.hash.finalize().to_hex().to_string(),
+            blake3: match self.target {
+                Target::Name(_) => self.hash.finalize().to_hex().to_string(),
+                Target::InTree(..) => String::new(),
+            },
         };
         match &self.target {
             Target::InTree(files, path) => {

@@ -161,12 +161,9 @@ impl Cluster {
             .arg(format!("http://127.0.0.1:3900/ferry?{query}"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Every object key in the bucket.

@@ -75,7 +75,7 @@ pub struct S3 {
     /// 5 MiB..=1 GiB); smaller ones in one PUT.
     #[serde(default = "default_part_size")]
     pub part_size: Size,
-    /// Memory all uploads together may hold in part buffers (default 256
+    /// Memory all uploads together may hold in part buffers (default 128
     /// MiB); one upload holds at most two parts. An upload that finds the
     /// budget spent waits at its start (before its go-ahead).
     #[serde(default = "default_memory_budget")]
@@ -113,7 +113,7 @@ fn default_part_size() -> Size {
     Size(8 << 20)
 }
 fn default_memory_budget() -> Size {
-    Size(256 << 20)
+    Size(128 << 20)
 }
 fn default_request_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))

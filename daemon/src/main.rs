@@ -361,7 +361,10 @@ async fn serve(cli: Arc<Cli>, config: Config, log: LogHandle) -> ExitCode {
             tracing::error!(error = %e, "cannot start");
             eprintln!("ferryd: {e}");
             return match e {
-                ferryd::StartError::Locked { .. } => ExitCode::from(EX_TEMPFAIL),
+                ferryd::StartError::Locked { .. }
+                | ferryd::StartError::Store(ferryd::S3OpenError::Locked { .. }) => {
+                    ExitCode::from(EX_TEMPFAIL)
+                }
                 ferryd::StartError::Store(ferryd::S3OpenError::Unreachable(_)) => {
                     ExitCode::from(EX_UNAVAILABLE)
                 }

@@ -14,6 +14,7 @@
 
 mod naming;
 mod sys;
+pub(super) use sys::lock_root;
 mod tree;
 mod upload;
 
@@ -30,7 +31,7 @@ use ferry_proto::crc::Crc32;
 use ferry_proto::names::{RelPath, SafeName};
 use tokio::fs::File;
 
-use self::sys::{list_dir, lock_root, open_dir, open_nofollow};
+use self::sys::{list_dir, open_dir, open_nofollow};
 use self::tree::{list_top, DirLevel, LocalTree, LocalTreeReader};
 use self::upload::{Dest, LocalFile, LocalUpload};
 use super::{Announced, Backend, Download, StorageError, TreeReader, TreeUpload, Upload};

@@ -150,7 +150,7 @@ pub(super) fn xattr_at<const N: usize>(path: &Path, name: &str) -> Option<[u8; N
 
 /// Takes the root's exclusive lock (`flock`, released when the process
 /// ends, however it ends) and writes this pid into the lock file.
-pub(super) fn lock_root(root: &Path) -> Result<std::fs::File, OpenError> {
+pub(in crate::storage) fn lock_root(root: &Path) -> Result<std::fs::File, OpenError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

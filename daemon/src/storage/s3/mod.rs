@@ -60,6 +60,8 @@ pub(super) struct Shared {
     state: PathBuf,
     counter: AtomicU64,
     tasks: TaskTracker,
+    /// Held while the backend lives: the state directory's lock.
+    _lock: std::fs::File,
 }
 
 /// The S3 backend.
@@ -83,6 +85,14 @@ pub enum S3OpenError {
     /// The bucket or etcd cannot be reached.
     #[error("{0}")]
     Unreachable(String),
+    /// Another ferryd uses this state directory (and its instance id).
+    #[error("storage.path {path}: {source}")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// Who holds it.
+        source: crate::storage::OpenError,
+    },
     /// The state directory cannot be used.
     #[error("storage.path {path}: {source}")]
     State {
@@ -184,6 +194,19 @@ impl S3Backend {
         };
         std::fs::create_dir_all(&config.path).map_err(state_err)?;
         let state = std::fs::canonicalize(&config.path).map_err(state_err)?;
+        // One ferryd per state directory: two would share an instance id,
+        // and each would take the other's uploads in flight for its own
+        // leftovers at its start.
+        let lock = crate::storage::local::lock_root(&state).map_err(|source| match source {
+            crate::storage::OpenError::Io(source) => S3OpenError::State {
+                path: state.clone(),
+                source,
+            },
+            locked => S3OpenError::Locked {
+                path: state.clone(),
+                source: locked,
+            },
+        })?;
         let instance = instance_id(&state).map_err(state_err)?;
         let http = http::Http::new(Duration::from_secs(5));
         let timeout = s3.request_timeout.0;
@@ -218,6 +241,7 @@ impl S3Backend {
                 state,
                 counter: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
+                _lock: lock,
             }),
         })
     }

@@ -456,3 +456,110 @@ async fn the_whole_store_unreachable_is_a_clear_refusal() {
         .is_ok()
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback cluster (tests/cluster/cluster.sh); .ci/run runs it"]
+async fn reject_and_retries_hold_across_instances() {
+    let _turn = TURN.lock().await;
+    let (cluster, a, b) = two_instances("on_conflict = \"reject\"");
+    let local = tempfile::tempdir().unwrap();
+    let first = write(local.path(), "x/r.bin", &data::bytes(70_000, 1));
+    let other = write(local.path(), "y/r.bin", &data::bytes(70_000, 2));
+    let sent = a
+        .client()
+        .send(SendVia::Signal, &first, None, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(sent.stored_as.as_deref(), Some("r.bin"));
+    // The same bytes again through B: a retry, acknowledged under the name.
+    let again = b
+        .client()
+        .send(SendVia::Signal, &first, None, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(again.stored_as.as_deref(), Some("r.bin"));
+    // Different bytes under the name through B: refused, the first kept.
+    let err = b
+        .client()
+        .send(SendVia::Signal, &other, None, &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("r.bin already exists"), "{err}");
+    get_everywhere(&b, "r.bin", &data::bytes(70_000, 1), local.path()).await;
+    assert_eq!(
+        cluster.objects().len(),
+        1,
+        "neither the retry nor the refused upload kept an object"
+    );
+    assert!(cluster.etcd_keys("ferry/p/").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback cluster (tests/cluster/cluster.sh); .ci/run runs it"]
+async fn overwrite_across_instances_and_a_cut_tree_leaves_nothing() {
+    let _turn = TURN.lock().await;
+    let (cluster, a, b) = two_instances("on_conflict = \"overwrite\"");
+    let local = tempfile::tempdir().unwrap();
+    let old_bytes = data::bytes(40 << 20, 1);
+    let old = write(local.path(), "x/o.bin", &old_bytes);
+    let new = write(local.path(), "y/o.bin", &data::bytes(3000, 2));
+    a.client()
+        .send(SendVia::Signal, &old, None, &NoProgress)
+        .await
+        .unwrap();
+    // A handout magic download of the old version, 1 MiB read, in flight
+    // while B replaces the file: it finishes on the old version.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(a.addr("magic_download"))
+        .await
+        .unwrap();
+    let mut request = vec![0x49, 0x7E, 0x01, 0x00, 5];
+    request.extend_from_slice(b"o.bin");
+    slow.write_all(&request).await.unwrap();
+    let mut head = vec![0u8; 8 + (1 << 20)];
+    slow.read_exact(&mut head).await.unwrap();
+    let sent = b
+        .client()
+        .send(SendVia::Signal, &new, None, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(sent.stored_as.as_deref(), Some("o.bin"));
+    get_everywhere(&a, "o.bin", &data::bytes(3000, 2), local.path()).await;
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).await.unwrap();
+    head.extend_from_slice(&rest);
+    let (status, len, body) = handout::parse_magic(&head);
+    assert_eq!((status, len as usize), (1, old_bytes.len()));
+    assert_same_bytes(
+        body,
+        &old_bytes,
+        "the old version, read across the overwrite",
+    );
+    // The old object is kept for downloads in flight, recorded as garbage.
+    assert_eq!(cluster.etcd_keys("ferry/g/").len(), 1);
+    assert_eq!(cluster.objects().len(), 2);
+    // A tree cut in the middle: no name, and its objects go.
+    let tree = local.path().join("cut-tree");
+    write(&tree, "a.txt", b"first file");
+    write(&tree, "big.bin", &data::bytes(24 << 20, 3));
+    let mut c = a.client();
+    c.upload_rate = Some(8 << 20);
+    let task = tokio::spawn(async move { c.send_dir(&tree, None, &NoProgress).await });
+    eventually(20, "the tree's first file stored", || {
+        cluster.objects().len() >= 3
+    });
+    task.abort();
+    let _ = task.await;
+    eventually(30, "the cut tree's objects removed", || {
+        cluster.etcd_keys("ferry/p/").is_empty()
+            && cluster.objects().len() == 2
+            && cluster.open_multipart_uploads() == 0
+    });
+    assert!(cluster.etcd_keys("ferry/n/cut-tree").is_empty());
+    let err = b
+        .client()
+        .get_dir("cut-tree", &local.path().join("back"), false, &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no such file"), "{err}");
+}

@@ -11,24 +11,6 @@ use std::time::{Duration, Instant};
 
 use ferry::{Client, Ports};
 
-/// Every service on 127.0.0.1:0, and a short sweep so leftovers go in a test.
-const BINDS: &str = r#"
-[udp_upload]
-bind = "127.0.0.1:0"
-[udp_download]
-bind = "127.0.0.1:0"
-[udp_sum]
-bind = "127.0.0.1:0"
-[tcp_upload]
-bind = "127.0.0.1:0"
-[magic_download]
-bind = "127.0.0.1:0"
-[signal]
-bind = "127.0.0.1:0"
-[http]
-bind = "127.0.0.1:0"
-"#;
-
 /// The built ferryd: `$FERRYD`, or beside this test in the target directory.
 pub fn ferryd_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("FERRYD") {
@@ -205,8 +187,15 @@ impl Ferryd {
     /// directory, plus `extra` TOML (top-level keys).
     pub fn start(cluster: &Cluster, state: &Path, extra: &str) -> Ferryd {
         let config = state.with_extension("toml");
-        let text = format!("{extra}\n{}\n{BINDS}", cluster.storage_toml());
-        std::fs::write(&config, text).unwrap();
+        let text = format!("{extra}\n{}", cluster.storage_toml());
+        let mut parsed = ferry_config::Config::parse(&text).unwrap();
+        // Every service on 127.0.0.1:0, as in every other test.
+        let test = ferry_config::Config::for_tests(state);
+        for id in ferry_config::ServiceId::ALL {
+            *parsed.endpoint_mut(id).1 = test.endpoint(id).1;
+        }
+        parsed.http.bind = test.http.bind;
+        std::fs::write(&config, parsed.to_toml()).unwrap();
         Ferryd::start_config(&config, state).expect("ferryd starts")
     }
 

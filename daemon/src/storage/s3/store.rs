@@ -79,6 +79,16 @@ fn refused(what: &str, status: StatusCode, body: &[u8]) -> io::Error {
     )
 }
 
+/// An answer's body as text.
+fn text(body: &[u8]) -> io::Result<&str> {
+    std::str::from_utf8(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// An answer that is not the XML expected.
+fn bad_xml(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
+}
+
 /// The base64 big-endian CRC-32 S3 checksum headers carry.
 pub(super) fn crc_header(crc: u32) -> String {
     B64.encode(crc.to_be_bytes())
@@ -163,22 +173,32 @@ impl Store {
         Ok((head, body))
     }
 
+    /// A request without a body; the whole answer.
+    async fn call_empty(&self, what: &str, method: Method, url: url::Url) -> io::Result<Bytes> {
+        let (_, body) = self
+            .call(what, method, url, &[], Bytes::new(), true)
+            .await?;
+        Ok(body)
+    }
+
+    /// A request without a body whose answer may be "not found": the
+    /// thing is gone, which is what was wanted.
+    async fn remove(&self, what: &str, url: url::Url) -> io::Result<()> {
+        match self.call_empty(what, Method::DELETE, url).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     /// Checks the bucket is there and the key may list it.
     pub(super) async fn check(&self, prefix: &str) -> io::Result<()> {
         let mut list = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
         list.with_prefix(prefix);
         list.with_max_keys(1);
         let url = list.sign(SIGNED_FOR);
-        self.call(
-            "listing the bucket",
-            Method::GET,
-            url,
-            &[],
-            Bytes::new(),
-            true,
-        )
-        .await
-        .map(|_| ())
+        self.call_empty("listing the bucket", Method::GET, url)
+            .await
+            .map(drop)
     }
 
     /// Stores `data` as `key` in one request, checked by the store against `crc`.
@@ -198,23 +218,11 @@ impl Store {
     pub(super) async fn create_multipart(&self, key: &str) -> io::Result<String> {
         let create = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), key);
         let url = create.sign(SIGNED_FOR);
-        let (_, body) = self
-            .call(
-                "starting a multipart upload",
-                Method::POST,
-                url,
-                &[],
-                Bytes::new(),
-                true,
-            )
+        let body = self
+            .call_empty("starting a multipart upload", Method::POST, url)
             .await?;
-        let text = std::str::from_utf8(&body).map_err(io::Error::other)?;
-        let parsed = CreateMultipartUpload::parse_response(text).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("multipart upload id: {e}"),
-            )
-        })?;
+        let parsed = CreateMultipartUpload::parse_response(text(&body)?)
+            .map_err(|e| bad_xml("multipart upload id", e))?;
         Ok(parsed.upload_id().to_owned())
     }
 
@@ -292,40 +300,14 @@ impl Store {
             .bucket
             .abort_multipart_upload(Some(&self.credentials), key, upload_id);
         let url = abort.sign(SIGNED_FOR);
-        match self
-            .call(
-                "aborting a multipart upload",
-                Method::DELETE,
-                url,
-                &[],
-                Bytes::new(),
-                true,
-            )
-            .await
-        {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other.map(|_| ()),
-        }
+        self.remove("aborting a multipart upload", url).await
     }
 
     /// Removes `key` (nothing there is fine).
     pub(super) async fn delete(&self, key: &str) -> io::Result<()> {
         let delete = self.bucket.delete_object(Some(&self.credentials), key);
         let url = delete.sign(SIGNED_FOR);
-        match self
-            .call(
-                "removing an object",
-                Method::DELETE,
-                url,
-                &[],
-                Bytes::new(),
-                true,
-            )
-            .await
-        {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other.map(|_| ()),
-        }
+        self.remove("removing an object", url).await
     }
 
     /// Starts reading `key`: the answer's body streams the object.
@@ -354,20 +336,11 @@ impl Store {
                 list.with_continuation_token(t.clone());
             }
             let url = list.sign(SIGNED_FOR);
-            let (_, body) = self
-                .call(
-                    "listing the bucket",
-                    Method::GET,
-                    url,
-                    &[],
-                    Bytes::new(),
-                    true,
-                )
+            let body = self
+                .call_empty("listing the bucket", Method::GET, url)
                 .await?;
-            let text = std::str::from_utf8(&body).map_err(io::Error::other)?;
-            let page = ListObjectsV2::parse_response(text).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bucket listing: {e}"))
-            })?;
+            let page = ListObjectsV2::parse_response(text(&body)?)
+                .map_err(|e| bad_xml("bucket listing", e))?;
             keys.extend(page.contents.into_iter().map(|c| c.key));
             match page.next_continuation_token {
                 Some(t) if !t.is_empty() => token = Some(t),

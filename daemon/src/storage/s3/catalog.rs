@@ -167,6 +167,10 @@ pub(super) struct Pending {
     /// When it started (seconds since the epoch).
     #[serde(rename = "t")]
     pub since: u64,
+    /// The run of the instance (one per process start) that began it: a
+    /// record of this instance from an earlier run is a leftover.
+    #[serde(rename = "r", default)]
+    pub run: String,
 }
 
 /// Objects no name points at any more (what `overwrite` replaced), as

@@ -59,6 +59,8 @@ pub(super) struct Shared {
     sweep_after: Duration,
     state: PathBuf,
     counter: AtomicU64,
+    /// This process's run: see [`Pending::run`].
+    run: String,
     tasks: TaskTracker,
     /// Held while the backend lives: the state directory's lock.
     _lock: std::fs::File,
@@ -240,6 +242,11 @@ impl S3Backend {
                 sweep_after: s3.sweep_after.0,
                 state,
                 counter: AtomicU64::new(0),
+                run: blake3::hash(
+                    format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+                )
+                .to_hex()[..12]
+                    .to_owned(),
                 tasks: TaskTracker::new(),
                 _lock: lock,
             }),
@@ -248,6 +255,17 @@ impl S3Backend {
 }
 
 impl Shared {
+    /// The pending record of an upload starting now, in this run.
+    fn pending(&self, object: String, upload_id: Option<String>, prefix: bool) -> Pending {
+        Pending {
+            object,
+            upload_id,
+            prefix,
+            since: now_secs(),
+            run: self.run.clone(),
+        }
+    }
+
     /// A key no other upload, on any instance, uses: the time first, so
     /// the sweeper can tell an object's age from its key.
     fn new_id(&self) -> String {
@@ -287,12 +305,7 @@ impl Shared {
         let permit = self.memory_for(limit).await?;
         let id = self.new_id();
         let key = format!("{}{id}", self.objects);
-        let pending = Pending {
-            object: key.clone(),
-            upload_id: None,
-            prefix: false,
-            since: now_secs(),
-        };
+        let pending = self.pending(key.clone(), None, false);
         self.catalog.add_pending(&id, &pending).await?;
         Ok(S3Upload::new(
             self.clone(),

@@ -1,6 +1,7 @@
-//! The sweeper: removes what no name points at. At start, the uploads this
-//! instance left when it stopped (its pending records); then, every so
-//! often, on any instance: objects a name stopped pointing at
+//! The sweeper: removes what no name points at. At start and every so
+//! often: the uploads this instance left in an earlier run (its pending
+//! records of another run: a record of this run is an upload in flight,
+//! which may have begun before the first pass), and, on any instance: objects a name stopped pointing at
 //! (`overwrite`) once the grace for downloads in flight is over, uploads
 //! pending for a day (an instance that never came back), and objects no
 //! record explains that are older than `sweep_after`. It never removes an
@@ -29,15 +30,14 @@ pub(super) struct Swept {
     pub objects: usize,
 }
 
-/// Starts the sweeper: a pass at once (with this instance's own leftovers),
-/// then one every `sweep_after / 4` (at least a minute apart... or less when
-/// `sweep_after` is short, for tests).
+/// Starts the sweeper: a pass at once (this instance's leftovers from its
+/// last run go then), then one every `sweep_after / 4`, kept between 1 s
+/// and 10 minutes.
 pub(super) fn start(shared: Arc<Shared>) {
     let every = (shared.sweep_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     tokio::spawn(async move {
-        let mut first = true;
         loop {
-            match pass(&shared, now_secs(), first).await {
+            match pass(&shared, now_secs()).await {
                 Ok(s) if s != Swept::default() => {
                     tracing::info!(
                         uploads = s.uploads,
@@ -50,7 +50,6 @@ pub(super) fn start(shared: Arc<Shared>) {
                     tracing::warn!(error = %e, "sweeping the object store failed; trying again later")
                 }
             }
-            first = false;
             tokio::time::sleep(every).await;
         }
     });
@@ -80,8 +79,8 @@ fn born(id: &str) -> Option<u64> {
     u64::from_str_radix(id.split('-').next()?, 16).ok()
 }
 
-/// One pass; `startup` also removes this instance's own pending uploads.
-pub(super) async fn pass(shared: &Shared, now: u64, startup: bool) -> Result<Swept, StorageError> {
+/// One pass.
+pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageError> {
     let io = |e: io::Error| StorageError::Unavailable(e.to_string());
     let mut swept = Swept::default();
     let etcd = &shared.catalog.etcd;
@@ -96,7 +95,8 @@ pub(super) async fn pass(shared: &Shared, now: u64, startup: bool) -> Result<Swe
         let Ok(p) = serde_json::from_slice::<Pending>(&kv.value) else {
             continue;
         };
-        if (startup && kv.key.starts_with(&own)) || now.saturating_sub(p.since) > ABANDONED {
+        let earlier_run = kv.key.starts_with(&own) && p.run != shared.run;
+        if earlier_run || now.saturating_sub(p.since) > ABANDONED {
             if remove_pending(shared, &p).await.is_ok() {
                 let _ = etcd.delete(&kv.key).await;
                 swept.uploads += 1;

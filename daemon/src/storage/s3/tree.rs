@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ferry_proto::names::{RelPath, SafeName};
 
-use super::catalog::{Entry, Pending, TreeFile};
+use super::catalog::{Entry, TreeFile};
 use super::upload::{S3Upload, Target};
 use super::{now_secs, Shared};
 use crate::storage::shape::TreeShape;
@@ -31,12 +31,7 @@ impl S3Tree {
         max_depth: usize,
     ) -> Result<S3Tree, StorageError> {
         let id = shared.new_id();
-        let pending = Pending {
-            object: format!("{}{id}/", shared.objects),
-            upload_id: None,
-            prefix: true,
-            since: now_secs(),
-        };
+        let pending = shared.pending(format!("{}{id}/", shared.objects), None, true);
         shared.catalog.add_pending(&id, &pending).await?;
         Ok(S3Tree {
             shared,

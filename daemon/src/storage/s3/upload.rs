@@ -17,7 +17,7 @@ use ferry_proto::names::SafeName;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
-use super::catalog::{Entry, FileRec, Pending, TreeFile};
+use super::catalog::{Entry, FileRec, TreeFile};
 use super::Shared;
 use crate::storage::{StorageError, Stored, UploadSink};
 
@@ -136,12 +136,7 @@ impl S3Upload {
                     self.key.clone(),
                 ),
             };
-            let pending = Pending {
-                object: record,
-                upload_id: Some(upload_id.clone()),
-                prefix: false,
-                since: super::now_secs(),
-            };
+            let pending = self.shared.pending(record, Some(upload_id.clone()), false);
             self.shared.catalog.add_pending(&id, &pending).await?;
             self.multipart = Some(Multipart {
                 upload_id,
@@ -283,9 +278,9 @@ impl S3Upload {
             return;
         }
         self.done = true;
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
+        }
         let shared = self.shared.clone();
         let key = self.key.clone();
         let multipart = self.multipart.take();
@@ -299,7 +294,7 @@ impl S3Upload {
                 )
             }),
         };
-        rt.spawn(async move {
+        self.shared.tasks.spawn(async move {
             let removed = match multipart {
                 Some(m) => {
                     if let Some(task) = m.inflight {

@@ -35,7 +35,9 @@ impl From<&Failure> for Reason {
             text: e.to_string(),
             storage: matches!(
                 e,
-                Failure::Storage(StorageError::Io(_) | StorageError::Unavailable(_))
+                Failure::Storage(
+                    StorageError::Io(_) | StorageError::Unavailable(_) | StorageError::Unsettled(_)
+                )
             ),
         }
     }

@@ -99,6 +99,10 @@ pub(crate) enum StorageError {
     /// of room for uploads just now: nothing was stored.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store stopped answering while a name was being claimed: the
+    /// claim may or may not have been made, so nothing is removed.
+    #[error("storage unavailable: {0}")]
+    Unsettled(String),
     /// The disk or the OS failed (full disk, I/O error, …).
     #[error("storage error: {0}")]
     Io(#[from] io::Error),

@@ -28,18 +28,13 @@ pub(crate) fn numbered(name: &str, n: u32) -> String {
     out
 }
 
-/// `k` when `entry` is [`numbered`]`(name, k)`.
+/// `k` when `entry` is [`numbered`]`(name, k)`, the stem shortened or not.
 pub(crate) fn number_of(name: &str, entry: &str) -> Option<u32> {
-    let stem_end = match name.find('.') {
-        Some(0) | None => name.len(),
-        Some(i) => i,
-    };
-    let (stem, ext) = name.split_at(stem_end);
-    let k = entry.strip_prefix(stem)?.strip_prefix(" (")?;
-    let k = k.strip_suffix(ext)?.strip_suffix(')')?;
-    k.parse::<u32>()
-        .ok()
-        .filter(|&k| numbered(name, k) == entry)
+    let open = entry.rfind(" (")?;
+    let digits = &entry[open + 2..];
+    let close = digits.find(')')?;
+    let k = digits[..close].parse::<u32>().ok()?;
+    (numbered(name, k) == entry).then_some(k)
 }
 
 /// A prefix every numbered name of `name` starts with (its stem, or as much
@@ -75,5 +70,11 @@ mod tests {
         }
         assert_eq!(number_of("report.pdf", "report (x).pdf"), None);
         assert_eq!(number_of("report.pdf", "report (01).pdf"), None);
+        // A stem shortened to fit 255 bytes still gives its number back.
+        let long = format!("{}.txt", "s".repeat(250));
+        let entry = numbered(&long, 12);
+        assert!(entry.len() <= 255);
+        assert_eq!(number_of(&long, &entry), Some(12));
+        assert!(entry.starts_with(stem(&long)));
     }
 }

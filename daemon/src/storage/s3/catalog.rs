@@ -320,6 +320,12 @@ impl Catalog {
         }
         for _ in 0..MAX_RACES {
             let taken = self.taken(name).await?;
+            // Our own claim, already made: a transaction whose answer was
+            // lost and that was sent again (or this loop after it).
+            if let Some((n, _, _)) = taken.iter().find(|t| t.1 == *entry) {
+                let _ = self.remove_pending(pending_id).await;
+                return Ok((n.clone(), false));
+            }
             let (target, compare, mut ops) = match decide(name, policy, entry, &taken) {
                 Decision::Same(n) => {
                     let _ = self.remove_pending(pending_id).await;
@@ -365,8 +371,13 @@ impl Catalog {
                 Err(e) => {
                     return match self.lookup(&target).await {
                         Ok(Some(found)) if found == *entry => Ok((target, false)),
-                        _ => Err(unavailable(e)),
-                    }
+                        Ok(_) => Err(unavailable(e)),
+                        // Not known whether the name was claimed: the
+                        // objects stay (the sweeper removes them if not).
+                        Err(_) => Err(StorageError::Unsettled(format!(
+                            "the catalog (etcd): {e}; whether {target} was stored is not known yet"
+                        ))),
+                    };
                 }
             }
         }

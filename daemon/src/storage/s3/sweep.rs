@@ -63,15 +63,19 @@ pub(super) async fn remove_prefix(shared: &Shared, prefix: &str) -> io::Result<(
     Ok(())
 }
 
-/// Removes what a pending record stands for.
-async fn remove_pending(shared: &Shared, p: &Pending) -> io::Result<()> {
+/// Removes what a pending record stands for, but for named objects.
+async fn remove_pending(shared: &Shared, p: &Pending, named: &HashSet<String>) -> io::Result<()> {
     if let Some(u) = &p.upload_id {
         shared.store.abort(&p.object, u).await?;
     }
-    match p.prefix {
-        true => remove_prefix(shared, &p.object).await,
-        false => shared.store.delete(&p.object).await,
+    let keys = match p.prefix {
+        true => shared.store.list(&p.object).await?,
+        false => vec![p.object.clone()],
+    };
+    for key in keys.iter().filter(|k| !named.contains(*k)) {
+        shared.store.delete(key).await?;
     }
+    Ok(())
 }
 
 /// The time at the head of an object id (`<secs hex>-…`).
@@ -84,27 +88,10 @@ pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageErro
     let io = |e: io::Error| StorageError::Unavailable(e.to_string());
     let mut swept = Swept::default();
     let etcd = &shared.catalog.etcd;
-    // Pending uploads: this instance's at start, anyone's after a day.
-    let own = shared.catalog.pending_key("");
-    let mut pending = HashSet::new();
-    for kv in etcd
+    let records = etcd
         .list(&shared.catalog.pending_prefix())
         .await
-        .map_err(io)?
-    {
-        let Ok(p) = serde_json::from_slice::<Pending>(&kv.value) else {
-            continue;
-        };
-        let earlier_run = kv.key.starts_with(&own) && p.run != shared.run;
-        if earlier_run || now.saturating_sub(p.since) > ABANDONED {
-            if remove_pending(shared, &p).await.is_ok() {
-                let _ = etcd.delete(&kv.key).await;
-                swept.uploads += 1;
-            }
-            continue;
-        }
-        pending.insert(p.object);
-    }
+        .map_err(io)?;
     // Listed before the names are read: an object named after this sees its name.
     let objects = shared.store.list(&shared.objects).await.map_err(io)?;
     let garbage = etcd
@@ -123,6 +110,25 @@ pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageErro
                 .collect::<Vec<_>>()
         })
         .collect();
+    // Pending uploads: this instance's from an earlier run, anyone's after
+    // a day. A record whose upload was named after all (a claim whose
+    // answer was lost) only goes; its objects stay.
+    let own = shared.catalog.pending_key("");
+    let mut pending = HashSet::new();
+    for kv in records {
+        let Ok(p) = serde_json::from_slice::<Pending>(&kv.value) else {
+            continue;
+        };
+        let earlier_run = kv.key.starts_with(&own) && p.run != shared.run;
+        if earlier_run || now.saturating_sub(p.since) > ABANDONED {
+            if remove_pending(shared, &p, &named).await.is_ok() {
+                let _ = etcd.delete(&kv.key).await;
+                swept.uploads += 1;
+            }
+            continue;
+        }
+        pending.insert(p.object);
+    }
     let mut replaced = HashSet::new();
     for kv in garbage {
         let Ok(g) = serde_json::from_slice::<Garbage>(&kv.value) else {
@@ -140,7 +146,9 @@ pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageErro
         }
     }
     for key in objects {
-        let rest = &key[shared.objects.len()..];
+        let Some(rest) = key.strip_prefix(shared.objects.as_str()) else {
+            continue;
+        };
         let tree_prefix = rest
             .split_once('/')
             .map(|(t, _)| format!("{}{t}/", shared.objects));

@@ -87,7 +87,11 @@ impl TreeSink for S3Tree {
                 &self.id,
                 now_secs(),
             )
-            .await?;
+            .await
+            .inspect_err(|e| {
+                // Maybe claimed: its files stay (the sweeper knows).
+                self.done = matches!(e, StorageError::Unsettled(_));
+            })?;
         self.done = true;
         Ok(Stored {
             name,

@@ -110,6 +110,12 @@ impl S3Upload {
     async fn send_full_parts(&mut self) -> Result<(), StorageError> {
         while self.buf.len() >= self.shared.part_size {
             let part = self.buf.split_to(self.shared.part_size).freeze();
+            // The next part in an allocation of its own, of one part's size:
+            // growing the rest would double it while the sent part still
+            // holds the old one.
+            let mut next = BytesMut::with_capacity(self.shared.part_size);
+            next.extend_from_slice(&self.buf);
+            self.buf = next;
             self.send_part(part).await?;
         }
         Ok(())
@@ -193,6 +199,8 @@ impl S3Upload {
             .complete(&self.key, &m.upload_id, &m.etags)
             .await
             .map_err(store_error)?;
+        // Whole now: a failure from here on removes the object itself.
+        self.multipart = None;
         if !self.own_pending {
             let id = format!(
                 "{}-{}",
@@ -358,7 +366,7 @@ impl UploadSink for S3Upload {
         let result = self.commit_inner(expected_crc).await;
         match &result {
             // Stored, or an identical file was (this object is gone then).
-            Ok(_) => self.done = true,
+            Ok(_) | Err(StorageError::Unsettled(_)) => self.done = true,
             Err(_) => self.clean_up(),
         }
         result

@@ -65,8 +65,6 @@ struct RawKv {
 struct TxnResponse {
     #[serde(default)]
     succeeded: bool,
-    #[serde(default)]
-    responses: Vec<Value>,
 }
 
 impl Etcd {
@@ -176,7 +174,6 @@ impl Etcd {
             )
             .await?;
         let r: TxnResponse = serde_json::from_slice(&body).map_err(bad_answer)?;
-        let _ = r.responses;
         Ok(r.succeeded)
     }
 

@@ -153,6 +153,16 @@ fn parse_env_file(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// 12 hex digits no other process makes: the time, the pid and `salt`, hashed.
+fn fresh_id(salt: &str) -> String {
+    let seed = format!(
+        "{:?}{}{salt}",
+        std::time::SystemTime::now(),
+        std::process::id()
+    );
+    blake3::hash(seed.as_bytes()).to_hex()[..12].to_owned()
+}
+
 /// This instance's id, kept in the state directory across restarts.
 fn instance_id(state: &Path) -> io::Result<String> {
     let file = state.join(INSTANCE_FILE);
@@ -162,16 +172,7 @@ fn instance_id(state: &Path) -> io::Result<String> {
             return Ok(id.to_owned());
         }
     }
-    let seed = blake3::hash(
-        format!(
-            "{:?}{}{:?}",
-            std::time::SystemTime::now(),
-            std::process::id(),
-            state
-        )
-        .as_bytes(),
-    );
-    let id = seed.to_hex()[..12].to_owned();
+    let id = fresh_id(&state.to_string_lossy());
     let temp = state.join(format!("{INSTANCE_FILE}.tmp"));
     std::fs::write(&temp, &id)?;
     std::fs::rename(&temp, &file)?;
@@ -242,11 +243,7 @@ impl S3Backend {
                 sweep_after: s3.sweep_after.0,
                 state,
                 counter: AtomicU64::new(0),
-                run: blake3::hash(
-                    format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
-                )
-                .to_hex()[..12]
-                    .to_owned(),
+                run: fresh_id(""),
                 tasks: TaskTracker::new(),
                 _lock: lock,
             }),

@@ -89,6 +89,20 @@ impl S3Upload {
         }
     }
 
+    /// The pending record that names this upload's multipart upload: its
+    /// own, or, for a file of a tree (whose record covers only its
+    /// finished objects), one of the file's own.
+    fn multipart_record(&self) -> String {
+        match self.own_pending {
+            true => self.pending_id.clone(),
+            false => format!(
+                "{}-{}",
+                self.pending_id,
+                self.key.rsplit('/').next().unwrap_or("")
+            ),
+        }
+    }
+
     fn account(&mut self, data: &[u8]) -> Result<(), StorageError> {
         let total = self.written + data.len() as u64;
         if total > self.limit {
@@ -131,19 +145,13 @@ impl S3Upload {
                 .await
                 .map_err(store_error)?;
             // Recorded before a part is stored, so a restart can abort it.
-            let (id, record) = match self.own_pending {
-                true => (self.pending_id.clone(), self.key.clone()),
-                false => (
-                    format!(
-                        "{}-{}",
-                        self.pending_id,
-                        self.key.rsplit('/').next().unwrap_or("")
-                    ),
-                    self.key.clone(),
-                ),
-            };
-            let pending = self.shared.pending(record, Some(upload_id.clone()), false);
-            self.shared.catalog.add_pending(&id, &pending).await?;
+            let pending = self
+                .shared
+                .pending(self.key.clone(), Some(upload_id.clone()), false);
+            self.shared
+                .catalog
+                .add_pending(&self.multipart_record(), &pending)
+                .await?;
             self.multipart = Some(Multipart {
                 upload_id,
                 etags: Vec::new(),
@@ -202,12 +210,11 @@ impl S3Upload {
         // Whole now: a failure from here on removes the object itself.
         self.multipart = None;
         if !self.own_pending {
-            let id = format!(
-                "{}-{}",
-                self.pending_id,
-                self.key.rsplit('/').next().unwrap_or("")
-            );
-            let _ = self.shared.catalog.remove_pending(&id).await;
+            let _ = self
+                .shared
+                .catalog
+                .remove_pending(&self.multipart_record())
+                .await;
         }
         Ok(())
     }
@@ -292,16 +299,7 @@ impl S3Upload {
         let shared = self.shared.clone();
         let key = self.key.clone();
         let multipart = self.multipart.take();
-        let pending = match self.own_pending {
-            true => Some(self.pending_id.clone()),
-            false => multipart.as_ref().map(|_| {
-                format!(
-                    "{}-{}",
-                    self.pending_id,
-                    key.rsplit('/').next().unwrap_or("")
-                )
-            }),
-        };
+        let pending = (self.own_pending || multipart.is_some()).then(|| self.multipart_record());
         self.shared.tasks.spawn(async move {
             let removed = match multipart {
                 Some(m) => {

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
+use crate::attention::Watch;
 use crate::ctx::Ctx;
 use crate::failure::Failure;
 use crate::limits::IdleConnections;
@@ -151,6 +152,15 @@ pub(crate) struct Connection<S> {
     /// Bytes read from the socket at once: [`READ_CHUNK`], or
     /// [`READ_CHUNK_LARGE`] during a large upload.
     pub(crate) read_chunk: usize,
+    /// The heartbeat of the thread this connection is read on, if it has one.
+    pub(crate) watch: Option<Watch>,
+    /// When a read last found the socket empty (took less than it offered).
+    drained_at: Instant,
+    /// Bytes in the buffer came from a read that may have waited unread
+    /// for `signal.handout_settle` or longer (see [`crate::attention`]):
+    /// a pause of the handout framing may hide inside them. Set by reads,
+    /// cleared by whoever consumes the bytes.
+    pub(crate) waited: bool,
     signals: Signals,
 }
 
@@ -164,6 +174,7 @@ pub(crate) struct Parts {
     peer: SocketAddr,
     head: Vec<u8>,
     read_chunk: usize,
+    waited: bool,
     signals: Signals,
 }
 
@@ -177,7 +188,9 @@ impl<S> Connection<S> {
             peer,
             head,
             read_chunk,
+            waited,
             signals,
+            ..
         } = self;
         let parts = Parts {
             buf,
@@ -185,12 +198,13 @@ impl<S> Connection<S> {
             peer,
             head,
             read_chunk,
+            waited,
             signals,
         };
         (stream, parts)
     }
 
-    /// Put together again, around `stream`.
+    /// Put together again, around `stream` (on a thread without a heartbeat).
     pub(crate) fn from_parts(stream: S, p: Parts) -> Connection<S> {
         Connection {
             stream,
@@ -199,6 +213,9 @@ impl<S> Connection<S> {
             peer: p.peer,
             head: p.head,
             read_chunk: p.read_chunk,
+            watch: None,
+            drained_at: Instant::now(),
+            waited: p.waited,
             signals: p.signals,
         }
     }
@@ -219,6 +236,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             peer,
             head: Vec::new(),
             read_chunk: READ_CHUNK,
+            watch: None,
+            drained_at: Instant::now(),
+            waited: false,
             signals,
         }
     }
@@ -333,11 +353,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(self.read_chunk);
         }
+        let offered = self.buf.capacity() - self.buf.len();
         tokio::select! {
             _ = self.signals.abort.cancelled() => Err(Failure::Aborted),
             r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => match r {
                 Ok(r) => {
                     let n = r?;
+                    self.note_wait(n, offered);
                     if self.head.len() < HEAD_LEN {
                         let new = &self.buf[self.buf.len() - n..];
                         let take = new.len().min(HEAD_LEN - self.head.len());
@@ -347,6 +369,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 Err(_) => Err(Failure::Timeout(what)),
             },
+        }
+    }
+
+    /// After a read of `n` bytes out of `offered`: whether they may have
+    /// waited unread (the thread was away), and whether the socket is empty.
+    fn note_wait(&mut self, n: usize, offered: usize) {
+        let now = Instant::now();
+        if n > 0 {
+            let limit = self.config.signal.handout_settle.0;
+            if let Some(watch) = &self.watch {
+                self.waited |= watch.may_have_waited(now, self.drained_at, limit);
+            }
+        }
+        if n < offered {
+            self.drained_at = now;
         }
     }
 

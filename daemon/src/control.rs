@@ -1,8 +1,10 @@
 //! The control thread: a runtime of its own for the `signal` listener, so a
 //! `PIN` (the health check) is answered at once even while hundreds of
 //! transfers keep the main runtime's queue full. A signal connection stays
-//! here while it only pings; its first transfer request moves it to the
-//! main runtime (`signal::handover`).
+//! here while it only pings or speaks the handout's pause framing (whose
+//! pauses are seen only by a reader that is there for them: the disk work
+//! of those uploads runs on the main runtime); its first request in ferry's
+//! own framing moves it to the main runtime (`signal::handover`).
 
 use std::future::Future;
 
@@ -17,6 +19,8 @@ pub(crate) fn on_control_thread() -> bool {
 /// The running control thread; dropping it lets the thread end.
 pub(crate) struct Control {
     handle: tokio::runtime::Handle,
+    /// The thread's heartbeat (see [`crate::attention`]).
+    pub(crate) attention: std::sync::Arc<crate::attention::Shared>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -27,6 +31,8 @@ impl Control {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
+        let attention = crate::attention::Shared::new();
+        handle.spawn(std::sync::Arc::clone(&attention).beat());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(CONTROL_THREAD.into())
@@ -37,6 +43,7 @@ impl Control {
             })?;
         Ok(Control {
             handle,
+            attention,
             _stop: stop,
         })
     }

@@ -44,6 +44,9 @@ pub(crate) struct Ctx {
     /// The main runtime, where signal transfers run once the control
     /// thread has read their request (set when serving starts).
     pub(crate) main: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// The control thread's heartbeat, once it runs: the handout framing
+    /// asks it whether a pause may have been lost ([`crate::attention`]).
+    pub(crate) attention: std::sync::OnceLock<Arc<crate::attention::Shared>>,
     /// Where each service listens, once bound (the page shows it).
     pub(crate) bound: std::sync::OnceLock<Vec<(ServiceId, std::net::SocketAddr)>>,
 }
@@ -70,6 +73,7 @@ impl Ctx {
             observe,
             bound: std::sync::OnceLock::new(),
             main: std::sync::OnceLock::new(),
+            attention: std::sync::OnceLock::new(),
             live: ArcSwap::from_pointee(config),
             storage,
             connections: Limiter::new(),
@@ -79,6 +83,19 @@ impl Ctx {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             udp_sessions: AtomicUsize::new(0),
+        }
+    }
+
+    /// Spawns `task` on the main runtime (where disk work belongs, whichever
+    /// thread asks), tracked for shutdown.
+    pub(crate) fn spawn_main<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.main.get() {
+            Some(main) => self.tracker.spawn_on(task, main),
+            None => self.tracker.spawn(task),
         }
     }
 

@@ -27,6 +27,7 @@
 //! no partial file is ever visible.
 #![warn(missing_docs, unreachable_pub)]
 
+mod attention;
 mod conn;
 mod control;
 mod ctx;
@@ -340,7 +341,10 @@ impl Daemon {
         }
         let _ = ctx.main.set(tokio::runtime::Handle::current());
         let control = match control::Control::start() {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                let _ = ctx.attention.set(Arc::clone(&c.attention));
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no control thread: PIN is answered among the transfers");
                 None

@@ -59,10 +59,13 @@ pub(crate) struct Service;
 impl TcpService for Service {
     const NAME: &'static str = "signal";
 
-    async fn handle(self, ctx: Arc<Ctx>, io: Connection<TcpStream>) {
+    async fn handle(self, ctx: Arc<Ctx>, mut io: Connection<TcpStream>) {
         let limits = &io.config.limits;
         let codec = SignalCodec::new(limits.max_name_len, limits.max_file_size.0);
         let on_control = crate::control::on_control_thread();
+        if on_control {
+            io.watch = ctx.attention.get().map(|a| a.watch());
+        }
         let mut conn = Conn {
             ctx: &ctx,
             io,
@@ -71,6 +74,7 @@ impl TcpService for Service {
             commits: std::collections::VecDeque::new(),
             pending: None,
             control: on_control,
+            ran_on: false,
         };
         let ended = conn.run().await;
         match ended {
@@ -130,6 +134,7 @@ async fn handover(
             commits: std::collections::VecDeque::new(),
             pending,
             control: false,
+            ran_on: false,
         };
         let ended = conn.run().await;
         conn.close(ended.map(|_| ())).await;
@@ -164,8 +169,11 @@ struct Conn<'a> {
     commits: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
     /// A request read on the control thread, served first after the handover.
     pending: Option<Request>,
-    /// Running on the control thread: a transfer request is handed over.
+    /// Running on the control thread: a ferry transfer request is handed over.
     control: bool,
+    /// The buffer starts with what followed a `DON` that ran on from its
+    /// data: a handout name in it may run on into its own data too.
+    ran_on: bool,
 }
 
 /// An upload being received, or why it is being discarded.
@@ -213,11 +221,16 @@ impl Conn<'_> {
                     }
                 },
             };
-            let light = matches!(
+            // Pings, and the handout's pause framing, stay on the control
+            // thread: a pause is seen only by a reader that is there for it.
+            let stays = matches!(
                 request,
                 Request::Ferry(SignalFrame::Ping | SignalFrame::Pong | SignalFrame::Close)
+                    | Request::Handout(_)
             );
-            if self.control && !light {
+            if self.control && !stays {
+                // Earlier handout uploads are stored before a ferry request.
+                self.settle_commits(0).await;
                 self.pending = Some(request);
                 return Ok(Ended::Handover);
             }

@@ -20,9 +20,10 @@ use bytes::{Bytes, BytesMut};
 use ferry_config::Config;
 use ferry_proto::names::SafeName;
 use ferry_proto::signal::handout::{
-    found_signal, piece_len, DataEvent, FileData, QuietText, COUNT_LEN, DON, PIECE,
+    found_signal, piece_len, After, DataEvent, EndBy, FileData, LostPause, QuietText, COUNT_LEN,
+    DON, PIECE,
 };
-use ferry_proto::signal::Tag;
+use ferry_proto::signal::{Tag, TAG_LEN};
 use tokio::time::Instant;
 
 use super::{Conn, Sink};
@@ -54,7 +55,7 @@ impl Conn<'_> {
     pub(super) async fn handout(&mut self, tag: Tag) -> Result<(), Failure> {
         let cfg = Arc::clone(&self.io.config);
         let result = match tag {
-            Tag::Saf => self.receive_handout_file(&cfg, None).await,
+            Tag::Saf => self.receive_handout_file(&cfg, After::Request, None).await,
             Tag::Sar => self.receive_handout_repo(&cfg).await,
             Tag::Raf => self.send_handout_file(&cfg).await,
             Tag::Rar => self.send_handout_repo(&cfg).await,
@@ -79,13 +80,30 @@ impl Conn<'_> {
 
     /// A handout name: every byte until the stream is quiet for
     /// `handout_settle`; the whole name within `header_timeout`.
-    async fn quiet_text(&mut self, cfg: &Config, what: &'static str) -> Result<Bytes, Failure> {
-        let mut text = QuietText::new(cfg.signal.handout_settle.0, cfg.limits.max_name_len);
+    /// `data_follows`: a `SAF` or `SAR` name, whose pause after it must not
+    /// have been lost ([`QuietText`]).
+    async fn quiet_text(
+        &mut self,
+        cfg: &Config,
+        what: &'static str,
+        data_follows: bool,
+    ) -> Result<Bytes, Failure> {
+        let mut text = QuietText::new(
+            cfg.signal.handout_settle.0,
+            cfg.limits.max_name_len,
+            data_follows,
+        );
         let give_up = Instant::now() + cfg.limits.header_timeout.0;
         loop {
+            let now = Instant::now();
+            // A name whose pause has passed ends before new bytes count.
+            if let Some(name) = text.on_timeout(now.into_std()).map_err(Failure::refused)? {
+                return Ok(name);
+            }
             if !self.io.buf.is_empty() {
                 let bytes = self.io.buf.split();
-                text.on_bytes(Instant::now().into_std(), &bytes)
+                let doubt = self.take_doubt();
+                text.on_bytes(now.into_std(), &bytes, doubt)
                     .map_err(Failure::refused)?;
             }
             let deadline = text
@@ -94,18 +112,28 @@ impl Conn<'_> {
                 .min(give_up);
             match self.arrive(deadline).await? {
                 Arrival::Bytes => {}
-                Arrival::Quiet => {
-                    if let Some(name) = text.on_timeout(Instant::now().into_std()) {
-                        return Ok(name);
-                    }
-                    if Instant::now() >= give_up {
-                        return Err(Failure::Timeout(what));
-                    }
+                Arrival::Quiet if Instant::now() >= give_up => {
+                    return Err(Failure::Timeout(what));
                 }
+                Arrival::Quiet => {}
                 Arrival::End => {
                     return Err(Failure::Closed(format!("before the end of {what}")));
                 }
             }
+        }
+    }
+
+    /// Why the buffered bytes may hide a lost pause, if they may; the
+    /// question is answered once per bytes.
+    fn take_doubt(&mut self) -> Option<LostPause> {
+        let waited = std::mem::take(&mut self.io.waited);
+        let ran_on = std::mem::take(&mut self.ran_on);
+        if waited {
+            Some(LostPause::Waited)
+        } else if ran_on {
+            Some(LostPause::RanOn)
+        } else {
+            None
         }
     }
 
@@ -134,20 +162,26 @@ impl Conn<'_> {
     async fn handout_data(
         &mut self,
         cfg: &Config,
+        after: After,
         writer: &Writer,
         t: &mut Transfer,
-    ) -> Result<(), Failure> {
+    ) -> Result<EndBy, Failure> {
         let idle = cfg.limits.idle_timeout.0;
-        let mut data = FileData::new(cfg.signal.handout_settle.0, cfg.signal.handout_pause.0);
+        let mut data = FileData::new(
+            cfg.signal.handout_settle.0,
+            cfg.signal.handout_pause.0,
+            after,
+        );
         loop {
             if !self.io.buf.is_empty() {
                 let bytes = self.io.buf.split().freeze();
-                for ev in data.on_bytes(Instant::now().into_std(), bytes) {
-                    self.take(ev, writer, t).await;
+                self.io.waited = false;
+                let evs = data
+                    .on_bytes(Instant::now().into_std(), bytes)
+                    .map_err(Failure::refused)?;
+                if let Some(by) = self.take(evs, writer, t).await {
+                    return Ok(by);
                 }
-            }
-            if data.ended() {
-                return Ok(());
             }
             // Past the size limit nothing a client sends can be a file: the
             // upload is refused, and the connection ends here.
@@ -159,42 +193,50 @@ impl Conn<'_> {
             }
             let waiting = data.deadline();
             let deadline = waiting.map_or(Instant::now() + idle, Instant::from_std);
-            match self.arrive(deadline).await? {
-                Arrival::Bytes => {}
+            let evs = match self.arrive(deadline).await? {
+                Arrival::Bytes => continue,
                 Arrival::Quiet if waiting.is_none() => {
                     return Err(Failure::Timeout("the rest of the file or its DON"))
                 }
-                Arrival::Quiet => {
-                    if let Some(ev) = data.on_timeout(Instant::now().into_std()) {
-                        self.take(ev, writer, t).await;
-                    }
-                }
-                Arrival::End => {
-                    let evs = data
-                        .on_eof()
-                        .map_err(|_| Failure::Closed("before the DON that ends the file".into()))?;
-                    for ev in evs {
-                        self.take(ev, writer, t).await;
-                    }
-                    return Ok(());
-                }
+                Arrival::Quiet => data
+                    .on_timeout(Instant::now().into_std())
+                    .map_err(Failure::refused)?,
+                Arrival::End => data
+                    .on_eof()
+                    .map_err(|_| Failure::Closed("before the DON that ends the file".into()))?,
+            };
+            if let Some(by) = self.take(evs, writer, t).await {
+                return Ok(by);
             }
         }
     }
 
-    /// Hands file bytes to the writer; puts what followed `DON` back.
-    async fn take(&mut self, ev: DataEvent, writer: &Writer, t: &mut Transfer) {
-        match ev {
-            DataEvent::Data(bytes) => {
-                t.bytes += bytes.len() as u64;
-                writer.write(bytes).await;
-            }
-            DataEvent::End { rest } => {
-                let mut buf = BytesMut::from(&rest[..]);
-                buf.extend_from_slice(&self.io.buf);
-                self.io.buf = buf;
+    /// Hands file bytes to the writer; puts what followed `DON` back and
+    /// says how the file ended, if it did.
+    async fn take(
+        &mut self,
+        evs: Vec<DataEvent>,
+        writer: &Writer,
+        t: &mut Transfer,
+    ) -> Option<EndBy> {
+        for ev in evs {
+            match ev {
+                DataEvent::Data(bytes) => {
+                    t.bytes += bytes.len() as u64;
+                    writer.write(bytes).await;
+                }
+                DataEvent::End { rest, by } => {
+                    // A name that came in the same piece as the data before
+                    // it may run on into its own data.
+                    self.ran_on = by == EndBy::Command && rest.len() > TAG_LEN;
+                    let mut buf = BytesMut::from(&rest[..]);
+                    buf.extend_from_slice(&self.io.buf);
+                    self.io.buf = buf;
+                    return Some(by);
+                }
             }
         }
+        None
     }
 
     /// `SAF` (or one file of a `SAR`): name, data, `DON`; then stored on a
@@ -203,10 +245,11 @@ impl Conn<'_> {
     async fn receive_handout_file(
         &mut self,
         cfg: &Config,
+        after: After,
         refused: Option<String>,
     ) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Upload);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a file name").await);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a file name", true).await);
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         let target = match (refused, SafeName::for_upload_bytes(&raw)) {
             (Some(why), _) => Err(Failure::Refused(why)),
@@ -222,19 +265,27 @@ impl Conn<'_> {
         // The file is created and written on a task of its own while this
         // one reads on.
         let writer = Writer::spawn(self.ctx, target, cfg.limits.max_file_size.0);
-        let read = self.handout_data(cfg, &writer, &mut t).await;
-        if let Err(e) = read {
-            // Dropping the sink (after the writer ends) leaves nothing.
-            let _ = writer.finish().await;
-            t.failed(&e);
-            return Err(e);
+        let by = match self.handout_data(cfg, after, &writer, &mut t).await {
+            Ok(by) => by,
+            Err(e) => {
+                // Dropping the sink (after the writer ends) leaves nothing.
+                let _ = writer.finish().await;
+                t.failed(&e);
+                return Err(e);
+            }
+        };
+        if by.recovered() {
+            tracing::debug!(
+                ?by,
+                "the pause before DON was lost: the end found from what followed it"
+            );
         }
         // The client pauses 0.1 s and sends its next name; the socket must
         // be read then, whatever the disk is doing. So the file is stored on
         // a task of its own, and a request that reads storage waits for it
         // (`settle_commits`).
         let ctx = Arc::clone(self.ctx);
-        let task = self.ctx.tracker.spawn(store_handout_file(ctx, writer, t));
+        let task = self.ctx.spawn_main(store_handout_file(ctx, writer, t));
         self.commits.push_back(task);
         self.settle_commits(MAX_PENDING_COMMITS).await;
         Ok(())
@@ -249,7 +300,12 @@ impl Conn<'_> {
         tracing::debug!(count, "handout SAR");
         for i in 0..count as usize {
             let refused = (i >= max).then(|| format!("more than {max} files in one SAR"));
-            self.receive_handout_file(cfg, refused).await?;
+            let after = if i + 1 < count as usize {
+                After::Name
+            } else {
+                After::Request
+            };
+            self.receive_handout_file(cfg, after, refused).await?;
         }
         Ok(())
     }
@@ -257,7 +313,7 @@ impl Conn<'_> {
     /// `RAF`: `ERR`, or the 36-byte signal, the pieces and `DON`.
     async fn send_handout_file(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a file name").await);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a file name", false).await);
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         self.settle_commits(0).await;
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
@@ -352,7 +408,7 @@ impl Conn<'_> {
     /// pause after each so the client's `recv` returns each alone.
     async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a directory name").await);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a directory name", false).await);
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
         self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
@@ -525,7 +581,7 @@ impl Writer {
     fn spawn(ctx: &Ctx, target: Result<SafeName, Failure>, max: u64) -> Writer {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
         let storage = ctx.storage.clone();
-        let task = ctx.tracker.spawn(async move {
+        let task = ctx.spawn_main(async move {
             let mut sink: Sink = match target {
                 Ok(name) => storage
                     .begin_write_capped(name, max)

@@ -111,6 +111,38 @@ pub enum HandoutError {
     /// The connection ended in the middle of a file.
     #[error("the connection closed before DON ended the file")]
     NoDon,
+    /// The pause between a name and the data after it may have been lost:
+    /// where the name ends cannot be told.
+    #[error("{0}")]
+    LostPause(LostPause),
+}
+
+/// How the pause after a name was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostPause {
+    /// The name came in one read with bytes that waited while ferry was
+    /// not reading (a stopped or starved server).
+    Waited,
+    /// The name ran on from the end of the previous file (its `DON` and
+    /// the request tag came in the same piece as its data).
+    RanOn,
+    /// The name ends in `DON`: the name, the data and the end marker came
+    /// as one piece.
+    EndsInDon,
+}
+
+impl std::fmt::Display for LostPause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match self {
+            LostPause::Waited => "the server could not read for a moment, so the name and what followed it arrived together",
+            LostPause::RanOn => "the name came in one piece with the previous file's data and DON",
+            LostPause::EndsInDon => "the name ends in DON, so the name, the data and DON arrived as one piece",
+        };
+        write!(
+            f,
+            "the pause after the name was lost ({how}): where the name ends cannot be told, so the file was not stored; send it again"
+        )
+    }
 }
 
 /// A handout name: every byte until the stream has been quiet for `settle`.
@@ -120,21 +152,34 @@ pub struct QuietText {
     max: usize,
     last: Option<Instant>,
     text: BytesMut,
+    /// Data follows the name after a pause (`SAF`, `SAR`), so a lost pause
+    /// would run the data into the name; after a `RAF` or `RAR` name the
+    /// client waits for an answer, and nothing can run on.
+    data_follows: bool,
+    doubt: Option<LostPause>,
 }
 
 impl QuietText {
-    /// Waits for a name of at most `max` bytes ended by `settle` of quiet.
-    pub fn new(settle: Duration, max: usize) -> Self {
+    /// Waits for a name of at most `max` bytes ended by `settle` of quiet;
+    /// `data_follows`: the client sends data after the pause.
+    pub fn new(settle: Duration, max: usize, data_follows: bool) -> Self {
         Self {
             settle,
             max,
             last: None,
             text: BytesMut::new(),
+            data_follows,
+            doubt: None,
         }
     }
 
-    /// Bytes that arrived at `now`.
-    pub fn on_bytes(&mut self, now: Instant, bytes: &[u8]) -> Result<(), HandoutError> {
+    /// Bytes that arrived at `now`; `doubt`: they may hide a lost pause.
+    pub fn on_bytes(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        doubt: Option<LostPause>,
+    ) -> Result<(), HandoutError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -143,6 +188,7 @@ impl QuietText {
         }
         self.text.extend_from_slice(bytes);
         self.last = Some(now);
+        self.doubt = self.doubt.or(doubt);
         Ok(())
     }
 
@@ -152,11 +198,23 @@ impl QuietText {
         self.last.map(|t| t + self.settle)
     }
 
-    /// The name, once the stream has been quiet for `settle`.
-    pub fn on_timeout(&mut self, now: Instant) -> Option<Bytes> {
+    /// The name, once the stream has been quiet for `settle`; refused when
+    /// data follows and the pause after the name may have been lost.
+    pub fn on_timeout(&mut self, now: Instant) -> Result<Option<Bytes>, HandoutError> {
         match self.deadline() {
-            Some(d) if now >= d => Some(self.text.split().freeze()),
-            _ => None,
+            Some(d) if now >= d => {
+                let name = self.text.split().freeze();
+                if self.data_follows {
+                    let doubt = self
+                        .doubt
+                        .or(name.ends_with(DON).then_some(LostPause::EndsInDon));
+                    if let Some(how) = doubt {
+                        return Err(HandoutError::LostPause(how));
+                    }
+                }
+                Ok(Some(name))
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -171,53 +229,130 @@ pub enum DataEvent {
     End {
         /// Bytes after the `DON`.
         rest: Bytes,
+        /// How the end was found.
+        by: EndBy,
     },
+}
+
+/// How [`FileData`] knew where a file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndBy {
+    /// A piece that was exactly `DON`: the client's pause before it arrived
+    /// as a pause.
+    Pause,
+    /// `DON` ran on from the data (the pause before it was lost on the way,
+    /// or while ferry was not reading), and a request tag followed it.
+    Command,
+    /// `DON` ran on from the data, and then the client went quiet or
+    /// closed: the end of what it sent.
+    Quiet,
+}
+
+impl EndBy {
+    /// Whether the pause before `DON` was lost and the end was found from
+    /// what followed it.
+    pub fn recovered(self) -> bool {
+        !matches!(self, EndBy::Pause)
+    }
+}
+
+/// What the handout client sends after a file's `DON`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// A request (`SAF`, `RAF`, `CLS`…), or nothing: a `SAF`, or the last
+    /// file of a `SAR`.
+    Request,
+    /// The next file's name: a file of a `SAR` with more to come. A name
+    /// can be anything, so a lost pause there cannot be found again.
+    Name,
+}
+
+/// The tags a handout client can send after a file, as request starts.
+const NEXT_TAGS: [&[u8; 3]; 6] = [b"SAF", b"RAF", b"SAR", b"RAR", b"PIN", b"CLS"];
+
+/// Bytes held back at the end of a piece: `DON` and two bytes of a tag,
+/// until the rest shows whether they are `DON` + a request.
+const HOLD: usize = 5;
+
+fn is_tag(b: &[u8]) -> bool {
+    NEXT_TAGS.iter().any(|t| b == &t[..])
+}
+
+/// Where `DON` + a request tag starts in `b`, if anywhere.
+fn find_don_tag(b: &[u8]) -> Option<usize> {
+    (0..b.len().saturating_sub(5)).find(|&i| &b[i..i + 3] == DON && is_tag(&b[i + 3..i + 6]))
 }
 
 #[derive(Debug)]
 enum DataState {
     /// The next bytes start a new piece (the stream has been quiet).
     Quiet,
-    /// Inside a piece of data.
-    Piece,
-    /// A new piece that is so far a prefix of `DON`.
-    Holding(BytesMut),
-    /// A piece that was exactly `DON` and then quiet: the end, unless the
-    /// next piece is another bare `DON` (then this one was data).
-    Tentative,
-    /// A piece after a tentative end that is so far a prefix of `DON`.
-    Second(BytesMut),
+    /// Inside a piece of `len` bytes so far; its last bytes (at most
+    /// [`HOLD`]) are held back.
+    Piece { len: u64 },
+    /// A piece ended in `DON` and then the stream was quiet: the end, unless
+    /// what comes next says otherwise. `glued`: the piece held more than
+    /// `DON` (the pause before it may have been lost).
+    Tentative { glued: bool },
+    /// The first bytes (at most 3) of the piece after a tentative end.
+    Next { glued: bool },
     /// Done.
     Ended,
 }
 
-/// A handout file's data: the bytes until a piece that is exactly `DON`.
+/// Why a file's end could not be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Ambiguous {
+    /// `DON` ran on from the data, and a piece that is not a request came
+    /// after it in a `SAR`: the next name, or more data.
+    #[error("the pause before DON was lost, and the next piece could be the next file's name or more data")]
+    NameOrData,
+}
+
+/// A handout file's data: the bytes until the `DON` that ends it.
 ///
-/// The rule, with a piece being bytes that arrive without a pause of
-/// `settle` between them:
-/// - a piece that is exactly `DON` ends the file, and nothing else does
-///   (`DON` inside or at the end of a piece is data);
-/// - unless the next piece, arriving within `confirm`, is another bare `DON`:
-///   then the first was the file's content (a file of exactly `DON`, sent
-///   as `DON` pause `DON`);
+/// A piece is bytes that arrive without a pause of `settle` between them.
+/// The rules, in order:
+/// - a piece that ends in `DON` (or is exactly `DON`) ends the file, unless
+///   the next piece, arriving within `confirm`, is another bare `DON` (then
+///   the first was the file's content: a file ending in `DON`, or exactly
+///   `DON`, is sent as `…DON` pause `DON`);
+/// - `DON` followed by a request tag (`SAF RAF SAR RAR PIN CLS`) inside a
+///   piece ends the file there, when a request can follow ([`After::Request`]):
+///   the pauses around that `DON` were lost (a client whose send buffer was
+///   still full, a server that was not reading), and the handout client
+///   sends nothing else after a file;
+/// - a longer piece that merely ends in `DON`, followed by a piece that is
+///   no request, was data (a client pausing inside its data) for a `SAF`,
+///   and is [`Ambiguous`] inside a `SAR`;
 /// - the end is settled by the next piece, the end of the connection, or
 ///   `confirm` of quiet, whichever comes first.
+///
+/// `DON` anywhere else (inside data, or after a pause but as the start of a
+/// longer piece) is data.
 #[derive(Debug)]
 pub struct FileData {
     settle: Duration,
     confirm: Duration,
+    after: After,
     last: Option<Instant>,
     state: DataState,
+    /// The held-back end of the current piece, or the start of the piece
+    /// after a tentative end.
+    held: BytesMut,
 }
 
 impl FileData {
-    /// Starts after the pause that ended the name: the first bytes start a piece.
-    pub fn new(settle: Duration, confirm: Duration) -> Self {
+    /// Starts after the pause that ended the name: the first bytes start a
+    /// piece. `after`: what the client sends once the file has ended.
+    pub fn new(settle: Duration, confirm: Duration, after: After) -> Self {
         Self {
             settle,
             confirm,
+            after,
             last: None,
             state: DataState::Quiet,
+            held: BytesMut::new(),
         }
     }
 
@@ -225,10 +360,8 @@ impl FileData {
     pub fn deadline(&self) -> Option<Instant> {
         let last = self.last?;
         match self.state {
-            DataState::Holding(_) | DataState::Second(_) | DataState::Piece => {
-                Some(last + self.settle)
-            }
-            DataState::Tentative => Some(last + self.confirm),
+            DataState::Piece { .. } | DataState::Next { .. } => Some(last + self.settle),
+            DataState::Tentative { .. } => Some(last + self.confirm),
             DataState::Quiet | DataState::Ended => None,
         }
     }
@@ -239,120 +372,182 @@ impl FileData {
     }
 
     /// Bytes that arrived at `now`.
-    pub fn on_bytes(&mut self, now: Instant, bytes: Bytes) -> Vec<DataEvent> {
-        let mut out = Vec::new();
+    pub fn on_bytes(&mut self, now: Instant, bytes: Bytes) -> Result<Vec<DataEvent>, Ambiguous> {
         if bytes.is_empty() || self.ended() {
-            return out;
+            return Ok(Vec::new());
         }
         // A rule whose time has come is settled before the new bytes count.
-        if let Some(ev) = self.on_timeout(now) {
-            out.push(ev);
-            if self.ended() {
-                if let Some(DataEvent::End { rest }) = out.last_mut() {
-                    let mut all = BytesMut::from(&rest[..]);
-                    all.extend_from_slice(&bytes);
-                    *rest = all.freeze();
-                }
-                return out;
+        let mut out = self.on_timeout(now)?;
+        if self.ended() {
+            if let Some(DataEvent::End { rest, .. }) = out.last_mut() {
+                let mut all = BytesMut::from(&rest[..]);
+                all.extend_from_slice(&bytes);
+                *rest = all.freeze();
             }
+            return Ok(out);
         }
         self.last = Some(now);
-        let state = std::mem::replace(&mut self.state, DataState::Piece);
-        match state {
-            DataState::Quiet => self.hold(BytesMut::new(), &bytes, &mut out),
-            DataState::Piece => out.push(DataEvent::Data(bytes)),
-            DataState::Holding(held) => self.hold(held, &bytes, &mut out),
-            DataState::Tentative => {
-                if is_don_prefix(&bytes) {
-                    self.state = DataState::Second(BytesMut::from(&bytes[..]));
-                } else {
-                    self.state = DataState::Ended;
-                    out.push(DataEvent::End { rest: bytes });
-                }
-            }
-            DataState::Second(mut held) => {
-                held.extend_from_slice(&bytes);
-                if is_don_prefix(&held) {
-                    self.state = DataState::Second(held);
-                } else {
-                    self.state = DataState::Ended;
-                    out.push(DataEvent::End {
-                        rest: held.freeze(),
-                    });
-                }
+        match std::mem::replace(&mut self.state, DataState::Quiet) {
+            DataState::Quiet => self.piece(0, bytes, &mut out),
+            DataState::Piece { len } => self.piece(len, bytes, &mut out),
+            DataState::Tentative { glued } | DataState::Next { glued } => {
+                self.held.extend_from_slice(&bytes);
+                self.next(glued, false, &mut out)?;
             }
             DataState::Ended => self.state = DataState::Ended,
         }
-        out
+        Ok(out)
     }
 
-    fn hold(&mut self, mut held: BytesMut, bytes: &[u8], out: &mut Vec<DataEvent>) {
-        held.extend_from_slice(bytes);
-        if is_don_prefix(&held) {
-            self.state = DataState::Holding(held);
+    /// More bytes of a piece that holds `len` bytes so far.
+    fn piece(&mut self, len: u64, bytes: Bytes, out: &mut Vec<DataEvent>) {
+        let len = len + bytes.len() as u64;
+        let all = if self.held.is_empty() {
+            bytes
         } else {
-            self.state = DataState::Piece;
-            out.push(DataEvent::Data(held.freeze()));
+            let mut all = self.held.split();
+            all.extend_from_slice(&bytes);
+            all.freeze()
+        };
+        if self.after == After::Request {
+            if let Some(at) = find_don_tag(&all) {
+                if at > 0 {
+                    out.push(DataEvent::Data(all.slice(..at)));
+                }
+                self.state = DataState::Ended;
+                out.push(DataEvent::End {
+                    rest: all.slice(at + DON.len()..),
+                    by: EndBy::Command,
+                });
+                return;
+            }
+        }
+        let keep = all.len().min(HOLD);
+        let give = all.len() - keep;
+        if give > 0 {
+            out.push(DataEvent::Data(all.slice(..give)));
+        }
+        self.held.extend_from_slice(&all[give..]);
+        self.state = DataState::Piece { len };
+    }
+
+    /// Decides what the piece after a tentative end means, from its first
+    /// bytes (in `held`); `closed`: that piece has ended (a pause, or the
+    /// end of the stream). Waits (state `Next`) while it could still turn
+    /// out to be a bare `DON`, or is too short to tell a request tag.
+    fn next(
+        &mut self,
+        glued: bool,
+        closed: bool,
+        out: &mut Vec<DataEvent>,
+    ) -> Result<(), Ambiguous> {
+        let held = &self.held[..];
+        let maybe_bare = held.len() <= DON.len() && DON.starts_with(held);
+        if !closed && (maybe_bare || held.len() < DON.len()) {
+            self.state = DataState::Next { glued };
+            return Ok(());
+        }
+        if held == DON {
+            // A bare DON after the end: the one before was the file's content.
+            self.held.clear();
+            out.push(DataEvent::Data(Bytes::from_static(DON)));
+            self.state = DataState::Tentative { glued: false };
+            return Ok(());
+        }
+        let request = held.get(..3).is_some_and(is_tag);
+        match (self.after, glued, request) {
+            // The next request, or the next name after a bare DON.
+            (After::Request, _, true) | (_, false, _) => {
+                self.state = DataState::Ended;
+                out.push(DataEvent::End {
+                    rest: self.held.split().freeze(),
+                    by: if glued { EndBy::Command } else { EndBy::Pause },
+                });
+                Ok(())
+            }
+            // A piece that ended in DON, then more data that is no request:
+            // the DON was data, and the client paused inside its data.
+            (After::Request, true, false) => {
+                out.push(DataEvent::Data(Bytes::from_static(DON)));
+                let more = self.held.split().freeze();
+                self.piece(0, more, out);
+                Ok(())
+            }
+            (After::Name, true, _) => {
+                self.state = DataState::Ended;
+                Err(Ambiguous::NameOrData)
+            }
         }
     }
 
-    /// Time passed: settles a held piece or a tentative end whose time has come.
-    pub fn on_timeout(&mut self, now: Instant) -> Option<DataEvent> {
-        let due = self.deadline().is_some_and(|d| now >= d);
-        if !due {
-            return None;
+    /// Time passed: settles a piece, the start of the next one, or a
+    /// tentative end whose time has come.
+    pub fn on_timeout(&mut self, now: Instant) -> Result<Vec<DataEvent>, Ambiguous> {
+        let mut out = Vec::new();
+        if self.deadline().is_some_and(|d| now >= d) {
+            if let DataState::Tentative { glued } = self.state {
+                self.state = DataState::Ended;
+                out.push(DataEvent::End {
+                    rest: Bytes::new(),
+                    by: if glued { EndBy::Quiet } else { EndBy::Pause },
+                });
+            } else {
+                self.close_piece(&mut out)?;
+            }
         }
-        let state = std::mem::replace(&mut self.state, DataState::Quiet);
-        match state {
-            DataState::Piece => None,
-            DataState::Holding(held) if &held[..] == DON => {
-                self.state = DataState::Tentative;
-                None
-            }
-            DataState::Holding(held) => Some(DataEvent::Data(held.freeze())),
-            DataState::Tentative => {
-                self.state = DataState::Ended;
-                Some(DataEvent::End { rest: Bytes::new() })
-            }
-            DataState::Second(held) if &held[..] == DON => {
-                // The first DON was the file's content; this one may end it.
-                self.state = DataState::Tentative;
-                Some(DataEvent::Data(Bytes::from_static(DON)))
-            }
-            DataState::Second(held) => {
-                self.state = DataState::Ended;
-                Some(DataEvent::End {
-                    rest: held.freeze(),
-                })
-            }
-            other => {
-                self.state = other;
-                None
+        Ok(out)
+    }
+
+    /// The current piece has ended (a pause, or the end of the stream):
+    /// settles it, and whatever it decides in turn.
+    fn close_piece(&mut self, out: &mut Vec<DataEvent>) -> Result<(), Ambiguous> {
+        loop {
+            match std::mem::replace(&mut self.state, DataState::Quiet) {
+                DataState::Piece { len } => {
+                    if self.held.ends_with(DON) {
+                        let data = self.held.split_to(self.held.len() - DON.len()).freeze();
+                        self.held.clear();
+                        if !data.is_empty() {
+                            out.push(DataEvent::Data(data));
+                        }
+                        self.state = DataState::Tentative {
+                            glued: len > DON.len() as u64,
+                        };
+                    } else {
+                        let data = self.held.split().freeze();
+                        if !data.is_empty() {
+                            out.push(DataEvent::Data(data));
+                        }
+                    }
+                    return Ok(());
+                }
+                DataState::Next { glued } => self.next(glued, true, out)?,
+                other => {
+                    self.state = other;
+                    return Ok(());
+                }
             }
         }
     }
 
-    /// The connection ended: the file ended too if its last piece was `DON`.
+    /// The connection ended: the file ended too if its last piece ended in
+    /// `DON`.
     pub fn on_eof(&mut self) -> Result<Vec<DataEvent>, HandoutError> {
-        let state = std::mem::replace(&mut self.state, DataState::Ended);
-        let end = DataEvent::End { rest: Bytes::new() };
-        match state {
-            DataState::Holding(held) if &held[..] == DON => Ok(vec![end]),
-            DataState::Tentative => Ok(vec![end]),
-            DataState::Second(held) if &held[..] == DON => {
-                Ok(vec![DataEvent::Data(Bytes::from_static(DON)), end])
+        let mut out = Vec::new();
+        self.close_piece(&mut out)
+            .map_err(|_| HandoutError::NoDon)?;
+        match std::mem::replace(&mut self.state, DataState::Ended) {
+            DataState::Tentative { glued } => {
+                out.push(DataEvent::End {
+                    rest: Bytes::new(),
+                    by: if glued { EndBy::Quiet } else { EndBy::Pause },
+                });
+                Ok(out)
             }
-            DataState::Second(held) => Ok(vec![DataEvent::End {
-                rest: held.freeze(),
-            }]),
-            DataState::Ended => Ok(Vec::new()),
+            DataState::Ended => Ok(out),
             _ => Err(HandoutError::NoDon),
         }
     }
-}
-
-fn is_don_prefix(b: &[u8]) -> bool {
-    b.len() <= DON.len() && DON.starts_with(b)
 }
 
 #[cfg(test)]
@@ -366,66 +561,81 @@ mod tests {
         t0 + Duration::from_millis(n)
     }
 
-    /// Feeds (time in ms, bytes) arrivals, with timeouts fired at their
-    /// deadlines in between, then the end of the stream if `eof`. Returns
-    /// (the file, the rest, whether it ended).
-    fn run(arrivals: &[(u64, &[u8])], eof: bool) -> (Vec<u8>, Vec<u8>, bool) {
-        let t0 = Instant::now();
-        let mut f = FileData::new(SETTLE, CONFIRM);
-        let mut file = Vec::new();
-        let mut rest = Vec::new();
-        let mut ended = false;
-        let take =
-            |evs: Vec<DataEvent>, file: &mut Vec<u8>, rest: &mut Vec<u8>, ended: &mut bool| {
-                for ev in evs {
-                    match ev {
-                        DataEvent::Data(b) => file.extend_from_slice(&b),
-                        DataEvent::End { rest: r } => {
-                            *ended = true;
-                            rest.extend_from_slice(&r);
-                        }
-                    }
+    /// What a run of [`FileData`] gave: the file, what came after it, and
+    /// how it ended (`None`: it never did).
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        file: Vec<u8>,
+        rest: Vec<u8>,
+        end: Option<EndBy>,
+        ambiguous: bool,
+    }
+
+    fn take(evs: Vec<DataEvent>, o: &mut Outcome) {
+        for ev in evs {
+            match ev {
+                DataEvent::Data(b) => o.file.extend_from_slice(&b),
+                DataEvent::End { rest, by } => {
+                    o.end = Some(by);
+                    o.rest.extend_from_slice(&rest);
                 }
-            };
+            }
+        }
+    }
+
+    /// Feeds (time in ms, bytes) arrivals, with timeouts fired at their
+    /// deadlines in between, then the end of the stream if `eof`, else
+    /// quiet until every rule has settled.
+    fn run_as(after: After, arrivals: &[(u64, &[u8])], eof: bool) -> Outcome {
+        let t0 = Instant::now();
+        let mut f = FileData::new(SETTLE, CONFIRM, after);
+        let mut o = Outcome {
+            file: Vec::new(),
+            rest: Vec::new(),
+            end: None,
+            ambiguous: false,
+        };
+        let step = |r: Result<Vec<DataEvent>, Ambiguous>, o: &mut Outcome| match r {
+            Ok(evs) => take(evs, o),
+            Err(Ambiguous::NameOrData) => o.ambiguous = true,
+        };
         for &(at, bytes) in arrivals {
             let now = ms(t0, at);
             while let Some(d) = f.deadline().filter(|d| *d <= now) {
-                take(
-                    f.on_timeout(d).into_iter().collect(),
-                    &mut file,
-                    &mut rest,
-                    &mut ended,
-                );
+                step(f.on_timeout(d), &mut o);
             }
             if f.ended() {
-                rest.extend_from_slice(bytes);
+                o.rest.extend_from_slice(bytes);
                 continue;
             }
-            take(
-                f.on_bytes(now, Bytes::copy_from_slice(bytes)),
-                &mut file,
-                &mut rest,
-                &mut ended,
-            );
+            step(f.on_bytes(now, Bytes::copy_from_slice(bytes)), &mut o);
         }
         if eof {
             if !f.ended() {
-                match f.on_eof() {
-                    Ok(evs) => take(evs, &mut file, &mut rest, &mut ended),
-                    Err(_) => return (file, rest, false),
+                if let Ok(evs) = f.on_eof() {
+                    take(evs, &mut o);
                 }
             }
         } else {
             while let Some(d) = f.deadline() {
-                take(
-                    f.on_timeout(d).into_iter().collect(),
-                    &mut file,
-                    &mut rest,
-                    &mut ended,
-                );
+                step(f.on_timeout(d), &mut o);
             }
         }
-        (file, rest, ended)
+        o
+    }
+
+    fn run(arrivals: &[(u64, &[u8])], eof: bool) -> (Vec<u8>, Vec<u8>, bool) {
+        let o = run_as(After::Request, arrivals, eof);
+        (o.file, o.rest, o.end.is_some())
+    }
+
+    fn ended(file: &[u8], rest: &[u8], by: EndBy) -> Outcome {
+        Outcome {
+            file: file.to_vec(),
+            rest: rest.to_vec(),
+            end: Some(by),
+            ambiguous: false,
+        }
     }
 
     #[test]
@@ -482,17 +692,20 @@ mod tests {
     #[test]
     fn a_name_ends_at_a_quiet_gap() {
         let t0 = Instant::now();
-        let mut q = QuietText::new(SETTLE, 16);
+        let mut q = QuietText::new(SETTLE, 16, true);
         assert_eq!(q.deadline(), None);
-        assert_eq!(q.on_timeout(ms(t0, 1000)), None);
-        q.on_bytes(ms(t0, 100), b"repo").unwrap();
-        q.on_bytes(ms(t0, 140), b"rt.pdf").unwrap();
-        assert_eq!(q.on_timeout(ms(t0, 189)), None);
+        assert_eq!(q.on_timeout(ms(t0, 1000)), Ok(None));
+        q.on_bytes(ms(t0, 100), b"repo", None).unwrap();
+        q.on_bytes(ms(t0, 140), b"rt.pdf", None).unwrap();
+        assert_eq!(q.on_timeout(ms(t0, 189)), Ok(None));
         assert_eq!(q.deadline(), Some(ms(t0, 190)));
-        assert_eq!(q.on_timeout(ms(t0, 190)).unwrap(), &b"report.pdf"[..]);
-        let mut q = QuietText::new(SETTLE, 4);
         assert_eq!(
-            q.on_bytes(t0, b"toolong"),
+            q.on_timeout(ms(t0, 190)).unwrap().unwrap(),
+            &b"report.pdf"[..]
+        );
+        let mut q = QuietText::new(SETTLE, 4, true);
+        assert_eq!(
+            q.on_bytes(t0, b"toolong", None),
             Err(HandoutError::NameTooLong(4))
         );
     }
@@ -550,15 +763,18 @@ mod tests {
         );
         // The end settles at the confirm time, not before.
         let t0 = Instant::now();
-        let mut d = FileData::new(SETTLE, CONFIRM);
-        d.on_bytes(t0, Bytes::from_static(b"DON"));
-        assert_eq!(d.on_timeout(ms(t0, 49)), None);
-        assert_eq!(d.on_timeout(ms(t0, 50)), None);
+        let mut d = FileData::new(SETTLE, CONFIRM, After::Request);
+        assert_eq!(d.on_bytes(t0, Bytes::from_static(b"DON")), Ok(vec![]));
+        assert_eq!(d.on_timeout(ms(t0, 49)), Ok(vec![]));
+        assert_eq!(d.on_timeout(ms(t0, 50)), Ok(vec![]));
         assert_eq!(d.deadline(), Some(ms(t0, 300)));
-        assert_eq!(d.on_timeout(ms(t0, 299)), None);
+        assert_eq!(d.on_timeout(ms(t0, 299)), Ok(vec![]));
         assert_eq!(
             d.on_timeout(ms(t0, 300)),
-            Some(DataEvent::End { rest: Bytes::new() })
+            Ok(vec![DataEvent::End {
+                rest: Bytes::new(),
+                by: EndBy::Pause
+            }])
         );
     }
 
@@ -590,5 +806,128 @@ mod tests {
             (f.as_slice(), r.as_slice(), e),
             (&b"one"[..], &b"DONE.txt"[..], true)
         );
+    }
+
+    #[test]
+    fn a_don_run_on_from_the_data_ends_the_file_when_a_request_follows() {
+        // ferryd stopped across the data->DON pause: the data and DON arrive
+        // as one piece, then SAF of the next file after a pause.
+        let o = run_as(
+            After::Request,
+            &[
+                (0, b"print('lab 1')\nDON"),
+                (100, b"SAF"),
+                (200, b"lab2.py"),
+            ],
+            false,
+        );
+        assert_eq!(o, ended(b"print('lab 1')\n", b"SAFlab2.py", EndBy::Command));
+        // The same, the client then closing.
+        let o = run_as(After::Request, &[(0, b"dataDON")], true);
+        assert_eq!(o, ended(b"data", b"", EndBy::Quiet));
+        // Or going quiet (it waits for nothing more): the end, at confirm.
+        let o = run_as(After::Request, &[(0, b"data"), (5, b"DON")], false);
+        assert_eq!(o, ended(b"data", b"", EndBy::Quiet));
+    }
+
+    #[test]
+    fn don_and_a_tag_inside_a_piece_end_the_file_there() {
+        // A backed-up send buffer: data, DON, RAF and the name in one piece;
+        // the client then waits for its answer.
+        let o = run_as(After::Request, &[(0, b"abc"), (1, b"DONRAFlab1.py")], false);
+        assert_eq!(o, ended(b"abc", b"RAFlab1.py", EndBy::Command));
+        // Split across reads at every byte.
+        let whole = b"0123456789DONSAFnext";
+        for cut in 1..whole.len() {
+            let o = run_as(
+                After::Request,
+                &[(0, &whole[..cut]), (1, &whole[cut..])],
+                false,
+            );
+            assert_eq!(
+                o,
+                ended(b"0123456789", b"SAFnext", EndBy::Command),
+                "cut {cut}"
+            );
+        }
+        // An empty file whose DON ran into the next request.
+        let o = run_as(After::Request, &[(0, b"DONCLS")], false);
+        assert_eq!(o, ended(b"", b"CLS", EndBy::Command));
+        // Not a tag after DON: data.
+        let o = run_as(After::Request, &[(0, b"I am DONE"), (100, b"DON")], true);
+        assert_eq!(o, ended(b"I am DONE", b"", EndBy::Pause));
+    }
+
+    #[test]
+    fn a_file_ending_in_don_survives_a_lost_pause_before_its_marker() {
+        // Content "abcDON" and its marker DON in one piece, then the next request.
+        let o = run_as(After::Request, &[(0, b"abcDONDON"), (100, b"PIN")], false);
+        assert_eq!(o, ended(b"abcDON", b"PIN", EndBy::Command));
+        // Sent as the handout does, with the pause: the bare DON ends it.
+        let o = run_as(
+            After::Request,
+            &[(0, b"abcDON"), (100, b"DON"), (200, b"CLS")],
+            false,
+        );
+        assert_eq!(o, ended(b"abcDON", b"CLS", EndBy::Pause));
+    }
+
+    #[test]
+    fn a_piece_ending_in_don_then_more_data_was_data() {
+        // A slow client pausing inside its data, right after bytes "DON".
+        let o = run_as(
+            After::Request,
+            &[(0, b"abcDON"), (100, b"xyz"), (200, b"DON")],
+            true,
+        );
+        assert_eq!(o, ended(b"abcDONxyz", b"", EndBy::Pause));
+    }
+
+    #[test]
+    fn inside_a_sar_a_lost_pause_before_don_is_ambiguous() {
+        // The next name after a bare DON: the end, as before.
+        let o = run_as(
+            After::Name,
+            &[(0, b"one"), (100, b"DON"), (200, b"b.txt")],
+            false,
+        );
+        assert_eq!(o, ended(b"one", b"b.txt", EndBy::Pause));
+        // DON ran on from the data, then a piece: a name, or more data?
+        let o = run_as(After::Name, &[(0, b"oneDON"), (100, b"b.txt")], false);
+        assert!(o.ambiguous, "{o:?}");
+        // A tag inside a SAR file's data is data: a name follows a DON here.
+        let o = run_as(
+            After::Name,
+            &[(0, b"xDONSAFy"), (100, b"DON"), (200, b"c")],
+            false,
+        );
+        assert_eq!(o, ended(b"xDONSAFy", b"c", EndBy::Pause));
+    }
+
+    #[test]
+    fn a_name_that_may_hold_its_data_is_refused() {
+        let t0 = Instant::now();
+        // Bytes that waited while the server was stopped.
+        let mut q = QuietText::new(SETTLE, 64, true);
+        q.on_bytes(t0, b"lab1.pyprint('lab 1')", Some(LostPause::Waited))
+            .unwrap();
+        assert_eq!(
+            q.on_timeout(ms(t0, 50)),
+            Err(HandoutError::LostPause(LostPause::Waited))
+        );
+        // A RAF name: the client waits after it, nothing can have run on.
+        let mut q = QuietText::new(SETTLE, 64, false);
+        q.on_bytes(t0, b"lab1.py", Some(LostPause::RanOn)).unwrap();
+        assert_eq!(q.on_timeout(ms(t0, 50)).unwrap().unwrap(), &b"lab1.py"[..]);
+        // A name ending in DON: name, data and DON in one piece.
+        let mut q = QuietText::new(SETTLE, 64, true);
+        q.on_bytes(t0, b"a.txthelloDON", None).unwrap();
+        assert_eq!(
+            q.on_timeout(ms(t0, 50)),
+            Err(HandoutError::LostPause(LostPause::EndsInDon))
+        );
+        assert!(HandoutError::LostPause(LostPause::Waited)
+            .to_string()
+            .starts_with("the pause after the name was lost"));
     }
 }

@@ -20,8 +20,8 @@ use bytes::{Bytes, BytesMut};
 use ferry_config::Config;
 use ferry_proto::names::SafeName;
 use ferry_proto::signal::handout::{
-    found_signal, piece_len, After, DataEvent, EndBy, FileData, LostPause, QuietText, COUNT_LEN,
-    DON, PIECE,
+    found_signal, piece_len, After, DataEvent, EndBy, FileData, HandoutError, LostPause, Name,
+    QuietText, COUNT_LEN, DON, PIECE,
 };
 use ferry_proto::signal::{Tag, TAG_LEN};
 use tokio::time::Instant;
@@ -87,7 +87,7 @@ impl Conn<'_> {
         cfg: &Config,
         what: &'static str,
         data_follows: bool,
-    ) -> Result<Bytes, Failure> {
+    ) -> Result<Name, Failure> {
         let mut text = QuietText::new(
             cfg.signal.handout_settle.0,
             cfg.limits.max_name_len,
@@ -97,7 +97,7 @@ impl Conn<'_> {
         loop {
             let now = Instant::now();
             // A name whose pause has passed ends before new bytes count.
-            if let Some(name) = text.on_timeout(now.into_std()).map_err(Failure::refused)? {
+            if let Some(name) = text.on_timeout(now.into_std()) {
                 return Ok(name);
             }
             if !self.io.buf.is_empty() {
@@ -249,18 +249,20 @@ impl Conn<'_> {
         refused: Option<String>,
     ) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Upload);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a file name", true).await);
-        t.requested = String::from_utf8_lossy(&raw).into_owned();
-        let target = match (refused, SafeName::for_upload_bytes(&raw)) {
+        let name = or_fail!(t, self.quiet_text(cfg, "a file name", true).await);
+        t.requested = String::from_utf8_lossy(&name.text).into_owned();
+        // A name whose own DON is already inside it leaves nothing to
+        // follow: the connection ends here, with the reason.
+        if let Some(how) = name.lost.filter(|how| !how.resumable()) {
+            let e = Failure::refused(HandoutError::LostPause(how));
+            t.failed(&e);
+            return Err(e);
+        }
+        let target = match (refused, name.sure()) {
             (Some(why), _) => Err(Failure::Refused(why)),
-            (None, Err(e)) => Err(Failure::refused(format!(
-                "refused name {:?}: {e}",
-                t.requested
-            ))),
-            (None, Ok(name)) => self
-                .ctx
-                .admit_upload(std::time::Instant::now(), self.io.peer.ip(), 0)
-                .map(|()| name),
+            // The file is read to its DON and discarded.
+            (None, Err(e)) => Err(Failure::refused(e)),
+            (None, Ok(raw)) => self.admit_name(&raw, &t.requested),
         };
         // The file is created and written on a task of its own while this
         // one reads on.
@@ -291,6 +293,15 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// The upload's name, if it is one and the client may upload now.
+    fn admit_name(&self, raw: &[u8], shown: &str) -> Result<SafeName, Failure> {
+        let name = SafeName::for_upload_bytes(raw)
+            .map_err(|e| Failure::refused(format!("refused name {shown:?}: {e}")))?;
+        self.ctx
+            .admit_upload(std::time::Instant::now(), self.io.peer.ip(), 0)?;
+        Ok(name)
+    }
+
     /// `SAR`: a 4-byte count, then that many files, each stored as an upload.
     /// Files past `max_tree_entries` are read and discarded.
     async fn receive_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
@@ -313,7 +324,7 @@ impl Conn<'_> {
     /// `RAF`: `ERR`, or the 36-byte signal, the pieces and `DON`.
     async fn send_handout_file(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a file name", false).await);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a file name", false).await).text;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         self.settle_commits(0).await;
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
@@ -408,7 +419,7 @@ impl Conn<'_> {
     /// pause after each so the client's `recv` returns each alone.
     async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a directory name", false).await);
+        let raw = or_fail!(t, self.quiet_text(cfg, "a directory name", false).await).text;
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
         self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {

@@ -198,24 +198,51 @@ impl QuietText {
         self.last.map(|t| t + self.settle)
     }
 
-    /// The name, once the stream has been quiet for `settle`; refused when
-    /// data follows and the pause after the name may have been lost.
-    pub fn on_timeout(&mut self, now: Instant) -> Result<Option<Bytes>, HandoutError> {
+    /// The name, once the stream has been quiet for `settle`, with the way
+    /// its pause may have been lost when data follows it.
+    pub fn on_timeout(&mut self, now: Instant) -> Option<Name> {
         match self.deadline() {
             Some(d) if now >= d => {
-                let name = self.text.split().freeze();
-                if self.data_follows {
-                    let doubt = self
-                        .doubt
-                        .or(name.ends_with(DON).then_some(LostPause::EndsInDon));
-                    if let Some(how) = doubt {
-                        return Err(HandoutError::LostPause(how));
-                    }
-                }
-                Ok(Some(name))
+                let text = self.text.split().freeze();
+                let lost = if self.data_follows {
+                    self.doubt
+                        .or(text.ends_with(DON).then_some(LostPause::EndsInDon))
+                } else {
+                    None
+                };
+                Some(Name { text, lost })
             }
-            _ => Ok(None),
+            _ => None,
         }
+    }
+}
+
+/// A name [`QuietText`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    /// Its bytes.
+    pub text: Bytes,
+    /// How the pause after it may have been lost: then where it ends cannot
+    /// be told, and the file must not be stored.
+    pub lost: Option<LostPause>,
+}
+
+impl Name {
+    /// The name, or why it cannot be trusted.
+    pub fn sure(self) -> Result<Bytes, HandoutError> {
+        match self.lost {
+            Some(how) => Err(HandoutError::LostPause(how)),
+            None => Ok(self.text),
+        }
+    }
+}
+
+impl LostPause {
+    /// Whether the file's own `DON` can still be found after such a name
+    /// (the stream is in step again at its end): not when the name itself
+    /// ends in `DON`.
+    pub fn resumable(self) -> bool {
+        !matches!(self, LostPause::EndsInDon)
     }
 }
 
@@ -694,13 +721,13 @@ mod tests {
         let t0 = Instant::now();
         let mut q = QuietText::new(SETTLE, 16, true);
         assert_eq!(q.deadline(), None);
-        assert_eq!(q.on_timeout(ms(t0, 1000)), Ok(None));
+        assert_eq!(q.on_timeout(ms(t0, 1000)), None);
         q.on_bytes(ms(t0, 100), b"repo", None).unwrap();
         q.on_bytes(ms(t0, 140), b"rt.pdf", None).unwrap();
-        assert_eq!(q.on_timeout(ms(t0, 189)), Ok(None));
+        assert_eq!(q.on_timeout(ms(t0, 189)), None);
         assert_eq!(q.deadline(), Some(ms(t0, 190)));
         assert_eq!(
-            q.on_timeout(ms(t0, 190)).unwrap().unwrap(),
+            q.on_timeout(ms(t0, 190)).unwrap().sure().unwrap(),
             &b"report.pdf"[..]
         );
         let mut q = QuietText::new(SETTLE, 4, true);
@@ -911,21 +938,27 @@ mod tests {
         let mut q = QuietText::new(SETTLE, 64, true);
         q.on_bytes(t0, b"lab1.pyprint('lab 1')", Some(LostPause::Waited))
             .unwrap();
+        let name = q.on_timeout(ms(t0, 50)).unwrap();
+        assert_eq!(name.lost, Some(LostPause::Waited));
+        assert!(LostPause::Waited.resumable());
         assert_eq!(
-            q.on_timeout(ms(t0, 50)),
+            name.sure(),
             Err(HandoutError::LostPause(LostPause::Waited))
         );
         // A RAF name: the client waits after it, nothing can have run on.
         let mut q = QuietText::new(SETTLE, 64, false);
         q.on_bytes(t0, b"lab1.py", Some(LostPause::RanOn)).unwrap();
-        assert_eq!(q.on_timeout(ms(t0, 50)).unwrap().unwrap(), &b"lab1.py"[..]);
-        // A name ending in DON: name, data and DON in one piece.
+        assert_eq!(
+            q.on_timeout(ms(t0, 50)).unwrap().sure().unwrap(),
+            &b"lab1.py"[..]
+        );
+        // A name ending in DON: name, data and DON in one piece; the file's
+        // own DON has passed, so the stream cannot be followed further.
         let mut q = QuietText::new(SETTLE, 64, true);
         q.on_bytes(t0, b"a.txthelloDON", None).unwrap();
-        assert_eq!(
-            q.on_timeout(ms(t0, 50)),
-            Err(HandoutError::LostPause(LostPause::EndsInDon))
-        );
+        let lost = q.on_timeout(ms(t0, 50)).unwrap().lost;
+        assert_eq!(lost, Some(LostPause::EndsInDon));
+        assert!(!LostPause::EndsInDon.resumable());
         assert!(HandoutError::LostPause(LostPause::Waited)
             .to_string()
             .starts_with("the pause after the name was lost"));

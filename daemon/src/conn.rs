@@ -157,12 +157,18 @@ pub(crate) struct Connection<S> {
     /// When a read last found the socket empty (took less than it offered).
     drained_at: Instant,
     /// Bytes in the buffer came from a read that may have waited unread
-    /// for `signal.handout_settle` or longer (see [`crate::attention`]):
+    /// for [`LOST_PAUSE`] or longer (see [`crate::attention`]):
     /// a pause of the handout framing may hide inside them. Set by reads,
     /// cleared by whoever consumes the bytes.
     pub(crate) waited: bool,
     signals: Signals,
 }
+
+/// How long bytes may wait unread before a handout pause may hide among
+/// them: half the handout's 0.1 s (its client sleeps 0.1 s between sends,
+/// so on loopback its pieces arrive at least that far apart; a shorter
+/// stall cannot join two of them).
+const LOST_PAUSE: Duration = Duration::from_millis(50);
 
 /// Bytes of a request kept in [`Connection::head`].
 pub(crate) const HEAD_LEN: usize = 64;
@@ -377,9 +383,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn note_wait(&mut self, n: usize, offered: usize) {
         let now = Instant::now();
         if n > 0 {
-            let limit = self.config.signal.handout_settle.0;
             if let Some(watch) = &self.watch {
-                self.waited |= watch.may_have_waited(now, self.drained_at, limit);
+                self.waited |= watch.may_have_waited(now, self.drained_at, LOST_PAUSE);
             }
         }
         if n < offered {

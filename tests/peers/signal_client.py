@@ -6,11 +6,15 @@ for names and data, a PON for every piece of a requested file, and a piece
 that is exactly DON ends a file.
 
 Usage: signal_client.py HOST PORT send FILE
+       signal_client.py HOST PORT send-many FILE...   (one connection)
+       signal_client.py HOST PORT send-get FILE TARGET_FILE   (SAF, then RAF of it)
        signal_client.py HOST PORT get NAME TARGET_FILE
        signal_client.py HOST PORT send-repo DIR
        signal_client.py HOST PORT get-repo NAME TARGET_DIR
 SLOW_READ=seconds in the environment sleeps that long before every recv (a
-slow or busy student machine). Exit 0 on success, 1 when the server says ERR."""
+slow or busy student machine); SRC_ADDR binds the client to that address first
+(a lab of students, each on its own address). Exit 0 on success, 1 when the
+server says ERR."""
 import os
 import socket
 import struct
@@ -125,10 +129,20 @@ def request_repo(client_socket: socket.socket, repo_name: str, target: str):
 def main():
     host, port, op, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
     client_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if os.environ.get("SRC_ADDR"):
+        client_socket.bind((os.environ["SRC_ADDR"], 0))
     client_socket.connect((host, port))
     ok = True
     if op == 'send':
         send_file(client_socket, args[0])
+    elif op == 'send-many':
+        for name in args:
+            send_file(client_socket, name)
+            sleep(0.1)
+    elif op == 'send-get':
+        send_file(client_socket, args[0])
+        sleep(0.1)
+        ok = request_file(client_socket, args[0].split("/")[-1], args[1])
     elif op == 'get':
         ok = request_file(client_socket, args[0], args[1])
     elif op == 'send-repo':

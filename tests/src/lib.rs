@@ -268,3 +268,15 @@ pub mod peers {
         (child, port)
     }
 }
+
+/// A blocking TCP connection from `src` (any 127.x address: a student of
+/// its own) to `to`.
+pub fn connect_from(
+    src: std::net::Ipv4Addr,
+    to: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::from((src, 0)).into())?;
+    sock.connect(&to.into())?;
+    Ok(sock.into())
+}

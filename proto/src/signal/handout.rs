@@ -941,10 +941,7 @@ mod tests {
         let name = q.on_timeout(ms(t0, 50)).unwrap();
         assert_eq!(name.lost, Some(LostPause::Waited));
         assert!(LostPause::Waited.resumable());
-        assert_eq!(
-            name.sure(),
-            Err(HandoutError::LostPause(LostPause::Waited))
-        );
+        assert_eq!(name.sure(), Err(HandoutError::LostPause(LostPause::Waited)));
         // A RAF name: the client waits after it, nothing can have run on.
         let mut q = QuietText::new(SETTLE, 64, false);
         q.on_bytes(t0, b"lab1.py", Some(LostPause::RanOn)).unwrap();

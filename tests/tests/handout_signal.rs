@@ -262,3 +262,81 @@ async fn a_lab_sending_at_once_never_stores_a_wrong_byte() {
     );
     daemon.stop().await;
 }
+
+/// The handout's own 004 client, `SAF` then `RAF` of the same file on one
+/// connection, `n` students at once each on its own address; returns how
+/// many got their file back intact, after checking none was stored wrong.
+async fn round_trips(daemon: &TestDaemon, n: usize, size: usize) -> usize {
+    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let local = tempfile::tempdir().expect("temp");
+    let mut runs = Vec::new();
+    for s in 0..n {
+        let name = format!("rt{s:02}.bin");
+        let src = local.path().join(&name);
+        let bytes = data::bytes(size, s as u64 + 100);
+        std::fs::write(&src, &bytes).expect("write");
+        let back = local.path().join(format!("back-{name}"));
+        let port = port.clone();
+        let addr = format!("127.0.2.{}", s + 1);
+        runs.push(async move {
+            let args = [
+                "127.0.0.1",
+                port.as_str(),
+                "send-get",
+                path(&src),
+                path(&back),
+            ];
+            let out = peers::run("signal_client.py", &args, &[("SRC_ADDR", &addr)]).await;
+            let got = std::fs::read(&back).unwrap_or_default();
+            let ok = out.status.success() && got == bytes;
+            if !ok {
+                eprintln!(
+                    "{name}: exit {:?}, got {} of {} bytes{}: {}",
+                    out.status.code(),
+                    got.len(),
+                    bytes.len(),
+                    if got.len() == bytes.len() {
+                        " (different)"
+                    } else {
+                        ""
+                    },
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                );
+            }
+            (name, bytes, ok)
+        });
+    }
+    let results = futures::future::join_all(runs).await;
+    for (name, bytes, _) in &results {
+        if daemon.visible_files().contains(name) {
+            assert!(
+                daemon.read(name) == *bytes,
+                "{name} stored with bytes not its own"
+            );
+        }
+    }
+    results.iter().filter(|(_, _, ok)| *ok).count()
+}
+
+/// Issue 22: the handout client's SAF then RAF, 20 students with 1 MiB each
+/// at once (docs/BENCHMARKS.md has 20 × 5 MiB and 60 × 1 MiB, release build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handout_clients_round_trip_at_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let daemon = TestDaemon::start().await;
+    let n = std::env::var("FERRY_RT_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let size = std::env::var("FERRY_RT_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 20);
+    let ok = round_trips(&daemon, n, size).await;
+    eprintln!("{ok} of {n} round trips of {size} bytes intact");
+    assert!(ok * 20 >= n * 19, "{ok} of {n} round trips intact");
+    daemon.stop().await;
+}

@@ -307,7 +307,7 @@ fn is_tag(b: &[u8]) -> bool {
 
 /// Where `DON` + a request tag starts in `b`, if anywhere.
 fn find_don_tag(b: &[u8]) -> Option<usize> {
-    (0..b.len().saturating_sub(5)).find(|&i| &b[i..i + 3] == DON && is_tag(&b[i + 3..i + 6]))
+    memchr::memmem::find_iter(b, DON).find(|&i| b.get(i + 3..i + 6).is_some_and(is_tag))
 }
 
 #[derive(Debug)]

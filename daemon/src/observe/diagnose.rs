@@ -190,6 +190,27 @@ fn signal(f: &Failed<'_>) -> Explained {
     if let Some(e) = not_found(f, SECTION) {
         return e;
     }
+    if has(f.reason, "the pause after the name was lost") {
+        return (
+            "the file name alone, a pause of 0.1 s, then the data".into(),
+            format!(
+                "The name {:?} and the bytes after it reached ferry together: {} A handout client cannot be told apart from its data without the pause, so ferry stored nothing rather than guess. Send the file again; if it keeps happening, the server is overloaded or the client's sends are held back (a full send buffer after a large file).",
+                clip(f.requested, 80),
+                f.reason
+            ),
+            HANDOUT,
+        );
+    }
+    if has(f.reason, "the pause before DON was lost") {
+        return (
+            "the file's data, a pause of 0.1 s, `DON` alone, a pause, then the next name".into(),
+            format!(
+                "{}: inside a SAR ferry cannot tell where this file ends, so it stored nothing and closed the connection. Send the directory again.",
+                f.reason
+            ),
+            HANDOUT,
+        );
+    }
     if has(f.reason, "DON") && (has(f.reason, "timed out") || has(f.reason, "closed")) {
         return (
             "the file's data, a pause of 0.1 s, then `DON` on its own".into(),
@@ -314,6 +335,23 @@ mod tests {
             requested: "",
             bytes: 0,
         }
+    }
+
+    #[test]
+    fn a_lost_handout_pause_is_told_as_such() {
+        let reason = ferry_proto::signal::handout::HandoutError::LostPause(
+            ferry_proto::signal::handout::LostPause::Waited,
+        )
+        .to_string();
+        let mut f = failed("signal", &reason, b"SAF");
+        f.requested = "lab1.pyprint('lab 1')";
+        let d = diagnose(&f);
+        assert_eq!(d.section, "The handout's dialect");
+        assert!(d.rule.contains("reached ferry together"), "{}", d.rule);
+        assert!(d.rule.contains("Send the file again"), "{}", d.rule);
+        let reason = ferry_proto::signal::handout::Ambiguous::NameOrData.to_string();
+        let d = diagnose(&failed("signal", &reason, b"SAR"));
+        assert!(d.rule.contains("inside a SAR"), "{}", d.rule);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attention::Watch;
 use crate::ctx::Ctx;
 use crate::failure::Failure;
-use crate::limits::IdleConnections;
+use crate::limits::{IdleConnections, IdleGuard};
 
 /// Bytes a connection reads from its socket at most at once (32 KiB keeps a
 /// crowd of concurrent uploads small: measured in docs/BENCHMARKS.md).
@@ -65,7 +65,7 @@ impl Signals {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Wait {
     /// The frame's first byte by then. Until it comes, the connection is
-    /// idle: a stop ends the wait (and an eviction, if `evictable`).
+    /// idle: a stop ends the wait.
     pub(crate) first_by: Instant,
     /// The rest within this long of the first byte; `None`: by `first_by`.
     pub(crate) rest_within: Option<Duration>,
@@ -76,8 +76,6 @@ pub(crate) struct Wait {
     pub(crate) first_what: &'static str,
     /// What a timeout after it waited for.
     pub(crate) rest_what: &'static str,
-    /// Whether the cap may close this connection while it is idle.
-    pub(crate) evictable: bool,
     /// Whether a stop ends the wait while idle (false inside a transfer).
     pub(crate) stoppable: bool,
 }
@@ -92,7 +90,6 @@ impl Wait {
             gap: None,
             first_what: what,
             rest_what: what,
-            evictable: false,
             stoppable: true,
         }
     }
@@ -107,7 +104,6 @@ impl Wait {
             gap: Some(idle),
             first_what: what,
             rest_what: what,
-            evictable: false,
             stoppable: false,
         }
     }
@@ -338,15 +334,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !(idle && wait.stoppable) {
             return Ok(arrived(self.read_more(deadline, what).await?));
         }
-        let guard = wait
-            .evictable
-            .then(|| self.signals.idle.enter(self.peer.ip()));
         let stop = self.signals.stop.clone();
         tokio::select! {
             _ = stop.cancelled() => Ok(Arrived::Stopped(Stop::Shutdown)),
-            _ = evicted(guard.as_ref()) => Ok(Arrived::Stopped(Stop::Evicted)),
             r = self.read_more(deadline, what) => Ok(arrived(r?)),
         }
+    }
+
+    /// A place among the connections the cap may close: held while a
+    /// request header is read (a client that trickles its header holds a
+    /// slot as an idle one does, and is the first to go when a newcomer
+    /// needs it, the longest-waiting first). Its `evicted()` ends the wait.
+    pub(crate) fn header_guard(&self) -> IdleGuard {
+        self.signals.idle.enter(self.peer.ip())
     }
 
     /// Reads more bytes into the buffer, waiting at most until `deadline`
@@ -431,13 +431,6 @@ fn arrived(n: usize) -> Arrived {
     }
 }
 
-async fn evicted(guard: Option<&crate::limits::IdleGuard>) {
-    match guard {
-        Some(g) => g.evicted().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Best-effort final reply, then a lingering close: stop writing, and discard
 /// what the client is still sending (up to 1 s or 1 MiB) so the reply is not
 /// destroyed by a reset.
@@ -491,7 +484,6 @@ mod tests {
             gap: None,
             first_what: "a request",
             rest_what: "the rest of a request",
-            evictable: true,
             stoppable: true,
         }
     }
@@ -595,16 +587,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_cap_closes_an_idle_connection_through_its_guard() {
-        let (mut conn, _client, signals) = connection();
+    async fn the_cap_closes_a_trickling_header_through_its_guard() {
+        let (mut conn, mut client, signals) = connection();
+        // Half a request, then nothing: a header trickler.
+        client.write_all(b"PI").await.unwrap();
+        let t0 = Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(secs(2)).await;
             assert!(signals.idle.evict_oldest(None));
+            assert!(!signals.idle.evict_oldest(None), "one guard, evicted once");
         });
-        let r = conn
-            .read_frame(&mut LinesCodec::new(), &request_wait(Instant::now()))
-            .await;
-        assert!(matches!(r, Ok(Read::Stopped(Stop::Evicted))), "{r:?}");
+        let guard = conn.header_guard();
+        let read = tokio::select! {
+            r = conn.read_frame(&mut LinesCodec::new(), &request_wait(t0)) => Some(r),
+            _ = guard.evicted() => None,
+        };
+        assert!(read.is_none(), "{read:?}");
+        assert_eq!(t0.elapsed(), secs(2));
+        assert_eq!(&conn.buf[..], b"PI");
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,6 +30,10 @@ pub(crate) enum Failure {
     /// `file_info`): it ends without a reply.
     #[error("replaced by a new request from the same client")]
     Replaced,
+    /// The connection cap needed this connection's place while it was
+    /// still sending its request header, the slowest at it.
+    #[error("closed to make room: the server is at its connection cap and this request's header was the slowest to arrive")]
+    Evicted,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

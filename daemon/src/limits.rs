@@ -39,6 +39,8 @@ struct Counts {
 /// request, so a configuration reload changes them at once.
 pub(crate) struct Limiter {
     counts: Mutex<Counts>,
+    /// Woken whenever a permit is given back.
+    released: tokio::sync::Notify,
 }
 
 impl Limiter {
@@ -46,6 +48,7 @@ impl Limiter {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             counts: Mutex::new(Counts::default()),
+            released: tokio::sync::Notify::new(),
         })
     }
 
@@ -78,6 +81,32 @@ impl Limiter {
             limiter: Arc::clone(self),
             ip,
         })
+    }
+
+    /// [`Limiter::try_acquire`], waiting until `deadline` for a permit to
+    /// be given back when there is none (a connection the cap closed to make
+    /// room ends after its last reply, within its linger).
+    pub(crate) async fn acquire_by(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_total: usize,
+        max_per_ip: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Permit, Refusal> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Registered before trying, so a release in between is not missed.
+            released.as_mut().enable();
+            match self.try_acquire(ip, max_total, max_per_ip) {
+                Ok(permit) => return Ok(permit),
+                Err(why) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(why);
+                    }
+                }
+            }
+        }
     }
 
     /// Holders right now.
@@ -376,14 +405,17 @@ pub(crate) struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut c = self.limiter.counts();
-        c.total -= 1;
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
+        {
+            let mut c = self.limiter.counts();
+            c.total -= 1;
+            if let Some(n) = c.per_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_ip.remove(&self.ip);
+                }
             }
         }
+        self.limiter.released.notify_waiters();
     }
 }
 

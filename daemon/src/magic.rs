@@ -63,7 +63,12 @@ async fn read_request(conn: &mut Conn) -> Result<FileRequest, Failure> {
 }
 
 async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<(), Failure> {
-    let request = read_request(conn).await?;
+    let guard = conn.header_guard();
+    let request = tokio::select! {
+        r = read_request(conn) => r?,
+        _ = guard.evicted() => return Err(Failure::Evicted),
+    };
+    drop(guard);
     t.requested = request.name.clone();
     let max_name_len = conn.config.limits.max_name_len;
     let found = match RelPath::parse(&request.name, max_name_len) {

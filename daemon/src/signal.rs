@@ -39,7 +39,7 @@ use bytes::{Buf, BytesMut};
 use ferry_proto::names::{RelPath, SafeName};
 use ferry_proto::signal::handout::{detect, Dialect};
 use ferry_proto::signal::{SignalCodec, SignalError, SignalFrame, Tag, TAG_LEN};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
@@ -88,7 +88,17 @@ impl TcpService for Service {
         }
     }
 
+    /// Over the caps a `PIN` is still answered (it is the health check:
+    /// a busy daemon is not a dead one); any other request gets the
+    /// refusal as `ERR`.
     async fn refuse(self, mut stream: TcpStream, why: Refusal) {
+        let mut tag = [0u8; TAG_LEN];
+        let read = tokio::time::timeout(PIN_OVER_CAP_WAIT, stream.read_exact(&mut tag)).await;
+        if matches!(read, Ok(Ok(_))) && Tag::from_bytes(&tag) == Some(Tag::Pin) {
+            let _ = stream.write_all(&encode_frame(SignalFrame::Pong)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         reply_and_close(
             &mut stream,
             &encode_frame(SignalFrame::Error(why.to_string())),
@@ -96,6 +106,10 @@ impl TcpService for Service {
         .await;
     }
 }
+
+/// How long a connection over the caps may take to send its first request,
+/// to be answered if it is `PIN` (within the refusal's [`crate::conn::REPLY_TIMEOUT`]).
+const PIN_OVER_CAP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Moves a connection whose first transfer request just came from the
 /// control thread (where `PIN` is answered at once, never behind transfer
@@ -328,19 +342,23 @@ impl Conn<'_> {
             gap: None,
             first_what: "a request",
             rest_what: "the rest of a request",
-            evictable: true,
             stoppable: true,
         };
-        match self
-            .io
-            .read_frame(&mut Requests(&mut self.codec), &wait)
-            .await?
-        {
+        // Idle, or trickling a request: the cap may close it for a newcomer.
+        let guard = self.io.header_guard();
+        let mut requests = Requests(&mut self.codec);
+        let read = tokio::select! {
+            r = self.io.read_frame(&mut requests, &wait) => r?,
+            _ = guard.evicted() => Read::Stopped(Stop::Evicted),
+        };
+        drop(guard);
+        match read {
             Read::Frame(request) => Ok(Some(request)),
             Read::Stopped(Stop::Shutdown) => Ok(None),
             Read::Stopped(Stop::Evicted) => {
-                // Idle: nothing unread, so the reply survives a plain close.
-                tracing::info!("closed while idle, to make room at the connection cap");
+                tracing::info!(
+                    "closed while idle or sending a request, to make room at the connection cap"
+                );
                 let reason = "closing this idle connection to make room: the server is at its connection cap";
                 let _ = self.send(SignalFrame::Error(reason.into())).await;
                 Ok(None)

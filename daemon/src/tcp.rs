@@ -142,7 +142,8 @@ fn over_the_cap<S: TcpService>(
 }
 
 /// Serves `stream` once the connection the accept loop evicted has given
-/// back its permit (within 200 ms), else refuses it as before.
+/// back its permit (it ends after its last reply, within
+/// [`REPLY_TIMEOUT`]), else refuses it as before.
 async fn admit_when_freed<S: TcpService>(
     ctx: Arc<Ctx>,
     service: S,
@@ -150,20 +151,23 @@ async fn admit_when_freed<S: TcpService>(
     peer: SocketAddr,
     why: Refusal,
 ) {
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let cfg = ctx.config();
-        let limits = &cfg.limits;
-        if let Ok(permit) = ctx.connections.try_acquire(
+    let limits = ctx.config().limits.clone();
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT + Duration::from_millis(500);
+    let permit = ctx
+        .connections
+        .acquire_by(
             peer.ip(),
             limits.max_connections,
             limits.max_connections_per_ip,
-        ) {
-            connection(Arc::clone(&ctx), service, stream, peer, permit).await;
-            return;
+            deadline,
+        )
+        .await;
+    match permit {
+        Ok(permit) => connection(Arc::clone(&ctx), service, stream, peer, permit).await,
+        Err(_) => {
+            let _ = tokio::time::timeout(REPLY_TIMEOUT, service.refuse(stream, why)).await;
         }
     }
-    let _ = tokio::time::timeout(REPLY_TIMEOUT, service.refuse(stream, why)).await;
 }
 
 /// Streams a stored file to the client: reads of [`SEND_CHUNK`], each write

@@ -85,7 +85,12 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
         ferry_proto::tcp_upload::DEFAULT_MAX_NAME_LEN.min(limits.max_name_len),
         limits.max_file_size.0,
     );
-    read_header(conn, &codec).await?;
+    let guard = conn.header_guard();
+    tokio::select! {
+        r = read_header(conn, &codec) => r?,
+        _ = guard.evicted() => return Err(Failure::Evicted),
+    }
+    drop(guard);
     let header = match codec.decode(&mut conn.buf).map_err(Failure::refused)? {
         Some(UploadFrame::Header(h)) => h,
         _ => return Err(Failure::Refused("incomplete header".into())),

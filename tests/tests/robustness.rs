@@ -351,20 +351,32 @@ async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
     sock.connect(to).await.unwrap()
 }
 
+/// A signal connection from `src` in the middle of an upload (its header
+/// whole, 10 of 1000 bytes sent): busy, so the cap cannot close it.
+async fn mid_upload(src: &str, to: SocketAddr, name: &str) -> TcpStream {
+    let mut s = connect_from(src, to).await;
+    s.write_all(b"PIN").await.unwrap();
+    let mut pon = [0u8; 3];
+    s.read_exact(&mut pon).await.unwrap();
+    let mut frame = b"SAF".to_vec();
+    frame.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    frame.extend_from_slice(name.as_bytes());
+    frame.extend_from_slice(&1000u64.to_be_bytes());
+    frame.extend_from_slice(&[7u8; 10]);
+    s.write_all(&frame).await.unwrap();
+    s
+}
+
 #[tokio::test]
 async fn per_ip_caps_refuse_the_excess_in_each_protocols_way() {
     let d = TestDaemon::start_with(|c| c.limits.max_connections_per_ip = 2).await;
     let a = d.addrs;
-    // Two busy signal connections from 127.0.0.1 (each in the middle of a
-    // request, so neither is idle and none can be closed to make room) fill
+    // Two busy signal connections from 127.0.0.1 (each in the middle of an
+    // upload, so neither is idle and none can be closed to make room) fill
     // its share.
     let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut c = handout::Signal::connect(a.signal.unwrap()).await;
-        c.send(SignalFrame::Ping).await;
-        assert_eq!(c.recv().await, Some(SignalFrame::Pong));
-        c.send_raw(b"RAF\x00").await;
-        held.push(c);
+    for i in 0..2 {
+        held.push(mid_upload("127.0.0.1", a.signal.unwrap(), &format!("held{i}.bin")).await);
     }
     let mut c = handout::Signal::connect(a.signal.unwrap()).await;
     assert!(
@@ -691,16 +703,11 @@ async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
     })
     .await;
     let addr = d.addrs.signal.unwrap();
-    // 127.0.0.5 holds its share with two busy connections (mid-request);
+    // 127.0.0.5 holds its share with two busy connections (mid-upload);
     // 127.0.0.6 holds the rest of the total with two idle ones.
     let mut busy = Vec::new();
-    for _ in 0..2 {
-        let mut s = connect_from("127.0.0.5", addr).await;
-        s.write_all(b"PIN").await.unwrap();
-        let mut pon = [0u8; 3];
-        s.read_exact(&mut pon).await.unwrap();
-        s.write_all(b"RAF\x00").await.unwrap();
-        busy.push(s);
+    for i in 0..2 {
+        busy.push(mid_upload("127.0.0.5", addr, &format!("busy{i}.bin")).await);
     }
     let mut idle = Vec::new();
     for _ in 0..2 {
@@ -725,6 +732,96 @@ async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
         s.read_exact(&mut pon).await.unwrap();
         assert_eq!(&pon, b"PON");
     }
+    drop(busy);
+    d.stop().await;
+}
+
+/// Issue 22: addresses trickling request headers (tcp_upload, magic) held the
+/// whole connection cap, so a newcomer was told the server is busy and PIN
+/// went unanswered. A header in progress now holds a slot as an idle
+/// connection does: the longest-waiting makes room for a newcomer.
+#[tokio::test]
+async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
+    let d = TestDaemon::start_with(|c| {
+        c.limits.max_connections = 8;
+        c.limits.max_connections_per_ip = 4;
+    })
+    .await;
+    let a = d.addrs;
+    // Two addresses fill the cap with headers they never finish.
+    let mut tricklers = Vec::new();
+    for src in ["127.0.0.7", "127.0.0.8"] {
+        for i in 0..4 {
+            let to = if i % 2 == 0 {
+                a.tcp_upload
+            } else {
+                a.magic_download
+            };
+            let mut s = connect_from(src, to.unwrap()).await;
+            s.write_all(&[0, 0, 0]).await.unwrap();
+            tricklers.push(s);
+        }
+    }
+    // Let every trickler reach its header read.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A newcomer from another address is served: PIN, and a handout upload.
+    let mut s = connect_from("127.0.0.9", a.signal.unwrap()).await;
+    s.write_all(b"PIN").await.unwrap();
+    let mut pon = [0u8; 3];
+    s.read_exact(&mut pon).await.unwrap();
+    assert_eq!(&pon, b"PON");
+    drop(s);
+    let reply = handout::tcp_upload(a.tcp_upload.unwrap(), "fresh.txt", b"hello").await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("go ahead"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    wait_for(|| d.visible_files() == ["fresh.txt"]).await;
+    assert_eq!(d.read("fresh.txt"), b"hello");
+    // The oldest trickler (a tcp_upload) was closed with the reason.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tricklers[0].read_to_end(&mut got)).await;
+    assert!(
+        String::from_utf8_lossy(&got).contains("to make room"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(tricklers);
+    d.stop().await;
+}
+
+/// With every slot held by transfers in flight (nothing the cap may close),
+/// a PIN is still answered: the health check says busy, not dead; any other
+/// request gets the refusal.
+#[tokio::test]
+async fn pin_is_answered_when_every_slot_is_busy() {
+    let d = TestDaemon::start_with(|c| {
+        c.limits.max_connections = 4;
+        c.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let addr = d.addrs.signal.unwrap();
+    let mut busy = Vec::new();
+    for (i, src) in ["127.0.0.10", "127.0.0.10", "127.0.0.11", "127.0.0.11"]
+        .into_iter()
+        .enumerate()
+    {
+        busy.push(mid_upload(src, addr, &format!("b{i}.bin")).await);
+    }
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.12", addr).await;
+        s.write_all(b"PIN").await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert_eq!(got, b"PON");
+    }
+    let mut c = handout::Signal::connect(addr).await;
+    c.send(SignalFrame::RequestFile("x".into())).await;
+    assert!(
+        matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("busy")),
+        "a transfer request is refused"
+    );
     drop(busy);
     d.stop().await;
 }

@@ -598,8 +598,9 @@ mod tests {
             assert!(!signals.idle.evict_oldest(None), "one guard, evicted once");
         });
         let guard = conn.header_guard();
+        let (mut codec, wait) = (LinesCodec::new(), request_wait(t0));
         let read = tokio::select! {
-            r = conn.read_frame(&mut LinesCodec::new(), &request_wait(t0)) => Some(r),
+            r = conn.read_frame(&mut codec, &wait) => Some(r),
             _ = guard.evicted() => None,
         };
         assert!(read.is_none(), "{read:?}");

@@ -1,4 +1,5 @@
-//! The control thread: a runtime of its own for the `signal` listener, so a
+//! The control thread (and the lab page's, built the same way): a runtime
+//! of its own for the `signal` listener, so a
 //! `PIN` (the health check) is answered at once even while hundreds of
 //! transfers keep the main runtime's queue full. A signal connection stays
 //! here while it only pings or speaks the handout's pause framing (whose
@@ -24,9 +25,26 @@ pub(crate) struct Control {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// The lab page's thread: the page and the API are rendered there, apart
+/// from the transfers, and yield to them (nice +5, which any process may
+/// take): a crowd at the page never slows an upload.
+const PAGE_THREAD: &str = "ferry-page";
+
+/// The page thread's niceness: below the transfers'.
+const PAGE_NICE: i32 = 5;
+
 impl Control {
-    /// Starts the thread and its runtime.
+    /// Starts the control thread and its runtime.
     pub(crate) fn start() -> std::io::Result<Control> {
+        Self::start_thread(CONTROL_THREAD, CONTROL_NICE)
+    }
+
+    /// Starts the lab page's thread and its runtime.
+    pub(crate) fn start_page() -> std::io::Result<Control> {
+        Self::start_thread(PAGE_THREAD, PAGE_NICE)
+    }
+
+    fn start_thread(name: &'static str, nice: i32) -> std::io::Result<Control> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -35,9 +53,9 @@ impl Control {
         handle.spawn(std::sync::Arc::clone(&attention).beat());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name(CONTROL_THREAD.into())
+            .name(name.into())
             .spawn(move || {
-                raise_priority();
+                set_priority(nice);
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
@@ -64,11 +82,11 @@ impl Control {
 /// on a busy 2-core box (docs/BENCHMARKS.md, the lab day).
 const CONTROL_NICE: i32 = -10;
 
-/// Gives the calling thread [`CONTROL_NICE`], if allowed; else it runs at
-/// the process's own priority, and says so at debug.
-fn raise_priority() {
+/// Gives the calling thread `nice`, if allowed (raising priority needs root
+/// or CAP_SYS_NICE); else it keeps the process's, and says so at debug.
+fn set_priority(nice: i32) {
     let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), CONTROL_NICE) {
-        tracing::debug!(error = %e, "the control thread keeps the process's priority");
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::debug!(error = %e, nice, "a thread keeps the process's priority");
     }
 }

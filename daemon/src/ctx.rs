@@ -27,6 +27,9 @@ pub(crate) struct Ctx {
     pub(crate) storage: Storage,
     /// The cap on TCP connections, shared by the TCP services.
     pub(crate) connections: Arc<Limiter>,
+    /// The cap on lab page connections, apart from the transfers' (see
+    /// [`crate::http`]): a crowd at the page never takes a transfer's place.
+    pub(crate) page_connections: Arc<Limiter>,
     /// `signal` connections waiting for a request: the first to close at the cap.
     pub(crate) idle: Arc<IdleConnections>,
     /// Per-address upload quotas, over every upload protocol.
@@ -77,6 +80,7 @@ impl Ctx {
             live: ArcSwap::from_pointee(config),
             storage,
             connections: Limiter::new(),
+            page_connections: Limiter::new(),
             idle: Arc::default(),
             uploads,
             stop: CancellationToken::new(),

@@ -335,11 +335,17 @@ impl Daemon {
         let Daemon {
             ctx, sockets, http, ..
         } = self;
-        if let Some(l) = http {
-            ctx.tracker
-                .spawn(tcp::serve(Arc::clone(&ctx), l, http::Service));
-        }
         let _ = ctx.main.set(tokio::runtime::Handle::current());
+        let page = match http.as_ref().map(|_| control::Control::start_page()) {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no page thread: the lab page is served among the transfers");
+                None
+            }
+            other => other.and_then(Result::ok),
+        };
+        if let Some(l) = http {
+            serve_on(&ctx, page.as_ref(), l, http::Service);
+        }
         let control = match control::Control::start() {
             Ok(c) => {
                 let _ = ctx.attention.set(Arc::clone(&c.attention));
@@ -365,7 +371,7 @@ impl Daemon {
                     ctx.tracker.spawn(tcp::serve(c, l, magic::Service))
                 }
                 (ServiceId::Signal, Bound::Tcp(l)) => {
-                    serve_signal(&ctx, control.as_ref(), c, l);
+                    serve_on(&ctx, control.as_ref(), l, signal::Service);
                     continue;
                 }
                 // bind_one binds each service by its own transport.
@@ -409,24 +415,30 @@ impl Daemon {
     }
 }
 
-/// The signal listener, on the control thread when there is one (its
+/// A TCP listener served on a thread of its own when there is one (its
 /// socket moved to that thread's runtime), else on the main runtime.
-fn serve_signal(ctx: &Arc<Ctx>, control: Option<&control::Control>, c: Arc<Ctx>, l: TcpListener) {
-    let Some(control) = control else {
-        ctx.tracker.spawn(tcp::serve(c, l, signal::Service));
+fn serve_on<S: tcp::TcpService>(
+    ctx: &Arc<Ctx>,
+    thread: Option<&control::Control>,
+    l: TcpListener,
+    service: S,
+) {
+    let c = Arc::clone(ctx);
+    let Some(thread) = thread else {
+        ctx.tracker.spawn(tcp::serve(c, l, service));
         return;
     };
     match l.into_std() {
-        Ok(std) => control.spawn(&ctx.tracker, async move {
+        Ok(std) => thread.spawn(&ctx.tracker, async move {
             match TcpListener::from_std(std) {
-                Ok(l) => tcp::serve(c, l, signal::Service).await,
+                Ok(l) => tcp::serve(c, l, service).await,
                 Err(e) => {
-                    tracing::error!(error = %e, "signal: cannot listen on the control thread")
+                    tracing::error!(service = S::NAME, error = %e, "cannot listen on its thread")
                 }
             }
         }),
         Err(e) => {
-            tracing::error!(error = %e, "signal: cannot move the listener to the control thread");
+            tracing::error!(service = S::NAME, error = %e, "cannot move the listener to its thread");
         }
     }
 }

@@ -228,7 +228,10 @@ impl Transfer {
             service: self.service,
             direction: self.direction,
             peer: self.peer,
-            requested: self.requested.clone(),
+            // The page and the API show a name cut to a sane length (the
+            // log has it whole): a client's 8 KB of quotes, escaped, must
+            // not make every page request megabytes.
+            requested: crate::observe::diagnose::clip(&self.requested, SHOWN_NAME),
             stored: stored.filter(|s| !s.is_empty()),
             bytes: self.bytes,
             crc: self.crc.map(format_hex),
@@ -239,6 +242,9 @@ impl Transfer {
         }
     }
 }
+
+/// Characters of a requested name an attempt keeps for the page and the API.
+pub(crate) const SHOWN_NAME: usize = 160;
 
 impl Drop for Transfer {
     fn drop(&mut self) {

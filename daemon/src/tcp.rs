@@ -38,6 +38,39 @@ pub(crate) trait TcpService: Copy + Send + Sync + 'static {
 
     /// Tells a client over the connection caps, in the protocol's own way.
     fn refuse(self, stream: TcpStream, why: Refusal) -> impl Future<Output = ()> + Send;
+
+    /// The cap this service's connections count against: the transfers'
+    /// shared one ([`Caps::transfers`]) unless the service has its own.
+    fn caps<'a>(ctx: &'a Ctx, config: &ferry_config::Config) -> Caps<'a> {
+        Caps::transfers(ctx, config)
+    }
+}
+
+/// A cap on connections: the limiter, its total and per-address sizes, and
+/// whether a newcomer over it may close an idle connection to make room.
+pub(crate) struct Caps<'a> {
+    pub(crate) limiter: &'a Arc<crate::limits::Limiter>,
+    pub(crate) total: usize,
+    pub(crate) per_ip: usize,
+    pub(crate) makes_room: bool,
+}
+
+impl<'a> Caps<'a> {
+    /// The cap the transfer services share (`limits.max_connections`,
+    /// `limits.max_connections_per_ip`); idle ones and header tricklers make
+    /// room for newcomers.
+    pub(crate) fn transfers(ctx: &'a Ctx, config: &ferry_config::Config) -> Caps<'a> {
+        Caps {
+            limiter: &ctx.connections,
+            total: config.limits.max_connections,
+            per_ip: config.limits.max_connections_per_ip,
+            makes_room: true,
+        }
+    }
+
+    fn acquire(&self, ip: std::net::IpAddr) -> Result<Permit, Refusal> {
+        self.limiter.try_acquire(ip, self.total, self.per_ip)
+    }
 }
 
 /// Accepts until shutdown; each connection runs in its own task holding a
@@ -64,11 +97,7 @@ pub(crate) async fn serve<S: TcpService>(ctx: Arc<Ctx>, listener: TcpListener, s
         };
         let _ = stream.set_nodelay(true);
         let config = ctx.config();
-        match ctx.connections.try_acquire(
-            peer.ip(),
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
-        ) {
+        match S::caps(&ctx, &config).acquire(peer.ip()) {
             Ok(permit) => {
                 ctx.tracker
                     .spawn(connection(Arc::clone(&ctx), service, stream, peer, permit));
@@ -115,9 +144,12 @@ fn over_the_cap<S: TcpService>(
     why: Refusal,
     refusals: &Arc<tokio::sync::Semaphore>,
 ) {
-    let own_full = ctx.connections.held_by(peer.ip()) >= ctx.config().limits.max_connections_per_ip;
-    let evicted = ctx.idle.evict_oldest(Some(peer.ip()))
-        || (!own_full && matches!(why, Refusal::Full(_)) && ctx.idle.evict_oldest(None));
+    let config = ctx.config();
+    let caps = S::caps(ctx, &config);
+    let own_full = caps.limiter.held_by(peer.ip()) >= caps.per_ip;
+    let evicted = caps.makes_room
+        && (ctx.idle.evict_oldest(Some(peer.ip()))
+            || (!own_full && matches!(why, Refusal::Full(_)) && ctx.idle.evict_oldest(None)));
     if evicted {
         tracing::info!(service = S::NAME, peer = %peer, "at the connection cap: closed the longest-idle connection to make room");
         ctx.tracker.spawn(admit_when_freed(
@@ -151,16 +183,12 @@ async fn admit_when_freed<S: TcpService>(
     peer: SocketAddr,
     why: Refusal,
 ) {
-    let limits = ctx.config().limits.clone();
+    let config = ctx.config();
+    let caps = S::caps(&ctx, &config);
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT + Duration::from_millis(500);
-    let permit = ctx
-        .connections
-        .acquire_by(
-            peer.ip(),
-            limits.max_connections,
-            limits.max_connections_per_ip,
-            deadline,
-        )
+    let permit = caps
+        .limiter
+        .acquire_by(peer.ip(), caps.total, caps.per_ip, deadline)
         .await;
     match permit {
         Ok(permit) => connection(Arc::clone(&ctx), service, stream, peer, permit).await,

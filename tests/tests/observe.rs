@@ -317,20 +317,38 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
         started.elapsed()
     );
     assert!(!cut.contains("200 OK"), "{cut}");
-    // Over the per-address cap (two tcp_upload connections held open, which
-    // the cap cannot close to make room as it does idle signal ones): 503.
+    // The page has a cap of its own: an address whose transfer slots are
+    // full (two tcp_upload connections held open) still reads its page...
     let _a = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
     let _b = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
     sleep(Duration::from_millis(100)).await;
-    let busy = http(7, page, "GET / HTTP/1.1\r\nhost: ferry\r\n\r\n").await;
+    get(7, page, "/").await;
+    // ...and page requests held open past the page's own per-address cap
+    // (4) get a 503 with the reason, while transfers from it go on.
+    let mut unread = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from(9, page).await;
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        unread.push(s);
+    }
+    sleep(Duration::from_millis(100)).await;
+    let busy = http(9, page, "GET / HTTP/1.1\r\nhost: ferry\r\n\r\n").await;
     assert!(
         busy.starts_with("HTTP/1.1 503 Service Unavailable"),
         "{busy}"
     );
     assert!(
-        busy.contains("too many transfers from your address"),
+        busy.contains("too many page requests from your address"),
         "{busy}"
     );
+    let mut up = connect_from(9, d.addrs.tcp_upload.unwrap()).await;
+    up.write_all(&ferry_proto::tcp_upload::encode_header(2, "nine.txt"))
+        .await
+        .unwrap();
+    let mut go = [0u8; 8];
+    up.read_exact(&mut go).await.unwrap();
+    assert_eq!(&go, b"go ahead");
+    drop(unread);
     // Only GET; no path serves a stored file; a huge header is refused.
     d.put("secret.txt", b"the contents");
     let post = http(
@@ -375,5 +393,60 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
         handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "ok.txt", b"ok").await,
         b"go ahead"
     );
+    d.stop().await;
+}
+
+/// Issue 22: 16 page requests left unread by one address made every handout
+/// upload fail, and names of 8 KB of quotes (escaped to 6 bytes each) made
+/// each page megabytes. The page now has a thread and a cap of its own, and
+/// shows names cut to 160 characters.
+#[tokio::test]
+async fn a_page_held_unread_never_hurts_uploads_and_long_names_are_cut() {
+    let d = daemon().await;
+    let page = d.addrs.http.unwrap();
+    let quotes = "\"".repeat(1000);
+    for _ in 0..20 {
+        let _ = handout::magic_download(d.addrs.magic_download.unwrap(), quotes.as_bytes(), false)
+            .await;
+    }
+    sleep(Duration::from_millis(200)).await;
+    let html = get(30, page, "/").await;
+    // Each viewer sees its own address: the attempts came from 127.0.0.1.
+    let admin = get(1, page, "/").await;
+    assert!(admin.contains(&"&quot;".repeat(160)), "the name is shown");
+    assert!(
+        !admin.contains(&"&quot;".repeat(161)),
+        "the name is cut to 160 characters"
+    );
+    assert!(admin.len() < 256 * 1024, "{} bytes", admin.len());
+    assert!(html.len() < admin.len());
+    // Sixteen page requests from one address, never read.
+    let mut unread = Vec::new();
+    for _ in 0..16 {
+        let mut s = connect_from(31, page).await;
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: ferry\r\n\r\n").await;
+        unread.push(s);
+    }
+    // Ten handout uploads from another address, all at once: all stored.
+    let uploads = (0..10).map(|i| {
+        let addr = d.addrs.tcp_upload.unwrap();
+        async move {
+            let name = format!("up{i}.txt");
+            let reply = handout::tcp_upload(addr, &name, name.as_bytes()).await;
+            assert_eq!(reply, b"go ahead", "{name}");
+        }
+    });
+    futures::future::join_all(uploads).await;
+    let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
+    while d.visible_files().len() < 10 && tokio::time::Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..10 {
+        assert_eq!(
+            d.read(&format!("up{i}.txt")),
+            format!("up{i}.txt").as_bytes()
+        );
+    }
+    drop(unread);
     d.stop().await;
 }

@@ -32,10 +32,19 @@ use crate::conn::{reply_and_close, Connection, REPLY_TIMEOUT};
 use crate::ctx::Ctx;
 use crate::limits::Refusal;
 use crate::observe::Viewer;
-use crate::tcp::TcpService;
+use crate::tcp::{Caps, TcpService};
 
 /// Largest request header hyper buffers (its minimum is 8 KiB).
 const MAX_HEADER: usize = 16 * 1024;
+
+/// Page and API connections at once, at most, on a cap of their own: they
+/// never count against the transfers' (64 × the largest answer, a full page
+/// of 200 rows with names cut to 160 characters, is a few tens of MiB).
+pub(crate) const PAGE_CONNECTIONS: usize = 64;
+
+/// Page and API connections from one address at once, at most (a student
+/// reloading, a browser's parallel fetches); past it, `503` with the reason.
+pub(crate) const PAGE_CONNECTIONS_PER_IP: usize = 4;
 
 /// Attempts and ledger entries in one page or JSON answer, at most.
 const PAGE_ROWS: usize = 200;
@@ -78,8 +87,24 @@ impl TcpService for Service {
         }
     }
 
+    fn caps<'a>(ctx: &'a Ctx, _config: &ferry_config::Config) -> Caps<'a> {
+        Caps {
+            limiter: &ctx.page_connections,
+            total: PAGE_CONNECTIONS,
+            per_ip: PAGE_CONNECTIONS_PER_IP,
+            makes_room: false,
+        }
+    }
+
     async fn refuse(self, mut stream: TcpStream, why: Refusal) {
-        let body = format!("{why}\n");
+        let body = match why {
+            Refusal::Full(n) => {
+                format!("the page is busy ({n} requests at once); try again shortly\n")
+            }
+            Refusal::FullForIp(n) => format!(
+                "too many page requests from your address ({n} at once); try again shortly\n"
+            ),
+        };
         let reply = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
             body.len()

@@ -293,7 +293,8 @@ fn general(f: &Failed<'_>, section: &'static str) -> Explained {
     )
 }
 
-fn clip(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, `…` marking the cut.
+pub(crate) fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),

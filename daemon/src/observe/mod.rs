@@ -15,7 +15,7 @@
 //!   format;
 //! - `ledger`: the append-only file of stored files.
 
-mod diagnose;
+pub(crate) mod diagnose;
 mod ledger;
 mod metrics;
 

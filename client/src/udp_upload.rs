@@ -18,6 +18,50 @@ enum Attempt {
     Error(String),
     /// Silence or something else: why, for the next try.
     Retry(String),
+    /// The data went out (`bytes` in `took`) and no `OK` came: most likely
+    /// datagrams were lost on the way or at the server.
+    Lost {
+        why: String,
+        bytes: u64,
+        took: std::time::Duration,
+    },
+}
+
+/// The slowest pace a retry falls to: 1 MiB/s.
+const MIN_RATE: u64 = 1 << 20;
+
+/// How fast each attempt of a UDP upload sends (sans-IO): as asked first
+/// (`--rate`, or unpaced); after an attempt whose data went out and was not
+/// confirmed, half the rate that attempt reached (the lab protocol has no
+/// flow control, and a server or a kernel that dropped datagrams at that
+/// rate will drop them again), never below [`MIN_RATE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    rate: Option<u64>,
+}
+
+impl Backoff {
+    pub(crate) fn new(rate: Option<u64>) -> Backoff {
+        Backoff {
+            rate: rate.filter(|&r| r > 0),
+        }
+    }
+
+    /// Bytes per second for the next attempt (`None`: unpaced).
+    pub(crate) fn rate(&self) -> Option<u64> {
+        self.rate
+    }
+
+    /// An attempt sent `bytes` in `took` and was not confirmed: the next
+    /// is slower. Returns the new rate.
+    pub(crate) fn lost(&mut self, bytes: u64, took: std::time::Duration) -> u64 {
+        let secs = took.as_secs_f64().max(1e-3);
+        let reached = (bytes as f64 / secs) as u64;
+        let base = self.rate.map_or(reached, |r| r.min(reached));
+        let next = (base / 2).max(MIN_RATE);
+        self.rate = Some(next);
+        next
+    }
 }
 
 pub(crate) async fn send(
@@ -37,13 +81,14 @@ pub(crate) async fn send(
     // a lost datagram: a refusal (exit 4), not a time-out.
     let mut refusal: Option<String> = None;
     let attempts = client.udp_attempts.max(1);
+    let mut pace = Backoff::new(client.upload_rate);
     progress.start(name, Some(size));
     for attempt in 1..=attempts {
         if attempt > 1 {
             progress.retry(attempt, attempts, &last);
             progress.restart();
         }
-        match attempt_once(client, path, &info, progress).await {
+        match attempt_once(client, path, &info, pace.rate(), progress).await {
             Ok(Attempt::Ok) => {
                 progress.finish();
                 return Ok(Sent {
@@ -62,6 +107,13 @@ pub(crate) async fn send(
                 last = reason;
             }
             Ok(Attempt::Retry(why)) => last = why,
+            Ok(Attempt::Lost { why, bytes, took }) => {
+                let next = pace.lost(bytes, took);
+                last = format!(
+                    "{why}; sending slower this time, at {:.1} MiB/s",
+                    next as f64 / f64::from(1u32 << 20)
+                );
+            }
             Err(e) => {
                 progress.finish();
                 return Err(e);
@@ -98,6 +150,7 @@ async fn attempt_once(
     client: &Client,
     path: &Path,
     info: &FileInfo,
+    rate: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<Attempt> {
     let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
@@ -127,9 +180,11 @@ async fn attempt_once(
     let mut file = tokio::fs::File::open(path).await.map_err(local)?;
     let mut block = vec![0u8; chunk];
     let mut left = info.size;
-    // The lab protocol has no flow control: `--rate` keeps a big upload from
-    // overrunning a busy server or a slow link.
-    let mut pace = crate::Pacer::new(client.upload_rate);
+    // The lab protocol has no flow control: `--rate`, and after a lost
+    // attempt [`Backoff`], keep a big upload from overrunning a busy server
+    // or a slow link.
+    let mut pace = crate::Pacer::new(rate);
+    let started = std::time::Instant::now();
     while left > 0 {
         let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
         file.read_exact(&mut block[..want]).await.map_err(local)?;
@@ -151,7 +206,37 @@ async fn attempt_once(
                 )),
             },
             Ok(Err(e)) => Attempt::Retry(e.to_string()),
-            Err(_) => Attempt::Retry("no OK within the reply timeout".into()),
+            Err(_) => Attempt::Lost {
+                why: "no OK within the reply timeout".into(),
+                bytes: info.size,
+                took: started.elapsed(),
+            },
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn an_unconfirmed_attempt_halves_the_rate_it_reached() {
+        let mut b = Backoff::new(None);
+        assert_eq!(b.rate(), None);
+        // 256 MiB in 0.5 s: 512 MiB/s reached, the next at 256.
+        assert_eq!(b.lost(256 * MIB, Duration::from_millis(500)), 256 * MIB);
+        assert_eq!(b.rate(), Some(256 * MIB));
+        // Paced at 256, it reached 200 (a slow disk): the next at 100.
+        assert_eq!(b.lost(200 * MIB, Duration::from_secs(1)), 100 * MIB);
+        // Never below 1 MiB/s.
+        let mut b = Backoff::new(Some(MIB));
+        assert_eq!(b.lost(MIB, Duration::from_secs(1)), MIB);
+        // An instant send counts as 1 ms.
+        let mut b = Backoff::new(Some(8 * MIB));
+        assert_eq!(b.lost(MIB, Duration::ZERO), 4 * MIB);
+        assert_eq!(Backoff::new(Some(0)).rate(), None);
+    }
 }

@@ -544,6 +544,12 @@ async fn a_udp_refusal_is_a_refusal_and_retries_are_announced() {
     assert_eq!(out.status.code(), Some(6));
     let err = text(&out.stderr);
     assert!(err.contains("starting again (attempt 2 of 2)"), "{err}");
+    // The data went out and no OK came: the next attempt is paced slower,
+    // and says so.
+    assert!(
+        err.contains("no OK within the reply timeout; sending slower this time, at"),
+        "{err}"
+    );
     // An absurd duration is a command-line error, not a panic; so is a
     // number without a unit (the configuration's grammar, shared).
     for (arg, says) in [

@@ -188,9 +188,12 @@ pub struct UdpDownload {
     /// server send a whole file, so an open UDP download server is an
     /// amplification weapon; a lab box serves its campus network, not the Internet.
     pub allow: Vec<IpNet>,
-    /// Bytes per second one download is paced to (default 32 MiB; 0 = unpaced).
-    /// The lab protocol has no flow control: pacing keeps a client's socket
-    /// buffer from overflowing and bounds what one forged request can send.
+    /// Bytes per second one download is paced to, datagram by datagram
+    /// (default 8 MiB, about a 100 Mbit/s link; 0 = unpaced). The lab
+    /// protocol has no flow control: pacing keeps a student client's socket
+    /// buffer (the default, about 60 datagrams) from overflowing while it
+    /// prints a line per datagram on a busy machine, and bounds what one
+    /// forged request can send.
     pub rate: Size,
     /// Downloads in progress at once (default 256).
     pub max_downloads: usize,
@@ -381,7 +384,10 @@ impl Default for UdpDownload {
             bind: bind(ServiceId::UdpDownload),
             // Invariant: the literals above are valid networks (tested below).
             allow: allow.iter().filter_map(|n| n.parse().ok()).collect(),
-            rate: Size(32 << 20),
+            // Chosen by tests/bench/pacing.py (docs/BENCHMARKS.md): the
+            // fastest rate a published-shaped Python client got 16 of 16
+            // 5 MiB files whole at beside two CPU-bound processes.
+            rate: Size(8 << 20),
             max_downloads: 256,
             max_downloads_per_ip: 4,
             budget_per_ip: Size(4 << 30),

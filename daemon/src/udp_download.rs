@@ -260,6 +260,9 @@ impl Task {
         let Some(due) = due(started, sent, self.config.udp_download.rate.0) else {
             return Ok(());
         };
+        if due <= Instant::now() {
+            return Ok(());
+        }
         tokio::select! {
             _ = self.ctx.abort.cancelled() => Err(Failure::Aborted),
             _ = tokio::time::sleep_until(due) => Ok(()),
@@ -314,10 +317,14 @@ impl Task {
             let take = block.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let data = &block[..take];
             crc.update(data);
+            // Paced per datagram, not per block: a student's client with the
+            // default receive buffer (about 60 datagrams) that stalls for a
+            // moment must meet a trickle, not a 32-datagram burst.
             for chunk in data.chunks(CHUNK_SIZE) {
                 out.send(chunk).await?;
+                sent += chunk.len() as u64;
+                self.pace(started, sent).await?;
             }
-            sent += take as u64;
             left -= take as u64;
             t.bytes = sent;
             self.spend(take as u64);
@@ -329,7 +336,6 @@ impl Task {
                 }
                 break;
             }
-            self.pace(started, sent).await?;
         }
         t.crc = Some(crc.value());
         Ok(())

@@ -30,7 +30,7 @@ pub(crate) struct Control {
 /// take): a crowd at the page never slows an upload.
 const PAGE_THREAD: &str = "ferry-page";
 
-/// The page thread's niceness: below the transfers'.
+/// The page thread's niceness, relative to the process's: below the transfers'.
 const PAGE_NICE: i32 = 5;
 
 impl Control {
@@ -76,15 +76,19 @@ impl Control {
     }
 }
 
-/// How much ahead of the rest of the box the control thread runs when it
-/// may (root, or CAP_SYS_NICE): nice -10, weighted about 9 to 1 against a
-/// CPU-bound process at 0, so a PIN and a handout client's pauses are seen
-/// on a busy 2-core box (docs/BENCHMARKS.md, the lab day).
+/// How much ahead of the rest of ferryd the control thread runs when it may
+/// (root, CAP_SYS_NICE, or an `RLIMIT_NICE` that allows it: the unit's
+/// `LimitNICE=`): 10 below the process's niceness, weighted about 9 to 1
+/// against a thread at the process's, so a PIN and a handout client's
+/// pauses are seen on a busy 2-core box (docs/BENCHMARKS.md, the lab day).
 const CONTROL_NICE: i32 = -10;
 
-/// Gives the calling thread `nice`, if allowed (raising priority needs root
-/// or CAP_SYS_NICE); else it keeps the process's, and says so at debug.
-fn set_priority(nice: i32) {
+/// Sets the calling thread's niceness to the process's plus `delta`, if
+/// allowed (raising priority needs root, CAP_SYS_NICE or `RLIMIT_NICE`);
+/// else it keeps the process's, and says so at debug.
+fn set_priority(delta: i32) {
+    let base = rustix::process::getpriority_process(None).unwrap_or(0);
+    let nice = (base + delta).clamp(-20, 19);
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
         tracing::debug!(error = %e, nice, "a thread keeps the process's priority");

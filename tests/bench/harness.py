@@ -9,6 +9,7 @@ Run it through tests/bench/run.sh, which builds ferry in release mode and
 installs the Debian packages it needs. Results: docs/bench/results.json,
 docs/bench/results.md, and SVG plots in docs/bench/.
 """
+import collections
 import hashlib
 import json
 import os
@@ -100,9 +101,11 @@ class Server:
                 self.lines.append(line)
                 if (ready == "stdout" and line.startswith("ready")) or '"bound"' in line:
                     break
-        # Keep reading both pipes, or a chatty server blocks on a full pipe.
+        # Keep reading both pipes, or a chatty server blocks on a full pipe;
+        # the last lines stay for a look afterwards (`tail`).
+        self.tail = collections.deque(maxlen=2000)
         for pipe in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=lambda p=pipe: [None for _ in p], daemon=True).start()
+            threading.Thread(target=lambda p=pipe: [self.tail.append(line) for line in p], daemon=True).start()
         self.bound = None
         for line in self.lines:
             if '"bound"' in line:

@@ -77,7 +77,10 @@ def one_day(n, busy):
             open(os.path.join(root, name), "wb").write(data)
             sources[(s, lab)] = data
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if busy else 0)]
-    srv = harness.ferryd(root, udp_upload={"buffer_size": "1452"})
+    # BENCH_LABDAY_NICE=-10 runs ferryd at that niceness (as a unit's Nice=).
+    nice = os.environ.get("BENCH_LABDAY_NICE")
+    prefix = ("nice", "-n", nice) if nice else ()
+    srv = harness.ferryd(root, prefix=prefix, udp_upload={"buffer_size": "1452"})
     ports = ",".join(f"{k}={harness.port_of(srv, svc)}" for k, svc in (
         ("udp_upload", "udp_upload"), ("udp_download", "udp_download"), ("udp_sum", "udp_sum"),
         ("tcp_upload", "tcp_upload"), ("magic", "magic_download"), ("signal", "signal")))
@@ -108,6 +111,10 @@ def one_day(n, busy):
     stop.set()
     pin.join()
     rss, _ = srv.stop()
+    if os.environ.get("BENCH_LABDAY_WHY"):
+        for line in srv.tail:
+            if '"WARN"' in line or '"ERROR"' in line:
+                print("  ferryd:", line.strip()[:400], file=sys.stderr)
     for h in hogs:
         h.kill()
         h.wait()

@@ -103,7 +103,7 @@ class Server:
                     break
         # Keep reading both pipes, or a chatty server blocks on a full pipe;
         # the last lines stay for a look afterwards (`tail`).
-        self.tail = collections.deque(maxlen=2000)
+        self.tail = collections.deque(maxlen=50000)
         for pipe in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=lambda p=pipe: [self.tail.append(line) for line in p], daemon=True).start()
         self.bound = None

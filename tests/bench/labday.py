@@ -113,7 +113,7 @@ def one_day(n, busy):
     rss, _ = srv.stop()
     if os.environ.get("BENCH_LABDAY_WHY"):
         for line in srv.tail:
-            if '"WARN"' in line or '"ERROR"' in line:
+            if '"WARN"' in line or '"ERROR"' in line or '"udp_upload"' in line:
                 print("  ferryd:", line.strip()[:400], file=sys.stderr)
     for h in hogs:
         h.kill()

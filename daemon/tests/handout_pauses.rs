@@ -16,6 +16,9 @@ const LAB2: (&str, &[u8]) = ("lab2.py", b"print('lab 2')\n");
 /// Which pause ferryd is stopped across.
 #[derive(Clone, Copy, PartialEq)]
 enum Across {
+    /// None: stopped while the tag `SAF` arrives, continued before the name
+    /// is sent (the name comes to a prompt reader).
+    Tag,
     /// Between a file's name and its data.
     NameData,
     /// Between a file's data and its `DON`.
@@ -24,6 +27,24 @@ enum Across {
 
 fn pause(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Stops ferryd and waits until it is stopped (the signal is delivered a
+/// moment after `kill` returns, and a thread on the other core may read in
+/// between).
+fn stop(d: &common::Running) {
+    d.signal(libc::SIGSTOP);
+    for _ in 0..1000 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state == Some("T") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("ferryd did not stop");
 }
 
 /// The handout client's send_file for each file on one connection (`SAF`
@@ -39,19 +60,26 @@ fn send_files(d: &common::Running, files: &[(&str, &[u8])], at: usize, across: A
     for (i, (name, data)) in files.iter().enumerate() {
         let parts: [&[u8]; 4] = [b"SAF", name.as_bytes(), data, b"DON"];
         let stop_before = match across {
+            Across::Tag => 0,
             Across::NameData => 1,
             Across::DataDon => 2,
         };
         for (k, part) in parts.iter().enumerate() {
-            if i == at && k == stop_before {
-                d.signal(libc::SIGSTOP);
+            if i == at && k == stop_before && across == Across::Tag {
+                stop(d);
+                send(part);
+                pause(60);
+                d.signal(libc::SIGCONT);
+                pause(40);
+            } else if i == at && k == stop_before {
+                stop(d);
                 send(part);
                 pause(100);
                 send(parts[k + 1]);
                 pause(50);
                 d.signal(libc::SIGCONT);
                 pause(50);
-            } else if !(i == at && k == stop_before + 1) {
+            } else if !(i == at && k == stop_before + 1 && across != Across::Tag) {
                 send(part);
                 pause(100);
             }
@@ -119,4 +147,9 @@ fn stopped_across_name_and_data_of_the_first_file_it_is_refused_and_the_next_sto
 #[test]
 fn stopped_across_name_and_data_of_a_later_file_it_is_refused_and_the_first_kept() {
     case(1, Across::NameData, &[LAB1], &["lab2.py"]);
+}
+
+#[test]
+fn stopped_while_only_the_tag_arrived_the_file_is_stored() {
+    case(1, Across::Tag, &[LAB1, LAB2], &[]);
 }

@@ -94,6 +94,12 @@ impl Conn<'_> {
             data_follows,
         );
         let give_up = Instant::now() + cfg.limits.header_timeout.0;
+        // What made earlier bytes doubtful went with them: a stall while
+        // the tag alone was read says nothing of a name sent after it.
+        if self.io.buf.is_empty() {
+            self.io.waited = false;
+            self.ran_on = false;
+        }
         loop {
             let now = Instant::now();
             // A name whose pause has passed ends before new bytes count.

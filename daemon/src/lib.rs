@@ -336,26 +336,11 @@ impl Daemon {
             ctx, sockets, http, ..
         } = self;
         let _ = ctx.main.set(tokio::runtime::Handle::current());
-        let page = match http.as_ref().map(|_| control::Control::start_page()) {
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no page thread: the lab page is served among the transfers");
-                None
-            }
-            other => other.and_then(Result::ok),
-        };
+        // Held until serving ends: dropping one ends its thread.
+        let (page, control) = start_threads(&ctx, http.is_some());
         if let Some(l) = http {
             serve_on(&ctx, page.as_ref(), l, http::Service);
         }
-        let control = match control::Control::start() {
-            Ok(c) => {
-                let _ = ctx.attention.set(Arc::clone(&c.attention));
-                Some(c)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no control thread: PIN is answered among the transfers");
-                None
-            }
-        };
         for (id, bound) in sockets {
             let c = Arc::clone(&ctx);
             match (id, bound) {
@@ -413,6 +398,33 @@ impl Daemon {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The lab page's thread (when the page is served) and the control thread,
+/// each `None` if it could not start (its listener then runs on the main
+/// runtime, and says so).
+fn start_threads(
+    ctx: &Arc<Ctx>,
+    page: bool,
+) -> (Option<control::Control>, Option<control::Control>) {
+    let page = match page.then(control::Control::start_page) {
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "no page thread: the lab page is served among the transfers");
+            None
+        }
+        other => other.and_then(Result::ok),
+    };
+    let control = match control::Control::start() {
+        Ok(c) => {
+            let _ = ctx.attention.set(Arc::clone(&c.attention));
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no control thread: PIN is answered among the transfers");
+            None
+        }
+    };
+    (page, control)
 }
 
 /// A TCP listener served on a thread of its own when there is one (its

@@ -23,6 +23,7 @@ pub mod tcp_upload;
 pub mod udp_download;
 pub mod udp_sum;
 pub mod udp_upload;
+pub mod watched;
 
 pub use progress::{NoProgress, Progress};
 
@@ -75,7 +76,7 @@ pub enum Error {
         reason: String,
     },
     /// The server refused, with its reason (exit 4).
-    #[error("refused by the server: {0}")]
+    #[error("refused by the server: {}", shown(.0))]
     Refused(String),
     /// The bytes did not check out (exit 5).
     #[error("verification failed: {0}")]
@@ -126,6 +127,28 @@ impl Error {
             _ => Error::Protocol(format!("{context}: {e}")),
         }
     }
+}
+
+/// Text a server sent, safe for a terminal: every control character (an
+/// escape sequence that retitles or clears the screen, a carriage return
+/// that overwrites a line, a newline that forges one) written as an escape,
+/// `\u{1b}`.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A whole line of the CLI's output, safe for a terminal: as [`shown`], but
+/// the line breaks ferry itself writes between lines stay.
+pub fn shown_lines(text: &str) -> String {
+    text.split('\n').map(shown).collect::<Vec<_>>().join("\n")
 }
 
 /// Result of this crate's operations.
@@ -279,7 +302,9 @@ impl Client {
         Ok((sock, server))
     }
 
-    pub(crate) async fn connect(&self, port: u16) -> Result<TcpStream> {
+    /// A connection to `port`, its reads bounded by `timeout` over each
+    /// exchange ([`watched`]).
+    pub(crate) async fn connect(&self, port: u16) -> Result<watched::Watched> {
         let addr = self.resolve(port).await?;
         let what = addr.to_string();
         match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
@@ -290,7 +315,7 @@ impl Client {
             }),
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                Ok(s)
+                Ok(watched::Watched::new(s, self.timeout))
             }
         }
     }

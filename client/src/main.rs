@@ -94,7 +94,9 @@ struct Global {
     /// Port of ferryd's HTTP listener (for `ls`).
     #[arg(long, env = "FERRY_HTTP_PORT", default_value_t = 9080, global = true)]
     http_port: u16,
-    /// Longest wait for the server (e.g. 10s, 500ms, 1m).
+    /// Longest wait for the server (e.g. 10s, 500ms, 1m): over TCP, each
+    /// exchange must bring at least 1 KiB (or end) within it, so a server
+    /// that drips a byte at a time is cut.
     #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     timeout: Duration,
     /// How long UDP waits for each reply before retrying (the lab's 1 s).
@@ -305,7 +307,10 @@ impl Progress for Bars {
         if !self.announce {
             return;
         }
-        let line = format!("ferry: {why}; starting again (attempt {attempt} of {of})");
+        let line = format!(
+            "ferry: {}; starting again (attempt {attempt} of {of})",
+            ferry::shown(why)
+        );
         let guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
             Some(b) => b.println(line),
@@ -345,7 +350,8 @@ impl Out {
         if self.json {
             println!("{value}");
         } else if !self.quiet {
-            println!("{text}");
+            // Names and texts in it may come from the server.
+            println!("{}", ferry::shown_lines(&text));
         }
     }
 
@@ -364,7 +370,7 @@ impl Out {
                 json!({"ok": false, "command": command, "error": e.to_string(), "kind": kind, "exit_code": e.exit_code()})
             );
         } else {
-            eprintln!("ferry: {command}: {e}");
+            eprintln!("ferry: {command}: {}", ferry::shown_lines(&e.to_string()));
         }
         e.exit_code()
     }

@@ -8,7 +8,6 @@ use ferry_proto::crc::{format_hex, Crc32};
 use ferry_proto::names::RelPath;
 use ferry_proto::signal::{SignalCodec, SignalFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::local::Target;
@@ -20,7 +19,7 @@ pub(crate) mod handout;
 const CHUNK: usize = 256 * 1024;
 
 struct Conn {
-    stream: TcpStream,
+    stream: crate::watched::Watched,
     codec: SignalCodec,
     rbuf: BytesMut,
     timeout: Duration,

@@ -12,8 +12,8 @@ use std::path::Path;
 use ferry_proto::crc::Crc32;
 use ferry_proto::tcp_upload::{encode_header, GO_AHEAD, STORED_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::watched::Watched;
 use crate::{Client, Error, Progress, Result, Sent};
 
 pub(crate) async fn send(
@@ -50,7 +50,7 @@ fn timed(what: &str) -> Error {
 }
 
 /// Sends the header and waits for `go ahead` (or the server's `ERROR:`).
-async fn go_ahead(client: &Client, s: &mut TcpStream, size: u64, name: &str) -> Result<()> {
+async fn go_ahead(client: &Client, s: &mut Watched, size: u64, name: &str) -> Result<()> {
     let t = client.timeout;
     tokio::time::timeout(t, s.write_all(&encode_header(size, name)))
         .await
@@ -77,7 +77,7 @@ async fn go_ahead(client: &Client, s: &mut TcpStream, size: u64, name: &str) -> 
 /// The file's `size` bytes, paced if asked; their CRC-32.
 async fn stream(
     client: &Client,
-    s: &mut TcpStream,
+    s: &mut Watched,
     file: &mut tokio::fs::File,
     path: &Path,
     size: u64,
@@ -112,7 +112,7 @@ async fn stream(
 }
 
 /// What the server said once the data was in: the stored name, or why not.
-async fn confirmation(client: &Client, s: &mut TcpStream) -> Result<Option<String>> {
+async fn confirmation(client: &Client, s: &mut Watched) -> Result<Option<String>> {
     let mut rest = Vec::new();
     let what = "waiting for the server to store the file";
     tokio::time::timeout(client.timeout, s.read_to_end(&mut rest))

@@ -603,3 +603,77 @@ async fn ls_lists_what_was_stored_newest_first() {
         text(&out.stderr)
     );
 }
+
+/// A signal server that reads a request and answers `reply`, then one byte
+/// of `drip` every 2 s; its port.
+async fn malicious_signal_server(reply: Vec<u8>, drip: bool) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut req = [0u8; 256];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(&reply).await;
+                while drip {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    if s.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.read(&mut req).await;
+            });
+        }
+    });
+    port
+}
+
+/// Issue 23: `--timeout` bounds a whole exchange (a server dripping a byte
+/// every 2 s under `--timeout 3s` is cut, where each read alone would have
+/// waited forever), and a server's text never reaches the terminal raw.
+#[tokio::test]
+async fn a_malicious_server_cannot_hold_or_retitle_the_terminal() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    // SAF header of a 1000-byte file, then a byte every 2 s.
+    let mut header = b"SAF".to_vec();
+    header.extend_from_slice(&5u16.to_be_bytes());
+    header.extend_from_slice(b"a.bin");
+    header.extend_from_slice(&1000u64.to_be_bytes());
+    let port = malicious_signal_server(header, true).await;
+    let started = std::time::Instant::now();
+    let out = run(ferry(&s.addrs, cwd.path())
+        .args(["--timeout", "3s", "get", "a.bin"])
+        .env("FERRY_SIGNAL_PORT", port.to_string()))
+    .await;
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "cut at the timeout, not after the drip: {:?}",
+        started.elapsed()
+    );
+    assert!(!cwd.path().join("a.bin").exists(), "no partial file");
+    // An ERR whose text would retitle and clear the terminal.
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2Jgone";
+    let mut err = b"ERR".to_vec();
+    err.extend_from_slice(&(evil.len() as u16).to_be_bytes());
+    err.extend_from_slice(evil.as_bytes());
+    let port = malicious_signal_server(err, false).await;
+    let out = run(ferry(&s.addrs, cwd.path())
+        .args(["get", "b.bin"])
+        .env("FERRY_SIGNAL_PORT", port.to_string()))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let shown = text(&out.stderr);
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2Jgone"),
+        "{shown:?}"
+    );
+    s.stop().await;
+}

@@ -16,7 +16,6 @@ use ferry_proto::crc::Crc32;
 use ferry_proto::names::SafeName;
 use ferry_proto::signal::handout::{COUNT_LEN, DON, PIECE, SIGNAL_RECV};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::local::Target;
 use crate::{Client, Error, Got, Progress, Result, Sent};
@@ -25,7 +24,7 @@ use crate::{Client, Error, Got, Progress, Result, Sent};
 const PAUSE: Duration = Duration::from_millis(100);
 
 struct Conn {
-    stream: TcpStream,
+    stream: crate::watched::Watched,
     timeout: Duration,
 }
 

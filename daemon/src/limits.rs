@@ -322,6 +322,16 @@ impl UploadQuota {
         g.1.check(now, ip, size.max(1))
     }
 
+    /// One upload of `size` bytes that completed, charged now whatever is
+    /// left (down to empty): for a protocol whose source cannot be proved
+    /// (UDP), an upload costs its address only once it is stored, so a
+    /// forger's sessions that never complete cost the address nothing.
+    pub(crate) fn charge(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.spend(now, ip, 1);
+        g.1.spend(now, ip, size);
+    }
+
     /// Bytes an upload without an announced size turned out to have.
     pub(crate) fn spend(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

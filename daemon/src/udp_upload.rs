@@ -437,8 +437,9 @@ impl Receiver {
         info: &FileInfo,
     ) -> Result<Permit, String> {
         let cfg = &config.udp_upload;
-        // The quota decides before anyone is evicted for this upload, and is
-        // charged only once it has a place.
+        // The quota decides before anyone is evicted for this upload; it is
+        // charged only when the upload is stored (UDP sources can be forged:
+        // a session that never completes must cost its address nothing).
         self.ctx
             .check_upload(now, peer.ip(), info.size)
             .map_err(|e| e.to_string())?;
@@ -455,14 +456,10 @@ impl Receiver {
                 acquired = acquire(&self.limiter);
             }
         }
-        let permit = acquired.map_err(|why| {
+        acquired.map_err(|why| {
             self.ctx.observe.metrics.refused("udp_upload", why.reason());
             why.to_string()
-        })?;
-        self.ctx
-            .admit_upload(now, peer.ip(), info.size)
-            .map_err(|e| e.to_string())?;
-        Ok(permit)
+        })
     }
 
     /// Ends the session [`SessionTable::stalled`] names, if any; its place
@@ -575,6 +572,9 @@ impl Session {
         t.requested = self.info.name.clone();
         match self.receive(rx, &mut t).await {
             Ok(stored) => {
+                self.ctx
+                    .uploads
+                    .charge(std::time::Instant::now(), self.peer.ip(), stored.size);
                 t.stored = stored.name.clone();
                 t.ok(if stored.deduplicated {
                     "deduplicated"

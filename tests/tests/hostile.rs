@@ -817,3 +817,88 @@ async fn a_rar_during_an_overwriting_sar_sends_one_version() {
     assert!(d.read("t/f00.bin").iter().all(|&b| b == b'B'));
     d.stop().await;
 }
+
+/// Issue 23: forged udp_upload `file_info`s carrying a victim's address
+/// (the forger never receives a reply, never sends the data) used up the
+/// victim's upload quota on every protocol. UDP cannot prove a source, so
+/// an upload is charged only once it is stored: sessions that never
+/// complete cost the address nothing, and completed ones still count.
+#[tokio::test]
+async fn forged_udp_file_infos_never_spend_a_victims_quota() {
+    let d = TestDaemon::start_with(|c| {
+        c.limits.max_uploads_per_ip = 3;
+        c.udp_upload.session_timeout = ferry_config::Dur(Duration::from_millis(500));
+    })
+    .await;
+    let victim: std::net::IpAddr = [127, 0, 0, 50].into();
+    // Ten file_infos "from" the victim, never followed by data.
+    let forged = tokio::net::UdpSocket::bind((victim, 0)).await.unwrap();
+    for i in 0..10 {
+        let info = handout::file_info(&format!("confession-{i}.txt"), &[b'x'; 100]);
+        forged
+            .send_to(&info, d.addrs.udp_upload.unwrap())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The victim's own three uploads, its whole quota, all go through.
+    for i in 0..3 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((victim, 0).into()).unwrap();
+        let mut s = sock.connect(d.addrs.tcp_upload.unwrap()).await.unwrap();
+        let name = format!("mine-{i}.txt");
+        s.write_all(&ferry_proto::tcp_upload::encode_header(4, &name))
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 256];
+        let n = s.read(&mut reply).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&reply[..n]),
+            "go ahead",
+            "upload {i} of the victim's own"
+        );
+        s.write_all(b"mine").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&rest).starts_with("STORED"),
+            "{rest:?}"
+        );
+    }
+    assert!(!d
+        .visible_files()
+        .iter()
+        .any(|f| f.starts_with("confession")));
+    // Completed UDP uploads are charged: another address's three stored
+    // files spend its quota, and a fourth is refused.
+    let other: std::net::IpAddr = [127, 0, 0, 51].into();
+    let s = tokio::net::UdpSocket::bind((other, 0)).await.unwrap();
+    let mut last = String::new();
+    for i in 0..4 {
+        let data = data::bytes(500, i);
+        s.send_to(
+            &handout::file_info(&format!("u{i}.bin"), &data),
+            d.addrs.udp_upload.unwrap(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        last = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if last.starts_with("ERROR") {
+            break;
+        }
+        s.send_to(&data, d.addrs.udp_upload.unwrap()).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"OK", "upload {i}");
+    }
+    assert!(last.contains("upload quota"), "{last}");
+    d.stop().await;
+}

@@ -617,10 +617,12 @@ async fn malicious_signal_server(reply: Vec<u8>, drip: bool) -> u16 {
                 let mut req = [0u8; 256];
                 let _ = s.read(&mut req).await;
                 let _ = s.write_all(&reply).await;
-                while drip {
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                    if s.write_all(b"x").await.is_err() {
-                        return;
+                if drip {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        if s.write_all(b"x").await.is_err() {
+                            return;
+                        }
                     }
                 }
                 let _ = s.read(&mut req).await;

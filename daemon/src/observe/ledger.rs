@@ -10,6 +10,10 @@
 //!   `max_size` is kept.
 //! - The newest [`KEEP`] entries are also held in memory for the page, read
 //!   back from the file's end at start.
+//! - An audit log, not a flood: a deduplicated retry (nothing new stored)
+//!   is written once per address and name per [`REPEAT_WINDOW`]
+//!   ([`Repeats`]), so forged or looping retries cannot push an honest
+//!   line out through rotation (issue 23).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -31,10 +35,57 @@ const TAIL_READ: u64 = 1 << 20;
 
 pub(crate) use ferry_proto::ledger::LedgerEntry;
 
+/// How long a deduplicated retry of a name from an address is not written
+/// again (1 h, the default upload window); the first line stays the record.
+pub(crate) const REPEAT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// (address, stored name) pairs remembered for [`Repeats`], at most (about
+/// 100 bytes each: ≈ 6 MiB); past it, old pairs are dropped first, and if
+/// all are recent, lines are written again rather than lost.
+const REPEATS_TRACKED: usize = 65_536;
+
+/// Which deduplicated lines are news (sans-IO; time is an input).
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    seen: std::collections::HashMap<(std::net::IpAddr, String), std::time::Instant>,
+}
+
+impl Repeats {
+    /// A line for `stored` from `ip` at `now`: whether to write it. A stored
+    /// line is always written; a deduplicated one only if the same pair has
+    /// no line within [`REPEAT_WINDOW`].
+    pub(crate) fn news(
+        &mut self,
+        now: std::time::Instant,
+        ip: std::net::IpAddr,
+        stored: &str,
+        deduplicated: bool,
+    ) -> bool {
+        let key = (crate::limits::canonical(ip), stored.to_owned());
+        let recent = self
+            .seen
+            .get(&key)
+            .is_some_and(|t| now.saturating_duration_since(*t) < REPEAT_WINDOW);
+        if deduplicated && recent {
+            return false;
+        }
+        if self.seen.len() >= REPEATS_TRACKED && !self.seen.contains_key(&key) {
+            self.seen
+                .retain(|_, t| now.saturating_duration_since(*t) < REPEAT_WINDOW);
+            if self.seen.len() >= REPEATS_TRACKED {
+                return true;
+            }
+        }
+        self.seen.insert(key, now);
+        true
+    }
+}
+
 struct Inner {
     file: File,
     size: u64,
     recent: VecDeque<LedgerEntry>,
+    repeats: Repeats,
 }
 
 /// The open ledger.
@@ -58,7 +109,12 @@ impl Ledger {
         let size = file.metadata()?.len();
         let recent = read_tail(&mut file, size)?;
         let dirty = Arc::new(AtomicBool::new(false));
-        let inner = Arc::new(Mutex::new(Inner { file, size, recent }));
+        let inner = Arc::new(Mutex::new(Inner {
+            file,
+            size,
+            recent,
+            repeats: Repeats::default(),
+        }));
         let (weak, flag) = (Arc::downgrade(&inner), Arc::clone(&dirty));
         std::thread::Builder::new()
             .name("ferry-ledger".into())
@@ -80,6 +136,17 @@ impl Ledger {
     /// is full. A failure is logged, never passed on: the file is stored
     /// whatever happens to its ledger line.
     pub(crate) fn append(&self, entry: LedgerEntry) {
+        let deduplicated = entry.outcome == "deduplicated";
+        let news = self.inner().repeats.news(
+            std::time::Instant::now(),
+            entry.peer.ip(),
+            &entry.stored,
+            deduplicated,
+        );
+        if !news {
+            tracing::debug!(stored = %entry.stored, "ledger: a repeated identical retry, not written again");
+            return;
+        }
         let mut line = match serde_json::to_string(&entry) {
             Ok(l) => l,
             Err(e) => {
@@ -248,5 +315,40 @@ mod tests {
         assert!(now <= 4096 && old <= 4096, "{now} {old}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         assert_eq!(l.recent(|_| true, 1), vec![entry(99)]);
+    }
+
+    #[test]
+    fn a_deduplicated_retry_is_written_once_per_address_and_name_per_window() {
+        let t0 = std::time::Instant::now();
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        let mut r = Repeats::default();
+        assert!(r.news(t0, a, "lab1.py", false), "the upload itself");
+        assert!(!r.news(t0, a, "lab1.py", true), "its retry a moment later");
+        assert!(r.news(t0, b, "lab1.py", true), "another address's hand-in");
+        assert!(r.news(t0, a, "lab2.py", true));
+        assert!(!r.news(t0 + REPEAT_WINDOW / 2, a, "lab1.py", true));
+        assert!(
+            r.news(t0 + REPEAT_WINDOW, a, "lab1.py", true),
+            "a window later"
+        );
+        assert!(
+            r.news(t0 + REPEAT_WINDOW, a, "lab1.py", false),
+            "stored anew"
+        );
+    }
+
+    #[test]
+    fn forged_retries_cannot_flush_an_honest_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path(), 4096).unwrap();
+        l.append(entry(1));
+        let mut retry = entry(2);
+        retry.outcome = "deduplicated".into();
+        for _ in 0..1800 {
+            l.append(retry.clone());
+        }
+        assert_eq!(l.recent(|_| true, 10), vec![retry, entry(1)]);
+        assert!(!dir.path().join(LEDGER_OLD).exists(), "never rotated");
     }
 }

@@ -139,11 +139,6 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Whether two addresses are the same client for the caps (see [`canonical`]).
-pub(crate) fn same_client(a: IpAddr, b: IpAddr) -> bool {
-    canonical(a) == canonical(b)
-}
-
 /// Bytes each address may be sent per window, sans-IO: a token bucket per
 /// [`canonical`] address holding `capacity` bytes, refilled evenly over
 /// `window`; time is an input. At most [`ByteBudget::MAX_TRACKED`] addresses

@@ -234,8 +234,47 @@ pub(crate) struct Viewer {
 }
 
 impl Viewer {
+    /// Whether the viewer sees what `ip` did: its own exact address only (an
+    /// IPv4-mapped IPv6 address is its IPv4 one). Not the /64 the caps count
+    /// as one client: two hosts of one IPv6 LAN are two students.
     fn sees(&self, ip: IpAddr) -> bool {
-        self.admin || crate::limits::same_client(self.ip, ip)
+        self.admin || host(self.ip) == host(ip)
+    }
+}
+
+/// `ip`, with `::ffff:a.b.c.d` as `a.b.c.d` (a dual-stack socket).
+fn host(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod viewer_tests {
+    use super::*;
+
+    #[test]
+    fn a_student_sees_only_their_own_address_even_in_one_ipv6_64() {
+        let me: IpAddr = "2001:db8::1".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
+        let v = Viewer {
+            ip: me,
+            admin: false,
+        };
+        assert!(v.sees(me));
+        assert!(!v.sees(neighbour), "the same /64 is not the same student");
+        let v4 = Viewer {
+            ip: "10.0.0.7".parse().unwrap(),
+            admin: false,
+        };
+        assert!(v4.sees("::ffff:10.0.0.7".parse().unwrap()));
+        assert!(!v4.sees("10.0.0.8".parse().unwrap()));
+        let admin = Viewer {
+            ip: me,
+            admin: true,
+        };
+        assert!(admin.sees(neighbour));
     }
 }
 

@@ -534,9 +534,7 @@ impl Conn<'_> {
                 let files = tr.files();
                 let r = tr.commit().await.map_err(Failure::from);
                 if let Ok(s) = &r {
-                    self.ctx
-                        .uploads
-                        .spend(std::time::Instant::now(), t.peer(), s.size);
+                    // Its entries were charged as they came.
                     t.bytes = s.size;
                     tracing::debug!(files, "tree stored");
                 }
@@ -569,12 +567,18 @@ impl Conn<'_> {
         t: &mut Transfer,
     ) -> Result<(), Failure> {
         let (max_entries, max_bytes) = (cfg.signal.max_tree_entries, cfg.signal.max_tree_size.0);
+        let peer = t.peer();
         let mut sink: Sink = match tree {
             Ok(tr) => match RelPath::parse(&entry, cfg.limits.max_name_len) {
-                Ok(path) => tr
-                    .begin_file(&path, size, max_entries, max_bytes)
-                    .await
-                    .map_err(Failure::from),
+                // Each entry is an upload of the address's quota, files and
+                // bytes: a tree is not a way around it (issue 23).
+                Ok(path) => match self.ctx.admit_upload(std::time::Instant::now(), peer, size) {
+                    Ok(()) => tr
+                        .begin_file(&path, size, max_entries, max_bytes)
+                        .await
+                        .map_err(Failure::from),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(Failure::refused(format!("refused entry {entry:?}: {e}"))),
             },
             // The tree has failed already: its first failure is the one kept.

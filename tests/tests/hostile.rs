@@ -902,3 +902,33 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
     assert!(last.contains("upload quota"), "{last}");
     d.stop().await;
 }
+
+/// Issue 23: a SAR tree counted as one upload of the quota, so 19 trees from
+/// one address used 199,593 inodes in 22 s against a quota of "2000 uploads
+/// an hour". Each entry is now an upload of the quota, files and bytes.
+#[tokio::test]
+async fn a_trees_entries_count_against_the_upload_quota() {
+    let d = TestDaemon::start_with(|c| c.limits.max_uploads_per_ip = 6).await;
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let entries = |n: usize| -> Vec<(String, Vec<u8>)> {
+        (0..n)
+            .map(|i| (format!("f{i}.txt"), vec![b'x'; 10]))
+            .collect()
+    };
+    // The tree (1) and its 3 entries (3): within the 6.
+    assert_eq!(
+        send_tree(&mut c, "small", &entries(3)).await,
+        Some(SignalFrame::Done("small".into()))
+    );
+    // One more tree of 3 entries would be 8: refused, nothing of it stored.
+    match send_tree(&mut c, "big", &entries(3)).await {
+        Some(SignalFrame::Error(r)) => assert!(r.contains("upload quota"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        d.visible_files(),
+        ["small/f0.txt", "small/f1.txt", "small/f2.txt"]
+    );
+    assert_eq!(d.work_entries_settled().await, 0);
+    d.stop().await;
+}

@@ -502,3 +502,56 @@ async fn replies_to_stray_datagrams_are_budgeted() {
     ping(d.addrs.signal.unwrap()).await;
     d.stop().await;
 }
+
+/// Issue 23: tiny files used up a filesystem's inodes (199,593 of 200,000
+/// in 22 s), and then every upload failed with `No space left on device`.
+/// Free inodes are now checked before a file is made, keeping a reserve: the
+/// upload that would go below it is refused with the reason, and what is
+/// left serves on.
+#[tokio::test]
+async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
+    let outer = tempfile::tempdir().unwrap();
+    let mnt = outer.path().join("few-inodes");
+    std::fs::create_dir(&mnt).unwrap();
+    // The reserve (256) and a few dozen more.
+    if let Err(why) = mount_tmpfs(&mnt, "16m,nr_inodes=300") {
+        assert!(
+            std::env::var_os("FERRY_REQUIRE_TMPFS").is_none(),
+            "cannot mount tmpfs: {why}"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here ({why})");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let mut d = TestDaemon::start_in(&mnt, |_| {}).await;
+    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    // A tree of 100 one-byte files: refused once the reserve is reached.
+    let mut wire = ferry_proto::signal::encode(SignalFrame::SendRepo("many".into())).unwrap();
+    for i in 0..100 {
+        wire.extend(ferry_proto::signal::encode_file(&format!("f{i}"), b"x").unwrap());
+    }
+    wire.extend(ferry_proto::signal::encode(SignalFrame::Done(String::new())).unwrap());
+    sig.send_raw(&wire).await;
+    match sig.recv().await {
+        Some(SignalFrame::Error(reason)) => {
+            assert!(reason.contains("no room for more files"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_for("the tree's files removed", || d.work_entries() == 0).await;
+    assert_eq!(d.visible_files(), Vec::<String>::new());
+    // Its inodes are back: a single upload is stored.
+    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    assert_eq!(
+        sig.upload("one.txt", b"one").await,
+        Some(SignalFrame::Done("one.txt".into()))
+    );
+    d.stop_in_place().await;
+    assert_eq!(d.read("one.txt"), b"one");
+}

@@ -103,6 +103,17 @@ pub(crate) enum StorageError {
     /// claim may or may not have been made, so nothing is removed.
     #[error("storage unavailable: {0}")]
     Unsettled(String),
+    /// The filesystem is nearly out of inodes: a new file is refused before
+    /// it is made, keeping a reserve for uploads in progress and ferryd's
+    /// own files (a crowd of tiny files must not leave `No space left on
+    /// device` for everyone).
+    #[error(
+        "the server's storage has no room for more files ({free} inodes left); try again later"
+    )]
+    NoInodes {
+        /// Inodes still free.
+        free: u64,
+    },
     /// The disk or the OS failed (full disk, I/O error, …).
     #[error("storage error: {0}")]
     Io(#[from] io::Error),

@@ -94,6 +94,11 @@ pub(crate) struct Local {
     inner: Arc<Inner>,
 }
 
+/// Free inodes a new upload leaves at least (256): room for the uploads in
+/// progress to finish and for ferryd's own files (the ledger's rotation, a
+/// temporary file).
+pub(crate) const INODE_RESERVE: u64 = 256;
+
 impl Local {
     /// Opens (creating if needed) the root, takes its lock (one daemon per
     /// root: a second one fails here, having touched nothing), checks it is a
@@ -238,12 +243,26 @@ impl Local {
             .join(format!("{kind}-{}-{n}", std::process::id()))
     }
 
+    /// Refuses a new file when the root's filesystem has fewer than
+    /// [`INODE_RESERVE`] free inodes, checked like free bytes are by the
+    /// kernel; a filesystem that reports no inode count is not checked.
+    pub(crate) fn room_for_a_file(&self) -> Result<(), StorageError> {
+        let Ok(st) = rustix::fs::statvfs(self.root()) else {
+            return Ok(());
+        };
+        if st.f_files > 0 && st.f_favail < INODE_RESERVE {
+            return Err(StorageError::NoInodes { free: st.f_favail });
+        }
+        Ok(())
+    }
+
     async fn begin(
         &self,
         name: SafeName,
         size: u64,
         exact: bool,
     ) -> Result<LocalUpload, StorageError> {
+        self.room_for_a_file()?;
         let temp = self.temp_path("upload");
         let file = File::create(&temp).await?;
         let mut upload = LocalUpload {

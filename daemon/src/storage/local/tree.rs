@@ -39,6 +39,7 @@ impl LocalTree {
             .clone()
             .ok_or_else(|| io::Error::other("tree already finished"))?;
         self.shape.admit(path, size, max_entries, max_bytes)?;
+        self.storage.room_for_a_file()?;
         let full = dir.join(path.to_path_buf());
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent)

@@ -555,3 +555,68 @@ async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
     d.stop_in_place().await;
     assert_eq!(d.read("one.txt"), b"one");
 }
+
+/// Issue 23: an upload that took the last free pages was acknowledged, but
+/// its ledger line was cut by ENOSPC and the next line glued onto it: after
+/// that, neither showed in the ledger. A cut line is now removed at once,
+/// so every line in the file is whole and later ones are kept.
+#[tokio::test]
+async fn a_full_disk_never_tears_the_ledger() {
+    let outer = tempfile::tempdir().unwrap();
+    let mnt = outer.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    if let Err(why) = mount_tmpfs(&mnt, "256k") {
+        assert!(
+            std::env::var_os("FERRY_REQUIRE_TMPFS").is_none(),
+            "cannot mount tmpfs: {why}"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here ({why})");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let mut d = TestDaemon::start_in(&mnt, |_| {}).await;
+    let ledger = mnt.join(".ferry-ledger.jsonl");
+    let len = || std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0);
+    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    // Fill the ledger's first page to near its end.
+    let mut i = 0;
+    while len() % 4096 < 3800 {
+        let name = format!("f{i}.txt");
+        assert_eq!(
+            sig.upload(&name, b"").await,
+            Some(SignalFrame::Done(name.clone()))
+        );
+        i += 1;
+    }
+    // Fill the disk.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    // An empty file needs no page; its line does not fit what is left of
+    // the ledger's page.
+    let long = format!("{}.txt", "b".repeat(200));
+    let _ = sig.upload(&long, b"").await;
+    // Room again: the next upload's line is whole and readable.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    assert_eq!(
+        sig.upload("after.txt", b"").await,
+        Some(SignalFrame::Done("after.txt".into()))
+    );
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    for line in text.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "a torn line: {line:?}"
+        );
+    }
+    assert!(text.lines().any(|l| l.contains("\"after.txt\"")), "{text}");
+    d.stop_in_place().await;
+}

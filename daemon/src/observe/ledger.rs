@@ -166,7 +166,16 @@ impl Ledger {
                 inner.size += line.len() as u64;
                 self.dirty.store(true, Ordering::Release);
             }
-            Err(e) => tracing::warn!(error = %e, "ledger: cannot append"),
+            Err(e) => {
+                // A write cut short (a full disk) leaves part of a line: cut
+                // the file back to its last whole line, or the next line
+                // would be glued onto it and both lost on reading.
+                let cut = inner.size;
+                if let Err(e2) = inner.file.set_len(cut) {
+                    tracing::warn!(error = %e2, "ledger: cannot cut back a partial line");
+                }
+                tracing::warn!(error = %e, stored = %entry.stored, "ledger: cannot append; the line is not written");
+            }
         }
         if inner.recent.len() >= KEEP {
             inner.recent.pop_front();

@@ -138,7 +138,9 @@ impl Transfer {
             "transfer finished"
         );
         if matches!(outcome, "stored" | "deduplicated") {
-            self.ledger(outcome);
+            // A protocol with no acknowledgement (the handout's) records it
+            // here; a failure is logged by the ledger.
+            let _ = self.ledger(outcome);
         }
         let stored = std::mem::take(&mut self.stored);
         let attempt = self.attempt(outcome, None, Some(stored));
@@ -146,24 +148,32 @@ impl Transfer {
     }
 
     /// The upload is stored as `name`: its ledger line is written now, so a
-    /// protocol that acknowledges next (`STORED`, `OK`) never acknowledges a
-    /// file the ledger could miss after a crash. [`Transfer::ok`] follows.
-    pub(crate) fn stored(&mut self, name: &str, deduplicated: bool) {
+    /// protocol that acknowledges next (`STORED`, `OK`, `DON`) never
+    /// acknowledges a file the ledger could miss after a crash; if the line
+    /// cannot be written (a full disk), the upload must not be acknowledged
+    /// (the file stays: an identical retry is acknowledged once the line can
+    /// be written). [`Transfer::ok`] follows.
+    pub(crate) fn stored(&mut self, name: &str, deduplicated: bool) -> Result<(), Failure> {
         self.stored = name.to_owned();
         self.ledger(if deduplicated {
             "deduplicated"
         } else {
             "stored"
-        });
+        })
+        .map_err(|e| {
+            Failure::Refused(format!(
+                "the file is stored, but the server could not record it ({e}); send it again later"
+            ))
+        })
     }
 
-    fn ledger(&mut self, outcome: &str) {
+    fn ledger(&mut self, outcome: &str) -> std::io::Result<()> {
         if self.in_ledger {
-            return;
+            return Ok(());
         }
         self.in_ledger = true;
         if let Some(ledger) = &self.obs.ledger {
-            ledger.append(LedgerEntry {
+            let written = ledger.append(LedgerEntry {
                 time: rfc3339(SystemTime::now()),
                 peer: self.peer,
                 service: self.service.to_owned(),
@@ -173,7 +183,13 @@ impl Transfer {
                 crc: self.crc.map(format_hex).unwrap_or_default(),
                 outcome: outcome.to_owned(),
             });
+            if written.is_err() {
+                // Not recorded: a later attempt may write it.
+                self.in_ledger = false;
+            }
+            return written;
         }
+        Ok(())
     }
 
     /// Failure, with the reason the client was (or would have been) told.

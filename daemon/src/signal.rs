@@ -464,8 +464,13 @@ impl Conn<'_> {
     ) -> Result<(), Failure> {
         match result {
             Ok(stored) => {
+                // Not acknowledged without its ledger line.
+                if let Err(e) = t.stored(&stored.name, stored.deduplicated) {
+                    let reply = SignalFrame::Error(e.to_string());
+                    t.failed(&e);
+                    return self.send(reply).await;
+                }
                 // Stored whatever happens to the reply: logged as such first.
-                t.stored = stored.name.clone();
                 t.ok(if stored.deduplicated {
                     "deduplicated"
                 } else {

@@ -128,7 +128,7 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
     t.crc = Some(upload.crc());
     let stored = upload.commit(None).await?;
     t.bytes = stored.size;
-    t.stored(&stored.name, stored.deduplicated);
+    t.stored(&stored.name, stored.deduplicated)?;
     if !conn.buf.is_empty() {
         tracing::warn!(
             extra = conn.buf.len(),

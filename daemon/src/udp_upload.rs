@@ -642,7 +642,7 @@ impl Session {
         }
         t.crc = Some(progress.crc());
         let stored = upload.commit(Some(self.info.checksum)).await?;
-        t.stored(&stored.name, stored.deduplicated);
+        t.stored(&stored.name, stored.deduplicated)?;
         // Only now, with the data durable: "If the message is received, then it
         // means the file was sent correctly."
         self.socket.send_to(OK, self.peer).await?;

@@ -558,8 +558,9 @@ async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
 
 /// Issue 23: an upload that took the last free pages was acknowledged, but
 /// its ledger line was cut by ENOSPC and the next line glued onto it: after
-/// that, neither showed in the ledger. A cut line is now removed at once,
-/// so every line in the file is whole and later ones are kept.
+/// that, neither showed in the ledger. A cut line is now removed at once, so
+/// every line is whole and later ones are kept, and an upload whose line
+/// could not be written is not acknowledged (sent again, it is).
 #[tokio::test]
 async fn a_full_disk_never_tears_the_ledger() {
     let outer = tempfile::tempdir().unwrap();
@@ -601,11 +602,20 @@ async fn a_full_disk_never_tears_the_ledger() {
         while filler.write_all(&[0u8; 4096]).is_ok() {}
     }
     // An empty file needs no page; its line does not fit what is left of
-    // the ledger's page.
+    // the ledger's page: stored, but not acknowledged without its record.
     let long = format!("{}.txt", "b".repeat(200));
-    let _ = sig.upload(&long, b"").await;
-    // Room again: the next upload's line is whole and readable.
+    match sig.upload(&long, b"").await {
+        Some(SignalFrame::Error(r)) => assert!(r.contains("could not record it"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    // Room again: the same file sent again is acknowledged and recorded,
+    // and the next upload's line is whole and readable.
     std::fs::remove_file(mnt.join("filler")).unwrap();
+    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    assert_eq!(
+        sig.upload(&long, b"").await,
+        Some(SignalFrame::Done(long.clone()))
+    );
     assert_eq!(
         sig.upload("after.txt", b"").await,
         Some(SignalFrame::Done("after.txt".into()))
@@ -618,5 +628,6 @@ async fn a_full_disk_never_tears_the_ledger() {
         );
     }
     assert!(text.lines().any(|l| l.contains("\"after.txt\"")), "{text}");
+    assert!(text.lines().any(|l| l.contains(&long)), "{text}");
     d.stop_in_place().await;
 }

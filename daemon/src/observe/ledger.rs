@@ -55,7 +55,7 @@ impl Repeats {
     /// line is always written; a deduplicated one only if the same pair has
     /// no line within [`REPEAT_WINDOW`].
     pub(crate) fn news(
-        &mut self,
+        &self,
         now: std::time::Instant,
         ip: std::net::IpAddr,
         stored: &str,
@@ -66,18 +66,20 @@ impl Repeats {
             .seen
             .get(&key)
             .is_some_and(|t| now.saturating_duration_since(*t) < REPEAT_WINDOW);
-        if deduplicated && recent {
-            return false;
-        }
+        !(deduplicated && recent)
+    }
+
+    /// A line for `stored` from `ip` was written at `now`.
+    pub(crate) fn written(&mut self, now: std::time::Instant, ip: std::net::IpAddr, stored: &str) {
+        let key = (crate::limits::canonical(ip), stored.to_owned());
         if self.seen.len() >= REPEATS_TRACKED && !self.seen.contains_key(&key) {
             self.seen
                 .retain(|_, t| now.saturating_duration_since(*t) < REPEAT_WINDOW);
             if self.seen.len() >= REPEATS_TRACKED {
-                return true;
+                return;
             }
         }
         self.seen.insert(key, now);
-        true
     }
 }
 
@@ -133,25 +135,24 @@ impl Ledger {
     }
 
     /// Appends `entry` (one write of one line), rotating first if the file
-    /// is full. A failure is logged, never passed on: the file is stored
-    /// whatever happens to its ledger line.
-    pub(crate) fn append(&self, entry: LedgerEntry) {
+    /// is full. A failed write is cut back to the last whole line and
+    /// returned: the caller must not acknowledge an upload without its line.
+    pub(crate) fn append(&self, entry: LedgerEntry) -> io::Result<()> {
         let deduplicated = entry.outcome == "deduplicated";
-        let news = self.inner().repeats.news(
-            std::time::Instant::now(),
-            entry.peer.ip(),
-            &entry.stored,
-            deduplicated,
-        );
+        let now = std::time::Instant::now();
+        let news = self
+            .inner()
+            .repeats
+            .news(now, entry.peer.ip(), &entry.stored, deduplicated);
         if !news {
             tracing::debug!(stored = %entry.stored, "ledger: a repeated identical retry, not written again");
-            return;
+            return Ok(());
         }
         let mut line = match serde_json::to_string(&entry) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "ledger: cannot encode an entry");
-                return;
+                return Ok(());
             }
         };
         line.push('\n');
@@ -161,26 +162,25 @@ impl Ledger {
                 tracing::warn!(error = %e, "ledger: cannot rotate");
             }
         }
-        match inner.file.write_all(line.as_bytes()) {
-            Ok(()) => {
-                inner.size += line.len() as u64;
-                self.dirty.store(true, Ordering::Release);
+        if let Err(e) = inner.file.write_all(line.as_bytes()) {
+            // A write cut short (a full disk) leaves part of a line: cut
+            // the file back to its last whole line, or the next line would
+            // be glued onto it and both lost on reading.
+            let cut = inner.size;
+            if let Err(e2) = inner.file.set_len(cut) {
+                tracing::warn!(error = %e2, "ledger: cannot cut back a partial line");
             }
-            Err(e) => {
-                // A write cut short (a full disk) leaves part of a line: cut
-                // the file back to its last whole line, or the next line
-                // would be glued onto it and both lost on reading.
-                let cut = inner.size;
-                if let Err(e2) = inner.file.set_len(cut) {
-                    tracing::warn!(error = %e2, "ledger: cannot cut back a partial line");
-                }
-                tracing::warn!(error = %e, stored = %entry.stored, "ledger: cannot append; the line is not written");
-            }
+            tracing::warn!(error = %e, stored = %entry.stored, "ledger: cannot append; the line is not written");
+            return Err(e);
         }
+        inner.size += line.len() as u64;
+        inner.repeats.written(now, entry.peer.ip(), &entry.stored);
+        self.dirty.store(true, Ordering::Release);
         if inner.recent.len() >= KEEP {
             inner.recent.pop_front();
         }
         inner.recent.push_back(entry);
+        Ok(())
     }
 
     fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
@@ -293,8 +293,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let l = Ledger::open(dir.path(), 1 << 20).unwrap();
-            l.append(entry(1));
-            l.append(entry(2));
+            l.append(entry(1)).unwrap();
+            l.append(entry(2)).unwrap();
         }
         // A crash mid-line.
         let mut f = OpenOptions::new()
@@ -313,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path(), 4096).unwrap();
         for n in 0..100 {
-            l.append(entry(n));
+            l.append(entry(n)).unwrap();
         }
         let now = std::fs::metadata(dir.path().join(LEDGER_FILE))
             .unwrap()
@@ -332,30 +332,48 @@ mod tests {
         let a: std::net::IpAddr = [10, 0, 0, 1].into();
         let b: std::net::IpAddr = [10, 0, 0, 2].into();
         let mut r = Repeats::default();
-        assert!(r.news(t0, a, "lab1.py", false), "the upload itself");
-        assert!(!r.news(t0, a, "lab1.py", true), "its retry a moment later");
-        assert!(r.news(t0, b, "lab1.py", true), "another address's hand-in");
-        assert!(r.news(t0, a, "lab2.py", true));
-        assert!(!r.news(t0 + REPEAT_WINDOW / 2, a, "lab1.py", true));
+        // Each line that is news is written.
+        let line = |r: &mut Repeats, t, ip, name: &str, dedup| {
+            let news = r.news(t, ip, name, dedup);
+            if news {
+                r.written(t, ip, name);
+            }
+            news
+        };
+        assert!(line(&mut r, t0, a, "lab1.py", false), "the upload itself");
         assert!(
-            r.news(t0 + REPEAT_WINDOW, a, "lab1.py", true),
+            !line(&mut r, t0, a, "lab1.py", true),
+            "its retry a moment later"
+        );
+        assert!(
+            line(&mut r, t0, b, "lab1.py", true),
+            "another address's hand-in"
+        );
+        assert!(line(&mut r, t0, a, "lab2.py", true));
+        assert!(!line(&mut r, t0 + REPEAT_WINDOW / 2, a, "lab1.py", true));
+        assert!(
+            line(&mut r, t0 + REPEAT_WINDOW, a, "lab1.py", true),
             "a window later"
         );
         assert!(
-            r.news(t0 + REPEAT_WINDOW, a, "lab1.py", false),
+            line(&mut r, t0 + REPEAT_WINDOW, a, "lab1.py", false),
             "stored anew"
         );
+        // A line that could not be written leaves its retry news.
+        let r = Repeats::default();
+        assert!(r.news(t0, a, "x", false));
+        assert!(r.news(t0, a, "x", true), "nothing was written for x");
     }
 
     #[test]
     fn forged_retries_cannot_flush_an_honest_line() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path(), 4096).unwrap();
-        l.append(entry(1));
+        l.append(entry(1)).unwrap();
         let mut retry = entry(2);
         retry.outcome = "deduplicated".into();
         for _ in 0..1800 {
-            l.append(retry.clone());
+            l.append(retry.clone()).unwrap();
         }
         assert_eq!(l.recent(|_| true, 10), vec![retry, entry(1)]);
         assert!(!dir.path().join(LEDGER_OLD).exists(), "never rotated");

@@ -250,6 +250,11 @@ fn host(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `at` as RFC 3339 in UTC, to the second.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 #[cfg(test)]
 mod viewer_tests {
     use super::*;
@@ -276,9 +281,4 @@ mod viewer_tests {
         };
         assert!(admin.sees(neighbour));
     }
-}
-
-/// `at` as RFC 3339 in UTC, to the second.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }

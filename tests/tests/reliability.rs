@@ -394,28 +394,41 @@ fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Result<(), String> {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_fails_one_transfer_and_the_next_works_once_space_is_back() {
-    let outer = tempfile::tempdir().unwrap();
-    let mnt = outer.path().join("small");
+/// A tmpfs mounted at `outer/name` of `size`, optionally followed by more
+/// mount options (`"16m,nr_inodes=300"`), unmounted when the value goes; `None` (the test skips) where this
+/// machine cannot mount, except under `FERRY_REQUIRE_TMPFS` (.ci/run sets
+/// it where mounting works; elsewhere the RLIMIT_FSIZE process test covers
+/// a failing write).
+fn tmpfs(outer: &std::path::Path, name: &str, size: &str) -> Option<Tmpfs> {
+    let mnt = outer.join(name);
     std::fs::create_dir(&mnt).unwrap();
-    if let Err(why) = mount_tmpfs(&mnt, "1m") {
-        // .ci/run sets FERRY_REQUIRE_TMPFS where the machine allows mounting;
-        // elsewhere the RLIMIT_FSIZE process test covers a failing write.
+    if let Err(why) = mount_tmpfs(&mnt, size) {
         assert!(
             std::env::var_os("FERRY_REQUIRE_TMPFS").is_none(),
             "cannot mount tmpfs: {why}"
         );
         eprintln!("skipped: cannot mount a tmpfs here ({why})");
+        return None;
+    }
+    Some(Tmpfs(mnt))
+}
+
+/// A mounted tmpfs; unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_one_transfer_and_the_next_works_once_space_is_back() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(fs) = tmpfs(outer.path(), "small", "1m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    };
+    let mnt = fs.0.clone();
     let mut d = TestDaemon::start_in(&mnt, |c| c.limits.max_file_size = Size(64 << 20)).await;
     let big = data::bytes(2 << 20, 1);
     let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
@@ -511,24 +524,11 @@ async fn replies_to_stray_datagrams_are_budgeted() {
 #[tokio::test]
 async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
     let outer = tempfile::tempdir().unwrap();
-    let mnt = outer.path().join("few-inodes");
-    std::fs::create_dir(&mnt).unwrap();
-    // The reserve (256) and a few dozen more.
-    if let Err(why) = mount_tmpfs(&mnt, "16m,nr_inodes=300") {
-        assert!(
-            std::env::var_os("FERRY_REQUIRE_TMPFS").is_none(),
-            "cannot mount tmpfs: {why}"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here ({why})");
+    // 300 inodes: the reserve (256) and a few dozen more.
+    let Some(fs) = tmpfs(outer.path(), "few-inodes", "16m,nr_inodes=300") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    };
+    let mnt = fs.0.clone();
     let mut d = TestDaemon::start_in(&mnt, |_| {}).await;
     let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
     // A tree of 100 one-byte files: refused once the reserve is reached.
@@ -564,23 +564,10 @@ async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
 #[tokio::test]
 async fn a_full_disk_never_tears_the_ledger() {
     let outer = tempfile::tempdir().unwrap();
-    let mnt = outer.path().join("tiny");
-    std::fs::create_dir(&mnt).unwrap();
-    if let Err(why) = mount_tmpfs(&mnt, "256k") {
-        assert!(
-            std::env::var_os("FERRY_REQUIRE_TMPFS").is_none(),
-            "cannot mount tmpfs: {why}"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here ({why})");
+    let Some(fs) = tmpfs(outer.path(), "tiny", "256k") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    };
+    let mnt = fs.0.clone();
     let mut d = TestDaemon::start_in(&mnt, |_| {}).await;
     let ledger = mnt.join(".ferry-ledger.jsonl");
     let len = || std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0);

@@ -340,3 +340,39 @@ async fn handout_clients_round_trip_at_once() {
     assert!(ok * 20 >= n * 19, "{ok} of {n} round trips intact");
     daemon.stop().await;
 }
+
+/// Inside a handout SAR, a `DON` glued to the next file's name (the pause
+/// between them lost on the way) cannot be told from data: a name can be
+/// anything. It costs the SAR a file, so the count comes out wrong at the
+/// end: the SAR fails and stores nothing. Before, `a.txt` was stored with
+/// `DON`, `b.txt`'s name and its data inside.
+#[tokio::test]
+async fn a_don_glued_to_the_next_name_in_a_sar_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let daemon = TestDaemon::start().await;
+    let mut s = tokio::net::TcpStream::connect(daemon.addrs.signal.expect("signal"))
+        .await
+        .expect("connect");
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(100));
+    for part in [
+        &b"SAR"[..],
+        &2u32.to_be_bytes(),
+        b"a.txt",
+        b"AAA",
+        b"DONb.txt",
+        b"BBB",
+        b"DON",
+    ] {
+        s.write_all(part).await.expect("send");
+        pause().await;
+    }
+    s.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest).await;
+    // Nothing comes of it, now or a moment later.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(daemon.visible_files(), Vec::<String>::new());
+    assert_eq!(daemon.work_entries_settled().await, 0);
+    daemon.stop().await;
+}

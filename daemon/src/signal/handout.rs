@@ -254,6 +254,30 @@ impl Conn<'_> {
         after: After,
         refused: Option<String>,
     ) -> Result<(), Failure> {
+        let (writer, t) = self.read_handout_file(cfg, after, refused).await?;
+        self.store_later(writer, t).await;
+        Ok(())
+    }
+
+    /// The client pauses 0.1 s and sends its next name; the socket must be
+    /// read then, whatever the disk is doing. So a file is stored on a task
+    /// of its own, and a request that reads storage waits for it
+    /// (`settle_commits`).
+    async fn store_later(&mut self, writer: Writer, t: Transfer) {
+        let ctx = Arc::clone(self.ctx);
+        let task = self.ctx.spawn_main(store_handout_file(ctx, writer, t));
+        self.commits.push_back(task);
+        self.settle_commits(MAX_PENDING_COMMITS).await;
+    }
+
+    /// One handout file, name to `DON`: its bytes written (or discarded, if
+    /// refused) by its writer, not yet stored.
+    async fn read_handout_file(
+        &mut self,
+        cfg: &Config,
+        after: After,
+        refused: Option<String>,
+    ) -> Result<(Writer, Transfer), Failure> {
         let mut t = self.transfer(Direction::Upload);
         let name = or_fail!(t, self.quiet_text(cfg, "a file name", true).await);
         t.requested = String::from_utf8_lossy(&name.text).into_owned();
@@ -288,15 +312,7 @@ impl Conn<'_> {
                 "the pause before DON was lost: the end found from what followed it"
             );
         }
-        // The client pauses 0.1 s and sends its next name; the socket must
-        // be read then, whatever the disk is doing. So the file is stored on
-        // a task of its own, and a request that reads storage waits for it
-        // (`settle_commits`).
-        let ctx = Arc::clone(self.ctx);
-        let task = self.ctx.spawn_main(store_handout_file(ctx, writer, t));
-        self.commits.push_back(task);
-        self.settle_commits(MAX_PENDING_COMMITS).await;
-        Ok(())
+        Ok((writer, t))
     }
 
     /// The upload's name, if it is one and the client may upload now.
@@ -308,13 +324,18 @@ impl Conn<'_> {
         Ok(name)
     }
 
-    /// `SAR`: a 4-byte count, then that many files, each stored as an upload.
-    /// Files past `max_tree_entries` are read and discarded.
+    /// `SAR`: a 4-byte count, then that many files, each stored as an upload
+    /// once all of them have come whole. A `DON` glued to the next name
+    /// cannot be seen inside a SAR (a name can be anything), but it costs
+    /// the SAR a file: the count then comes out wrong at the end, the SAR
+    /// fails, and nothing of it is stored. Files past `max_tree_entries`
+    /// are read and discarded.
     async fn receive_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
         let raw = self.exact(cfg, COUNT_LEN, "the SAR file count").await?;
         let count = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let max = cfg.signal.max_tree_entries;
         tracing::debug!(count, "handout SAR");
+        let mut held = Vec::new();
         for i in 0..count as usize {
             let refused = (i >= max).then(|| format!("more than {max} files in one SAR"));
             let after = if i + 1 < count as usize {
@@ -322,7 +343,22 @@ impl Conn<'_> {
             } else {
                 After::Request
             };
-            self.receive_handout_file(cfg, after, refused).await?;
+            match self.read_handout_file(cfg, after, refused).await {
+                Ok(file) => held.push(file),
+                Err(e) => {
+                    // Dropping a writer's upload leaves nothing of it.
+                    for (writer, t) in held {
+                        let _ = writer.finish().await;
+                        t.failed(&format!(
+                            "the SAR it came in did not arrive whole ({e}), so none of its files was stored"
+                        ));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (writer, t) in held {
+            self.store_later(writer, t).await;
         }
         Ok(())
     }

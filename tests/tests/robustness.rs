@@ -345,6 +345,15 @@ async fn cls_and_bad_sums_never_stop_the_daemon() {
     d.stop().await;
 }
 
+/// A daemon whose TCP connections are capped at `total`, `per_ip` per address.
+async fn capped(total: usize, per_ip: usize) -> TestDaemon {
+    TestDaemon::start_with(|c| {
+        c.limits.max_connections = total;
+        c.limits.max_connections_per_ip = per_ip;
+    })
+    .await
+}
+
 async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
@@ -697,11 +706,7 @@ async fn under_pressure_a_stalled_udp_session_gives_way() {
 
 #[tokio::test]
 async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
-    let d = TestDaemon::start_with(|c| {
-        c.limits.max_connections = 4;
-        c.limits.max_connections_per_ip = 2;
-    })
-    .await;
+    let d = capped(4, 2).await;
     let addr = d.addrs.signal.unwrap();
     // 127.0.0.5 holds its share with two busy connections (mid-upload);
     // 127.0.0.6 holds the rest of the total with two idle ones.
@@ -742,11 +747,7 @@ async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
 /// connection does: the longest-waiting makes room for a newcomer.
 #[tokio::test]
 async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
-    let d = TestDaemon::start_with(|c| {
-        c.limits.max_connections = 8;
-        c.limits.max_connections_per_ip = 4;
-    })
-    .await;
+    let d = capped(8, 4).await;
     let a = d.addrs;
     // Two addresses fill the cap with headers they never finish.
     let mut tricklers = Vec::new();
@@ -796,11 +797,7 @@ async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
 /// request gets the refusal.
 #[tokio::test]
 async fn pin_is_answered_when_every_slot_is_busy() {
-    let d = TestDaemon::start_with(|c| {
-        c.limits.max_connections = 4;
-        c.limits.max_connections_per_ip = 2;
-    })
-    .await;
+    let d = capped(4, 2).await;
     let addr = d.addrs.signal.unwrap();
     let mut busy = Vec::new();
     for (i, src) in ["127.0.0.10", "127.0.0.10", "127.0.0.11", "127.0.0.11"]

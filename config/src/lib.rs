@@ -80,6 +80,44 @@ pub struct Config {
     pub http: Http,
     /// The ledger of stored files.
     pub ledger: Ledger,
+    /// Who may download what (hand-in privacy).
+    pub access: Access,
+}
+
+/// Who may download a file that ferry received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Downloads {
+    /// Only the address that sent it, and `access.admin` networks (default:
+    /// a lab hands work in, and a hand-in is not for classmates to copy).
+    #[default]
+    Sender,
+    /// Anyone who names it.
+    Anyone,
+}
+
+/// `[access]`: hand-in privacy. A file ferry received can be downloaded,
+/// by every download protocol, only from the address that sent it (and
+/// from `admin` networks); a file ferry did not receive (put in the storage
+/// by an admin) or one uploaded from an `admin` network is published: anyone
+/// can download it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    /// `sender` (default) or `anyone`.
+    pub downloads: Downloads,
+    /// Networks that may download every file, and whose uploads are
+    /// published (default none: an admin reads the storage directory).
+    pub admin: Vec<IpNet>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            downloads: Downloads::Sender,
+            admin: Vec::new(),
+        }
+    }
 }
 
 /// `[http]`: `/metrics` for Prometheus, the lab page at `/` (live
@@ -301,6 +339,7 @@ impl Default for Config {
             signal: Signal::default(),
             http: Http::default(),
             ledger: Ledger::default(),
+            access: Access::default(),
         }
     }
 }

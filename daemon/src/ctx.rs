@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use crate::failure::Failure;
 use crate::limits::{IdleConnections, Limiter, UploadQuota};
 use crate::observe::Observer;
-use crate::storage::Storage;
+use crate::storage::{Download, Origin, Storage, StorageError, TreeReader};
+use ferry_proto::names::RelPath;
 
 /// How an upload quota refusal begins (counted as such in the metrics).
 pub(crate) const QUOTA_REFUSAL: &str = "your address has reached its upload quota";
@@ -64,6 +65,54 @@ pub struct Reload {
 }
 
 impl Ctx {
+    /// Who an upload from `peer` is from, under `[access]`.
+    pub(crate) fn origin_for(&self, peer: IpAddr) -> Origin {
+        crate::access::origin_for(&self.config().access, peer)
+    }
+
+    /// Refuses `peer` a download of `label`, stored by `origin`, when
+    /// `[access]` says so (and logs it for the admin).
+    pub(crate) fn may_download(
+        &self,
+        peer: IpAddr,
+        label: &str,
+        origin: Origin,
+    ) -> Result<(), StorageError> {
+        use crate::access::Refusal;
+        let refusal = match crate::access::may_download(&self.config().access, peer, origin) {
+            Ok(()) => return Ok(()),
+            Err(Refusal::AnotherSender) => StorageError::Private(label.to_owned()),
+            Err(Refusal::Unrecorded) => StorageError::Unrecorded(label.to_owned()),
+        };
+        tracing::info!(%peer, name = %label, ?origin, "download refused by [access]");
+        Err(refusal)
+    }
+
+    /// Opens the file `path` for `peer`, if `[access]` lets it download it.
+    pub(crate) async fn open_for(
+        &self,
+        peer: IpAddr,
+        path: &RelPath,
+    ) -> Result<Download, StorageError> {
+        let download = self.storage.open_read(path).await?;
+        self.may_download(peer, &path.to_string(), download.origin())?;
+        Ok(download)
+    }
+
+    /// Opens the directory `path` for `peer`, if `[access]` lets it
+    /// download it (its files are checked again as they are sent).
+    pub(crate) async fn tree_for(
+        &self,
+        peer: IpAddr,
+        path: &RelPath,
+        max_entries: usize,
+        max_depth: usize,
+    ) -> Result<TreeReader, StorageError> {
+        let tree = self.storage.read_tree(path, max_entries, max_depth).await?;
+        self.may_download(peer, &path.to_string(), tree.origin())?;
+        Ok(tree)
+    }
+
     /// Shared state for a daemon serving `config` from `storage`.
     pub(crate) fn new(config: Config, storage: Storage) -> Ctx {
         let uploads = UploadQuota::new(
@@ -149,6 +198,12 @@ impl Ctx {
             };
         }
         keep!(storage, "storage");
+        if applied.access.downloads == ferry_config::Downloads::Sender
+            && !self.storage.records_origins()
+        {
+            // A restart says why: the root cannot record senders.
+            keep!(access.downloads, "access.downloads");
+        }
         keep!(on_conflict, "on_conflict");
         keep!(log.format, "log.format");
         for id in ServiceId::ALL {

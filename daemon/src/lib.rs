@@ -15,7 +15,9 @@
 //!   connection (`conn`: the buffer, `read_frame` with its deadlines, the
 //!   connection's configuration snapshot): `tcp_upload`, `magic`, `signal`.
 //! - `storage`: the one interface to the root (uploads, downloads, trees),
-//!   with the local filesystem behind it. `limits`: caps, budgets, quotas;
+//!   with the local filesystem behind it, each file keeping who sent it;
+//!   `access`: hand-in privacy, who may download what (asked through
+//!   `ctx`'s `open_for`/`tree_for`). `limits`: caps, budgets, quotas;
 //!   `report`: the one record of each transfer attempt (its log event,
 //!   metrics, the lab page and the ledger, kept by `observe`); `http`: the
 //!   HTTP listener (metrics, the lab page, the ledger); [`logs`]: log output.
@@ -27,6 +29,7 @@
 //! no partial file is ever visible.
 #![warn(missing_docs, unreachable_pub)]
 
+mod access;
 mod attention;
 mod conn;
 mod control;
@@ -173,6 +176,13 @@ pub enum StartError {
     /// The S3 backend's store or catalog cannot be used.
     #[error("storage: {0}")]
     Store(#[from] storage::S3OpenError),
+    /// `access.downloads = "sender"` on a root that cannot keep who sent
+    /// each file.
+    #[error("storage root {path}: its file system keeps no extended attributes, so ferryd cannot record who sent each file, which access.downloads = \"sender\" needs (ext4, xfs, btrfs and tmpfs keep them); store elsewhere, or set access.downloads = \"anyone\"")]
+    NoOrigins {
+        /// The root.
+        path: std::path::PathBuf,
+    },
     /// The HTTP listener's port could not be bound.
     #[error("cannot bind http to {addr}: {source}")]
     BindHttp {
@@ -275,6 +285,12 @@ impl Daemon {
                 storage::Storage::open_s3(&config.storage, config.on_conflict).await?
             }
         };
+        if config.access.downloads == ferry_config::Downloads::Sender && !storage.records_origins()
+        {
+            return Err(StartError::NoOrigins {
+                path: storage.root().to_owned(),
+            });
+        }
         let mut sockets = Vec::new();
         let mut addrs = BoundAddrs::default();
         for id in ServiceId::ALL {

@@ -73,7 +73,7 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<(), F
     let max_name_len = conn.config.limits.max_name_len;
     let found = match RelPath::parse(&request.name, max_name_len) {
         Err(e) => Err(Failure::refused(format!("refused name: {e}"))),
-        Ok(path) => match ctx.storage.open_read(&path).await {
+        Ok(path) => match ctx.open_for(conn.peer.ip(), &path).await {
             Ok(d) if d.size() > u64::from(u32::MAX) => Err(Failure::refused(format!(
                 "{path} is {} bytes, more than the 4-byte DataLength can announce",
                 d.size()

@@ -433,7 +433,7 @@ impl Conn<'_> {
                     Ok(()) => self
                         .ctx
                         .storage
-                        .begin_write(n, size)
+                        .begin_write(n, size, self.ctx.origin_for(t.peer()))
                         .await
                         .map_err(Failure::from),
                     Err(e) => Err(e),
@@ -499,7 +499,7 @@ impl Conn<'_> {
                 Ok(()) => self
                     .ctx
                     .storage
-                    .begin_tree(n, cfg.signal.max_tree_depth)
+                    .begin_tree(n, cfg.signal.max_tree_depth, self.ctx.origin_for(t.peer()))
                     .await
                     .map_err(Failure::from),
                 Err(e) => Err(e),
@@ -557,7 +557,7 @@ impl Conn<'_> {
         max_len: usize,
     ) -> Result<(RelPath, crate::storage::Download), Failure> {
         let path = stored_path(raw, max_len)?;
-        let download = self.ctx.storage.open_read(&path).await?;
+        let download = self.ctx.open_for(self.io.peer.ip(), &path).await?;
         Ok((path, download))
     }
 
@@ -673,8 +673,8 @@ impl Conn<'_> {
         let opened = match RelPath::parse(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
                 .ctx
-                .storage
-                .read_tree(
+                .tree_for(
+                    t.peer(),
                     &path,
                     cfg.signal.max_tree_entries,
                     cfg.signal.max_tree_depth,
@@ -697,7 +697,17 @@ impl Conn<'_> {
         let name = path.file_name().to_string();
         or_fail!(t, self.send(SignalFrame::SendRepo(name.clone())).await);
         loop {
-            match reader.next().await {
+            // Each file is checked too: an admin may have put another
+            // sender's file into a published directory.
+            let next = reader.next().await.and_then(|entry| match entry {
+                Some((rel, download)) => {
+                    let label = format!("{path}/{rel}");
+                    self.ctx.may_download(t.peer(), &label, download.origin())?;
+                    Ok(Some((rel, download)))
+                }
+                None => Ok(None),
+            });
+            match next {
                 Ok(Some((rel, download))) => {
                     or_fail!(t, self.stream_file(rel.to_string(), download, &mut t).await)
                 }

@@ -99,7 +99,8 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
     let name = SafeName::for_upload(&header.name)
         .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
     ctx.admit_upload(std::time::Instant::now(), t.peer(), header.size)?;
-    let mut upload = ctx.storage.begin_write(name, header.size).await?;
+    let from = ctx.origin_for(t.peer());
+    let mut upload = ctx.storage.begin_write(name, header.size, from).await?;
     if upload.large_reads() {
         conn.read_chunk = crate::conn::READ_CHUNK_LARGE;
     }

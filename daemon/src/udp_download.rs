@@ -155,7 +155,7 @@ impl Task {
         t.requested = name.clone();
         let result = async {
             let path = self.path(&name)?;
-            let download = self.ctx.storage.open_read(&path).await?;
+            let download = self.ctx.open_for(self.peer.ip(), &path).await?;
             self.reserve(download.size())?;
             t.stored = path.to_string();
             self.send(&self.out(), download, &mut t).await
@@ -175,7 +175,7 @@ impl Task {
     async fn stat_request(self, name: String) {
         let result = async {
             let path = self.path(&name)?;
-            let download = self.ctx.storage.open_read(&path).await?;
+            let download = self.ctx.open_for(self.peer.ip(), &path).await?;
             let out = self.out();
             if let Some(crc) = download.cached_crc().await {
                 // Recorded when stored: no read, nothing from the budget.

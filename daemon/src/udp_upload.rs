@@ -609,7 +609,11 @@ impl Session {
         let mut upload = self
             .ctx
             .storage
-            .begin_write(self.name.clone(), self.info.size)
+            .begin_write(
+                self.name.clone(),
+                self.info.size,
+                self.ctx.origin_for(self.peer.ip()),
+            )
             .await?;
         self.socket
             .send_to(&encode_buffer_size(self.buffer_size), self.peer)

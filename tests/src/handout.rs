@@ -33,9 +33,62 @@ pub enum UdpUploadOutcome {
 /// parallel on two cores, and a starved reader must not lose datagrams
 /// (the lab protocols have no flow control).
 pub async fn udp_socket() -> UdpSocket {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    udp_socket_as(std::net::Ipv4Addr::LOCALHOST).await
+}
+
+/// A UDP socket like [`udp_socket`], from `src` (any 127.x address: a
+/// student of its own).
+pub async fn udp_socket_as(src: std::net::Ipv4Addr) -> UdpSocket {
+    let sock = UdpSocket::bind((src, 0)).await.expect("bind");
     ferryd::set_buffer_sizes(&sock, 4 << 20);
     sock
+}
+
+/// A TCP connection to `to` from `src` (any 127.x address).
+pub async fn connect_as(src: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(SocketAddr::from((src, 0))).expect("bind");
+    sock.connect(to).await.expect("connect")
+}
+
+/// Seed 003's client from `src`: the whole request in one write; the bytes
+/// until the server closes.
+pub async fn magic_download_as(src: std::net::Ipv4Addr, addr: SocketAddr, name: &[u8]) -> Vec<u8> {
+    timeout(OP_TIMEOUT, async {
+        let mut s = connect_as(src, addr).await;
+        let mut req = vec![0x49, 0x7E, 0x01];
+        req.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        req.extend_from_slice(name);
+        s.write_all(&req).await.expect("send");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        out
+    })
+    .await
+    .expect("magic download within the op timeout")
+}
+
+/// Seed 001 §4's client from `src`: the chunks until a short one (an error
+/// reply is one short chunk). `None` if a chunk does not come within 2 s.
+pub async fn udp_download_as(
+    src: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    name: &[u8],
+) -> Option<Vec<u8>> {
+    let sock = udp_socket_as(src).await;
+    sock.send_to(name, addr).await.expect("send");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, _) = timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        out.extend_from_slice(&buf[..n]);
+        if n < 2048 {
+            return Some(out);
+        }
+    }
 }
 
 /// The Python-`json.dumps` `file_info` for `data` under `name`.
@@ -114,20 +167,7 @@ pub async fn udp_upload_waiting(
 /// Seed 001 §4's client: send the name, collect chunks until one is shorter
 /// than 2048. `None` if a chunk does not come within 2 s.
 pub async fn udp_download(addr: SocketAddr, name: &[u8]) -> Option<Vec<u8>> {
-    let sock = udp_socket().await;
-    sock.send_to(name, addr).await.expect("send");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (n, _) = timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        out.extend_from_slice(&buf[..n]);
-        if n < 2048 {
-            return Some(out);
-        }
-    }
+    udp_download_as(std::net::Ipv4Addr::LOCALHOST, addr, name).await
 }
 
 /// One request/reply of seed 001 §3 (one datagram each way).
@@ -211,6 +251,15 @@ impl Signal {
     pub async fn connect(addr: SocketAddr) -> Signal {
         Signal {
             stream: TcpStream::connect(addr).await.expect("connect"),
+            codec: SignalCodec::default(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects from `src` (any 127.x address: a student of its own).
+    pub async fn connect_as(src: std::net::Ipv4Addr, addr: SocketAddr) -> Signal {
+        Signal {
+            stream: connect_as(src, addr).await,
             codec: SignalCodec::default(),
             buf: BytesMut::new(),
         }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use ferry_proto::signal::SignalFrame;
 use ferry_tests::{assert_same_bytes, data, peers, TestDaemon};
 
 /// The sizes the issue names, and the shapes that end in `DON`.
@@ -176,6 +177,85 @@ async fn handout_client_sends_a_repo_and_gets_one() {
     let out = client(&daemon, &["get-repo", "nope", path(&target)], None).await;
     ok(&out, "get-repo of a missing repo");
     assert_eq!(std::fs::read_dir(&target).expect("made").count(), 0);
+    daemon.stop().await;
+}
+
+/// Hand-in privacy with the handout's own client: a student's `SAF` then
+/// `RAF` works from their address; a classmate's `RAF` of it is the
+/// client's "not found" (`ERR`, exit 1, no file written) and a `RAR` of a
+/// classmate's tree is a count of 0.
+#[tokio::test]
+async fn the_handout_client_gets_its_own_hand_in_and_not_a_classmates() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let daemon = TestDaemon::start().await;
+    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let local = tempfile::tempdir().expect("temp");
+    let run = |src: &'static str, args: Vec<String>| {
+        let port = port.clone();
+        async move {
+            let mut all = vec!["127.0.0.1".to_string(), port];
+            all.extend(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            peers::run("signal_client.py", &all, &[("SRC_ADDR", src)]).await
+        }
+    };
+    let work = data::bytes(5000, 9);
+    let mine = local.path().join("lab1.py");
+    std::fs::write(&mine, &work).expect("write");
+    let out = run("127.0.0.2", vec!["send".into(), path(&mine).into()]).await;
+    ok(&out, "alice sends");
+    stored(&daemon, &["lab1.py".to_string()]).await;
+    let back = local.path().join("back.py");
+    let out = run(
+        "127.0.0.2",
+        vec!["get".into(), "lab1.py".into(), path(&back).into()],
+    )
+    .await;
+    ok(&out, "alice gets her own");
+    assert_same_bytes(&std::fs::read(&back).expect("got"), &work, "lab1.py");
+
+    let stolen = local.path().join("stolen.py");
+    let out = run(
+        "127.0.0.3",
+        vec!["get".into(), "lab1.py".into(), path(&stolen).into()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "the handout client saw ERR");
+    assert!(!stolen.exists(), "no file for bob");
+
+    let mut alice = ferry_tests::handout::Signal::connect_as(
+        "127.0.0.2".parse().unwrap(),
+        daemon.addrs.signal.unwrap(),
+    )
+    .await;
+    let mut sar = ferry_proto::signal::encode(SignalFrame::SendRepo("proj".into())).unwrap();
+    sar.extend(ferry_proto::signal::encode_file("a.py", b"print(1)").unwrap());
+    sar.extend(ferry_proto::signal::encode(SignalFrame::Done(String::new())).unwrap());
+    alice.send_raw(&sar).await;
+    assert!(matches!(alice.recv().await, Some(SignalFrame::Done(_))));
+    let target = local.path().join("bobs-copy");
+    let out = run(
+        "127.0.0.3",
+        vec!["get-repo".into(), "proj".into(), path(&target).into()],
+    )
+    .await;
+    ok(&out, "bob's get-repo ends cleanly");
+    assert_eq!(
+        std::fs::read_dir(&target).expect("made").count(),
+        0,
+        "nothing for bob"
+    );
+    let target = local.path().join("alices-copy");
+    let out = run(
+        "127.0.0.2",
+        vec!["get-repo".into(), "proj".into(), path(&target).into()],
+    )
+    .await;
+    ok(&out, "alice's get-repo");
+    assert_eq!(
+        std::fs::read(target.join("a.py")).expect("a.py"),
+        b"print(1)"
+    );
     daemon.stop().await;
 }
 

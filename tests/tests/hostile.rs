@@ -932,3 +932,121 @@ async fn a_trees_entries_count_against_the_upload_quota() {
     assert_eq!(d.work_entries_settled().await, 0);
     d.stop().await;
 }
+
+/// Hand-in privacy (`access.downloads = "sender"`, the default): two
+/// students on addresses of their own and an admin network.
+#[tokio::test]
+async fn a_hand_in_is_downloaded_only_by_its_sender_or_an_admin() {
+    use std::net::Ipv4Addr;
+    let (alice, bob, admin) = (
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+        Ipv4Addr::new(127, 0, 0, 9),
+    );
+    let d =
+        TestDaemon::start_with(|c| c.access.admin = vec!["127.0.0.9/32".parse().unwrap()]).await;
+    let a = d.addrs;
+    let (sig, magic, udp) = (
+        a.signal.unwrap(),
+        a.magic_download.unwrap(),
+        a.udp_download.unwrap(),
+    );
+    let work = data::bytes(3000, 7);
+    let mut alice_c = handout::Signal::connect_as(alice, sig).await;
+    assert_eq!(
+        alice_c.upload("hw.py", &work).await,
+        Some(SignalFrame::Done("hw.py".into()))
+    );
+    // Alice downloads her own, on every protocol.
+    alice_c.send(SignalFrame::RequestFile("hw.py".into())).await;
+    assert_eq!(alice_c.recv_file().await.unwrap().1, work);
+    let got = handout::magic_download_as(alice, magic, b"hw.py").await;
+    assert_eq!(handout::parse_magic(&got).2, &work[..]);
+    assert_eq!(
+        handout::udp_download_as(alice, udp, b"hw.py")
+            .await
+            .unwrap(),
+        work
+    );
+
+    // Bob gets each protocol's refusal, and not a byte of it.
+    let refusal = "hw.py was handed in from another address";
+    let mut bob_c = handout::Signal::connect_as(bob, sig).await;
+    bob_c.send(SignalFrame::RequestFile("hw.py".into())).await;
+    match bob_c.recv().await {
+        Some(SignalFrame::Error(e)) => assert!(e.contains(refusal), "{e}"),
+        other => panic!("RAF of a classmate's file: {other:?}"),
+    }
+    let got = handout::magic_download_as(bob, magic, b"hw.py").await;
+    assert_eq!(got, [0x49, 0x7E, 0x02, 0, 0, 0, 0, 0], "status 0, no data");
+    let got = handout::udp_download_as(bob, udp, b"hw.py").await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("ERROR: ") && text.contains(refusal),
+        "{text}"
+    );
+
+    // A tree: Bob can have neither the tree nor a file in it.
+    let entries = vec![("main.py".to_string(), b"print(1)\n".to_vec())];
+    assert!(matches!(
+        send_tree(&mut alice_c, "proj", &entries).await,
+        Some(SignalFrame::Done(_))
+    ));
+    for ask in [
+        SignalFrame::RequestRepo("proj".into()),
+        SignalFrame::RequestFile("proj/main.py".into()),
+    ] {
+        bob_c.send(ask.clone()).await;
+        match bob_c.recv().await {
+            Some(SignalFrame::Error(e)) => assert!(e.contains("handed in from another"), "{e}"),
+            other => panic!("{ask:?}: {other:?}"),
+        }
+    }
+
+    // The same name and bytes from Bob are his own upload, not Alice's file.
+    assert_eq!(
+        bob_c.upload("hw.py", &work).await,
+        Some(SignalFrame::Done("hw (1).py".into()))
+    );
+    bob_c
+        .send(SignalFrame::RequestFile("hw (1).py".into()))
+        .await;
+    assert_eq!(bob_c.recv_file().await.unwrap().1, work);
+
+    // What an admin placed, and what an admin network uploaded, is for everyone.
+    d.put("handout.txt", b"read me");
+    let mut admin_c = handout::Signal::connect_as(admin, sig).await;
+    assert_eq!(
+        admin_c.upload("notes.txt", b"notes").await,
+        Some(SignalFrame::Done("notes.txt".into()))
+    );
+    for (name, want) in [("handout.txt", &b"read me"[..]), ("notes.txt", b"notes")] {
+        bob_c.send(SignalFrame::RequestFile(name.into())).await;
+        assert_eq!(bob_c.recv_file().await.unwrap().1, want, "{name}");
+    }
+    // The admin network downloads the hand-in.
+    let got = handout::magic_download_as(admin, magic, b"hw.py").await;
+    assert_eq!(handout::parse_magic(&got).2, &work[..]);
+    // Nothing Bob asked for moved a byte: the stored files are as sent.
+    assert_eq!(d.read("hw.py"), work);
+    d.stop().await;
+}
+
+/// `access.downloads = "anyone"`: the old behaviour, for a lab that shares.
+#[tokio::test]
+async fn anyone_may_download_when_the_lab_shares() {
+    use ferry_config::Downloads;
+    use std::net::Ipv4Addr;
+    let d = TestDaemon::start_with(|c| c.access.downloads = Downloads::Anyone).await;
+    let sig = d.addrs.signal.unwrap();
+    let mut alice = handout::Signal::connect_as(Ipv4Addr::new(127, 0, 0, 2), sig).await;
+    assert!(alice.upload("shared.txt", b"for all").await.is_some());
+    let got = handout::magic_download_as(
+        Ipv4Addr::new(127, 0, 0, 3),
+        d.addrs.magic_download.unwrap(),
+        b"shared.txt",
+    )
+    .await;
+    assert_eq!(handout::parse_magic(&got).2, b"for all");
+    d.stop().await;
+}

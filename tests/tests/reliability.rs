@@ -381,9 +381,9 @@ async fn slow_loris_clients_are_cut_off_and_others_served() {
 }
 
 /// Mounts a tmpfs of `size` at `dir`, or says why not.
-fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Result<(), String> {
+fn mount_fs(kind: &str, dir: &std::path::Path, size: &str) -> Result<(), String> {
     let out = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .args(["-t", kind, "-o", &format!("size={size}"), kind])
         .arg(dir)
         .output()
         .map_err(|e| e.to_string())?;
@@ -400,14 +400,19 @@ fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Result<(), String> {
 /// it where mounting works; elsewhere the RLIMIT_FSIZE process test covers
 /// a failing write).
 fn tmpfs(outer: &std::path::Path, name: &str, size: &str) -> Option<Tmpfs> {
+    mounted("tmpfs", outer, name, size)
+}
+
+/// Like [`tmpfs`], a file system of `kind` (`ramfs`: no extended attributes).
+fn mounted(kind: &str, outer: &std::path::Path, name: &str, size: &str) -> Option<Tmpfs> {
     let mnt = outer.join(name);
     std::fs::create_dir(&mnt).unwrap();
-    if let Err(why) = mount_tmpfs(&mnt, size) {
+    if let Err(why) = mount_fs(kind, &mnt, size) {
         assert!(
             std::env::var_os("FERRY_REQUIRE_TMPFS").is_none(),
-            "cannot mount tmpfs: {why}"
+            "cannot mount {kind}: {why}"
         );
-        eprintln!("skipped: cannot mount a tmpfs here ({why})");
+        eprintln!("skipped: cannot mount a {kind} here ({why})");
         return None;
     }
     Some(Tmpfs(mnt))
@@ -617,4 +622,37 @@ async fn a_full_disk_never_tears_the_ledger() {
     assert!(text.lines().any(|l| l.contains("\"after.txt\"")), "{text}");
     assert!(text.lines().any(|l| l.contains(&long)), "{text}");
     d.stop_in_place().await;
+}
+
+/// A root whose file system keeps no extended attributes (ramfs) cannot
+/// record who sent each file: under hand-in privacy (the default) ferryd
+/// refuses to start and says why, rather than publish every hand-in; with
+/// `access.downloads = "anyone"` it serves.
+#[tokio::test]
+async fn a_root_that_cannot_record_senders_is_refused_under_hand_in_privacy() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(fs) = mounted("ramfs", outer.path(), "no-xattrs", "1m") else {
+        return;
+    };
+    let config = ferry_config::Config::for_tests(&fs.0);
+    let err = match ferryd::Daemon::bind(config.clone()).await {
+        Ok(_) => panic!("ferryd started on a root that cannot record senders"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("cannot record who sent each file")
+            && err.contains("access.downloads = \"anyone\""),
+        "{err}"
+    );
+    let d = TestDaemon::start_in(&fs.0, |c| {
+        c.access.downloads = ferry_config::Downloads::Anyone
+    })
+    .await;
+    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    assert_eq!(
+        c.upload("a.txt", b"shared").await,
+        Some(SignalFrame::Done("a.txt".into()))
+    );
+    assert_eq!(std::fs::read(fs.0.join("a.txt")).unwrap(), b"shared");
+    d.stop().await;
 }

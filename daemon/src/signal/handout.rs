@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ferry_config::Config;
-use ferry_proto::names::SafeName;
+use ferry_proto::names::{RelPath, SafeName};
 use ferry_proto::signal::handout::{
     found_signal, piece_len, After, DataEvent, EndBy, FileData, HandoutError, LostPause, Name,
     QuietText, COUNT_LEN, DON, PIECE,
@@ -296,7 +296,8 @@ impl Conn<'_> {
         };
         // The file is created and written on a task of its own while this
         // one reads on.
-        let writer = Writer::spawn(self.ctx, target, cfg.limits.max_file_size.0);
+        let from = self.ctx.origin_for(self.io.peer.ip());
+        let writer = Writer::spawn(self.ctx, target, cfg.limits.max_file_size.0, from);
         let by = match self.handout_data(cfg, after, &writer, &mut t).await {
             Ok(by) => by,
             Err(e) => {
@@ -465,13 +466,7 @@ impl Conn<'_> {
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
         self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
-            Ok(path) => self
-                .ctx
-                .storage
-                .list_files(&path, cfg.signal.max_tree_entries)
-                .await
-                .map(|l| (path, l))
-                .map_err(Failure::from),
+            Ok(path) => self.list_for(cfg, path, t.peer()).await,
             Err(e) => Err(e),
         };
         let (path, files) = match listed {
@@ -495,6 +490,20 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// The files of the directory `path`, if `[access]` lets `peer`
+    /// download it (the count goes first, so it is checked before).
+    async fn list_for(
+        &self,
+        cfg: &Config,
+        path: RelPath,
+        peer: std::net::IpAddr,
+    ) -> Result<(RelPath, Vec<(SafeName, u64)>), Failure> {
+        let max = cfg.signal.max_tree_entries;
+        self.ctx.tree_for(peer, &path, max, 1).await?;
+        let files = self.ctx.storage.list_files(&path, max).await?;
+        Ok((path, files))
+    }
+
     /// One file of a handout `RAR`: name, data, `DON`, each alone.
     async fn send_handout_repo_file(
         &mut self,
@@ -506,10 +515,14 @@ impl Conn<'_> {
     ) -> Result<(), Failure> {
         let download = self
             .ctx
-            .storage
-            .open_read(&dir.join(name.clone()))
+            .open_for(t.peer(), &dir.join(name.clone()))
             .await
-            .map_err(|e| Failure::Broken(format!("the directory changed while being sent: {e}")))?;
+            .map_err(|e| match e {
+                e @ (StorageError::Private(_) | StorageError::Unrecorded(_)) => {
+                    Failure::Broken(e.to_string())
+                }
+                e => Failure::Broken(format!("the directory changed while being sent: {e}")),
+            })?;
         if i > 0 {
             self.pause_until_taken(cfg).await?;
         }
@@ -631,13 +644,18 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(ctx: &Ctx, target: Result<SafeName, Failure>, max: u64) -> Writer {
+    fn spawn(
+        ctx: &Ctx,
+        target: Result<SafeName, Failure>,
+        max: u64,
+        from: crate::storage::Origin,
+    ) -> Writer {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
         let storage = ctx.storage.clone();
         let task = ctx.spawn_main(async move {
             let mut sink: Sink = match target {
                 Ok(name) => storage
-                    .begin_write_capped(name, max)
+                    .begin_write_capped(name, max, from)
                     .await
                     .map_err(Failure::from),
                 Err(e) => Err(e),

@@ -23,10 +23,15 @@
 //! - Same-name uploads never destroy data (`on_conflict`), and a retried
 //!   upload identical to one already stored is acknowledged with the stored
 //!   name instead of being stored twice.
+//! - Every file ferry receives keeps who sent it ([`Origin`]); a retry is
+//!   identical only if it comes from the same sender, and `overwrite`
+//!   replaces only a file from the same sender (another's upload of the name
+//!   gets a numbered one), so no one replaces a classmate's hand-in or an
+//!   admin's published file.
 //!
 //! # Layout
 //! - this module: the interface ([`Backend`] and the four stream traits),
-//!   [`StorageError`], [`Stored`];
+//!   [`StorageError`], [`Stored`]; `origin` ([`Origin`]);
 //! - [`local`]: the local filesystem backend (root, work area, lock, reaper),
 //!   with `naming` (the `on_conflict` policy, numbered names), `upload`
 //!   (streaming writes, digest and CRC attributes), `tree` (trees in and
@@ -34,6 +39,7 @@
 
 mod local;
 pub(crate) mod numbered;
+mod origin;
 mod s3;
 mod shape;
 
@@ -49,6 +55,7 @@ use ferry_proto::crc::format_hex;
 use ferry_proto::names::{RelPath, SafeName};
 
 pub use local::{OpenError, LOCK_FILE, WORK_DIR};
+pub(crate) use origin::Origin;
 pub(crate) use s3::load_credentials;
 pub use s3::S3OpenError;
 
@@ -114,6 +121,14 @@ pub(crate) enum StorageError {
         /// Inodes still free.
         free: u64,
     },
+    /// Hand-in privacy: handed in from another address.
+    #[error(
+        "{0} was handed in from another address: only that address (or an admin) can download it"
+    )]
+    Private(String),
+    /// Hand-in privacy: received with no record of its sender.
+    #[error("{0} was stored with no record of who sent it: only an admin can download it")]
+    Unrecorded(String),
     /// The disk or the OS failed (full disk, I/O error, …).
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
@@ -154,8 +169,13 @@ pub(crate) trait Backend: Send + Sync {
     /// Waits up to `limit` for background work given so far (at a clean stop).
     async fn flush_background(&self, limit: Duration);
 
-    /// Starts an upload to be stored as `name`.
-    async fn begin_write(&self, name: SafeName, size: Announced) -> Result<Upload, StorageError>;
+    /// Starts an upload from `from` to be stored as `name`.
+    async fn begin_write(
+        &self,
+        name: SafeName,
+        size: Announced,
+        from: Origin,
+    ) -> Result<Upload, StorageError>;
 
     /// Opens a stored file for reading.
     async fn open_read(&self, path: &RelPath) -> Result<Download, StorageError>;
@@ -176,12 +196,18 @@ pub(crate) trait Backend: Send + Sync {
         max_entries: usize,
     ) -> Result<Vec<(SafeName, u64)>, StorageError>;
 
-    /// Starts receiving a tree to be stored as `name`, at most `max_depth` deep.
+    /// Starts receiving a tree from `from` to be stored as `name`, at most
+    /// `max_depth` deep.
     async fn begin_tree(
         &self,
         name: SafeName,
         max_depth: usize,
+        from: Origin,
     ) -> Result<TreeUpload, StorageError>;
+
+    /// Whether the backend keeps who stored each file (the local one needs
+    /// extended attributes on the root's filesystem).
+    fn records_origins(&self) -> bool;
 }
 
 /// An upload in progress. Dropping it without `commit` stores nothing.
@@ -223,6 +249,9 @@ pub(crate) trait UploadSink: Send {
 pub(crate) trait Reader: Send {
     /// Its size when opened.
     fn size(&self) -> u64;
+
+    /// Who stored it.
+    fn origin(&self) -> Origin;
 
     /// Reads the next bytes into `buf` (cleared first): `max` of them, fewer
     /// only at the end of the file (callers cut fixed-size chunks from it);
@@ -266,6 +295,9 @@ pub(crate) trait TreeSink: Send {
 /// A stored tree being sent.
 #[async_trait]
 pub(crate) trait TreeSource: Send {
+    /// Who stored the tree (its files say it again, one by one).
+    fn origin(&self) -> Origin;
+
     /// The next regular file, its path in the tree and the file opened;
     /// `None` at the end.
     async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError>;
@@ -320,13 +352,17 @@ impl Storage {
         self.backend.flush_background(limit).await;
     }
 
-    /// Starts an upload of exactly `size` bytes to be stored as `name`.
+    /// Starts an upload from `from` of exactly `size` bytes to be stored
+    /// as `name`.
     pub(crate) async fn begin_write(
         &self,
         name: SafeName,
         size: u64,
+        from: Origin,
     ) -> Result<Upload, StorageError> {
-        self.backend.begin_write(name, Announced::Exact(size)).await
+        self.backend
+            .begin_write(name, Announced::Exact(size), from)
+            .await
     }
 
     /// Starts an upload whose size is not announced: at most `max` bytes.
@@ -334,8 +370,16 @@ impl Storage {
         &self,
         name: SafeName,
         max: u64,
+        from: Origin,
     ) -> Result<Upload, StorageError> {
-        self.backend.begin_write(name, Announced::AtMost(max)).await
+        self.backend
+            .begin_write(name, Announced::AtMost(max), from)
+            .await
+    }
+
+    /// Whether who stored each file is kept; see [`Backend::records_origins`].
+    pub(crate) fn records_origins(&self) -> bool {
+        self.backend.records_origins()
     }
 
     /// Opens a stored file for reading.
@@ -367,7 +411,8 @@ impl Storage {
         &self,
         name: SafeName,
         max_depth: usize,
+        from: Origin,
     ) -> Result<TreeUpload, StorageError> {
-        self.backend.begin_tree(name, max_depth).await
+        self.backend.begin_tree(name, max_depth, from).await
     }
 }

@@ -13,6 +13,7 @@
 //! - One daemon per root: an exclusive `flock` on `.ferry-lock`.
 
 mod naming;
+mod origin;
 mod sys;
 pub(super) use sys::lock_root;
 mod tree;
@@ -34,7 +35,7 @@ use tokio::fs::File;
 use self::sys::{list_dir, open_dir, open_nofollow};
 use self::tree::{list_top, DirLevel, LocalTree, LocalTreeReader};
 use self::upload::{Dest, LocalFile, LocalUpload};
-use super::{Announced, Backend, Download, StorageError, TreeReader, TreeUpload, Upload};
+use super::{Announced, Backend, Download, Origin, StorageError, TreeReader, TreeUpload, Upload};
 
 /// Name of the hidden work area inside the root (refused as a name by the normaliser).
 pub const WORK_DIR: &str = ".ferry-work";
@@ -86,6 +87,8 @@ struct Inner {
     _lock: std::fs::File,
     /// Writer threads for large uploads ([`upload::PIPE_LANES`] at most).
     lanes: Arc<tokio::sync::Semaphore>,
+    /// Whether the root's file system keeps who stored each file.
+    origins: bool,
 }
 
 /// The local root. Cheap to clone.
@@ -140,6 +143,7 @@ impl Local {
         let probe = work.join("probe");
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)?;
+        let origins = origin::supports_origins(&work);
         let (reaper, reaper_rx) = std::sync::mpsc::channel();
         let (later, later_rx) = std::sync::mpsc::channel::<(std::time::Instant, PathBuf)>();
         let forward = reaper.clone();
@@ -174,6 +178,7 @@ impl Local {
                 reaper_rx: std::sync::Mutex::new(Some(reaper_rx)),
                 _lock: lock,
                 lanes: Arc::new(tokio::sync::Semaphore::new(upload::PIPE_LANES)),
+                origins,
             }),
         })
     }
@@ -261,6 +266,7 @@ impl Local {
         name: SafeName,
         size: u64,
         exact: bool,
+        origin: Origin,
     ) -> Result<LocalUpload, StorageError> {
         self.room_for_a_file()?;
         let temp = self.temp_path("upload");
@@ -277,6 +283,7 @@ impl Local {
             crc: Crc32::new(),
             hash: Some(blake3::Hasher::new()),
             pipe: None,
+            origin,
         };
         if exact && size >= upload::PIPE_MIN {
             if let Ok(lane) = Arc::clone(&self.inner.lanes).try_acquire_owned() {
@@ -313,14 +320,16 @@ impl Local {
     ) -> Result<LocalTreeReader, StorageError> {
         let full = self.resolve(path, Want::Dir).await?;
         let label = path.to_string();
-        let root = tokio::task::spawn_blocking(move || {
+        let (root, origin) = tokio::task::spawn_blocking(move || {
             let fd = open_dir(&full)?;
             let names = list_dir(&fd, &label)?;
-            Ok::<_, StorageError>(DirLevel {
+            let origin = origin::origin_of(&fd);
+            let level = DirLevel {
                 fd,
                 prefix: None,
                 names: names.into_iter(),
-            })
+            };
+            Ok::<_, StorageError>((level, origin))
         })
         .await
         .map_err(|e| io::Error::other(e.to_string()))??;
@@ -330,6 +339,7 @@ impl Local {
             max_entries,
             max_depth,
             entries: 0,
+            origin,
         })
     }
 
@@ -350,7 +360,12 @@ impl Local {
 
     /// Starts receiving a directory tree to be stored as `name`, at most
     /// `max_depth` components deep.
-    async fn new_tree(&self, name: SafeName, max_depth: usize) -> Result<LocalTree, StorageError> {
+    async fn new_tree(
+        &self,
+        name: SafeName,
+        max_depth: usize,
+        origin: Origin,
+    ) -> Result<LocalTree, StorageError> {
         let dir = self.temp_path("tree");
         tokio::fs::create_dir(&dir).await?;
         Ok(LocalTree {
@@ -358,6 +373,7 @@ impl Local {
             name,
             dir: Some(dir),
             shape: crate::storage::shape::TreeShape::new(max_depth),
+            origin,
         })
     }
 
@@ -435,10 +451,15 @@ impl Backend for Local {
         self.flush_reaper(limit).await;
     }
 
-    async fn begin_write(&self, name: SafeName, size: Announced) -> Result<Upload, StorageError> {
+    async fn begin_write(
+        &self,
+        name: SafeName,
+        size: Announced,
+        from: Origin,
+    ) -> Result<Upload, StorageError> {
         let upload = match size {
-            Announced::Exact(n) => self.begin(name, n, true).await?,
-            Announced::AtMost(n) => self.begin(name, n, false).await?,
+            Announced::Exact(n) => self.begin(name, n, true, from).await?,
+            Announced::AtMost(n) => self.begin(name, n, false, from).await?,
         };
         Ok(Box::new(upload))
     }
@@ -470,8 +491,13 @@ impl Backend for Local {
         &self,
         name: SafeName,
         max_depth: usize,
+        from: Origin,
     ) -> Result<TreeUpload, StorageError> {
-        Ok(Box::new(self.new_tree(name, max_depth).await?))
+        Ok(Box::new(self.new_tree(name, max_depth, from).await?))
+    }
+
+    fn records_origins(&self) -> bool {
+        self.inner.origins
     }
 }
 

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use ferry_config::OnConflict;
 use ferry_proto::names::SafeName;
 
+use super::origin::origin_at;
 use super::sys::{rename_exchange, rename_noreplace};
 use super::Local;
 use crate::storage::numbered::{number_of, numbered};
-use crate::storage::StorageError;
+use crate::storage::{Origin, StorageError};
 
 /// Candidates `rename` tries for one upload past where the last one of the
 /// same name was stored (a hint kept per name), so a name never runs out and
@@ -52,14 +53,18 @@ impl Local {
         n
     }
 
-    /// Moves a finished temporary file or tree into the root under `name`,
-    /// following `on_conflict`. `same` says whether an existing entry is
-    /// identical to the new one (a retried upload), in which case the new one
-    /// is dropped and the existing name returned.
+    /// Moves a finished temporary file or tree from `from` into the root
+    /// under `name`, following `on_conflict`. `same` says whether an existing
+    /// entry is identical to the new one (a retried upload), in which case
+    /// the new one is dropped and the existing name returned. `overwrite`
+    /// replaces only an entry from the same sender: another's (a
+    /// classmate's hand-in, an admin's file) is kept, and the new one gets a
+    /// numbered name as under `rename`.
     pub(super) fn place(
         &self,
         temp: &Path,
         name: &SafeName,
+        from: Origin,
         same: &dyn Fn(&Path) -> bool,
     ) -> Result<(String, bool), StorageError> {
         let root = &self.inner.root;
@@ -76,8 +81,9 @@ impl Local {
             if same(&target) {
                 return Ok((candidate, true));
             }
+            let replaceable = || origin_at(&target).map_or(true, |o| o == from);
             match self.inner.on_conflict {
-                OnConflict::Overwrite => {
+                OnConflict::Overwrite if replaceable() => {
                     if let Some(old) = replace(temp, &target, &self.inner.work)? {
                         let due = std::time::Instant::now() + REPLACED_TREE_GRACE;
                         let _ = self.inner.later.send((due, old));

@@ -8,16 +8,39 @@ use ferry_proto::names::{RelPath, SafeName};
 
 use super::{OpenError, TRASH_PREFIX, WORK_DIR};
 use crate::storage::numbered::numbered;
-use crate::storage::{Storage, StorageError, Stored};
+use crate::storage::{Origin, Storage, StorageError, Stored};
 
 fn name(s: &str) -> SafeName {
     SafeName::component(s).unwrap()
 }
 
+/// The sender of the tests' uploads.
+const ME: Origin = Origin::Sender(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)));
+/// A classmate.
+const OTHER: Origin = Origin::Sender(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3)));
+
 async fn put(storage: &Storage, n: &str, data: &[u8]) -> Result<Stored, StorageError> {
-    let mut up = storage.begin_write(name(n), data.len() as u64).await?;
+    put_from(storage, n, data, ME).await
+}
+
+async fn put_from(
+    storage: &Storage,
+    n: &str,
+    data: &[u8],
+    from: Origin,
+) -> Result<Stored, StorageError> {
+    let mut up = storage
+        .begin_write(name(n), data.len() as u64, from)
+        .await?;
     up.write(data).await?;
     up.commit(Some(ferry_proto::crc::checksum(data))).await
+}
+
+async fn origin_of(s: &Storage, n: &str) -> Origin {
+    s.open_read(&RelPath::parse(n, 1024).unwrap())
+        .await
+        .unwrap()
+        .origin()
 }
 
 fn visible(root: &Path) -> Vec<String> {
@@ -111,11 +134,50 @@ async fn reject_and_overwrite() {
     let s = Storage::open_local(dir.path(), OnConflict::Overwrite).unwrap();
     put(&s, "a", b"3").await.unwrap();
     assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"3");
-    // Overwrite never swaps a file for a directory tree.
-    std::fs::create_dir(dir.path().join("tree")).unwrap();
-    std::fs::write(dir.path().join("tree/keep"), b"k").unwrap();
+    // Overwrite never swaps a file for a directory tree (the sender's own).
+    let mut t = s.begin_tree(name("tree"), 4, ME).await.unwrap();
+    let keep = RelPath::parse("keep", 64).unwrap();
+    let mut up = t.begin_file(&keep, 1, 10, 1000).await.unwrap();
+    up.write(b"k").await.unwrap();
+    up.commit(None).await.unwrap();
+    t.commit().await.unwrap();
     assert!(put(&s, "tree", b"file").await.is_err());
     assert_eq!(std::fs::read(dir.path().join("tree/keep")).unwrap(), b"k");
+}
+
+#[tokio::test]
+async fn each_file_keeps_its_sender_and_no_sender_replaces_anothers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Overwrite).unwrap();
+    assert!(s.records_origins());
+    put(&s, "a", b"mine").await.unwrap();
+    assert_eq!(origin_of(&s, "a").await, ME);
+    // The same bytes under the same name from a classmate: not a retry of
+    // mine, and not a replacement of it either.
+    let theirs = put_from(&s, "a", b"mine", OTHER).await.unwrap();
+    assert_eq!(
+        (theirs.name.as_str(), theirs.deduplicated),
+        ("a (1)", false)
+    );
+    assert_eq!(origin_of(&s, "a (1)").await, OTHER);
+    let again = put_from(&s, "a", b"theirs", OTHER).await.unwrap();
+    assert_eq!(again.name, "a (1)", "overwrite replaces the sender's own");
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(dir.path().join("a (1)")).unwrap(), b"theirs");
+    // An admin's file is placed; an upload of its name never replaces it.
+    std::fs::write(dir.path().join("handout.txt"), b"admin").unwrap();
+    assert_eq!(origin_of(&s, "handout.txt").await, Origin::Placed);
+    assert_eq!(
+        put(&s, "handout.txt", b"x").await.unwrap().name,
+        "handout (1).txt"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("handout.txt")).unwrap(),
+        b"admin"
+    );
+    // A file ferry received with no sender on record is no one's to take.
+    rustix::fs::removexattr(dir.path().join("a"), "user.ferry.from").unwrap();
+    assert_eq!(origin_of(&s, "a").await, Origin::Unrecorded);
 }
 
 #[tokio::test]
@@ -123,7 +185,7 @@ async fn failed_uploads_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
     s.start_reaper();
-    let mut up = s.begin_write(name("x"), 4).await.unwrap();
+    let mut up = s.begin_write(name("x"), 4, ME).await.unwrap();
     up.write(b"ab").await.unwrap();
     assert!(matches!(
         up.write(b"cde").await,
@@ -131,7 +193,7 @@ async fn failed_uploads_leave_nothing() {
     ));
     drop(up);
     assert!(put(&s, "y", b"").await.is_ok());
-    let mut up = s.begin_write(name("z"), 2).await.unwrap();
+    let mut up = s.begin_write(name("z"), 2, ME).await.unwrap();
     up.write(b"ab").await.unwrap();
     assert!(matches!(
         up.commit(Some(7)).await,
@@ -158,7 +220,10 @@ async fn large_uploads_through_writer_threads_keep_every_guarantee() {
             .map(bytes::Bytes::copy_from_slice)
             .collect::<Vec<_>>()
     };
-    let mut up = s.begin_write(name("big.bin"), size as u64).await.unwrap();
+    let mut up = s
+        .begin_write(name("big.bin"), size as u64, ME)
+        .await
+        .unwrap();
     for piece in owned(&mut up, &data) {
         up.write_owned(piece).await.unwrap();
     }
@@ -173,7 +238,10 @@ async fn large_uploads_through_writer_threads_keep_every_guarantee() {
     let again = put(&s, "big.bin", &data).await.unwrap();
     assert_eq!((again.name.as_str(), again.deduplicated), ("big.bin", true));
     // A wrong CRC, and an upload cut short: nothing of either.
-    let mut up = s.begin_write(name("bad.bin"), size as u64).await.unwrap();
+    let mut up = s
+        .begin_write(name("bad.bin"), size as u64, ME)
+        .await
+        .unwrap();
     for piece in owned(&mut up, &data) {
         up.write_owned(piece).await.unwrap();
     }
@@ -181,7 +249,10 @@ async fn large_uploads_through_writer_threads_keep_every_guarantee() {
         up.commit(Some(crc ^ 1)).await,
         Err(StorageError::ChecksumMismatch { .. })
     ));
-    let mut up = s.begin_write(name("cut.bin"), size as u64).await.unwrap();
+    let mut up = s
+        .begin_write(name("cut.bin"), size as u64, ME)
+        .await
+        .unwrap();
     up.write_owned(bytes::Bytes::from(data[..1000].to_vec()))
         .await
         .unwrap();
@@ -193,7 +264,10 @@ async fn large_uploads_through_writer_threads_keep_every_guarantee() {
         mine[0] = i;
         async move {
             let n = format!("m{i}.bin");
-            let mut up = s.begin_write(name(&n), mine.len() as u64).await.unwrap();
+            let mut up = s
+                .begin_write(name(&n), mine.len() as u64, ME)
+                .await
+                .unwrap();
             for piece in mine.chunks(100_000) {
                 up.write_owned(bytes::Bytes::copy_from_slice(piece))
                     .await
@@ -271,7 +345,7 @@ async fn numbered_names_never_run_out_and_need_no_probing() {
 async fn one_storage_per_root() {
     let dir = tempfile::tempdir().unwrap();
     let first = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
-    let upload = first.begin_write(name("a"), 1).await.unwrap();
+    let upload = first.begin_write(name("a"), 1, ME).await.unwrap();
     match Storage::open_local(dir.path(), OnConflict::Rename) {
         Err(OpenError::Locked { holder }) => assert_eq!(holder, Some(std::process::id())),
         Err(e) => panic!("{e}"),
@@ -331,7 +405,7 @@ async fn trees_appear_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
     let p = |s: &str| RelPath::parse(s, 1024).unwrap();
-    let mut t = s.begin_tree(name("proj"), 32).await.unwrap();
+    let mut t = s.begin_tree(name("proj"), 32, ME).await.unwrap();
     for (path, data) in [
         ("a.txt", &b"A"[..]),
         ("src/main.rs", b"fn main(){}"),
@@ -361,6 +435,11 @@ async fn trees_appear_whole_or_not_at_all() {
         names.push(rel.to_string());
     }
     assert_eq!(names, ["a.txt", "src/main.rs", "src/x/y"]);
+    // The tree, its directories and its files all say who sent them.
+    for dir in ["proj", "proj/src", "proj/src/x"] {
+        assert_eq!(s.read_tree(&p(dir), 10, 32).await.unwrap().origin(), ME);
+    }
+    assert_eq!(origin_of(&s, "proj/src/x/y").await, ME);
     // 3 files and 2 directories: 5 entries.
     let mut reader = s.read_tree(&p("proj"), 4, 32).await.unwrap();
     let mut over = None;
@@ -372,9 +451,9 @@ async fn trees_appear_whole_or_not_at_all() {
     }
     assert!(matches!(over, Some(StorageError::BadTree(_))));
     // A second tree of the same name is renamed; an abandoned one vanishes.
-    let t = s.begin_tree(name("proj"), 32).await.unwrap();
+    let t = s.begin_tree(name("proj"), 32, ME).await.unwrap();
     assert_eq!(t.commit().await.unwrap().name, "proj (1)");
-    let mut t = s.begin_tree(name("gone"), 32).await.unwrap();
+    let mut t = s.begin_tree(name("gone"), 32, ME).await.unwrap();
     t.begin_file(&p("f"), 1, 10, 1000).await.unwrap();
     drop(t);
     assert_eq!(visible(dir.path()), ["proj", "proj (1)"]);

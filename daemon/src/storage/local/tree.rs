@@ -11,11 +11,12 @@ use ferry_proto::crc::Crc32;
 use ferry_proto::names::{RelPath, SafeName};
 use tokio::fs::File;
 
+use super::origin::set_origin_dirs;
 use super::sys::{fsync_dir, fsync_dirs, list_dir, open_at, At};
 use super::upload::{Dest, LocalFile, LocalUpload};
 use super::Local;
 use crate::storage::shape::TreeShape;
-use crate::storage::{Download, StorageError, Stored, TreeSink, TreeSource, Upload};
+use crate::storage::{Download, Origin, StorageError, Stored, TreeSink, TreeSource, Upload};
 
 /// A directory tree being received; dropping it without `commit` removes it.
 pub(crate) struct LocalTree {
@@ -23,6 +24,8 @@ pub(crate) struct LocalTree {
     pub(super) name: SafeName,
     pub(super) dir: Option<PathBuf>,
     pub(super) shape: TreeShape,
+    /// Who sent it: recorded on every file and on the directory.
+    pub(super) origin: Origin,
 }
 
 impl LocalTree {
@@ -74,6 +77,7 @@ impl LocalTree {
             crc: Crc32::new(),
             hash: None,
             pipe: None,
+            origin: self.origin,
         })
     }
 
@@ -86,9 +90,11 @@ impl LocalTree {
         let storage = self.storage.clone();
         let name = self.name.clone();
         let bytes = self.shape.bytes;
+        let from = self.origin;
         let stored = tokio::task::spawn_blocking(move || {
+            set_origin_dirs(&dir, from)?;
             fsync_dirs(&dir)?;
-            let (stored, _) = storage.place(&dir, &name, &|_| false)?;
+            let (stored, _) = storage.place(&dir, &name, from, &|_| false)?;
             fsync_dir(&storage.inner.root)?;
             Ok::<_, StorageError>(stored)
         })
@@ -120,6 +126,8 @@ pub(crate) struct LocalTreeReader {
     pub(super) max_entries: usize,
     pub(super) max_depth: usize,
     pub(super) entries: usize,
+    /// Who stored the directory asked for.
+    pub(super) origin: Origin,
 }
 
 pub(super) struct DirLevel {
@@ -244,6 +252,10 @@ impl TreeSink for LocalTree {
 
 #[async_trait]
 impl TreeSource for LocalTreeReader {
+    fn origin(&self) -> Origin {
+        self.origin
+    }
+
     async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError> {
         let next = LocalTreeReader::next(self).await?;
         Ok(next.map(|(rel, file)| (rel, Box::new(file) as Download)))

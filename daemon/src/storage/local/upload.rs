@@ -11,9 +11,10 @@ use ferry_proto::names::SafeName;
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::origin::{origin_at, origin_of, set_origin};
 use super::sys::{fsync_dir, set_xattr, xattr, xattr_at};
 use super::Local;
-use crate::storage::{Reader, StorageError, Stored, UploadSink};
+use crate::storage::{Origin, Reader, StorageError, Stored, UploadSink};
 
 /// Bytes an upload gathers before handing them to the file (bounds memory per upload).
 const WRITE_BATCH: usize = 64 * 1024;
@@ -80,6 +81,8 @@ pub(crate) struct LocalUpload {
     pub(super) hash: Option<blake3::Hasher>,
     /// A large upload's writer thread, when it has a lane.
     pub(super) pipe: Option<Pipe>,
+    /// Who sent it: recorded on the file before it is made durable.
+    pub(super) origin: Origin,
 }
 
 impl LocalUpload {
@@ -300,6 +303,7 @@ impl LocalUpload {
             set_digest(&file, &digest).await;
         }
         set_crc(&file, self.crc.value()).await;
+        set_origin(&file, self.origin)?;
         file.sync_all().await?;
         drop(file);
         let size = self.written;
@@ -321,9 +325,14 @@ impl LocalUpload {
             .clone()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
         let storage = self.storage.clone();
+        let from = self.origin;
         let (stored, dedup) = tokio::task::spawn_blocking(move || {
-            let same = |existing: &Path| digest.is_some_and(|d| same_file(existing, size, &d));
-            let placed = storage.place(&temp, &name, &same)?;
+            // A retry is the same bytes from the same sender.
+            let same = |existing: &Path| {
+                digest.is_some_and(|d| same_file(existing, size, &d))
+                    && origin_at(existing) == Some(from)
+            };
+            let placed = storage.place(&temp, &name, from, &same)?;
             if placed.1 {
                 std::fs::remove_file(&temp)?;
             } else {
@@ -353,7 +362,7 @@ impl Drop for LocalUpload {
 }
 
 /// The extended attribute holding a stored file's BLAKE3 digest.
-const DIGEST_XATTR: &str = "user.ferry.blake3";
+pub(super) const DIGEST_XATTR: &str = "user.ferry.blake3";
 
 /// Records the digest on the file (best effort: a file system without user
 /// extended attributes just never deduplicates).
@@ -434,6 +443,8 @@ pub(crate) struct LocalFile {
     /// them: a CRC-32 summed from this open file is recorded only if they
     /// are the same after the read (an admin's edit in between is not).
     stamp: [u8; 20],
+    /// Who stored it, read at open.
+    origin: Origin,
 }
 
 impl LocalFile {
@@ -441,10 +452,12 @@ impl LocalFile {
     pub(super) fn new(file: File, meta: &std::fs::Metadata) -> LocalFile {
         let mut stamp = [0u8; 20];
         stamp.copy_from_slice(&crc_record(0, meta)[4..]);
+        let origin = origin_of(&file);
         LocalFile {
             file,
             size: meta.len(),
             stamp,
+            origin,
         }
     }
 
@@ -510,6 +523,10 @@ impl UploadSink for LocalUpload {
 impl Reader for LocalFile {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn origin(&self) -> Origin {
+        self.origin
     }
 
     async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {

@@ -40,6 +40,10 @@ pub(super) struct FileRec {
     /// 10,000 files under etcd's 1.5 MiB request limit.
     #[serde(rename = "b", default, skip_serializing_if = "String::is_empty")]
     pub blake3: String,
+    /// Who stored it ([`crate::storage::Origin`]'s record). Left out of a
+    /// tree's files: the tree's own is theirs (filled in when read).
+    #[serde(rename = "f", default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
 }
 
 /// One file of a stored tree.
@@ -63,6 +67,9 @@ pub(super) enum Entry {
     Tree {
         /// The files.
         files: Vec<TreeFile>,
+        /// Who stored it.
+        #[serde(rename = "f", default, skip_serializing_if = "String::is_empty")]
+        from: String,
     },
 }
 
@@ -71,15 +78,25 @@ impl Entry {
     pub(super) fn objects(&self) -> Vec<&str> {
         match self {
             Entry::File(f) => vec![f.object.as_str()],
-            Entry::Tree { files } => files.iter().map(|f| f.rec.object.as_str()).collect(),
+            Entry::Tree { files, .. } => files.iter().map(|f| f.rec.object.as_str()).collect(),
         }
     }
 
-    /// An identical retry: the same bytes (size and BLAKE3). Trees are never
-    /// taken as retries (as on the local backend).
+    /// Who stored it.
+    fn from(&self) -> &str {
+        match self {
+            Entry::File(f) => &f.from,
+            Entry::Tree { from, .. } => from,
+        }
+    }
+
+    /// An identical retry: the same bytes (size and BLAKE3) from the same
+    /// sender. Trees are never taken as retries (as on the local backend).
     fn same_as(&self, other: &Entry) -> bool {
         match (self, other) {
-            (Entry::File(a), Entry::File(b)) => a.size == b.size && a.blake3 == b.blake3,
+            (Entry::File(a), Entry::File(b)) => {
+                a.size == b.size && a.blake3 == b.blake3 && a.from == b.from
+            }
             _ => false,
         }
     }
@@ -114,7 +131,9 @@ pub(super) type Taken = (String, Entry, i64);
 const MAX_NUMBER: u32 = 1_000_000_000;
 
 /// Decides where `new`, uploaded as `name`, goes under `policy`, given the
-/// names held now that are `name` or its numbered forms.
+/// names held now that are `name` or its numbered forms. `overwrite`
+/// replaces only an entry from the same sender; another's is kept and the
+/// new one numbered, as under `rename`.
 pub(super) fn decide(name: &str, policy: OnConflict, new: &Entry, taken: &[Taken]) -> Decision {
     let existing = taken.iter().find(|(n, _, _)| n == name);
     if let Some((n, e, _)) = existing {
@@ -125,14 +144,14 @@ pub(super) fn decide(name: &str, policy: OnConflict, new: &Entry, taken: &[Taken
     match (policy, existing) {
         (_, None) => Decision::Claim(name.to_owned()),
         (OnConflict::Reject, Some(_)) => Decision::Refuse(Refusal::Exists(name.to_owned())),
-        (OnConflict::Overwrite, Some((n, e, rev))) => {
+        (OnConflict::Overwrite, Some((n, e, rev))) if e.from() == new.from() => {
             if matches!(e, Entry::File(_)) != matches!(new, Entry::File(_)) {
                 Decision::Refuse(Refusal::KindDiffers(n.clone()))
             } else {
                 Decision::Replace(n.clone(), *rev)
             }
         }
-        (OnConflict::Rename, Some(_)) => {
+        (OnConflict::Rename | OnConflict::Overwrite, Some(_)) => {
             let mut numbered_taken: Vec<(u32, &Taken)> = taken
                 .iter()
                 .filter_map(|t| Some((number_of(name, &t.0)?, t)))
@@ -399,11 +418,16 @@ mod tests {
     use super::*;
 
     fn file(object: &str, blake3: &str) -> Entry {
+        from(object, blake3, "sender 127.0.0.2")
+    }
+
+    fn from(object: &str, blake3: &str, sender: &str) -> Entry {
         Entry::File(FileRec {
             object: object.into(),
             size: 3,
             crc: 1,
             blake3: blake3.into(),
+            from: sender.into(),
         })
     }
 
@@ -471,7 +495,10 @@ mod tests {
             decide("a.txt", OnConflict::Overwrite, &new, &t),
             Decision::Replace("a.txt".into(), 10)
         );
-        let tree = Entry::Tree { files: vec![] };
+        let tree = Entry::Tree {
+            files: vec![],
+            from: "sender 127.0.0.2".into(),
+        };
         assert_eq!(
             decide("a.txt", OnConflict::Overwrite, &tree, &t),
             Decision::Refuse(Refusal::KindDiffers("a.txt".into()))
@@ -479,9 +506,29 @@ mod tests {
     }
 
     #[test]
+    fn another_senders_entry_is_never_replaced_nor_a_retry() {
+        let t = taken(&[("a.txt", "1")]);
+        let classmate = from("new", "1", "sender 127.0.0.3");
+        for policy in [OnConflict::Rename, OnConflict::Overwrite] {
+            assert_eq!(
+                decide("a.txt", policy, &classmate, &t),
+                Decision::Claim("a (1).txt".into()),
+                "{policy:?}"
+            );
+        }
+        assert_eq!(
+            decide("a.txt", OnConflict::Reject, &classmate, &t),
+            Decision::Refuse(Refusal::Exists("a.txt".into()))
+        );
+    }
+
+    #[test]
     fn trees_are_never_retries() {
-        let tree = Entry::Tree { files: vec![] };
-        let t = vec![("d".to_string(), Entry::Tree { files: vec![] }, 3)];
+        let tree = Entry::Tree {
+            files: vec![],
+            from: String::new(),
+        };
+        let t = vec![("d".to_string(), tree.clone(), 3)];
         assert_eq!(
             decide("d", OnConflict::Rename, &tree, &t),
             Decision::Claim("d (1)".into())
@@ -498,13 +545,15 @@ mod tests {
                     size: 2,
                     crc: 3,
                     blake3: "ab".into(),
+                    from: String::new(),
                 },
             }],
+            from: "sender ::1".into(),
         };
         let text = String::from_utf8(json(&e)).unwrap();
         assert_eq!(
             text,
-            r#"{"kind":"tree","files":[{"p":"a/b","o":"objects/1","s":2,"c":3,"b":"ab"}]}"#
+            r#"{"kind":"tree","files":[{"p":"a/b","o":"objects/1","s":2,"c":3,"b":"ab"}],"f":"sender ::1"}"#
         );
         assert_eq!(parse_entry(text.as_bytes()).unwrap(), e);
     }

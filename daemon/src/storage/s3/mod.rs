@@ -38,7 +38,9 @@ use self::catalog::{Catalog, Pending};
 pub(crate) use self::store::Secret;
 use self::store::Store;
 use self::upload::{S3Upload, Target};
-use crate::storage::{Announced, Backend, Download, StorageError, TreeReader, TreeUpload, Upload};
+use crate::storage::{
+    Announced, Backend, Download, Origin, StorageError, TreeReader, TreeUpload, Upload,
+};
 
 /// The instance id's file in the state directory.
 const INSTANCE_FILE: &str = ".ferry-instance";
@@ -332,14 +334,18 @@ impl Backend for S3Backend {
         let _ = tokio::time::timeout(limit, self.shared.tasks.wait()).await;
     }
 
-    async fn begin_write(&self, name: SafeName, size: Announced) -> Result<Upload, StorageError> {
+    async fn begin_write(
+        &self,
+        name: SafeName,
+        size: Announced,
+        from: Origin,
+    ) -> Result<Upload, StorageError> {
         let (limit, exact) = match size {
             Announced::Exact(n) => (n, true),
             Announced::AtMost(n) => (n, false),
         };
-        Ok(Box::new(
-            self.shared.begin(Target::Name(name), limit, exact).await?,
-        ))
+        let target = Target::Name(name, from.record().unwrap_or_default());
+        Ok(Box::new(self.shared.begin(target, limit, exact).await?))
     }
 
     async fn open_read(&self, path: &RelPath) -> Result<Download, StorageError> {
@@ -367,10 +373,15 @@ impl Backend for S3Backend {
         &self,
         name: SafeName,
         max_depth: usize,
+        from: Origin,
     ) -> Result<TreeUpload, StorageError> {
         Ok(Box::new(
-            tree::S3Tree::begin(self.shared.clone(), name, max_depth).await?,
+            tree::S3Tree::begin(self.shared.clone(), name, max_depth, from).await?,
         ))
+    }
+
+    fn records_origins(&self) -> bool {
+        true
     }
 }
 

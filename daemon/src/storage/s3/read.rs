@@ -15,7 +15,7 @@ use super::catalog::{Entry, FileRec, TreeFile};
 use super::http::flatten;
 use super::upload::store_error;
 use super::Shared;
-use crate::storage::{Download, Reader, StorageError, TreeReader, TreeSource};
+use crate::storage::{Download, Origin, Reader, StorageError, TreeReader, TreeSource};
 
 /// A path inside a tree, longest accepted when read back from the catalog.
 const MAX_PATH: usize = 1 << 16;
@@ -23,7 +23,8 @@ const MAX_PATH: usize = 1 << 16;
 /// What a path names: a file, or a directory (its files, relative to it).
 enum Found {
     File(FileRec),
-    Dir(Vec<TreeFile>),
+    /// A tree or a directory in one, and who stored the tree.
+    Dir(Vec<TreeFile>, String),
 }
 
 /// Looks `path` up: its first component in the catalog, the rest inside
@@ -40,15 +41,15 @@ async fn find(shared: &Shared, path: &RelPath) -> Result<Found, StorageError> {
     match entry {
         Entry::File(rec) if parts.len() == 1 => Ok(Found::File(rec)),
         Entry::File(_) => Err(StorageError::NotFound(label)),
-        Entry::Tree { files } if parts.len() == 1 => Ok(Found::Dir(files)),
-        Entry::Tree { files } => {
+        Entry::Tree { files, from } if parts.len() == 1 => Ok(Found::Dir(files, from)),
+        Entry::Tree { files, from } => {
             let inner: Vec<&str> = parts[1..].iter().map(SafeName::as_str).collect();
             let inner = inner.join("/");
             let below = format!("{inner}/");
             let mut under = Vec::new();
             for f in files {
                 if f.path == inner {
-                    return Ok(Found::File(f.rec));
+                    return Ok(Found::File(FileRec { from, ..f.rec }));
                 }
                 if let Some(rest) = f.path.strip_prefix(&below) {
                     under.push(TreeFile {
@@ -59,7 +60,7 @@ async fn find(shared: &Shared, path: &RelPath) -> Result<Found, StorageError> {
             }
             match under.is_empty() {
                 true => Err(StorageError::NotFound(label)),
-                false => Ok(Found::Dir(under)),
+                false => Ok(Found::Dir(under, from)),
             }
         }
     }
@@ -68,7 +69,7 @@ async fn find(shared: &Shared, path: &RelPath) -> Result<Found, StorageError> {
 pub(super) async fn open(shared: &Arc<Shared>, path: &RelPath) -> Result<Download, StorageError> {
     match find(shared, path).await? {
         Found::File(rec) => Ok(Box::new(S3Reader::open(shared.clone(), rec).await?)),
-        Found::Dir(_) => Err(StorageError::IsDirectory(path.to_slash_string())),
+        Found::Dir(..) => Err(StorageError::IsDirectory(path.to_slash_string())),
     }
 }
 
@@ -79,7 +80,7 @@ pub(super) async fn tree(
     max_depth: usize,
 ) -> Result<TreeReader, StorageError> {
     let label = path.to_slash_string();
-    let Found::Dir(files) = find(shared, path).await? else {
+    let Found::Dir(files, from) = find(shared, path).await? else {
         return Err(StorageError::NotDirectory(label));
     };
     let mut dirs = std::collections::HashSet::new();
@@ -110,6 +111,7 @@ pub(super) async fn tree(
     Ok(Box::new(S3TreeReader {
         shared: shared.clone(),
         files: files.into_iter(),
+        from,
     }))
 }
 
@@ -119,7 +121,7 @@ pub(super) async fn list(
     max_entries: usize,
 ) -> Result<Vec<(SafeName, u64)>, StorageError> {
     let label = path.to_slash_string();
-    let Found::Dir(files) = find(shared, path).await? else {
+    let Found::Dir(files, _) = find(shared, path).await? else {
         return Err(StorageError::NotDirectory(label));
     };
     let mut out: Vec<(SafeName, u64)> = files
@@ -140,10 +142,25 @@ pub(super) async fn list(
 struct S3TreeReader {
     shared: Arc<Shared>,
     files: std::vec::IntoIter<TreeFile>,
+    /// Who stored the tree: the record of each of its files.
+    from: String,
+}
+
+/// The origin a catalog record gives; an entry from before senders were
+/// recorded has none (nothing in the bucket was put there by hand).
+fn origin(record: &str) -> Origin {
+    match record {
+        "" => Origin::Unrecorded,
+        r => Origin::parse(r.as_bytes()),
+    }
 }
 
 #[async_trait]
 impl TreeSource for S3TreeReader {
+    fn origin(&self) -> Origin {
+        origin(&self.from)
+    }
+
     async fn next(&mut self) -> Result<Option<(RelPath, Download)>, StorageError> {
         let Some(f) = self.files.next() else {
             return Ok(None);
@@ -154,9 +171,13 @@ impl TreeSource for S3TreeReader {
                 format!("a catalog path is damaged: {e}"),
             ))
         })?;
+        let rec = FileRec {
+            from: self.from.clone(),
+            ..f.rec
+        };
         Ok(Some((
             rel,
-            Box::new(S3Reader::open(self.shared.clone(), f.rec).await?),
+            Box::new(S3Reader::open(self.shared.clone(), rec).await?),
         )))
     }
 }
@@ -230,6 +251,10 @@ impl S3Reader {
 impl Reader for S3Reader {
     fn size(&self) -> u64 {
         self.rec.size
+    }
+
+    fn origin(&self) -> Origin {
+        origin(&self.rec.from)
     }
 
     async fn read_chunk(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<()> {

@@ -11,7 +11,7 @@ use super::catalog::{Entry, TreeFile};
 use super::upload::{S3Upload, Target};
 use super::{now_secs, Shared};
 use crate::storage::shape::TreeShape;
-use crate::storage::{StorageError, Stored, TreeSink, Upload};
+use crate::storage::{Origin, StorageError, Stored, TreeSink, Upload};
 
 /// A tree being received.
 pub(super) struct S3Tree {
@@ -22,6 +22,8 @@ pub(super) struct S3Tree {
     shape: TreeShape,
     files: Arc<Mutex<Vec<TreeFile>>>,
     done: bool,
+    /// Who sent it (its record).
+    from: String,
 }
 
 impl S3Tree {
@@ -29,6 +31,7 @@ impl S3Tree {
         shared: Arc<Shared>,
         name: SafeName,
         max_depth: usize,
+        from: Origin,
     ) -> Result<S3Tree, StorageError> {
         let id = shared.new_id();
         let pending = shared.pending(format!("{}{id}/", shared.objects), None, true);
@@ -40,6 +43,7 @@ impl S3Tree {
             shape: TreeShape::new(max_depth),
             files: Arc::default(),
             done: false,
+            from: from.record().unwrap_or_default(),
         })
     }
 }
@@ -76,7 +80,10 @@ impl TreeSink for S3Tree {
     async fn commit(mut self: Box<Self>) -> Result<Stored, StorageError> {
         let mut files = std::mem::take(&mut *self.files.lock().unwrap_or_else(|e| e.into_inner()));
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let entry = Entry::Tree { files };
+        let entry = Entry::Tree {
+            files,
+            from: self.from.clone(),
+        };
         let shared = self.shared.clone();
         let (name, _) = shared
             .catalog

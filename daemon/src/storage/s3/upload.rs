@@ -23,8 +23,8 @@ use crate::storage::{StorageError, Stored, UploadSink};
 
 /// Where a finished upload goes.
 pub(super) enum Target {
-    /// Under this name (by `on_conflict`).
-    Name(SafeName),
+    /// Under this name (by `on_conflict`), from this sender (its record).
+    Name(SafeName, String),
     /// Into a tree being received, at this path (its files, in order).
     InTree(Arc<Mutex<Vec<TreeFile>>>, String),
 }
@@ -240,7 +240,11 @@ impl S3Upload {
             size: self.written,
             crc,
             blake3: match self.target {
-                Target::Name(_) => self.hash.finalize().to_hex().to_string(),
+                Target::Name(..) => self.hash.finalize().to_hex().to_string(),
+                Target::InTree(..) => String::new(),
+            },
+            from: match &self.target {
+                Target::Name(_, from) => from.clone(),
                 Target::InTree(..) => String::new(),
             },
         };
@@ -260,7 +264,7 @@ impl S3Upload {
                     deduplicated: false,
                 })
             }
-            Target::Name(name) => {
+            Target::Name(name, _) => {
                 let entry = Entry::File(rec);
                 let (stored, same) = self
                     .shared

@@ -460,8 +460,12 @@ impl Run<'_> {
                     } else {
                         String::new()
                     };
+                    let unverified = match f.unverified_source {
+                        true => " (UDP: unverified)",
+                        false => "",
+                    };
                     text.push_str(&format!(
-                        "{}  {:>10}  {:8}  {}{renamed}  via {} from {}\n",
+                        "{}  {:>10}  {:8}  {}{renamed}  via {} from {}{unverified}\n",
                         f.time,
                         human(f.size),
                         f.crc,

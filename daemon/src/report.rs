@@ -182,6 +182,7 @@ impl Transfer {
                 size: self.bytes,
                 crc: self.crc.map(format_hex).unwrap_or_default(),
                 outcome: outcome.to_owned(),
+                unverified_source: unverified_source(self.service),
             });
             if written.is_err() {
                 // Not recorded: a later attempt may write it.
@@ -255,8 +256,18 @@ impl Transfer {
             outcome,
             reason,
             diagnosis,
+            unverified_source: unverified_source(self.service),
         }
     }
+}
+
+/// Whether `service` cannot prove a client's address: a UDP source is
+/// whatever the sender wrote (RELIABILITY.md, "What the handouts' UDP can
+/// prove").
+fn unverified_source(service: &str) -> bool {
+    ferry_config::ServiceId::ALL
+        .iter()
+        .any(|s| s.name() == service && s.transport() == ferry_config::Transport::Udp)
 }
 
 /// Characters of a requested name an attempt keeps for the page and the API.

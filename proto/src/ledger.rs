@@ -25,6 +25,11 @@ pub struct LedgerEntry {
     pub crc: String,
     /// `stored`, or `deduplicated` (identical to a file already stored).
     pub outcome: String,
+    /// True when the protocol cannot prove `peer` sent it (UDP: a
+    /// datagram's source address is whatever its sender wrote, and the
+    /// handouts' UDP carries no nonce). Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified_source: bool,
 }
 
 #[cfg(test)]
@@ -42,6 +47,7 @@ mod tests {
             size: 5,
             crc: "3610A686".into(),
             outcome: "stored".into(),
+            unverified_source: false,
         };
         let line = serde_json::to_string(&e).unwrap();
         assert_eq!(
@@ -49,5 +55,15 @@ mod tests {
             r#"{"time":"2026-12-03T08:00:00Z","peer":"127.0.0.1:40210","service":"signal","requested":"a.txt","stored":"a(1).txt","size":5,"crc":"3610A686","outcome":"stored"}"#
         );
         assert_eq!(serde_json::from_str::<LedgerEntry>(&line).unwrap(), e);
+        let udp = LedgerEntry {
+            service: "udp_upload".into(),
+            unverified_source: true,
+            ..e
+        };
+        let line = serde_json::to_string(&udp).unwrap();
+        assert!(
+            line.ends_with(r#""outcome":"stored","unverified_source":true}"#),
+            "{line}"
+        );
     }
 }

@@ -450,3 +450,72 @@ async fn a_page_held_unread_never_hurts_uploads_and_long_names_are_cut() {
     drop(unread);
     d.stop().await;
 }
+
+/// Issue 23, part 2: "two raw datagrams from a forged address store
+/// `confession.txt`, and the ledger, `/api/ledger` and the victim's own page
+/// all say the victim sent it". A UDP source proves nothing, so every line,
+/// attempt and row of a UDP transfer says so; a TCP one (a handshake with
+/// the address) does not.
+#[tokio::test]
+async fn udp_sources_are_marked_unverified_in_the_ledger_and_on_the_page() {
+    let d = TestDaemon::start().await;
+    let http_at = d.addrs.http.unwrap();
+    // What a forger on the wire can do with the victim's address: here the
+    // socket is bound to it (127.0.0.5), the same datagrams.
+    let forger = handout::udp_socket_as(std::net::Ipv4Addr::new(127, 0, 0, 5)).await;
+    let data = b"I copied lab 3";
+    let up = d.addrs.udp_upload.unwrap();
+    forger
+        .send_to(&handout::file_info("confession.txt", data), up)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    timeout(OP_TIMEOUT, forger.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    forger.send_to(data, up).await.unwrap();
+    let (n, _) = timeout(OP_TIMEOUT, forger.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"OK");
+    let mut honest = handout::Signal::connect_as(
+        std::net::Ipv4Addr::new(127, 0, 0, 5),
+        d.addrs.signal.unwrap(),
+    )
+    .await;
+    assert!(honest.upload("lab3.py", b"print(3)").await.is_some());
+
+    let answer = get(5, http_at, "/api/ledger").await;
+    let ledger: Vec<Value> = serde_json::from_str(body(&answer)).expect("JSON");
+    let line = |name: &str| {
+        ledger
+            .iter()
+            .find(|e| e["stored"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(line("confession.txt")["unverified_source"], true);
+    assert_eq!(line("lab3.py").get("unverified_source"), None);
+    let on_disk = std::fs::read_to_string(d.root.join(".ferry-ledger.jsonl")).unwrap();
+    assert!(
+        on_disk
+            .lines()
+            .any(|l| l.contains("confession.txt") && l.contains(r#""unverified_source":true"#)),
+        "{on_disk}"
+    );
+    let page = body(&get(5, http_at, "/").await).to_owned();
+    assert_eq!(
+        page.matches("(UDP: unverified)").count(),
+        2,
+        "the attempt and the ledger row: {page}"
+    );
+    let attempts = attempts(5, http_at).await;
+    let udp = attempts
+        .iter()
+        .find(|a| a["service"] == "udp_upload")
+        .unwrap();
+    assert_eq!(udp["unverified_source"], true);
+    d.stop().await;
+}

@@ -95,10 +95,11 @@ fn attempts(out: &mut String, attempts: &[Attempt]) {
         };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{name}</code></td><td>{}</td><td class={class}>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}{}</td><td><code>{name}</code></td><td>{}</td><td class={class}>{}</td></tr>",
             esc(&a.time),
             a.service,
             a.peer,
+            unverified(a.unverified_source),
             a.bytes,
             a.outcome
         );
@@ -122,6 +123,14 @@ fn attempts(out: &mut String, attempts: &[Attempt]) {
     out.push_str("</table>");
 }
 
+/// The mark beside a client address the protocol cannot prove (UDP).
+fn unverified(unverified: bool) -> &'static str {
+    match unverified {
+        true => " <span class=muted title=\"UDP: a datagram's source address is whatever its sender wrote; anyone can send in this address's name\">(UDP: unverified)</span>",
+        false => "",
+    }
+}
+
 fn ledger(out: &mut String, ledger: &[LedgerEntry]) {
     let _ = write!(
         out,
@@ -136,9 +145,10 @@ fn ledger(out: &mut String, ledger: &[LedgerEntry]) {
     for e in ledger {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&e.time),
             e.peer,
+            unverified(e.unverified_source),
             esc(&e.service),
             esc(&e.requested),
             esc(&e.stored),

@@ -285,6 +285,7 @@ mod tests {
             size: n,
             crc: "0000000A".into(),
             outcome: "stored".into(),
+            unverified_source: false,
         }
     }
 

@@ -85,6 +85,10 @@ pub(crate) struct Attempt {
     /// For a failure: what the client did wrong, in plain words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Diagnosis>,
+    /// True when the protocol cannot prove `peer` sent it (UDP). Left out
+    /// when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unverified_source: bool,
 }
 
 /// A transfer in flight, as the page shows it.

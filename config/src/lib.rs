@@ -148,10 +148,15 @@ pub struct Http {
 pub struct Ledger {
     /// Keep it (default true).
     pub enabled: bool,
-    /// Past this size the file is rotated to `.ferry-ledger.1.jsonl`
-    /// (replacing the previous one), so the ledger holds at most twice this
-    /// (default 64 MiB, about 300,000 uploads).
+    /// Past this size the file is rotated into `.ferry-ledger.1.jsonl`, so
+    /// the ledger holds at most twice this (default 64 MiB, about 200,000
+    /// uploads): the rotated file keeps the lines younger than `keep`, and
+    /// if they are too many, the oldest of the addresses with the most go
+    /// first.
     pub max_size: Size,
+    /// How long a line is kept, room allowing (default 180 days: a
+    /// semester and its appeals).
+    pub keep: Dur,
 }
 
 /// `[log]`.
@@ -364,6 +369,7 @@ impl Default for Ledger {
         Self {
             enabled: true,
             max_size: Size(64 << 20),
+            keep: Dur(Duration::from_secs(180 * 86_400)),
         }
     }
 }

@@ -233,6 +233,7 @@ impl Ctx {
         keep!(http.recent, "http.recent");
         keep!(ledger.enabled, "ledger.enabled");
         keep!(ledger.max_size, "ledger.max_size");
+        keep!(ledger.keep, "ledger.keep");
         let changed = applied != *old;
         self.live.store(Arc::new(applied));
         Reload {

@@ -357,6 +357,140 @@ def second_daemon(d):
     return f"exit {r.returncode}: `{last}`"
 
 
+# The second hostile review (issue 23).
+
+def udp_file_info(name, data):
+    import binascii
+    return json.dumps({"checksum": "%08X" % (binascii.crc32(data) & 0xFFFFFFFF), "name": name,
+                       "size": len(data)}).encode()
+
+
+def saf_from(d, src, name, data):
+    s = conn(d.addr("signal"), src)
+    s.sendall(saf(name, data))
+    r = reply(s)
+    s.close()
+    return r
+
+
+def forged_quota(d):
+    """2,100 forged file_infos in a victim's name, never completed."""
+    addr = d.addr("udp_upload")
+    victim = "127.0.5.1"
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(60)]
+    for s in socks:
+        s.bind((victim, 0))
+    for i in range(2100):
+        socks[i % 60].sendto(udp_file_info(f"forged{i}.txt", b"x" * 100), addr)
+    for s in socks:
+        s.close()
+    time.sleep(0.5)
+    ok = sum(1 for i in range(20) if saf_from(d, victim, f"mine{i}.py", b"print(%d)" % i)[0] == "DON")
+    return f"2,100 forged `file_info`s in the victim's name, never completed: then {ok} of the victim's 20 SAFs stored"
+
+
+def forged_download_budget(d):
+    """Forged udp_download requests in a victim's name, then the victim's own."""
+    with open(os.path.join(d.root, "huge.bin"), "wb") as f:
+        f.truncate(1 << 30)
+    with open(os.path.join(d.root, "notes.txt"), "wb") as f:
+        f.write(b"lecture notes\n")
+    addr = d.addr("udp_download")
+    victim = "127.0.5.2"
+    for _ in range(12):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((victim, 0))
+        s.sendto(b"huge.bin", addr)
+        s.close()
+    time.sleep(1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((victim, 0))
+    s.settimeout(3)
+    s.sendto(b"notes.txt", addr)
+    try:
+        got = s.recv(4096)
+    except socket.timeout:
+        got = b"(nothing)"
+    os.remove(os.path.join(d.root, "huge.bin"))
+    return (f"12 forged requests for a 1 GiB file in the victim's name (each stopped by ICMP), then the victim's "
+            f"own request: `{got.decode(errors='replace').strip()}`")
+
+
+def forged_confession(d):
+    addr = d.addr("udp_upload")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.5.3", 0))
+    s.settimeout(2)
+    data = b"I copied lab 3"
+    s.sendto(udp_file_info("confession.txt", data), addr)
+    s.recv(64)
+    s.sendto(data, addr)
+    ack = s.recv(64)
+    s.close()
+    line = next((json.loads(l) for l in open(os.path.join(d.root, ".ferry-ledger.jsonl"))
+                 if '"confession.txt"' in l), {})
+    return (f"two datagrams from a forged address: `{ack.decode()}`; its ledger line says "
+            f"`\"unverified_source\": {str(line.get('unverified_source', False)).lower()}`, the page `(UDP: unverified)`")
+
+
+def ledger_flush(d):
+    """Forged zero-byte retries of an empty stored file, from 60 addresses."""
+    honest = saf_from(d, "127.0.5.4", "handed-in.py", b"print('on time')")
+    addr = d.addr("udp_upload")
+    path = os.path.join(d.root, ".ferry-ledger.jsonl")
+    before = os.path.getsize(path)
+    socks = []
+    for i in range(60):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.0.6.{i + 1}", 0))
+        socks.append(s)
+    info = udp_file_info("empty.txt", b"")
+    for i in range(42000):
+        socks[i % 60].sendto(info, addr)
+        if i % 500 == 0:
+            time.sleep(0.01)
+    time.sleep(1)
+    for s in socks:
+        s.close()
+    added = os.path.getsize(path) - before
+    kept = any('"handed-in.py"' in l for l in open(path))
+    return (f"42,000 forged zero-byte retries of an empty file from 60 addresses: {added:,} bytes of ledger added "
+            f"(one line per address and name per hour); the honest `{honest[1]}` line still there: {kept}")
+
+
+def tree_inodes(d):
+    """A tree's entries count against the address's quota of files."""
+    addr = d.addr("signal")
+    s = conn(addr, "127.0.5.5", timeout=60)
+    wire = frame(b"SAR", b"big") + b"".join(saf(f"f{i}", b"") for i in range(5000)) + frame(b"DON")
+    s.sendall(wire)
+    tag, text = reply(s)
+    s.close()
+    stored = count_files(os.path.join(d.root, "big")) if os.path.isdir(os.path.join(d.root, "big")) else 0
+    return f"one SAR of 5,000 empty files from an address whose quota is 2,000 files an hour: `{tag} {text[:90]}`; {stored} entries stored"
+
+
+def classmate_download(d):
+    alice, bob = "127.0.5.6", "127.0.5.7"
+    saf_from(d, alice, "solution.py", b"print('alice')")
+    s = conn(d.addr("signal"), bob)
+    s.sendall(frame(b"RAF", b"solution.py"))
+    raf = reply(s)
+    s.close()
+    m = conn(d.addr("magic_download"), bob)
+    m.sendall(b"\x49\x7e\x01" + struct.pack(">H", 11) + b"solution.py")
+    magic = m.recv(64)
+    m.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((bob, 0))
+    u.settimeout(2)
+    u.sendto(b"solution.py", d.addr("udp_download"))
+    udp = u.recv(4096)
+    u.close()
+    return (f"a classmate asks for another's hand-in: RAF `{raf[0]} {raf[1][:60]}…`, magic status {magic[3]} "
+            f"with {len(magic) - 8} bytes, udp_download `{udp[:40].decode(errors='replace')}…`; 0 bytes of it sent")
+
+
 ATTACKS = [
     ("deep-tree", "SAR entries 511 directories deep", "24 connections", deep_trees),
     ("abandoned-trees", "SAR trees cut before DON", "3 x 3,000 entries", abandoned_trees),
@@ -368,6 +502,12 @@ ATTACKS = [
     ("squat", "one address squatting lab1.py", "2,100 uploads", squatting),
     ("idle-hold", "idle signal connections held with whitespace", "1,024 connections", idle_hold),
     ("udp-hold", "UDP upload sessions held by one byte each", "1,024 sessions", udp_hold),
+    ("forged-quota", "forged udp_upload `file_info`s spending a victim's quota", "2,100 datagrams", forged_quota),
+    ("forged-budget", "forged udp_download requests spending a victim's budget", "12 x 1 GiB", forged_download_budget),
+    ("forged-confession", "a forged UDP upload in a victim's name", "2 datagrams", forged_confession),
+    ("ledger-flush", "forged deduplicated retries flushing the ledger", "42,000 datagrams", ledger_flush),
+    ("tree-inodes", "a tree spending inodes past the quota", "5,000 entries", tree_inodes),
+    ("classmate", "a classmate downloading another's hand-in", "3 requests", classmate_download),
 ]
 
 

@@ -54,18 +54,7 @@ pub async fn connect_as(src: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
 /// Seed 003's client from `src`: the whole request in one write; the bytes
 /// until the server closes.
 pub async fn magic_download_as(src: std::net::Ipv4Addr, addr: SocketAddr, name: &[u8]) -> Vec<u8> {
-    timeout(OP_TIMEOUT, async {
-        let mut s = connect_as(src, addr).await;
-        let mut req = vec![0x49, 0x7E, 0x01];
-        req.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        req.extend_from_slice(name);
-        s.write_all(&req).await.expect("send");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        out
-    })
-    .await
-    .expect("magic download within the op timeout")
+    magic_download_from(src, addr, name, false).await
 }
 
 /// Seed 001 §4's client from `src`: the chunks until a short one (an error
@@ -210,8 +199,17 @@ pub async fn tcp_upload(addr: SocketAddr, name: &str, data: &[u8]) -> Vec<u8> {
 /// second write), then read the 8-byte header and everything until close.
 /// Returns (the bytes before close, whether the server closed without any).
 pub async fn magic_download(addr: SocketAddr, name: &[u8], split: bool) -> Vec<u8> {
+    magic_download_from(std::net::Ipv4Addr::LOCALHOST, addr, name, split).await
+}
+
+async fn magic_download_from(
+    src: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    name: &[u8],
+    split: bool,
+) -> Vec<u8> {
     timeout(OP_TIMEOUT, async {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut s = connect_as(src, addr).await;
         let mut req = vec![0x49, 0x7E, 0x01];
         req.extend_from_slice(&(name.len() as u16).to_be_bytes());
         if split {

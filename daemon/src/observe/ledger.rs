@@ -5,9 +5,12 @@
 //!   `O_APPEND` file, so a crash (even `kill -9`) leaves every line written
 //!   so far, and at worst one cut line at the end, which reading skips.
 //!   A thread of its own syncs it to disk at most a second later.
-//! - Bounded: past `max_size` the file is renamed to
-//!   `.ferry-ledger.1.jsonl` (replacing the one before), so at most twice
-//!   `max_size` is kept.
+//! - Bounded, and kept by age and fairness: past `max_size` the file is
+//!   rotated into `.ferry-ledger.1.jsonl`, rebuilt from the one before and
+//!   this one by [`super::keep`]: lines older than `ledger.keep` go, then,
+//!   if it is still over `max_size`, the oldest lines of the addresses with
+//!   the most, so at most twice `max_size` is kept and no flood pushes out
+//!   an address's few lines.
 //! - The newest [`KEEP`] entries are also held in memory for the page, read
 //!   back from the file's end at start.
 //! - An audit log, not a flood: a deduplicated retry (nothing new stored)
@@ -21,13 +24,15 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The ledger's file name in the storage root (a reserved `.ferry` name no
 /// upload can take).
 pub const LEDGER_FILE: &str = ".ferry-ledger.jsonl";
 /// The rotated ledger.
 pub const LEDGER_OLD: &str = ".ferry-ledger.1.jsonl";
+/// The rotated ledger being rebuilt (renamed over [`LEDGER_OLD`] when whole).
+const LEDGER_TEMP: &str = ".ferry-ledger.1.jsonl.new";
 /// Entries held in memory for the page (about 300 bytes each: ≈ 300 KiB).
 pub(crate) const KEEP: usize = 1000;
 /// How far back from the end the ledger is read at start for [`KEEP`].
@@ -94,6 +99,8 @@ struct Inner {
 pub(crate) struct Ledger {
     dir: PathBuf,
     max_size: u64,
+    /// How long a line is kept at least (`ledger.keep`), room allowing.
+    keep: Duration,
     inner: Arc<Mutex<Inner>>,
     dirty: Arc<AtomicBool>,
 }
@@ -101,7 +108,7 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// Opens (or creates) the ledger in `root`, reads back its newest
     /// entries and starts the thread that syncs it.
-    pub(crate) fn open(root: &Path, max_size: u64) -> io::Result<Ledger> {
+    pub(crate) fn open(root: &Path, max_size: u64, keep: Duration) -> io::Result<Ledger> {
         let path = root.join(LEDGER_FILE);
         let mut file = OpenOptions::new()
             .create(true)
@@ -124,6 +131,7 @@ impl Ledger {
         Ok(Ledger {
             dir: root.to_owned(),
             max_size,
+            keep,
             inner,
             dirty,
         })
@@ -183,14 +191,49 @@ impl Ledger {
         Ok(())
     }
 
+    /// Rebuilds the rotated file from the one before and the full current
+    /// one ([`super::keep::compact`]), written aside and renamed over it,
+    /// then starts the current one afresh.
     fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
         inner.file.sync_data()?;
-        std::fs::rename(self.dir.join(LEDGER_FILE), self.dir.join(LEDGER_OLD))?;
+        let mut lines = Vec::new();
+        for name in [LEDGER_OLD, LEDGER_FILE] {
+            let text = match std::fs::read_to_string(self.dir.join(name)) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // Whole lines only (a crash may have cut the last one).
+            lines.extend(
+                text.split_inclusive('\n')
+                    .filter(|l| l.ends_with('\n'))
+                    .map(|l| super::keep::Line::parse(l.to_owned())),
+            );
+        }
+        let before = lines.len();
+        let kept = super::keep::compact(lines, SystemTime::now(), self.keep, self.max_size);
+        if kept.len() < before {
+            tracing::info!(
+                dropped = before - kept.len(),
+                kept = kept.len(),
+                "ledger: rotated; lines past ledger.keep, or of the addresses with the most, dropped"
+            );
+        }
+        let temp = self.dir.join(LEDGER_TEMP);
+        {
+            let mut out = File::create(&temp)?;
+            for l in &kept {
+                out.write_all(l.text.as_bytes())?;
+            }
+            out.sync_all()?;
+        }
+        std::fs::rename(&temp, self.dir.join(LEDGER_OLD))?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(self.dir.join(LEDGER_FILE))?;
+        file.set_len(0)?;
         inner.file = file;
         inner.size = 0;
         if let Ok(dir) = File::open(&self.dir) {
@@ -275,6 +318,8 @@ fn read_tail(file: &mut File, size: u64) -> io::Result<VecDeque<LedgerEntry>> {
 mod tests {
     use super::*;
 
+    const TEST_KEEP: Duration = Duration::from_secs(180 * 86_400);
+
     fn entry(n: u64) -> LedgerEntry {
         LedgerEntry {
             time: "2026-12-02T18:00:00Z".into(),
@@ -293,7 +338,7 @@ mod tests {
     fn entries_survive_a_reopen_and_a_cut_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let l = Ledger::open(dir.path(), 1 << 20).unwrap();
+            let l = Ledger::open(dir.path(), 1 << 20, TEST_KEEP).unwrap();
             l.append(entry(1)).unwrap();
             l.append(entry(2)).unwrap();
         }
@@ -303,7 +348,7 @@ mod tests {
             .open(dir.path().join(LEDGER_FILE))
             .unwrap();
         f.write_all(b"{\"time\":\"2026").unwrap();
-        let l = Ledger::open(dir.path(), 1 << 20).unwrap();
+        let l = Ledger::open(dir.path(), 1 << 20, TEST_KEEP).unwrap();
         let got = l.recent(|_| true, 10);
         assert_eq!(got, vec![entry(2), entry(1)]);
         assert_eq!(l.recent(|e| e.size == 1, 10), vec![entry(1)]);
@@ -312,7 +357,7 @@ mod tests {
     #[test]
     fn a_full_ledger_rotates_and_keeps_two_files_at_most() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(dir.path(), 4096).unwrap();
+        let l = Ledger::open(dir.path(), 4096, TEST_KEEP).unwrap();
         for n in 0..100 {
             l.append(entry(n)).unwrap();
         }
@@ -369,7 +414,7 @@ mod tests {
     #[test]
     fn forged_retries_cannot_flush_an_honest_line() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(dir.path(), 4096).unwrap();
+        let l = Ledger::open(dir.path(), 4096, TEST_KEEP).unwrap();
         l.append(entry(1)).unwrap();
         let mut retry = entry(2);
         retry.outcome = "deduplicated".into();
@@ -378,5 +423,24 @@ mod tests {
         }
         assert_eq!(l.recent(|_| true, 10), vec![retry, entry(1)]);
         assert!(!dir.path().join(LEDGER_OLD).exists(), "never rotated");
+    }
+
+    #[test]
+    fn one_address_flooding_the_ledger_never_pushes_out_anothers_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path(), 4096, TEST_KEEP).unwrap();
+        let mut honest = entry(1);
+        honest.peer = "10.0.0.9:5000".parse().unwrap();
+        honest.stored = "handed-in.py".into();
+        l.append(honest).unwrap();
+        for n in 0..1000 {
+            l.append(entry(n + 10)).unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join(LEDGER_OLD)).unwrap()
+            + &std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
+        assert!(text.contains("handed-in.py"), "the honest line went");
+        assert!(text.contains("f1009.txt"), "the newest line is there");
+        assert!(text.len() <= 2 * 4096);
+        assert!(text.split_inclusive('\n').all(|l| l.ends_with("}\n")));
     }
 }

@@ -16,6 +16,7 @@
 //! - `ledger`: the append-only file of stored files.
 
 pub(crate) mod diagnose;
+mod keep;
 mod ledger;
 mod metrics;
 
@@ -143,7 +144,7 @@ impl Observer {
     /// Opens the ledger under `root` as `config` says, or none.
     pub(crate) fn open(root: &Path, config: &ferry_config::Config) -> Observer {
         let ledger = config.ledger.enabled.then(|| {
-            Ledger::open(root, config.ledger.max_size.0).map_err(|e| {
+            Ledger::open(root, config.ledger.max_size.0, config.ledger.keep.0).map_err(|e| {
                 tracing::warn!(error = %e, "the ledger cannot be opened: stored files are not recorded");
             })
         });

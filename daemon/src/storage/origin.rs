@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 /// Who stored a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Origin {
     /// Not received by ferry: put in the storage by an admin.
     Placed,

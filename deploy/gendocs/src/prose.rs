@@ -62,7 +62,8 @@ const FERRYD: &[Section] = &[
             Item("[magic_download]", "enabled, bind (0.0.0.0:9004), read_timeout."),
             Item("[signal]", "enabled, bind (0.0.0.0:9005), max_tree_entries, max_tree_size, max_tree_depth, handout_settle, handout_pause."),
             Item("[http]", "enabled, bind (127.0.0.1:9080: this machine only), admin (the networks that see every client's attempts; loopback by default), recent (attempts kept, 1000). The listener serves the lab page at /, its data as JSON under /api/, Prometheus metrics at /metrics and the protocol book at /book."),
-            Item("[ledger]", "enabled, max_size (64 MiB): the ledger of stored files, see FILES."),
+            Item("[access]", "downloads (sender: a file ferry received is downloaded only from the address that sent it and from admin; anyone), admin (networks that download everything and whose uploads are for anyone; none by default). Files an admin puts in the storage root are for anyone."),
+            Item("[ledger]", "enabled, max_size (64 MiB), keep (180 days): the ledger of stored files, see FILES."),
         ],
     },
     Section {
@@ -88,7 +89,7 @@ const FERRYD: &[Section] = &[
             Item("/var/lib/ferry", "The storage root of the packaged service (its StateDirectory=, given to ferryd as FERRYD_STORAGE, the environment fallback of --storage). Without a configuration ferryd stores under ./ferry-data."),
             Item("ROOT/.ferry-work/", "Uploads in progress. A file is written here, checked, synced and only then renamed into the root; what a crash leaves behind is set aside at the next start and removed in the background."),
             Item("ROOT/.ferry-lock", "Locked (flock) while ferryd runs, and holding its pid: one ferryd per storage root."),
-            Item("ROOT/.ferry-ledger.jsonl", "The ledger: one JSON line per stored file (time, peer, service, requested, stored, size, crc, outcome), appended as the upload is acknowledged and synced within a second. Past ledger.max_size it is renamed to .ferry-ledger.1.jsonl, replacing the one before."),
+            Item("ROOT/.ferry-ledger.jsonl", "The ledger: one JSON line per stored file (time, peer, service, requested, stored, size, crc, outcome), appended as the upload is acknowledged and synced within a second. Past ledger.max_size it is rotated into .ferry-ledger.1.jsonl, rebuilt from the one before: lines older than ledger.keep go, then the oldest lines of the addresses with the most, so at most twice ledger.max_size is kept."),
         ],
     },
 ];

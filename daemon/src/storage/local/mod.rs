@@ -76,6 +76,9 @@ struct Inner {
     counter: AtomicU64,
     /// Per name, the number after the last one `rename` stored it under.
     next_number: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Where each sender's last upload of a name was placed: where its
+    /// retry is looked for first.
+    last_placed: std::sync::Mutex<std::collections::HashMap<(Origin, String), String>>,
     /// Paths to remove, off the runtime (abandoned uploads and trees).
     reaper: std::sync::mpsc::Sender<Reap>,
     /// Replaced trees, for the reaper once their grace is over (one thread
@@ -173,6 +176,7 @@ impl Local {
                 on_conflict,
                 counter: AtomicU64::new(0),
                 next_number: std::sync::Mutex::new(std::collections::HashMap::new()),
+                last_placed: std::sync::Mutex::new(std::collections::HashMap::new()),
                 reaper,
                 later,
                 reaper_rx: std::sync::Mutex::new(Some(reaper_rx)),

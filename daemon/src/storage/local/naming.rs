@@ -60,7 +60,39 @@ impl Local {
     /// replaces only an entry from the same sender: another's (a
     /// classmate's hand-in, an admin's file) is kept, and the new one gets a
     /// numbered name as under `rename`.
+    ///
+    /// A retry is looked for first where this sender's last upload of the
+    /// name went, so it is found whatever numbers other senders took since.
     pub(super) fn place(
+        &self,
+        temp: &Path,
+        name: &SafeName,
+        from: Origin,
+        same: &dyn Fn(&Path) -> bool,
+    ) -> Result<(String, bool), StorageError> {
+        let key = (from, name.as_str().to_owned());
+        let last = || {
+            self.inner
+                .last_placed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        let before = last().get(&key).cloned();
+        if let Some(prev) = before {
+            if same(&self.inner.root.join(&prev)) {
+                return Ok((prev, true));
+            }
+        }
+        let placed = self.place_by_policy(temp, name, from, same)?;
+        let mut map = last();
+        if map.len() >= MAX_HINTS {
+            map.clear();
+        }
+        map.insert(key, placed.0.clone());
+        Ok(placed)
+    }
+
+    fn place_by_policy(
         &self,
         temp: &Path,
         name: &SafeName,

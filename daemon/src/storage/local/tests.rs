@@ -164,6 +164,23 @@ async fn each_file_keeps_its_sender_and_no_sender_replaces_anothers() {
     assert_eq!(again.name, "a (1)", "overwrite replaces the sender's own");
     assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"mine");
     assert_eq!(std::fs::read(dir.path().join("a (1)")).unwrap(), b"theirs");
+    // A retry is found where its sender's upload went, whatever numbers
+    // others took since (before: stored again under the next number).
+    for k in 0..5u8 {
+        let o = Origin::Sender(std::net::IpAddr::from([127, 0, 1, k]));
+        put_from(&s, "lab.py", &[k], o).await.unwrap();
+    }
+    let retry = put_from(&s, "a", b"theirs", OTHER).await.unwrap();
+    assert_eq!((retry.name.as_str(), retry.deduplicated), ("a (1)", true));
+    let first = Origin::Sender(std::net::IpAddr::from([127, 0, 1, 0]));
+    let retry = put_from(&s, "lab.py", &[0], first).await.unwrap();
+    assert_eq!((retry.name.as_str(), retry.deduplicated), ("lab.py", true));
+    let third = Origin::Sender(std::net::IpAddr::from([127, 0, 1, 2]));
+    let retry = put_from(&s, "lab.py", &[2], third).await.unwrap();
+    assert_eq!(
+        (retry.name.as_str(), retry.deduplicated),
+        ("lab (2).py", true)
+    );
     // An admin's file is placed; an upload of its name never replaces it.
     std::fs::write(dir.path().join("handout.txt"), b"admin").unwrap();
     assert_eq!(origin_of(&s, "handout.txt").await, Origin::Placed);

@@ -324,24 +324,8 @@ impl LocalUpload {
             .temp
             .clone()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
-        let storage = self.storage.clone();
-        let from = self.origin;
-        let (stored, dedup) = tokio::task::spawn_blocking(move || {
-            // A retry is the same bytes from the same sender.
-            let same = |existing: &Path| {
-                digest.is_some_and(|d| same_file(existing, size, &d))
-                    && origin_at(existing) == Some(from)
-            };
-            let placed = storage.place(&temp, &name, from, &same)?;
-            if placed.1 {
-                std::fs::remove_file(&temp)?;
-            } else {
-                fsync_dir(&storage.inner.root)?;
-            }
-            Ok::<_, StorageError>(placed)
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??;
+        let (stored, dedup) =
+            place_file(self.storage.clone(), temp, name, self.origin, size, digest).await?;
         self.temp = None;
         Ok(Stored {
             name: stored,
@@ -359,6 +343,34 @@ impl Drop for LocalUpload {
             self.storage.reap(temp);
         }
     }
+}
+
+/// Moves a finished upload into the root (off the runtime); an identical
+/// retry from the same sender is dropped for the stored one.
+async fn place_file(
+    storage: Local,
+    temp: PathBuf,
+    name: ferry_proto::names::SafeName,
+    from: Origin,
+    size: u64,
+    digest: Option<[u8; 32]>,
+) -> Result<(String, bool), StorageError> {
+    tokio::task::spawn_blocking(move || {
+        // A retry is the same bytes from the same sender.
+        let same = |existing: &Path| {
+            digest.is_some_and(|d| same_file(existing, size, &d))
+                && origin_at(existing) == Some(from)
+        };
+        let placed = storage.place(&temp, &name, from, &same)?;
+        if placed.1 {
+            std::fs::remove_file(&temp)?;
+        } else {
+            fsync_dir(&storage.inner.root)?;
+        }
+        Ok::<_, StorageError>(placed)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))?
 }
 
 /// The extended attribute holding a stored file's BLAKE3 digest.

@@ -157,6 +157,16 @@ pub(crate) enum Announced {
     AtMost(u64),
 }
 
+impl Announced {
+    /// The bytes it allows, and whether exactly that many must come.
+    pub(crate) fn limit(self) -> (u64, bool) {
+        match self {
+            Announced::Exact(n) => (n, true),
+            Announced::AtMost(n) => (n, false),
+        }
+    }
+}
+
 /// A storage backend: where uploads go and downloads come from.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync {

@@ -461,10 +461,8 @@ impl Backend for Local {
         size: Announced,
         from: Origin,
     ) -> Result<Upload, StorageError> {
-        let upload = match size {
-            Announced::Exact(n) => self.begin(name, n, true, from).await?,
-            Announced::AtMost(n) => self.begin(name, n, false, from).await?,
-        };
+        let (limit, exact) = size.limit();
+        let upload = self.begin(name, limit, exact, from).await?;
         Ok(Box::new(upload))
     }
 

@@ -340,10 +340,7 @@ impl Backend for S3Backend {
         size: Announced,
         from: Origin,
     ) -> Result<Upload, StorageError> {
-        let (limit, exact) = match size {
-            Announced::Exact(n) => (n, true),
-            Announced::AtMost(n) => (n, false),
-        };
+        let (limit, exact) = size.limit();
         let target = Target::Name(name, from.record().unwrap_or_default());
         Ok(Box::new(self.shared.begin(target, limit, exact).await?))
     }

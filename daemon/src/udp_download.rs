@@ -210,7 +210,7 @@ impl Task {
     }
 
     /// Refuses a file the rest of the client's byte budget cannot hold; the
-    /// bytes are taken as they are sent or read ([`Task::spend`]), so a
+    /// bytes are taken as each datagram is sent ([`Task::spend`]), so a
     /// download that ICMP stops at once costs what it sent.
     fn reserve(&self, size: u64) -> Result<(), Failure> {
         let budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
@@ -321,13 +321,16 @@ impl Task {
             // default receive buffer (about 60 datagrams) that stalls for a
             // moment must meet a trickle, not a 32-datagram burst.
             for chunk in data.chunks(CHUNK_SIZE) {
+                // Charged before it leaves: a client holding its whole file
+                // finds the cost already in the budget, and a download that
+                // ICMP stops costs what it sent.
+                self.spend(chunk.len() as u64);
                 out.send(chunk).await?;
                 sent += chunk.len() as u64;
                 self.pace(started, sent).await?;
             }
             left -= take as u64;
             t.bytes = sent;
-            self.spend(take as u64);
             // "End of file is detected when the size of the chunk is less than
             // 2048": a file that is a multiple of 2048 ends with an empty datagram.
             if take < READ_BLOCK || left == 0 {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attention::Watch;
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Awaited, Failure, Violation};
 use crate::limits::{IdleConnections, IdleGuard};
 
 /// Bytes a connection reads from its socket at most at once (32 KiB keeps a
@@ -73,9 +73,9 @@ pub(crate) struct Wait {
     /// idle timeout).
     pub(crate) gap: Option<Duration>,
     /// What a timeout before the first byte waited for.
-    pub(crate) first_what: &'static str,
+    pub(crate) first_what: Awaited,
     /// What a timeout after it waited for.
-    pub(crate) rest_what: &'static str,
+    pub(crate) rest_what: Awaited,
     /// Whether a stop ends the wait while idle (false inside a transfer).
     pub(crate) stoppable: bool,
 }
@@ -83,7 +83,7 @@ pub(crate) struct Wait {
 impl Wait {
     /// A whole header by `by` (the connection's header deadline), idle
     /// until its first byte.
-    pub(crate) fn header(by: Instant, what: &'static str) -> Wait {
+    pub(crate) fn header(by: Instant, what: Awaited) -> Wait {
         Wait {
             first_by: by,
             rest_within: None,
@@ -97,7 +97,7 @@ impl Wait {
     /// The next frame inside a transfer: each read within `idle` of the
     /// last, shutdown or not; the frame as a whole has no deadline of its
     /// own (a slow but steady client is never cut).
-    pub(crate) fn in_transfer(now: Instant, idle: Duration, what: &'static str) -> Wait {
+    pub(crate) fn in_transfer(now: Instant, idle: Duration, what: Awaited) -> Wait {
         Wait {
             first_by: now + idle,
             rest_within: Some(NO_FRAME_DEADLINE),
@@ -261,11 +261,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ) -> Result<Read<D::Item>, Failure>
     where
         D: Decoder,
-        D::Error: std::fmt::Display,
+        D::Error: Into<Violation>,
     {
         let mut rest_by = None;
         loop {
-            if let Some(frame) = codec.decode(&mut self.buf).map_err(Failure::refused)? {
+            if let Some(frame) = codec.decode(&mut self.buf).map_err(Failure::violation)? {
                 return Ok(Read::Frame(frame));
             }
             match self.wait_for_bytes(wait, &mut rest_by).await? {
@@ -297,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         quiet: Duration,
         by: Instant,
-        what: &'static str,
+        what: Awaited,
         mut check: impl FnMut(&BytesMut) -> Result<(), Failure>,
     ) -> Result<bool, Failure> {
         loop {
@@ -354,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(crate) async fn read_more(
         &mut self,
         deadline: Instant,
-        what: &'static str,
+        what: Awaited,
     ) -> Result<usize, Failure> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(self.read_chunk);
@@ -400,7 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             _ = self.signals.abort.cancelled() => Err(Failure::Aborted),
             r = tokio::time::timeout(timeout, self.stream.write_all(data)) => match r {
                 Ok(r) => Ok(r?),
-                Err(_) => Err(Failure::Timeout("the client to read")),
+                Err(_) => Err(Failure::Timeout(Awaited::ClientToRead)),
             },
         }
     }
@@ -458,7 +458,25 @@ pub(crate) async fn reply_and_close<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use tokio::io::DuplexStream;
-    use tokio_util::codec::LinesCodec;
+    use tokio_util::codec::{LinesCodec, LinesCodecError};
+
+    /// Lines, with errors as a protocol's own.
+    #[derive(Default)]
+    struct Lines(LinesCodec);
+
+    impl Decoder for Lines {
+        type Item = String;
+        type Error = ferry_proto::signal::SignalError;
+
+        fn decode(&mut self, src: &mut BytesMut) -> Result<Option<String>, Self::Error> {
+            self.0.decode(src).map_err(|e| match e {
+                LinesCodecError::Io(e) => e.into(),
+                LinesCodecError::MaxLineLengthExceeded => {
+                    ferry_proto::signal::SignalError::Truncated(src.len())
+                }
+            })
+        }
+    }
 
     fn connection() -> (Connection<DuplexStream>, DuplexStream, Signals) {
         let (ours, theirs) = tokio::io::duplex(1 << 16);
@@ -482,8 +500,8 @@ mod tests {
             first_by: now + secs(30),
             rest_within: Some(secs(10)),
             gap: None,
-            first_what: "a request",
-            rest_what: "the rest of a request",
+            first_what: Awaited::Request,
+            rest_what: Awaited::RestOfRequest,
             stoppable: true,
         }
     }
@@ -491,7 +509,7 @@ mod tests {
     async fn timed_out_after<T: std::fmt::Debug>(
         t0: Instant,
         r: Result<Read<T>, Failure>,
-    ) -> (Duration, &'static str) {
+    ) -> (Duration, Awaited) {
         match r {
             Err(Failure::Timeout(what)) => (Instant::now() - t0, what),
             other => panic!("not a timeout: {other:?}"),
@@ -503,9 +521,9 @@ mod tests {
         let (mut conn, _client, _) = connection();
         let t0 = Instant::now();
         let r = conn
-            .read_frame(&mut LinesCodec::new(), &request_wait(t0))
+            .read_frame(&mut Lines::default(), &request_wait(t0))
             .await;
-        assert_eq!(timed_out_after(t0, r).await, (secs(30), "a request"));
+        assert_eq!(timed_out_after(t0, r).await, (secs(30), Awaited::Request));
     }
 
     #[tokio::test(start_paused = true)]
@@ -523,12 +541,12 @@ mod tests {
             }
         });
         let r = conn
-            .read_frame(&mut LinesCodec::new(), &request_wait(t0))
+            .read_frame(&mut Lines::default(), &request_wait(t0))
             .await;
         // The first byte at 5 s; the rest due 10 s later, however it trickles.
         assert_eq!(
             timed_out_after(t0, r).await,
-            (secs(15), "the rest of a request")
+            (secs(15), Awaited::RestOfRequest)
         );
         trickle.abort();
     }
@@ -539,7 +557,7 @@ mod tests {
         client.write_all(b"PIN\nPI").await.unwrap();
         let t0 = Instant::now();
         match conn
-            .read_frame(&mut LinesCodec::new(), &request_wait(t0))
+            .read_frame(&mut Lines::default(), &request_wait(t0))
             .await
         {
             Ok(Read::Frame(line)) => assert_eq!(line, "PIN"),
@@ -548,7 +566,7 @@ mod tests {
         assert_eq!(&conn.buf[..], b"PI");
         drop(client);
         assert!(matches!(
-            conn.read_frame(&mut LinesCodec::new(), &request_wait(t0))
+            conn.read_frame(&mut Lines::default(), &request_wait(t0))
                 .await,
             Ok(Read::End)
         ));
@@ -564,7 +582,7 @@ mod tests {
         });
         let t0 = Instant::now();
         let r = conn
-            .read_frame(&mut LinesCodec::new(), &request_wait(t0))
+            .read_frame(&mut Lines::default(), &request_wait(t0))
             .await;
         assert!(matches!(r, Ok(Read::Stopped(Stop::Shutdown))), "{r:?}");
         assert_eq!(Instant::now() - t0, secs(3));
@@ -578,11 +596,11 @@ mod tests {
         });
         let t1 = Instant::now();
         let r = conn
-            .read_frame(&mut LinesCodec::new(), &request_wait(t1))
+            .read_frame(&mut Lines::default(), &request_wait(t1))
             .await;
         assert_eq!(
             timed_out_after(t1, r).await,
-            (secs(10), "the rest of a request")
+            (secs(10), Awaited::RestOfRequest)
         );
     }
 
@@ -598,7 +616,7 @@ mod tests {
             assert!(!signals.idle.evict_oldest(None), "one guard, evicted once");
         });
         let guard = conn.header_guard();
-        let (mut codec, wait) = (LinesCodec::new(), request_wait(t0));
+        let (mut codec, wait) = (Lines::default(), request_wait(t0));
         let read = tokio::select! {
             r = conn.read_frame(&mut codec, &wait) => Some(r),
             _ = guard.evicted() => None,
@@ -613,11 +631,14 @@ mod tests {
         let (mut conn, mut client, _) = connection();
         let t0 = Instant::now();
         // magic_download: the whole request in 10 s, no gap over 1 s.
-        let mut wait = Wait::header(t0 + secs(10), "the FileRequest");
+        let mut wait = Wait::header(t0 + secs(10), Awaited::FileRequest);
         wait.gap = Some(secs(1));
         client.write_all(b"abc").await.unwrap();
-        let r = conn.read_frame(&mut LinesCodec::new(), &wait).await;
-        assert_eq!(timed_out_after(t0, r).await, (secs(1), "the FileRequest"));
+        let r = conn.read_frame(&mut Lines::default(), &wait).await;
+        assert_eq!(
+            timed_out_after(t0, r).await,
+            (secs(1), Awaited::FileRequest)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -633,9 +654,12 @@ mod tests {
             tokio::time::sleep(secs(60)).await;
         });
         let settled = conn
-            .settle(Duration::from_millis(20), t0 + secs(10), "the name", |_| {
-                Ok(())
-            })
+            .settle(
+                Duration::from_millis(20),
+                t0 + secs(10),
+                Awaited::Name,
+                |_| Ok(()),
+            )
             .await
             .unwrap();
         assert!(settled);
@@ -657,11 +681,14 @@ mod tests {
             }
         });
         let r = conn
-            .settle(Duration::from_millis(20), t0 + secs(1), "the name", |_| {
-                Ok(())
-            })
+            .settle(
+                Duration::from_millis(20),
+                t0 + secs(1),
+                Awaited::Name,
+                |_| Ok(()),
+            )
             .await;
-        assert!(matches!(r, Err(Failure::Timeout("the name"))), "{r:?}");
+        assert!(matches!(r, Err(Failure::Timeout(Awaited::Name))), "{r:?}");
         assert_eq!(Instant::now() - t0, secs(1));
     }
 
@@ -678,8 +705,8 @@ mod tests {
             tokio::time::sleep(secs(60)).await;
         });
         let t0 = Instant::now();
-        let wait = Wait::in_transfer(t0, secs(30), "data");
-        match conn.read_frame(&mut LinesCodec::new(), &wait).await {
+        let wait = Wait::in_transfer(t0, secs(30), Awaited::Data);
+        match conn.read_frame(&mut Lines::default(), &wait).await {
             Ok(Read::Frame(line)) => assert_eq!(line, "xxxx"),
             other => panic!("{other:?}"),
         }
@@ -693,8 +720,8 @@ mod tests {
             tokio::time::sleep(secs(1)).await;
             signals.abort.cancel();
         });
-        let wait = Wait::in_transfer(Instant::now(), secs(30), "data");
-        let r = conn.read_frame(&mut LinesCodec::new(), &wait).await;
+        let wait = Wait::in_transfer(Instant::now(), secs(30), Awaited::Data);
+        let r = conn.read_frame(&mut Lines::default(), &wait).await;
         assert!(matches!(r, Err(Failure::Aborted)), "{r:?}");
     }
 }

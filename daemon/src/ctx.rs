@@ -11,14 +11,11 @@ use ferry_config::{Config, ServiceId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Refusal};
 use crate::limits::{IdleConnections, Limiter, UploadQuota};
 use crate::observe::Observer;
 use crate::storage::{Download, Origin, Storage, StorageError, TreeReader};
 use ferry_proto::names::RelPath;
-
-/// How an upload quota refusal begins (counted as such in the metrics).
-pub(crate) const QUOTA_REFUSAL: &str = "your address has reached its upload quota";
 
 /// What every service shares.
 pub(crate) struct Ctx {
@@ -174,13 +171,12 @@ impl Ctx {
     fn quota_result(&self, r: Result<(), Duration>) -> Result<(), Failure> {
         r.map_err(|wait| {
             let l = &self.config().limits;
-            Failure::Refused(format!(
-                "{QUOTA_REFUSAL} ({} files and {} per {}); try again in {} s",
-                l.max_uploads_per_ip,
-                l.max_upload_bytes_per_ip,
-                l.upload_window,
-                crate::limits::retry_secs(wait)
-            ))
+            Failure::Refused(Refusal::Quota {
+                files: l.max_uploads_per_ip,
+                bytes: l.max_upload_bytes_per_ip,
+                window: l.upload_window,
+                retry_secs: crate::limits::retry_secs(wait),
+            })
         })
     }
 

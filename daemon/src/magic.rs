@@ -10,7 +10,7 @@ use tokio_util::codec::Decoder;
 
 use crate::conn::{Connection, Read, Wait};
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{self, Awaited, Failure, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::tcp::{sendfile_download, TcpService};
@@ -49,15 +49,20 @@ impl TcpService for Service {
 /// 1 s aborts": each read waits at most `read_timeout`.
 async fn read_request(conn: &mut Conn) -> Result<FileRequest, Failure> {
     let limits = &conn.config.limits;
-    let mut wait = Wait::header(Instant::now() + limits.header_timeout.0, "the FileRequest");
+    let mut wait = Wait::header(
+        Instant::now() + limits.header_timeout.0,
+        Awaited::FileRequest,
+    );
     wait.gap = Some(conn.config.magic_download.read_timeout.0);
     let mut codec = RequestCodec;
     match conn.read_frame(&mut codec, &wait).await? {
         Read::Frame(request) => Ok(request),
-        Read::Stopped(_) => Err(Failure::Closed("idle at shutdown".into())),
+        Read::Stopped(_) => Err(Failure::Closed(When::IdleAtShutdown)),
         Read::End => {
-            codec.decode_eof(&mut conn.buf).map_err(Failure::refused)?;
-            Err(Failure::Closed("before a complete FileRequest".into()))
+            codec
+                .decode_eof(&mut conn.buf)
+                .map_err(Failure::violation)?;
+            Err(Failure::Closed(When::BeforeFileRequest))
         }
     }
 }
@@ -72,12 +77,14 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<(), F
     t.requested = request.name.clone();
     let max_name_len = conn.config.limits.max_name_len;
     let found = match RelPath::parse(&request.name, max_name_len) {
-        Err(e) => Err(Failure::refused(format!("refused name: {e}"))),
+        Err(e) => Err(Failure::Refused(failure::Refusal::RequestedName(e))),
         Ok(path) => match ctx.open_for(conn.peer.ip(), &path).await {
-            Ok(d) if d.size() > u64::from(u32::MAX) => Err(Failure::refused(format!(
-                "{path} is {} bytes, more than the 4-byte DataLength can announce",
-                d.size()
-            ))),
+            Ok(d) if d.size() > u64::from(u32::MAX) => {
+                Err(Failure::Refused(failure::Refusal::TooLargeForMagic {
+                    path: path.to_string(),
+                    size: d.size(),
+                }))
+            }
             Ok(d) => Ok((path, d)),
             Err(e) => Err(Failure::from(e)),
         },

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use ferry_proto::crc::format_hex;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Refusal};
 use crate::observe::{diagnose, rfc3339, Attempt, LedgerEntry, Observer};
 use crate::storage::StorageError;
 
@@ -21,42 +21,6 @@ pub(crate) use crate::observe::Direction;
 
 /// Bytes of the client's request kept for a failure's diagnosis.
 const HEAD_LEN: usize = 64;
-
-/// Why a transfer failed, as logged and shown.
-pub(crate) struct Reason {
-    text: String,
-    /// The disk or the OS failed, not the client.
-    storage: bool,
-}
-
-impl From<&Failure> for Reason {
-    fn from(e: &Failure) -> Reason {
-        Reason {
-            text: e.to_string(),
-            storage: matches!(
-                e,
-                Failure::Storage(
-                    StorageError::Io(_) | StorageError::Unavailable(_) | StorageError::Unsettled(_)
-                )
-            ),
-        }
-    }
-}
-
-impl From<&str> for Reason {
-    fn from(text: &str) -> Reason {
-        Reason {
-            text: text.to_owned(),
-            storage: false,
-        }
-    }
-}
-
-impl From<&String> for Reason {
-    fn from(text: &String) -> Reason {
-        Reason::from(text.as_str())
-    }
-}
 
 /// Collects what one transfer attempt did and reports it once, when it ends.
 pub(crate) struct Transfer {
@@ -160,11 +124,7 @@ impl Transfer {
         } else {
             "stored"
         })
-        .map_err(|e| {
-            Failure::Refused(format!(
-                "the file is stored, but the server could not record it ({e}); send it again later"
-            ))
-        })
+        .map_err(|e| Failure::Refused(Refusal::NotRecorded(e.to_string())))
     }
 
     fn ledger(&mut self, outcome: &str) -> std::io::Result<()> {
@@ -194,12 +154,12 @@ impl Transfer {
     }
 
     /// Failure, with the reason the client was (or would have been) told.
-    pub(crate) fn failed(mut self, why: impl Into<Reason>) {
+    pub(crate) fn failed(mut self, why: &Failure) {
         self.done = true;
-        self.fail(why.into());
+        self.fail(why);
     }
 
-    fn fail(&mut self, why: Reason) {
+    fn fail(&mut self, why: &Failure) {
         let took = self.started.elapsed();
         let crc = self.crc.map(format_hex);
         tracing::warn!(
@@ -210,30 +170,34 @@ impl Transfer {
             crc = crc.as_deref(),
             duration_ms = took.as_millis() as u64,
             outcome = "failed",
-            reason = %why.text,
+            reason = %why,
             "transfer failed"
         );
-        if why.storage {
-            self.obs.metrics.storage_error(self.service);
-        }
-        if why.text.starts_with(crate::ctx::QUOTA_REFUSAL) {
-            self.obs
+        match why {
+            Failure::Storage(
+                StorageError::Io(_) | StorageError::Unavailable(_) | StorageError::Unsettled(_),
+            ) => self.obs.metrics.storage_error(self.service),
+            Failure::Refused(Refusal::Quota { .. }) => self
+                .obs
                 .metrics
-                .refused(self.service, crate::observe::RefusalReason::UploadQuota);
+                .refused(self.service, crate::observe::RefusalReason::UploadQuota),
+            _ => {}
         }
-        let attempt = self.attempt("failed", Some(why.text), None);
+        let attempt = self.attempt("failed", Some(why), None);
         self.obs.end(self.id, attempt, took);
     }
 
     fn attempt(
         &self,
         outcome: &'static str,
-        reason: Option<String>,
+        failure: Option<&Failure>,
         stored: Option<String>,
     ) -> Attempt {
-        let diagnosis = reason.as_deref().map(|r| {
+        let reason = failure.map(|f| f.to_string());
+        let diagnosis = failure.zip(reason.as_deref()).map(|(failure, r)| {
             diagnose(&crate::observe::Failed {
                 service: self.service,
+                failure,
                 reason: r,
                 head: &self.head,
                 requested: &self.requested,
@@ -277,9 +241,7 @@ impl Drop for Transfer {
     fn drop(&mut self) {
         if !self.done {
             self.done = true;
-            self.fail(Reason::from(
-                "the transfer ended without a result (its connection or task ended first)",
-            ));
+            self.fail(&Failure::Unended);
         }
     }
 }

@@ -46,7 +46,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::conn::{reply_and_close, Connection, Read, Stop, Wait};
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Awaited, Failure, NameOf, Violation, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
@@ -340,8 +340,8 @@ impl Conn<'_> {
             first_by: Instant::now() + limits.idle_timeout.0,
             rest_within: Some(limits.header_timeout.0),
             gap: None,
-            first_what: "a request",
-            rest_what: "the rest of a request",
+            first_what: Awaited::Request,
+            rest_what: Awaited::RestOfRequest,
             stoppable: true,
         };
         // Idle, or trickling a request: the cap may close it for a newcomer.
@@ -365,7 +365,7 @@ impl Conn<'_> {
             }
             Read::End => match self.codec.decode_eof(&mut self.io.buf) {
                 Ok(frame) => Ok(frame.map(Request::Ferry)),
-                Err(e) => Err(Failure::Closed(format!("in the middle of a request ({e})"))),
+                Err(e) => Err(Failure::Closed(When::MidRequest(e))),
             },
         }
     }
@@ -373,12 +373,10 @@ impl Conn<'_> {
     /// The next frame inside a transfer (data, a CRC, a tree entry).
     async fn next_in_transfer(&mut self) -> Result<SignalFrame, Failure> {
         let idle = self.io.config.limits.idle_timeout.0;
-        let wait = Wait::in_transfer(Instant::now(), idle, "data");
+        let wait = Wait::in_transfer(Instant::now(), idle, Awaited::Data);
         match self.io.read_frame(&mut self.codec, &wait).await? {
             Read::Frame(frame) => Ok(frame),
-            Read::End | Read::Stopped(_) => {
-                Err(Failure::Closed("in the middle of a transfer".into()))
-            }
+            Read::End | Read::Stopped(_) => Err(Failure::Closed(When::MidTransfer)),
         }
     }
 
@@ -390,7 +388,7 @@ impl Conn<'_> {
         self.wbuf.clear();
         self.codec
             .encode(frame, &mut self.wbuf)
-            .map_err(Failure::refused)?;
+            .map_err(Failure::violation)?;
         let data = std::mem::take(&mut self.wbuf);
         let r = self.io.write_all(&data).await;
         self.wbuf = data;
@@ -412,9 +410,8 @@ impl Conn<'_> {
                 }
                 SignalFrame::FileEnd { crc } => return Ok(crc),
                 other => {
-                    return Err(Failure::Refused(format!(
-                        "unexpected {} inside a file",
-                        frame_label(&other)
+                    return Err(Failure::Violation(Violation::UnexpectedInFile(
+                        frame_label(&other),
                     )))
                 }
             }
@@ -439,7 +436,7 @@ impl Conn<'_> {
                     Err(e) => Err(e),
                 }
             }
-            Err(e) => Err(Failure::refused(format!("refused name {name:?}: {e}"))),
+            Err(e) => Err(Failure::name(NameOf::File, name.as_str(), e)),
         };
         let large = matches!(&sink, Ok(u) if u.large_reads());
         if large {
@@ -504,9 +501,7 @@ impl Conn<'_> {
                     .map_err(Failure::from),
                 Err(e) => Err(e),
             },
-            Err(e) => Err(Failure::refused(format!(
-                "refused directory name {name:?}: {e}"
-            ))),
+            Err(e) => Err(Failure::name(NameOf::Directory, name.as_str(), e)),
         };
         loop {
             match or_fail!(t, self.next_in_transfer().await) {
@@ -519,16 +514,11 @@ impl Conn<'_> {
                 }
                 SignalFrame::Done(_) => break,
                 SignalFrame::Error(reason) => {
-                    tree = Err(Failure::Refused(format!(
-                        "the client abandoned the tree: {reason}"
-                    )));
+                    tree = Err(Failure::Violation(Violation::AbandonedTree(reason)));
                     break;
                 }
                 other => {
-                    let e = Failure::Refused(format!(
-                        "unexpected {} inside a tree: send SAF entries and DON",
-                        frame_label(&other)
-                    ));
+                    let e = Failure::Violation(Violation::UnexpectedInTree(frame_label(&other)));
                     t.failed(&e);
                     return Err(e);
                 }
@@ -584,7 +574,7 @@ impl Conn<'_> {
                         .map_err(Failure::from),
                     Err(e) => Err(e),
                 },
-                Err(e) => Err(Failure::refused(format!("refused entry {entry:?}: {e}"))),
+                Err(e) => Err(Failure::name(NameOf::Entry, entry.as_str(), e)),
             },
             // The tree has failed already: its first failure is the one kept.
             Err(_) => Err(Failure::Broken(
@@ -594,7 +584,12 @@ impl Conn<'_> {
         let crc = self.receive_into(&mut sink, t).await?;
         let stored = match sink {
             Ok(upload) => upload.commit(Some(crc)).await.map_err(|e| match e {
-                StorageError::ChecksumMismatch { .. } => Failure::refused(format!("{entry}: {e}")),
+                e @ StorageError::ChecksumMismatch { .. } => {
+                    Failure::Violation(Violation::EntryChecksum {
+                        entry: entry.clone(),
+                        mismatch: e,
+                    })
+                }
                 other => Failure::from(other),
             }),
             Err(e) => Err(e),
@@ -682,7 +677,7 @@ impl Conn<'_> {
                 .await
                 .map(|r| (path, r))
                 .map_err(Failure::from),
-            Err(e) => Err(Failure::refused(format!("refused name {raw:?}: {e}"))),
+            Err(e) => Err(Failure::name(NameOf::File, raw.as_str(), e)),
         };
         let (path, mut reader) = match opened {
             Ok(pair) => pair,
@@ -759,10 +754,8 @@ fn handout_tag(buf: &mut BytesMut) -> Option<Tag> {
 
 /// A path a client asked for, through the normaliser, or the refusal it is told.
 fn stored_path(raw: &[u8], max_len: usize) -> Result<RelPath, Failure> {
-    RelPath::parse_bytes(raw, max_len).map_err(|e| {
-        let raw = String::from_utf8_lossy(raw);
-        Failure::refused(format!("refused name {raw:?}: {e}"))
-    })
+    RelPath::parse_bytes(raw, max_len)
+        .map_err(|e| Failure::name(NameOf::File, String::from_utf8_lossy(raw), e))
 }
 
 /// Longest ERR reason sent, in bytes: within any client's text cap.

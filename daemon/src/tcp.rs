@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::conn::{Connection, Signals, REPLY_TIMEOUT};
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Awaited, Failure};
 use crate::limits::{Permit, Refusal};
 use crate::report::Transfer;
 use crate::storage::{Download, StorageError};
@@ -225,7 +225,7 @@ pub(crate) async fn send_download_keeping<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(StorageError::from)?;
         if chunk.is_empty() {
-            return Err(Failure::Refused("the file shrank while being sent".into()));
+            return Err(Failure::Shrank);
         }
         let take = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         crc.update(&chunk[..take]);
@@ -261,7 +261,7 @@ pub(crate) async fn sendfile_download(
             _ = conn.aborted().cancelled() => return Err(Failure::Aborted),
             r = tokio::time::timeout(idle, stream.writable()) => match r {
                 Ok(r) => r?,
-                Err(_) => return Err(Failure::Timeout("the client to read")),
+                Err(_) => return Err(Failure::Timeout(Awaited::ClientToRead)),
             },
         }
         let want = usize::try_from(len - offset)
@@ -276,7 +276,7 @@ pub(crate) async fn sendfile_download(
             )?)
         });
         match sent {
-            Ok(0) => return Err(Failure::Refused("the file shrank while being sent".into())),
+            Ok(0) => return Err(Failure::Shrank),
             Ok(n) => t.bytes += n as u64,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e.into()),

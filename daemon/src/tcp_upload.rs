@@ -14,7 +14,7 @@ use tokio_util::codec::Decoder;
 
 use crate::conn::{reply_and_close, Connection, Read, Wait};
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Awaited, Failure, NameOf, Violation, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::storage::Stored;
@@ -27,7 +27,7 @@ use crate::tcp::TcpService;
 async fn read_header(conn: &mut Conn, codec: &UploadCodec) -> Result<(), Failure> {
     let by = Instant::now() + conn.config.limits.header_timeout.0;
     match conn
-        .fill(SIZE_LEN + 1, &Wait::header(by, "the header"))
+        .fill(SIZE_LEN + 1, &Wait::header(by, Awaited::Header))
         .await?
     {
         Read::Frame(()) => {}
@@ -35,15 +35,15 @@ async fn read_header(conn: &mut Conn, codec: &UploadCodec) -> Result<(), Failure
         Read::Stopped(_) => return Err(Failure::Aborted),
         Read::End => {
             let got = conn.buf.len();
-            return Err(Failure::Closed(format!("after {got} header bytes")));
+            return Err(Failure::Closed(When::AfterHeaderBytes(got)));
         }
     }
     let settle = conn.config.tcp_upload.name_settle.0;
-    let check = |buf: &BytesMut| codec.check_partial_header(buf).map_err(Failure::refused);
-    if conn.settle(settle, by, "the name", check).await? {
+    let check = |buf: &BytesMut| codec.check_partial_header(buf).map_err(Failure::violation);
+    if conn.settle(settle, by, Awaited::Name, check).await? {
         Ok(())
     } else {
-        Err(Failure::Closed("before `go ahead`".into()))
+        Err(Failure::Closed(When::BeforeGoAhead))
     }
 }
 
@@ -91,13 +91,13 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
         _ = guard.evicted() => return Err(Failure::Evicted),
     }
     drop(guard);
-    let header = match codec.decode(&mut conn.buf).map_err(Failure::refused)? {
+    let header = match codec.decode(&mut conn.buf).map_err(Failure::violation)? {
         Some(UploadFrame::Header(h)) => h,
-        _ => return Err(Failure::Refused("incomplete header".into())),
+        _ => return Err(Failure::Violation(Violation::IncompleteHeader)),
     };
     t.requested = header.name.clone();
     let name = SafeName::for_upload(&header.name)
-        .map_err(|e| Failure::refused(format!("refused name {:?}: {e}", header.name)))?;
+        .map_err(|e| Failure::name(NameOf::File, header.name.as_str(), e))?;
     ctx.admit_upload(std::time::Instant::now(), t.peer(), header.size)?;
     let from = ctx.origin_for(t.peer());
     let mut upload = ctx.storage.begin_write(name, header.size, from).await?;
@@ -107,7 +107,7 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
     conn.write_all(GO_AHEAD).await?;
     let idle = conn.config.limits.idle_timeout.0;
     loop {
-        let wait = Wait::in_transfer(Instant::now(), idle, "data");
+        let wait = Wait::in_transfer(Instant::now(), idle, Awaited::Data);
         match conn.read_frame(&mut codec, &wait).await? {
             Read::Frame(UploadFrame::Data(chunk)) => {
                 upload.write_owned(chunk).await?;
@@ -115,14 +115,11 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
             }
             Read::Frame(UploadFrame::End) => break,
             Read::Frame(UploadFrame::Header(_)) => {
-                return Err(Failure::Refused("second header".into()))
+                return Err(Failure::Violation(Violation::SecondHeader))
             }
             Read::End | Read::Stopped(_) => {
                 let err = codec.decode_eof(&mut conn.buf).err();
-                return Err(Failure::Closed(
-                    err.map(|e| format!("early: {e}"))
-                        .unwrap_or_else(|| "early".into()),
-                ));
+                return Err(Failure::Closed(When::Early(err)));
             }
         }
     }

@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Failure, NameOf, Refusal, When};
 use crate::limits::{ByteBudget, Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
 use crate::observe::RefusalReason;
 use crate::report::{Direction, Transfer};
@@ -126,10 +126,9 @@ impl Out<'_> {
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Failure::Closed(
-                "(its port is closed: ICMP port unreachable; nobody there asked for this file)"
-                    .into(),
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(Failure::Closed(When::PortUnreachable))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -196,7 +195,7 @@ impl Task {
 
     fn path(&self, name: &str) -> Result<RelPath, Failure> {
         RelPath::parse(name, self.config.limits.max_name_len)
-            .map_err(|e| Failure::refused(format!("refused name {name:?}: {e}")))
+            .map_err(|e| Failure::name(NameOf::File, name, e))
     }
 
     /// The error datagram; only a client known gone (ICMP) gets none.
@@ -221,9 +220,7 @@ impl Task {
                 .observe
                 .metrics
                 .refused("udp_download", RefusalReason::DownloadBudget);
-            return Err(Failure::Refused(format!(
-                "the file is larger than an address's download budget ({per} per {window})"
-            )));
+            return Err(Failure::Refused(Refusal::OverBudget { per, window }));
         }
         budget
             .check(std::time::Instant::now(), self.peer.ip(), size)
@@ -232,10 +229,11 @@ impl Task {
                     .observe
                     .metrics
                     .refused("udp_download", RefusalReason::DownloadBudget);
-                Failure::Refused(format!(
-                    "your address has used its download budget ({per} per {window}); try again in {} s",
-                    crate::limits::retry_secs(wait)
-                ))
+                Failure::Refused(Refusal::BudgetSpent {
+                    per,
+                    window,
+                    retry_secs: crate::limits::retry_secs(wait),
+                })
             })
     }
 

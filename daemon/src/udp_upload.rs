@@ -33,13 +33,13 @@ use ferry_config::Config;
 use ferry_proto::names::SafeName;
 use ferry_proto::udp_upload::{
     encode_buffer_size, encode_error, looks_like_file_info, parse_file_info, FileInfo, Progress,
-    UploadProgress, DEFAULT_MAX_HEADER_LEN, OK,
+    UdpUploadError, UploadProgress, DEFAULT_MAX_HEADER_LEN, OK,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Awaited, Failure, NameOf, Refusal as FailureRefusal, Violation};
 use crate::limits::{canonical, Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::{Direction, Transfer};
 use crate::storage::Stored;
@@ -93,7 +93,7 @@ enum Datagram {
     /// A `file_info`: a new upload (or a duplicate of the current one).
     FileInfo(FileInfo),
     /// A broken `file_info` from a peer with no session: the reply.
-    BadFileInfo(String),
+    BadFileInfo(UdpUploadError),
     /// Data for the peer's session (or for none).
     Data,
 }
@@ -140,7 +140,7 @@ impl<T> SessionTable<T> {
         }
         match parse_file_info(datagram, max_header) {
             Ok(info) => Datagram::FileInfo(info),
-            Err(e) if !self.sessions.contains_key(&peer) => Datagram::BadFileInfo(e.to_string()),
+            Err(e) if !self.sessions.contains_key(&peer) => Datagram::BadFileInfo(e),
             // Data that happens to start with '{': for the session.
             Err(_) => Datagram::Data,
         }
@@ -253,13 +253,13 @@ struct Handle {
     /// takes the place it leaves.
     _permit: Permit,
     /// Why the loop ended the session, if it did (dropped unsent: replaced).
-    ended: Option<oneshot::Sender<String>>,
+    ended: Option<oneshot::Sender<Failure>>,
     tx: mpsc::Sender<Bytes>,
 }
 
 impl Handle {
     /// Tells the session task why the loop ended it.
-    fn end(mut self, why: String) {
+    fn end(mut self, why: Failure) {
         if let Some(tell) = self.ended.take() {
             let _ = tell.send(why);
         }
@@ -322,9 +322,12 @@ struct Receiver {
 
 impl Receiver {
     /// `ERROR: <why>` to `peer`, within the reply budget.
-    async fn reply_error(&self, peer: SocketAddr, why: String) {
+    async fn reply_error(&self, peer: SocketAddr, why: &Failure) {
         if self.budget.allow(Instant::now()) {
-            let _ = self.socket.send_to(&encode_error(&why), peer).await;
+            let _ = self
+                .socket
+                .send_to(&encode_error(&why.to_string()), peer)
+                .await;
         } else {
             tracing::debug!(peer = %peer, "error reply over the budget: not sent");
         }
@@ -339,13 +342,16 @@ impl Receiver {
         peer: SocketAddr,
         datagram: &[u8],
         requested: String,
-        why: String,
+        why: Failure,
     ) {
         if !self.budget.allow(now) {
             tracing::debug!(peer = %peer, "error reply over the budget: not sent");
             return;
         }
-        let _ = self.socket.send_to(&encode_error(&why), peer).await;
+        let _ = self
+            .socket
+            .send_to(&encode_error(&why.to_string()), peer)
+            .await;
         let mut t = Transfer::start(&self.ctx.observe, "udp_upload", Direction::Upload, peer);
         t.saw(datagram);
         t.requested = requested;
@@ -373,7 +379,8 @@ impl Receiver {
             }
             Datagram::BadFileInfo(why) => {
                 tracing::debug!(peer = %peer, error = %why, "bad file_info");
-                self.refused(now, peer, datagram, String::new(), why).await;
+                self.refused(now, peer, datagram, String::new(), Failure::violation(why))
+                    .await;
                 ControlFlow::Continue(())
             }
             Datagram::Data => self.on_data(now, peer, pool, n).await,
@@ -387,13 +394,13 @@ impl Receiver {
         peer: SocketAddr,
         info: FileInfo,
         datagram: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         if self.table.is_duplicate(peer, &info) {
             tracing::debug!(peer = %peer, "duplicate file_info ignored");
             return Ok(());
         }
         if self.stopping {
-            return Err("the server is shutting down; try again shortly".into());
+            return Err(Failure::Refused(FailureRefusal::ShuttingDown));
         }
         // A fresh file_info from a peer restarts its session. The session
         // takes the configuration once, here.
@@ -401,21 +408,21 @@ impl Receiver {
         let config = self.ctx.config();
         let max_name = config.limits.max_name_len;
         if info.name.len() > max_name {
-            return Err(format!(
-                "the name is {} bytes long, the limit is {max_name}",
-                info.name.len()
-            ));
+            return Err(Failure::Refused(FailureRefusal::NameLength {
+                len: info.name.len(),
+                max: max_name,
+            }));
         }
         let name = SafeName::for_upload(&info.name).map_err(|e| {
             tracing::warn!(service = "udp_upload", peer = %peer, requested = ?info.name, error = %e, "refused");
-            format!("refused name {:?}: {e}", info.name)
+            Failure::name(NameOf::File, info.name.as_str(), e)
         })?;
         let max = config.limits.max_file_size.0;
         if info.size > max {
-            return Err(format!(
-                "the file is {} bytes, the limit is {max}",
-                info.size
-            ));
+            return Err(Failure::Refused(FailureRefusal::FileSize {
+                size: info.size,
+                max,
+            }));
         }
         // The same upload retried from a new port replaces the abandoned
         // session, taking its place under the caps.
@@ -435,14 +442,12 @@ impl Receiver {
         now: Instant,
         peer: SocketAddr,
         info: &FileInfo,
-    ) -> Result<Permit, String> {
+    ) -> Result<Permit, Failure> {
         let cfg = &config.udp_upload;
         // The quota decides before anyone is evicted for this upload; it is
         // charged only when the upload is stored (UDP sources can be forged:
         // a session that never completes must cost its address nothing).
-        self.ctx
-            .check_upload(now, peer.ip(), info.size)
-            .map_err(|e| e.to_string())?;
+        self.ctx.check_upload(now, peer.ip(), info.size)?;
         let acquire =
             |l: &Arc<Limiter>| l.try_acquire(peer.ip(), cfg.max_sessions, cfg.max_sessions_per_ip);
         let mut acquired = acquire(&self.limiter);
@@ -458,7 +463,7 @@ impl Receiver {
         }
         acquired.map_err(|why| {
             self.ctx.observe.metrics.refused("udp_upload", why.reason());
-            why.to_string()
+            Failure::Refused(why.into())
         })
     }
 
@@ -469,10 +474,9 @@ impl Receiver {
             return false;
         };
         if let Some(h) = self.table.remove(addr) {
-            h.end(format!(
-                "evicted: no datagram for {} ms while the server was full",
-                quiet.as_millis()
-            ));
+            h.end(Failure::Refused(FailureRefusal::Stalled {
+                ms: quiet.as_millis(),
+            }));
             tracing::info!(service = "udp_upload", peer = %addr, "evicted a stalled session to make room");
         }
         true
@@ -527,16 +531,19 @@ impl Receiver {
             DataVerdict::Forward(h) => h.tx.clone(),
             DataVerdict::NoSession => {
                 tracing::debug!(peer = %peer, len = n, "data without a session");
-                let why =
-                    format!("no upload in progress from {peer}: send the file_info JSON first");
-                self.reply_error(peer, why).await;
+                let why = Failure::Violation(Violation::NoSession(peer));
+                self.reply_error(peer, &why).await;
                 return ControlFlow::Continue(());
             }
             DataVerdict::TooLarge { buffer_size, io } => {
-                let why =
-                    format!("a datagram of {n} bytes is larger than the buffer size {buffer_size}");
-                io.end(why.clone());
-                self.reply_error(peer, why).await;
+                let why = || {
+                    Failure::Violation(Violation::OverBufferSize {
+                        len: n,
+                        buffer_size,
+                    })
+                };
+                io.end(why());
+                self.reply_error(peer, &why()).await;
                 return ControlFlow::Continue(());
             }
         };
@@ -561,7 +568,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, rx: mpsc::Receiver<Bytes>, mut why_ended: oneshot::Receiver<String>) {
+    async fn run(self, rx: mpsc::Receiver<Bytes>, mut why_ended: oneshot::Receiver<Failure>) {
         let mut t = Transfer::start(
             &self.ctx.observe,
             "udp_upload",
@@ -586,7 +593,7 @@ impl Session {
             // client), or it dropped it for a new file_info.
             Err(Failure::Replaced) => match why_ended.try_recv() {
                 Ok(why) => t.failed(&why),
-                Err(_) => t.failed("replaced by a new file_info"),
+                Err(_) => t.failed(&Failure::Replaced),
             },
             Err(e) => {
                 let _ = self
@@ -623,19 +630,19 @@ impl Session {
             match progress.status() {
                 Ok(Progress::Complete) => break,
                 Ok(Progress::NeedMore { .. }) => {}
-                Err(e) => return Err(Failure::refused(e)),
+                Err(e) => return Err(Failure::violation(e)),
             }
             let chunk = tokio::select! {
                 _ = self.ctx.abort.cancelled() => return Err(Failure::Aborted),
                 r = tokio::time::timeout(cfg.session_timeout.0, rx.recv()) => match r {
-                    Err(_) => return Err(Failure::Timeout("the next datagram")),
+                    Err(_) => return Err(Failure::Timeout(Awaited::NextDatagram)),
                     Ok(None) => return Err(Failure::Replaced),
                     Ok(Some(c)) => c,
                 },
             };
             // Counted as received even when it breaks the rules below.
             t.bytes += chunk.len() as u64;
-            progress.accept(&chunk).map_err(Failure::refused)?;
+            progress.accept(&chunk).map_err(Failure::violation)?;
             // A large upload's writer thread takes a large datagram as it is
             // (shared with the receive pool); small datagrams are gathered
             // into larger writes.

@@ -3,7 +3,13 @@
 //! far the transfer got, a [`Diagnosis`] for the lab page. Each names the
 //! protocol book's section that states the rule (served at `/book`).
 
+use ferry_proto::signal::handout::HandoutError;
+use ferry_proto::tcp_upload::TcpUploadError;
+use ferry_proto::udp_upload::UdpUploadError;
 use serde::Serialize;
+
+use crate::failure::{Awaited, Failure, Refusal, Violation, When};
+use crate::storage::StorageError;
 
 /// Bytes of a client's request kept for the diagnosis (shown in hex and text).
 pub(crate) const HEAD_LEN: usize = 64;
@@ -28,7 +34,9 @@ pub(crate) struct Diagnosis {
 pub(crate) struct Failed<'a> {
     /// The service.
     pub service: &'static str,
-    /// The reason ferryd gave.
+    /// Why it failed: the diagnosis matches on this.
+    pub failure: &'a Failure,
+    /// The reason ferryd gave (`failure` as text), quoted in rules.
     pub reason: &'a str,
     /// The first bytes the client sent in this attempt.
     pub head: &'a [u8],
@@ -60,12 +68,8 @@ pub(crate) fn diagnose(f: &Failed<'_>) -> Diagnosis {
 
 type Explained = (String, String, &'static str);
 
-fn has(reason: &str, words: &str) -> bool {
-    reason.contains(words)
-}
-
 fn not_found(f: &Failed<'_>, section: &'static str) -> Option<Explained> {
-    has(f.reason, "no such file").then(|| {
+    matches!(f.failure, Failure::Storage(StorageError::NotFound(_))).then(|| {
         (
             "the name of a file that is stored on this server".to_owned(),
             format!(
@@ -81,9 +85,13 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
     const SECTION: &str = "tcp_upload (9003/tcp)";
     let name_ran_on = f.requested.len() > 255
         || f.requested.chars().any(|c| c.is_control())
-        || has(f.reason, "refused name")
-        || has(f.reason, "the header is")
-        || has(f.reason, "not valid UTF-8");
+        || matches!(
+            f.failure,
+            Failure::Refused(Refusal::Name { .. })
+                | Failure::Violation(Violation::TcpUpload(
+                    TcpUploadError::HeaderTooLong { .. } | TcpUploadError::NotUtf8
+                ))
+        );
     if f.bytes == 0 && name_ran_on {
         let read = if f.requested.is_empty() {
             text(f.head)
@@ -99,7 +107,8 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
             SECTION,
         );
     }
-    if f.bytes == 0 && has(f.reason, "before `go ahead`") && f.head.len() > 8 {
+    if f.bytes == 0 && matches!(f.failure, Failure::Closed(When::BeforeGoAhead)) && f.head.len() > 8
+    {
         return (
             "an 8-byte big-endian size and the file name, then nothing until the server answers `go ahead`".into(),
             format!(
@@ -109,7 +118,12 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
             SECTION,
         );
     }
-    if f.bytes == 0 && (has(f.reason, "timed out waiting for data") || has(f.reason, "early")) {
+    if f.bytes == 0
+        && matches!(
+            f.failure,
+            Failure::Timeout(Awaited::Data) | Failure::Closed(When::Early(_))
+        )
+    {
         return (
             "the file's bytes after `go ahead`, as many as the header announced".into(),
             format!(
@@ -119,7 +133,7 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
             SECTION,
         );
     }
-    if has(f.reason, "closed the connection") && f.bytes > 0 {
+    if matches!(f.failure, Failure::Closed(_)) && f.bytes > 0 {
         return (
             "as many bytes as the 8-byte size announced".into(),
             format!(
@@ -129,7 +143,13 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
             SECTION,
         );
     }
-    if f.head.len() >= 8 && f.bytes == 0 && has(f.reason, "bytes, the limit is") {
+    if f.head.len() >= 8
+        && f.bytes == 0
+        && matches!(
+            f.failure,
+            Failure::Violation(Violation::TcpUpload(TcpUploadError::TooLarge { .. }))
+        )
+    {
         let size = u64::from_be_bytes(f.head[..8].try_into().unwrap_or([0; 8]));
         return (
             "an 8-byte big-endian size no larger than the server's limit".into(),
@@ -161,9 +181,7 @@ fn magic(f: &Failed<'_>) -> Explained {
             );
             (expected, rule, SECTION)
         }
-        [_, _, _, hi, lo, rest @ ..]
-            if has(f.reason, "timed out") || has(f.reason, "closed the connection") =>
-        {
+        [_, _, _, hi, lo, rest @ ..] if gone(f.failure) => {
             let n = usize::from(*hi) << 8 | usize::from(*lo);
             let rule = format!(
                 "The header announced a name of {n} bytes and {} came{}. Send the header and the whole name without a pause of 1 s (the assignment's read gap), and count the name's bytes after encoding it to UTF-8.",
@@ -172,11 +190,11 @@ fn magic(f: &Failed<'_>) -> Explained {
             );
             (expected, rule, SECTION)
         }
-        _ if has(f.reason, "timed out") || has(f.reason, "closed the connection") => {
+        _ if gone(f.failure) => {
             let rule = format!(
                 "Only {} bytes of the 5-byte header came before {}. Send the whole FileRequest at once, or at least without a pause of 1 s.",
                 f.head.len(),
-                if has(f.reason, "timed out") { "the read gap ran out" } else { "the connection closed" }
+                if matches!(f.failure, Failure::Timeout(_)) { "the read gap ran out" } else { "the connection closed" }
             );
             (expected, rule, SECTION)
         }
@@ -190,7 +208,10 @@ fn signal(f: &Failed<'_>) -> Explained {
     if let Some(e) = not_found(f, SECTION) {
         return e;
     }
-    if has(f.reason, "the pause after the name was lost") {
+    if matches!(
+        f.failure,
+        Failure::Violation(Violation::Handout(HandoutError::LostPause(_)))
+    ) {
         return (
             "the file name alone, a pause of 0.1 s, then the data".into(),
             format!(
@@ -201,7 +222,7 @@ fn signal(f: &Failed<'_>) -> Explained {
             HANDOUT,
         );
     }
-    if has(f.reason, "the pause before DON was lost") {
+    if matches!(f.failure, Failure::Violation(Violation::Ambiguous(_))) {
         return (
             "the file's data, a pause of 0.1 s, `DON` alone, a pause, then the next name".into(),
             format!(
@@ -211,21 +232,33 @@ fn signal(f: &Failed<'_>) -> Explained {
             HANDOUT,
         );
     }
-    if has(f.reason, "DON") && (has(f.reason, "timed out") || has(f.reason, "closed")) {
+    if matches!(
+        f.failure,
+        Failure::Timeout(Awaited::RestOfFileOrDon)
+            | Failure::Closed(When::BeforeDon)
+            | Failure::Violation(Violation::Handout(HandoutError::NoDon))
+    ) {
         return (
             "the file's data, a pause of 0.1 s, then `DON` on its own".into(),
             "The file never ended: after its data the client must pause and send `DON` alone (seed 004's `send_file`). Without it ferry cannot tell where the file ends, so nothing was stored.".into(),
             HANDOUT,
         );
     }
-    if has(f.reason, "unexpected") {
+    if matches!(
+        f.failure,
+        Failure::Violation(Violation::UnexpectedInFile(_) | Violation::UnexpectedInTree(_))
+    ) {
         return (
             "a request: PIN, SAF, RAF, SAR, RAR or CLS (3 bytes), then its parts".into(),
             f.reason.to_owned(),
             SECTION,
         );
     }
-    if has(f.reason, "checksum mismatch") {
+    if matches!(
+        f.failure,
+        Failure::Storage(StorageError::ChecksumMismatch { .. })
+            | Failure::Violation(Violation::EntryChecksum { .. })
+    ) {
         return (
             "the file's CRC-32 after its data".into(),
             format!(
@@ -240,7 +273,12 @@ fn signal(f: &Failed<'_>) -> Explained {
 
 fn udp_upload(f: &Failed<'_>) -> Explained {
     const SECTION: &str = "udp_upload (9000/udp)";
-    if has(f.reason, "checksum mismatch") {
+    if matches!(
+        f.failure,
+        Failure::Violation(Violation::UdpUpload(
+            UdpUploadError::ChecksumMismatch { .. }
+        ))
+    ) {
         return (
             "a CRC-32 in file_info equal to the CRC-32 of the bytes sent".into(),
             format!(
@@ -250,21 +288,33 @@ fn udp_upload(f: &Failed<'_>) -> Explained {
             SECTION,
         );
     }
-    if has(f.reason, "bad checksum") || has(f.reason, "file_info") || has(f.reason, "JSON") {
+    if matches!(
+        f.failure,
+        Failure::Violation(
+            Violation::UdpUpload(
+                UdpUploadError::BadChecksum(_)
+                    | UdpUploadError::BadJson(_)
+                    | UdpUploadError::HeaderTooLong { .. }
+            ) | Violation::NoSession(_)
+        )
+    ) {
         return (
             "file_info as JSON: {\"checksum\": \"97F6DB4F\", \"name\": \"photo.jpg\", \"size\": 65066}".into(),
             format!("{}.", f.reason),
             SECTION,
         );
     }
-    if has(f.reason, "larger than the buffer size") {
+    if matches!(
+        f.failure,
+        Failure::Violation(Violation::OverBufferSize { .. })
+    ) {
         return (
             "data datagrams no larger than the buffer size the server announced".into(),
             format!("{}: read the buffer size from the server's reply to file_info and cut the file into pieces of at most that many bytes.", f.reason),
             SECTION,
         );
     }
-    if has(f.reason, "timed out") {
+    if matches!(f.failure, Failure::Timeout(_)) {
         return (
             "the next data datagram".into(),
             format!(
@@ -283,6 +333,11 @@ fn udp_download(f: &Failed<'_>) -> Explained {
         return e;
     }
     general(f, SECTION)
+}
+
+/// The client stopped sending: a wait ran out, or it closed.
+fn gone(f: &Failure) -> bool {
+    matches!(f, Failure::Timeout(_) | Failure::Closed(_))
 }
 
 fn general(f: &Failed<'_>, section: &'static str) -> Explained {
@@ -327,41 +382,52 @@ pub(crate) fn text(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_proto::magic::MagicError;
+    use ferry_proto::names::NameError;
+    use ferry_proto::signal::handout::{Ambiguous, LostPause};
 
-    fn failed<'a>(service: &'static str, reason: &'a str, head: &'a [u8]) -> Failed<'a> {
-        Failed {
+    /// The diagnosis of `failure` on `service` after `head`, nothing stored.
+    fn diagnosed(
+        service: &'static str,
+        failure: Failure,
+        head: &[u8],
+        requested: &str,
+    ) -> Diagnosis {
+        let reason = failure.to_string();
+        diagnose(&Failed {
             service,
-            reason,
+            failure: &failure,
+            reason: &reason,
             head,
-            requested: "",
+            requested,
             bytes: 0,
-        }
+        })
     }
 
     #[test]
     fn a_lost_handout_pause_is_told_as_such() {
-        let reason = ferry_proto::signal::handout::HandoutError::LostPause(
-            ferry_proto::signal::handout::LostPause::Waited,
-        )
-        .to_string();
-        let mut f = failed("signal", &reason, b"SAF");
-        f.requested = "lab1.pyprint('lab 1')";
-        let d = diagnose(&f);
+        let lost = Failure::violation(HandoutError::LostPause(LostPause::Waited));
+        let d = diagnosed("signal", lost, b"SAF", "lab1.pyprint('lab 1')");
         assert_eq!(d.section, "The handout's dialect");
         assert!(d.rule.contains("reached ferry together"), "{}", d.rule);
         assert!(d.rule.contains("Send the file again"), "{}", d.rule);
-        let reason = ferry_proto::signal::handout::Ambiguous::NameOrData.to_string();
-        let d = diagnose(&failed("signal", &reason, b"SAR"));
+        let d = diagnosed(
+            "signal",
+            Failure::violation(Ambiguous::NameOrData),
+            b"SAR",
+            "",
+        );
         assert!(d.rule.contains("inside a SAR"), "{}", d.rule);
     }
 
     #[test]
     fn a_wrong_magic_number_is_named_with_the_bytes_sent() {
-        let d = diagnose(&failed(
+        let d = diagnosed(
             "magic_download",
-            "bad magic number 0x7E49",
+            Failure::violation(MagicError::BadMagic(0x7E49)),
             &[0x7E, 0x49, 1, 0, 1, b'a'],
-        ));
+            "",
+        );
         assert_eq!(d.sent_hex, "7E 49 01 00 01 61");
         assert_eq!(d.sent_text, "~I...a");
         assert!(
@@ -375,38 +441,40 @@ mod tests {
 
     #[test]
     fn a_wrong_type_and_a_short_name_are_told_apart() {
-        let d = diagnose(&failed(
+        let d = diagnosed(
             "magic_download",
-            "bad type 2",
+            Failure::violation(MagicError::BadType(2)),
             &[0x49, 0x7E, 2, 0, 1],
-        ));
+            "",
+        );
         assert!(d.rule.contains("type byte is 2"), "{}", d.rule);
-        let d = diagnose(&failed(
+        let d = diagnosed(
             "magic_download",
-            "timed out waiting for the FileRequest",
+            Failure::Timeout(Awaited::FileRequest),
             &[0x49, 0x7E, 1, 0, 9, b'a', b'b'],
-        ));
+            "",
+        );
         assert!(d.rule.contains("name of 9 bytes and 2 came"), "{}", d.rule);
     }
 
     #[test]
     fn data_sent_before_go_ahead_is_recognised() {
-        let mut f = failed(
+        let head = b"\0\0\0\0\0\0\0\x05a.txthello";
+        let d = diagnosed(
             "tcp_upload",
-            "timed out waiting for data",
-            b"\0\0\0\0\0\0\0\x05a.txthello",
+            Failure::Timeout(Awaited::Data),
+            head,
+            "a.txthello",
         );
-        f.requested = "a.txthello";
-        let d = diagnose(&f);
         assert!(
             d.rule.contains("No file data came after `go ahead`"),
             "{}",
             d.rule
         );
         assert!(d.rule.contains("\"a.txthello\""), "{}", d.rule);
-        f.requested = "a.txt\u{1}\u{2}";
-        f.reason = "refused name \"a.txt\\u{1}\\u{2}\": control character";
-        let d = diagnose(&f);
+        let name = "a.txt\u{1}\u{2}";
+        let refused = Failure::name(crate::failure::NameOf::File, name, NameError::Control(1));
+        let d = diagnosed("tcp_upload", refused, head, name);
         assert!(
             d.rule.contains("without waiting for `go ahead`"),
             "{}",
@@ -418,11 +486,12 @@ mod tests {
     fn a_client_that_closes_before_go_ahead_is_told_to_wait() {
         let mut head = 11u64.to_be_bytes().to_vec();
         head.extend_from_slice(b"notes.txthello world");
-        let d = diagnose(&failed(
+        let d = diagnosed(
             "tcp_upload",
-            "the client closed the connection before `go ahead`",
+            Failure::Closed(When::BeforeGoAhead),
             &head,
-        ));
+            "",
+        );
         assert!(
             d.rule.contains("\"notes.txthello world\" after the size"),
             "{}",
@@ -433,37 +502,74 @@ mod tests {
 
     #[test]
     fn a_handout_file_without_don_is_recognised() {
-        let d = diagnose(&failed(
-            "signal",
-            "the client closed the connection before the DON that ends the file",
-            b"SAF",
-        ));
+        let d = diagnosed("signal", Failure::Closed(When::BeforeDon), b"SAF", "");
         assert!(d.rule.contains("send `DON` alone"), "{}", d.rule);
         assert_eq!(d.section, "The handout's dialect");
     }
 
     #[test]
     fn a_crc_mismatch_says_how_to_compute_it() {
-        let d = diagnose(&failed(
+        let mismatch = UdpUploadError::ChecksumMismatch {
+            expected: 1,
+            actual: 0x97F6_DB4F,
+        };
+        let d = diagnosed(
             "udp_upload",
-            "checksum mismatch: file_info says 00000001, the data has 97F6DB4F",
+            Failure::violation(mismatch),
             br#"{"checksum": "00000001", "name": "a", "size": 3}"#,
-        ));
+            "",
+        );
         assert!(d.rule.contains("zlib.crc32"), "{}", d.rule);
         assert!(d.sent_text.starts_with("{\"checksum\""));
     }
 
     #[test]
     fn anything_else_gets_the_reason_and_a_section() {
-        let d = diagnose(&failed(
-            "udp_download",
-            "refused name \"..\": a component is ..",
-            b"..",
-        ));
-        assert_eq!(d.rule, "refused name \"..\": a component is ..");
+        let refused = Failure::name(crate::failure::NameOf::File, "..", NameError::DotComponent);
+        let d = diagnosed("udp_download", refused, b"..", "");
+        assert_eq!(
+            d.rule,
+            "refused name \"..\": the name contains a '.' or '..' component"
+        );
         assert_eq!(d.section, "udp_download (9001/udp)");
-        let mut f = failed("signal", "no such file: x.txt", b"RAF");
-        f.requested = "x.txt";
-        assert!(diagnose(&f).rule.contains("no file named \"x.txt\""));
+        let missing = Failure::Storage(StorageError::NotFound("x.txt".into()));
+        let d = diagnosed("signal", missing, b"RAF", "x.txt");
+        assert!(d.rule.contains("no file named \"x.txt\""), "{}", d.rule);
+    }
+
+    #[test]
+    fn the_texts_the_diagnosis_matched_before_are_the_variants_it_matches_now() {
+        // The wire and log texts are unchanged by the types behind them.
+        let cases: [(Failure, &str); 8] = [
+            (Failure::Closed(When::BeforeGoAhead), "the client closed the connection before `go ahead`"),
+            (Failure::Closed(When::Early(None)), "the client closed the connection early"),
+            (Failure::Timeout(Awaited::Data), "timed out waiting for data"),
+            (Failure::Closed(When::BeforeDon), "the client closed the connection before the DON that ends the file"),
+            (
+                Failure::Refused(Refusal::Quota {
+                    files: 3,
+                    bytes: ferry_config::Size(1 << 20),
+                    window: ferry_config::Dur(std::time::Duration::from_secs(3600)),
+                    retry_secs: 5,
+                }),
+                "your address has reached its upload quota (3 files and 1 MiB per 3600s); try again in 5 s",
+            ),
+            (Failure::Violation(Violation::UnexpectedInFile("RAF")), "unexpected RAF inside a file"),
+            (
+                Failure::Violation(Violation::OverBufferSize { len: 9000, buffer_size: 1452 }),
+                "a datagram of 9000 bytes is larger than the buffer size 1452",
+            ),
+            (
+                Failure::Refused(Refusal::BudgetSpent {
+                    per: ferry_config::Size(100_000),
+                    window: ferry_config::Dur(std::time::Duration::from_secs(600)),
+                    retry_secs: 61,
+                }),
+                "your address has used its download budget (100000 B per 600s); try again in 61 s",
+            ),
+        ];
+        for (failure, text) in cases {
+            assert_eq!(failure.to_string(), text);
+        }
     }
 }

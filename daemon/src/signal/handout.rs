@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::{Conn, Sink};
 use crate::ctx::Ctx;
-use crate::failure::Failure;
+use crate::failure::{Awaited, Failure, NameOf, Refusal, Violation, When};
 use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError};
 use crate::tcp::SEND_CHUNK;
@@ -70,7 +70,7 @@ impl Conn<'_> {
 
     /// Reads more bytes into the buffer, waiting until `deadline` at most.
     async fn arrive(&mut self, deadline: Instant) -> Result<Arrival, Failure> {
-        match self.io.read_more(deadline, "data").await {
+        match self.io.read_more(deadline, Awaited::Data).await {
             Ok(0) => Ok(Arrival::End),
             Ok(_) => Ok(Arrival::Bytes),
             Err(Failure::Timeout(_)) => Ok(Arrival::Quiet),
@@ -85,7 +85,7 @@ impl Conn<'_> {
     async fn quiet_text(
         &mut self,
         cfg: &Config,
-        what: &'static str,
+        what: Awaited,
         data_follows: bool,
     ) -> Result<Name, Failure> {
         let mut text = QuietText::new(
@@ -110,7 +110,7 @@ impl Conn<'_> {
                 let bytes = self.io.buf.split();
                 let doubt = self.take_doubt();
                 text.on_bytes(now.into_std(), &bytes, doubt)
-                    .map_err(Failure::refused)?;
+                    .map_err(Failure::violation)?;
             }
             let deadline = text
                 .deadline()
@@ -123,7 +123,7 @@ impl Conn<'_> {
                 }
                 Arrival::Quiet => {}
                 Arrival::End => {
-                    return Err(Failure::Closed(format!("before the end of {what}")));
+                    return Err(Failure::Closed(When::BeforeEndOf(what)));
                 }
             }
         }
@@ -144,18 +144,13 @@ impl Conn<'_> {
     }
 
     /// Exactly `n` bytes (a `SAR` count), within `header_timeout`.
-    async fn exact(
-        &mut self,
-        cfg: &Config,
-        n: usize,
-        what: &'static str,
-    ) -> Result<Bytes, Failure> {
+    async fn exact(&mut self, cfg: &Config, n: usize, what: Awaited) -> Result<Bytes, Failure> {
         let deadline = Instant::now() + cfg.limits.header_timeout.0;
         while self.io.buf.len() < n {
             match self.arrive(deadline).await? {
                 Arrival::Bytes => {}
                 Arrival::Quiet => return Err(Failure::Timeout(what)),
-                Arrival::End => return Err(Failure::Closed(format!("before the end of {what}"))),
+                Arrival::End => return Err(Failure::Closed(When::BeforeEndOf(what))),
             }
         }
         Ok(self.io.buf.split_to(n).freeze())
@@ -184,7 +179,7 @@ impl Conn<'_> {
                 self.io.waited = false;
                 let evs = data
                     .on_bytes(Instant::now().into_std(), bytes)
-                    .map_err(Failure::refused)?;
+                    .map_err(Failure::violation)?;
                 if let Some(by) = self.take(evs, writer, t).await {
                     return Ok(by);
                 }
@@ -192,9 +187,8 @@ impl Conn<'_> {
             // Past the size limit nothing a client sends can be a file: the
             // upload is refused, and the connection ends here.
             if t.bytes > cfg.limits.max_file_size.0 {
-                return Err(Failure::refused(format!(
-                    "the file is over the limit of {} bytes",
-                    cfg.limits.max_file_size.0
+                return Err(Failure::Refused(Refusal::OverSizeLimit(
+                    cfg.limits.max_file_size.0,
                 )));
             }
             let waiting = data.deadline();
@@ -202,14 +196,14 @@ impl Conn<'_> {
             let evs = match self.arrive(deadline).await? {
                 Arrival::Bytes => continue,
                 Arrival::Quiet if waiting.is_none() => {
-                    return Err(Failure::Timeout("the rest of the file or its DON"))
+                    return Err(Failure::Timeout(Awaited::RestOfFileOrDon))
                 }
                 Arrival::Quiet => data
                     .on_timeout(Instant::now().into_std())
-                    .map_err(Failure::refused)?,
+                    .map_err(Failure::violation)?,
                 Arrival::End => data
                     .on_eof()
-                    .map_err(|_| Failure::Closed("before the DON that ends the file".into()))?,
+                    .map_err(|_| Failure::Closed(When::BeforeDon))?,
             };
             if let Some(by) = self.take(evs, writer, t).await {
                 return Ok(by);
@@ -252,7 +246,7 @@ impl Conn<'_> {
         &mut self,
         cfg: &Config,
         after: After,
-        refused: Option<String>,
+        refused: Option<Refusal>,
     ) -> Result<(), Failure> {
         let (writer, t) = self.read_handout_file(cfg, after, refused).await?;
         self.store_later(writer, t).await;
@@ -276,22 +270,22 @@ impl Conn<'_> {
         &mut self,
         cfg: &Config,
         after: After,
-        refused: Option<String>,
+        refused: Option<Refusal>,
     ) -> Result<(Writer, Transfer), Failure> {
         let mut t = self.transfer(Direction::Upload);
-        let name = or_fail!(t, self.quiet_text(cfg, "a file name", true).await);
+        let name = or_fail!(t, self.quiet_text(cfg, Awaited::FileName, true).await);
         t.requested = String::from_utf8_lossy(&name.text).into_owned();
         // A name whose own DON is already inside it leaves nothing to
         // follow: the connection ends here, with the reason.
         if let Some(how) = name.lost.filter(|how| !how.resumable()) {
-            let e = Failure::refused(HandoutError::LostPause(how));
+            let e = Failure::violation(HandoutError::LostPause(how));
             t.failed(&e);
             return Err(e);
         }
         let target = match (refused, name.sure()) {
             (Some(why), _) => Err(Failure::Refused(why)),
             // The file is read to its DON and discarded.
-            (None, Err(e)) => Err(Failure::refused(e)),
+            (None, Err(e)) => Err(Failure::violation(e)),
             (None, Ok(raw)) => self.admit_name(&raw, &t.requested),
         };
         // The file is created and written on a task of its own while this
@@ -318,8 +312,8 @@ impl Conn<'_> {
 
     /// The upload's name, if it is one and the client may upload now.
     fn admit_name(&self, raw: &[u8], shown: &str) -> Result<SafeName, Failure> {
-        let name = SafeName::for_upload_bytes(raw)
-            .map_err(|e| Failure::refused(format!("refused name {shown:?}: {e}")))?;
+        let name =
+            SafeName::for_upload_bytes(raw).map_err(|e| Failure::name(NameOf::File, shown, e))?;
         self.ctx
             .admit_upload(std::time::Instant::now(), self.io.peer.ip(), 0)?;
         Ok(name)
@@ -332,13 +326,13 @@ impl Conn<'_> {
     /// fails, and nothing of it is stored. Files past `max_tree_entries`
     /// are read and discarded.
     async fn receive_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
-        let raw = self.exact(cfg, COUNT_LEN, "the SAR file count").await?;
+        let raw = self.exact(cfg, COUNT_LEN, Awaited::SarCount).await?;
         let count = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let max = cfg.signal.max_tree_entries;
         tracing::debug!(count, "handout SAR");
         let mut held = Vec::new();
         for i in 0..count as usize {
-            let refused = (i >= max).then(|| format!("more than {max} files in one SAR"));
+            let refused = (i >= max).then_some(Refusal::TooManyInSar(max));
             let after = if i + 1 < count as usize {
                 After::Name
             } else {
@@ -350,9 +344,7 @@ impl Conn<'_> {
                     // Dropping a writer's upload leaves nothing of it.
                     for (writer, t) in held {
                         let _ = writer.finish().await;
-                        t.failed(&format!(
-                            "the SAR it came in did not arrive whole ({e}), so none of its files was stored"
-                        ));
+                        t.failed(&Failure::Violation(Violation::SarNotWhole(e.to_string())));
                     }
                     return Err(e);
                 }
@@ -367,7 +359,7 @@ impl Conn<'_> {
     /// `RAF`: `ERR`, or the 36-byte signal, the pieces and `DON`.
     async fn send_handout_file(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a file name", false).await).text;
+        let raw = or_fail!(t, self.quiet_text(cfg, Awaited::FileName, false).await).text;
         t.requested = String::from_utf8_lossy(&raw).into_owned();
         self.settle_commits(0).await;
         match self.open_requested(&raw, cfg.limits.max_name_len).await {
@@ -452,7 +444,7 @@ impl Conn<'_> {
             match self.arrive(deadline).await? {
                 Arrival::Bytes => {}
                 Arrival::Quiet => return Ok(false),
-                Arrival::End => return Err(Failure::Closed("in the middle of a download".into())),
+                Arrival::End => return Err(Failure::Closed(When::MidDownload)),
             }
         }
     }
@@ -462,7 +454,7 @@ impl Conn<'_> {
     /// pause after each so the client's `recv` returns each alone.
     async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        let raw = or_fail!(t, self.quiet_text(cfg, "a directory name", false).await).text;
+        let raw = or_fail!(t, self.quiet_text(cfg, Awaited::DirectoryName, false).await).text;
         t.requested = format!("{}/", String::from_utf8_lossy(&raw));
         self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
@@ -589,7 +581,7 @@ impl Conn<'_> {
         let wait = async {
             while unsent(stream) > 0 {
                 if Instant::now() >= give_up {
-                    return Err(Failure::Timeout("the client to read"));
+                    return Err(Failure::Timeout(Awaited::ClientToRead));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }

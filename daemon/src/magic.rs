@@ -14,6 +14,7 @@ use crate::failure::{self, Awaited, Failure, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::tcp::{sendfile_download, TcpService};
+use ferry_config::ServiceId;
 
 type Conn = Connection<TcpStream>;
 
@@ -22,10 +23,15 @@ type Conn = Connection<TcpStream>;
 pub(crate) struct Service;
 
 impl TcpService for Service {
-    const NAME: &'static str = "magic_download";
+    const NAME: &'static str = ServiceId::MagicDownload.name();
 
     async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
-        let mut t = Transfer::start(&ctx.observe, Self::NAME, Direction::Download, conn.peer);
+        let mut t = Transfer::start(
+            &ctx.observe,
+            ServiceId::MagicDownload,
+            Direction::Download,
+            conn.peer,
+        );
         match serve_one(&ctx, &mut conn, &mut t).await {
             Ok(()) => t.ok("sent"),
             // "A malformed request is answered by closing the connection."

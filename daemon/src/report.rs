@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use ferry_config::{ServiceId, Transport};
 use ferry_proto::crc::format_hex;
 
 use crate::failure::{Failure, Refusal};
@@ -26,7 +27,7 @@ const HEAD_LEN: usize = 64;
 pub(crate) struct Transfer {
     obs: Arc<Observer>,
     id: u64,
-    service: &'static str,
+    service: ServiceId,
     direction: Direction,
     peer: SocketAddr,
     started: Instant,
@@ -50,13 +51,13 @@ impl Transfer {
     /// Starts timing an attempt of `service` from `peer`.
     pub(crate) fn start(
         obs: &Arc<Observer>,
-        service: &'static str,
+        service: ServiceId,
         direction: Direction,
         peer: SocketAddr,
     ) -> Self {
         let at = SystemTime::now();
         Self {
-            id: obs.begin(service, direction, peer, at),
+            id: obs.begin(service.name(), direction, peer, at),
             obs: Arc::clone(obs),
             service,
             direction,
@@ -91,7 +92,7 @@ impl Transfer {
         let took = self.started.elapsed();
         let crc = self.crc.map(format_hex);
         tracing::info!(
-            service = self.service,
+            service = self.service.name(),
             peer = %self.peer,
             requested = %self.requested,
             stored = %self.stored,
@@ -136,13 +137,13 @@ impl Transfer {
             let written = ledger.append(LedgerEntry {
                 time: rfc3339(SystemTime::now()),
                 peer: self.peer,
-                service: self.service.to_owned(),
+                service: self.service.name().to_owned(),
                 requested: self.requested.clone(),
                 stored: self.stored.clone(),
                 size: self.bytes,
                 crc: self.crc.map(format_hex).unwrap_or_default(),
                 outcome: outcome.to_owned(),
-                unverified_source: unverified_source(self.service),
+                unverified_source: self.service.transport() == Transport::Udp,
             });
             if written.is_err() {
                 // Not recorded: a later attempt may write it.
@@ -163,7 +164,7 @@ impl Transfer {
         let took = self.started.elapsed();
         let crc = self.crc.map(format_hex);
         tracing::warn!(
-            service = self.service,
+            service = self.service.name(),
             peer = %self.peer,
             requested = %self.requested,
             bytes = self.bytes,
@@ -176,11 +177,11 @@ impl Transfer {
         match why {
             Failure::Storage(
                 StorageError::Io(_) | StorageError::Unavailable(_) | StorageError::Unsettled(_),
-            ) => self.obs.metrics.storage_error(self.service),
-            Failure::Refused(Refusal::Quota { .. }) => self
-                .obs
-                .metrics
-                .refused(self.service, crate::observe::RefusalReason::UploadQuota),
+            ) => self.obs.metrics.storage_error(self.service.name()),
+            Failure::Refused(Refusal::Quota { .. }) => self.obs.metrics.refused(
+                self.service.name(),
+                crate::observe::RefusalReason::UploadQuota,
+            ),
             _ => {}
         }
         let attempt = self.attempt("failed", Some(why), None);
@@ -206,7 +207,7 @@ impl Transfer {
         });
         Attempt {
             time: rfc3339(self.at),
-            service: self.service,
+            service: self.service.name(),
             direction: self.direction,
             peer: self.peer,
             // The page and the API show a name cut to a sane length (the
@@ -220,19 +221,14 @@ impl Transfer {
             outcome,
             reason,
             diagnosis,
-            unverified_source: unverified_source(self.service),
+            unverified_source: self.service.transport() == Transport::Udp,
         }
     }
 }
 
-/// Whether `service` cannot prove a client's address: a UDP source is
-/// whatever the sender wrote (RELIABILITY.md, "What the handouts' UDP can
-/// prove").
-fn unverified_source(service: &str) -> bool {
-    ferry_config::ServiceId::ALL
-        .iter()
-        .any(|s| s.name() == service && s.transport() == ferry_config::Transport::Udp)
-}
+// Whether a service can prove a client's address: a UDP source is whatever
+// the sender wrote (RELIABILITY.md, "What the handouts' UDP can prove"), so
+// its transfers are marked `unverified_source`.
 
 /// Characters of a requested name an attempt keeps for the page and the API.
 pub(crate) const SHOWN_NAME: usize = 160;

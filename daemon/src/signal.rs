@@ -51,13 +51,14 @@ use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
 use crate::tcp::{send_download_keeping, sendfile_download, TcpService};
+use ferry_config::ServiceId;
 
 /// The `signal` service.
 #[derive(Clone, Copy)]
 pub(crate) struct Service;
 
 impl TcpService for Service {
-    const NAME: &'static str = "signal";
+    const NAME: &'static str = ServiceId::Signal.name();
 
     async fn handle(self, ctx: Arc<Ctx>, mut io: Connection<TcpStream>) {
         let limits = &io.config.limits;
@@ -311,7 +312,12 @@ impl Conn<'_> {
     /// A transfer attempt of this connection's current request, its first
     /// bytes noted for the diagnosis.
     fn transfer(&self, direction: Direction) -> Transfer {
-        let mut t = Transfer::start(&self.ctx.observe, Service::NAME, direction, self.io.peer);
+        let mut t = Transfer::start(
+            &self.ctx.observe,
+            ServiceId::Signal,
+            direction,
+            self.io.peer,
+        );
         t.saw(&self.io.head);
         t
     }

@@ -19,6 +19,7 @@ use crate::limits::Refusal;
 use crate::report::{Direction, Transfer};
 use crate::storage::Stored;
 use crate::tcp::TcpService;
+use ferry_config::ServiceId;
 
 /// Reads the header into the buffer: the size and at least one name byte,
 /// all within `header_timeout`, then the rest of the name, whatever arrives
@@ -54,10 +55,15 @@ type Conn = Connection<TcpStream>;
 pub(crate) struct Service;
 
 impl TcpService for Service {
-    const NAME: &'static str = "tcp_upload";
+    const NAME: &'static str = ServiceId::TcpUpload.name();
 
     async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
-        let mut t = Transfer::start(&ctx.observe, Self::NAME, Direction::Upload, conn.peer);
+        let mut t = Transfer::start(
+            &ctx.observe,
+            ServiceId::TcpUpload,
+            Direction::Upload,
+            conn.peer,
+        );
         match upload(&ctx, &mut conn, &mut t).await {
             Ok(stored) => t.ok(if stored.deduplicated {
                 "deduplicated"

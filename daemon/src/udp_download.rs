@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferry_config::Config;
+use ferry_config::{Config, ServiceId};
 use ferry_proto::crc::Crc32;
 use ferry_proto::names::RelPath;
 use ferry_proto::udp_download::{
@@ -29,12 +29,15 @@ use crate::observe::RefusalReason;
 use crate::report::{Direction, Transfer};
 use crate::storage::Download;
 
+/// This service's name in logs and metrics.
+const SERVICE: &str = ServiceId::UdpDownload.name();
+
 /// Bytes read from disk at once (sent as 32 chunks).
 const READ_BLOCK: usize = 32 * CHUNK_SIZE;
 
 /// The receive loop.
 pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    tracing::info!(service = "udp_download", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    tracing::info!(service = SERVICE, addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let socket = Arc::new(socket);
     let limiter = Limiter::new();
     let replies = Arc::new(ReplyBudget::new(REPLIES_PER_SECOND));
@@ -58,7 +61,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             tracing::debug!(peer = %peer, "request from outside udp_download.allow ignored");
             ctx.observe
                 .metrics
-                .refused("udp_download", RefusalReason::NotAllowed);
+                .refused(SERVICE, RefusalReason::NotAllowed);
             continue;
         }
         let request = match parse_request(&buf[..n], max) {
@@ -77,8 +80,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         ) {
             Ok(p) => p,
             Err(why) => {
-                tracing::warn!(service = "udp_download", peer = %peer, reason = %why, "download refused");
-                ctx.observe.metrics.refused("udp_download", why.reason());
+                tracing::warn!(service = SERVICE, peer = %peer, reason = %why, "download refused");
+                ctx.observe.metrics.refused(SERVICE, why.reason());
                 if replies.allow(std::time::Instant::now()) {
                     let _ = socket.send_to(&encode_error(&why.to_string()), peer).await;
                 }
@@ -146,7 +149,7 @@ impl Task {
     async fn file(self, name: String) {
         let mut t = Transfer::start(
             &self.ctx.observe,
-            "udp_download",
+            ServiceId::UdpDownload,
             Direction::Download,
             self.peer,
         );
@@ -219,7 +222,7 @@ impl Task {
             self.ctx
                 .observe
                 .metrics
-                .refused("udp_download", RefusalReason::DownloadBudget);
+                .refused(SERVICE, RefusalReason::DownloadBudget);
             return Err(Failure::Refused(Refusal::OverBudget { per, window }));
         }
         budget
@@ -228,7 +231,7 @@ impl Task {
                 self.ctx
                     .observe
                     .metrics
-                    .refused("udp_download", RefusalReason::DownloadBudget);
+                    .refused(SERVICE, RefusalReason::DownloadBudget);
                 Failure::Refused(Refusal::BudgetSpent {
                     per,
                     window,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_config::ServiceId;
 use ferry_proto::udp_sum::{
     check_range, encode_error, encode_reply, parse_request, Layout, SumError, SumRequest,
     DEFAULT_MAX_REQUEST_LEN, MAX_NAME_LEN,
@@ -16,6 +17,9 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::limits::{ReplyBudget, REPLIES_PER_SECOND};
+
+/// This service's name in logs and metrics.
+const SERVICE: &str = ServiceId::UdpSum.name();
 
 /// How long a name sent alone waits for its number.
 const PENDING_TTL: Duration = Duration::from_secs(10);
@@ -162,7 +166,7 @@ impl Pairs {
 /// The receive loop: datagrams and the hold deadline into [`Pairs`], its
 /// answers out through the reply budget.
 pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    tracing::info!(service = "udp_sum", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    tracing::info!(service = SERVICE, addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let mut pairs = Pairs::default();
     let mut buf = vec![0u8; DEFAULT_MAX_REQUEST_LEN + 1];
     // Every reply here answers a datagram that may come from a forged source.
@@ -214,7 +218,7 @@ async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Ans
     }
     ctx.observe.metrics.sum(true);
     tracing::info!(
-        service = "udp_sum",
+        service = SERVICE,
         peer = %a.peer,
         client = ?a.client,
         server = ?cfg.server_name,
@@ -229,7 +233,7 @@ async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Ans
 }
 
 async fn reply_error(socket: &UdpSocket, peer: SocketAddr, e: &SumError) {
-    tracing::info!(service = "udp_sum", peer = %peer, error = %e, "refused");
+    tracing::info!(service = SERVICE, peer = %peer, error = %e, "refused");
     let _ = socket.send_to(&encode_error(e), peer).await;
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_config::Config;
+use ferry_config::{Config, ServiceId};
 use ferry_proto::names::SafeName;
 use ferry_proto::udp_upload::{
     encode_buffer_size, encode_error, looks_like_file_info, parse_file_info, FileInfo, Progress,
@@ -43,6 +43,9 @@ use crate::failure::{Awaited, Failure, NameOf, Refusal as FailureRefusal, Violat
 use crate::limits::{canonical, Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
 use crate::report::{Direction, Transfer};
 use crate::storage::Stored;
+
+/// This service's name in logs and metrics.
+const SERVICE: &str = ServiceId::UdpUpload.name();
 
 /// Queued data per session, in bytes (bounds memory when the disk is slow).
 const QUEUE_BYTES: usize = 256 * 1024;
@@ -269,7 +272,7 @@ impl Handle {
 /// The receive loop: datagrams and session ends in, each handed to the
 /// [`Receiver`].
 pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
-    tracing::info!(service = "udp_upload", addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
+    tracing::info!(service = SERVICE, addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), buffer_size = ctx.config().udp_upload.buffer_size, "listening");
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let mut r = Receiver {
         ctx: Arc::clone(&ctx),
@@ -306,7 +309,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             break;
         }
     }
-    tracing::debug!(service = "udp_upload", "receive loop ended");
+    tracing::debug!(service = SERVICE, "receive loop ended");
 }
 
 /// The driver over the session table: replies, caps, session tasks.
@@ -352,7 +355,12 @@ impl Receiver {
             .socket
             .send_to(&encode_error(&why.to_string()), peer)
             .await;
-        let mut t = Transfer::start(&self.ctx.observe, "udp_upload", Direction::Upload, peer);
+        let mut t = Transfer::start(
+            &self.ctx.observe,
+            ServiceId::UdpUpload,
+            Direction::Upload,
+            peer,
+        );
         t.saw(datagram);
         t.requested = requested;
         t.failed(&why);
@@ -414,7 +422,7 @@ impl Receiver {
             }));
         }
         let name = SafeName::for_upload(&info.name).map_err(|e| {
-            tracing::warn!(service = "udp_upload", peer = %peer, requested = ?info.name, error = %e, "refused");
+            tracing::warn!(service = SERVICE, peer = %peer, requested = ?info.name, error = %e, "refused");
             Failure::name(NameOf::File, info.name.as_str(), e)
         })?;
         let max = config.limits.max_file_size.0;
@@ -428,7 +436,7 @@ impl Receiver {
         // session, taking its place under the caps.
         drop(self.table.remove_abandoned(now, peer, &info));
         let permit = self.admit(&config, now, peer, &info).map_err(|why| {
-            tracing::warn!(service = "udp_upload", peer = %peer, reason = %why, "session refused");
+            tracing::warn!(service = SERVICE, peer = %peer, reason = %why, "session refused");
             why
         })?;
         self.start(config, now, peer, (info, name, datagram), permit);
@@ -462,7 +470,7 @@ impl Receiver {
             }
         }
         acquired.map_err(|why| {
-            self.ctx.observe.metrics.refused("udp_upload", why.reason());
+            self.ctx.observe.metrics.refused(SERVICE, why.reason());
             Failure::Refused(why.into())
         })
     }
@@ -477,7 +485,7 @@ impl Receiver {
             h.end(Failure::Refused(FailureRefusal::Stalled {
                 ms: quiet.as_millis(),
             }));
-            tracing::info!(service = "udp_upload", peer = %addr, "evicted a stalled session to make room");
+            tracing::info!(service = SERVICE, peer = %addr, "evicted a stalled session to make room");
         }
         true
     }
@@ -571,7 +579,7 @@ impl Session {
     async fn run(self, rx: mpsc::Receiver<Bytes>, mut why_ended: oneshot::Receiver<Failure>) {
         let mut t = Transfer::start(
             &self.ctx.observe,
-            "udp_upload",
+            ServiceId::UdpUpload,
             Direction::Upload,
             self.peer,
         );

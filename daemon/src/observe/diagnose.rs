@@ -3,6 +3,7 @@
 //! far the transfer got, a [`Diagnosis`] for the lab page. Each names the
 //! protocol book's section that states the rule (served at `/book`).
 
+use ferry_config::ServiceId;
 use ferry_proto::signal::handout::HandoutError;
 use ferry_proto::tcp_upload::TcpUploadError;
 use ferry_proto::udp_upload::UdpUploadError;
@@ -33,7 +34,7 @@ pub(crate) struct Diagnosis {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Failed<'a> {
     /// The service.
-    pub service: &'static str,
+    pub service: ServiceId,
     /// Why it failed: the diagnosis matches on this.
     pub failure: &'a Failure,
     /// The reason ferryd gave (`failure` as text), quoted in rules.
@@ -49,13 +50,15 @@ pub(crate) struct Failed<'a> {
 /// Explains a failure; every failure gets a diagnosis, the specific ones for
 /// the mistakes students make, a general one otherwise.
 pub(crate) fn diagnose(f: &Failed<'_>) -> Diagnosis {
+    // Every service has its diagnosis: a seventh does not compile without one.
     let (expected, rule, section) = match f.service {
-        "tcp_upload" => tcp_upload(f),
-        "magic_download" => magic(f),
-        "signal" => signal(f),
-        "udp_upload" => udp_upload(f),
-        "udp_download" => udp_download(f),
-        _ => general(f, "Summary"),
+        ServiceId::TcpUpload => tcp_upload(f),
+        ServiceId::MagicDownload => magic(f),
+        ServiceId::Signal => signal(f),
+        ServiceId::UdpUpload => udp_upload(f),
+        ServiceId::UdpDownload => udp_download(f),
+        // Answered, never a transfer: it has no attempts to diagnose.
+        ServiceId::UdpSum => general(f, "Summary"),
     };
     Diagnosis {
         sent_hex: hex(f.head),
@@ -387,12 +390,7 @@ mod tests {
     use ferry_proto::signal::handout::{Ambiguous, LostPause};
 
     /// The diagnosis of `failure` on `service` after `head`, nothing stored.
-    fn diagnosed(
-        service: &'static str,
-        failure: Failure,
-        head: &[u8],
-        requested: &str,
-    ) -> Diagnosis {
+    fn diagnosed(service: ServiceId, failure: Failure, head: &[u8], requested: &str) -> Diagnosis {
         let reason = failure.to_string();
         diagnose(&Failed {
             service,
@@ -407,12 +405,12 @@ mod tests {
     #[test]
     fn a_lost_handout_pause_is_told_as_such() {
         let lost = Failure::violation(HandoutError::LostPause(LostPause::Waited));
-        let d = diagnosed("signal", lost, b"SAF", "lab1.pyprint('lab 1')");
+        let d = diagnosed(ServiceId::Signal, lost, b"SAF", "lab1.pyprint('lab 1')");
         assert_eq!(d.section, "The handout's dialect");
         assert!(d.rule.contains("reached ferry together"), "{}", d.rule);
         assert!(d.rule.contains("Send the file again"), "{}", d.rule);
         let d = diagnosed(
-            "signal",
+            ServiceId::Signal,
             Failure::violation(Ambiguous::NameOrData),
             b"SAR",
             "",
@@ -423,7 +421,7 @@ mod tests {
     #[test]
     fn a_wrong_magic_number_is_named_with_the_bytes_sent() {
         let d = diagnosed(
-            "magic_download",
+            ServiceId::MagicDownload,
             Failure::violation(MagicError::BadMagic(0x7E49)),
             &[0x7E, 0x49, 1, 0, 1, b'a'],
             "",
@@ -442,14 +440,14 @@ mod tests {
     #[test]
     fn a_wrong_type_and_a_short_name_are_told_apart() {
         let d = diagnosed(
-            "magic_download",
+            ServiceId::MagicDownload,
             Failure::violation(MagicError::BadType(2)),
             &[0x49, 0x7E, 2, 0, 1],
             "",
         );
         assert!(d.rule.contains("type byte is 2"), "{}", d.rule);
         let d = diagnosed(
-            "magic_download",
+            ServiceId::MagicDownload,
             Failure::Timeout(Awaited::FileRequest),
             &[0x49, 0x7E, 1, 0, 9, b'a', b'b'],
             "",
@@ -461,7 +459,7 @@ mod tests {
     fn data_sent_before_go_ahead_is_recognised() {
         let head = b"\0\0\0\0\0\0\0\x05a.txthello";
         let d = diagnosed(
-            "tcp_upload",
+            ServiceId::TcpUpload,
             Failure::Timeout(Awaited::Data),
             head,
             "a.txthello",
@@ -474,7 +472,7 @@ mod tests {
         assert!(d.rule.contains("\"a.txthello\""), "{}", d.rule);
         let name = "a.txt\u{1}\u{2}";
         let refused = Failure::name(crate::failure::NameOf::File, name, NameError::Control(1));
-        let d = diagnosed("tcp_upload", refused, head, name);
+        let d = diagnosed(ServiceId::TcpUpload, refused, head, name);
         assert!(
             d.rule.contains("without waiting for `go ahead`"),
             "{}",
@@ -487,7 +485,7 @@ mod tests {
         let mut head = 11u64.to_be_bytes().to_vec();
         head.extend_from_slice(b"notes.txthello world");
         let d = diagnosed(
-            "tcp_upload",
+            ServiceId::TcpUpload,
             Failure::Closed(When::BeforeGoAhead),
             &head,
             "",
@@ -502,7 +500,12 @@ mod tests {
 
     #[test]
     fn a_handout_file_without_don_is_recognised() {
-        let d = diagnosed("signal", Failure::Closed(When::BeforeDon), b"SAF", "");
+        let d = diagnosed(
+            ServiceId::Signal,
+            Failure::Closed(When::BeforeDon),
+            b"SAF",
+            "",
+        );
         assert!(d.rule.contains("send `DON` alone"), "{}", d.rule);
         assert_eq!(d.section, "The handout's dialect");
     }
@@ -514,7 +517,7 @@ mod tests {
             actual: 0x97F6_DB4F,
         };
         let d = diagnosed(
-            "udp_upload",
+            ServiceId::UdpUpload,
             Failure::violation(mismatch),
             br#"{"checksum": "00000001", "name": "a", "size": 3}"#,
             "",
@@ -526,14 +529,14 @@ mod tests {
     #[test]
     fn anything_else_gets_the_reason_and_a_section() {
         let refused = Failure::name(crate::failure::NameOf::File, "..", NameError::DotComponent);
-        let d = diagnosed("udp_download", refused, b"..", "");
+        let d = diagnosed(ServiceId::UdpDownload, refused, b"..", "");
         assert_eq!(
             d.rule,
             "refused name \"..\": the name contains a '.' or '..' component"
         );
         assert_eq!(d.section, "udp_download (9001/udp)");
         let missing = Failure::Storage(StorageError::NotFound("x.txt".into()));
-        let d = diagnosed("signal", missing, b"RAF", "x.txt");
+        let d = diagnosed(ServiceId::Signal, missing, b"RAF", "x.txt");
         assert!(d.rule.contains("no file named \"x.txt\""), "{}", d.rule);
     }
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use ferry_config::ServiceId;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -14,15 +15,23 @@ use prometheus::{
 
 use super::Attempt;
 
-/// The file services, for labels made ahead of time (so every series is
-/// there from the start, at 0).
-const SERVICES: [&str; 5] = [
-    "udp_upload",
-    "udp_download",
-    "tcp_upload",
-    "magic_download",
-    "signal",
-];
+/// The services that move files (udp_sum answers, it moves none), for
+/// labels made ahead of time (so every series is there from the start, at 0).
+fn file_services() -> impl Iterator<Item = ServiceId> {
+    ServiceId::ALL
+        .into_iter()
+        .filter(|s| *s != ServiceId::UdpSum)
+}
+
+/// The directions a service's bytes move in.
+fn directions(s: ServiceId) -> &'static [&'static str] {
+    match s {
+        ServiceId::UdpDownload | ServiceId::MagicDownload => &["out"],
+        ServiceId::Signal => &["in", "out"],
+        ServiceId::UdpUpload | ServiceId::TcpUpload | ServiceId::UdpSum => &["in"],
+    }
+}
+
 const OUTCOMES: [&str; 4] = ["stored", "deduplicated", "sent", "failed"];
 
 /// Why a client was refused before its transfer started.
@@ -196,18 +205,19 @@ impl Metrics {
 
     /// Makes every fixed series, so each is there (at 0) from the start.
     fn zero_series(&self) {
-        for s in SERVICES {
+        for id in file_services() {
+            let s = id.name();
             for o in OUTCOMES {
                 self.transfers.with_label_values(&[s, o]);
             }
-            let dir = if s.ends_with("download") { "out" } else { "in" };
-            self.bytes.with_label_values(&[s, dir]);
+            for dir in directions(id) {
+                self.bytes.with_label_values(&[s, dir]);
+            }
             self.in_flight.with_label_values(&[s]);
             self.duration.with_label_values(&[s]);
             self.storage_errors.with_label_values(&[s]);
         }
-        self.bytes.with_label_values(&["signal", "out"]);
-        for s in SERVICES.into_iter().chain(["http"]) {
+        for s in file_services().map(ServiceId::name).chain(["http"]) {
             for why in REASONS {
                 self.refusals.with_label_values(&[s, why.label()]);
             }

@@ -21,10 +21,46 @@ pub(crate) enum Refusal {
 
 impl Refusal {
     /// The metrics' reason.
-    pub(crate) fn reason(&self) -> crate::observe::RefusalReason {
+    pub(crate) fn reason(&self) -> RefusalReason {
         match self {
-            Refusal::Full(_) => crate::observe::RefusalReason::Cap,
-            Refusal::FullForIp(_) => crate::observe::RefusalReason::CapPerAddress,
+            Refusal::Full(_) => RefusalReason::Cap,
+            Refusal::FullForIp(_) => RefusalReason::CapPerAddress,
+        }
+    }
+}
+
+/// Why a client was refused before its transfer started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalReason {
+    /// The total connection or session cap.
+    Cap,
+    /// The per-address connection or session cap.
+    CapPerAddress,
+    /// The per-address upload quota.
+    UploadQuota,
+    /// The per-address udp_download budget.
+    DownloadBudget,
+    /// A udp_download request from outside `udp_download.allow`.
+    NotAllowed,
+}
+
+pub(crate) const REASONS: [RefusalReason; 5] = [
+    RefusalReason::Cap,
+    RefusalReason::CapPerAddress,
+    RefusalReason::UploadQuota,
+    RefusalReason::DownloadBudget,
+    RefusalReason::NotAllowed,
+];
+
+impl RefusalReason {
+    /// The metrics label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Cap => "cap",
+            RefusalReason::CapPerAddress => "cap_per_address",
+            RefusalReason::UploadQuota => "upload_quota",
+            RefusalReason::DownloadBudget => "download_budget",
+            RefusalReason::NotAllowed => "not_allowed",
         }
     }
 }

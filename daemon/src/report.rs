@@ -180,7 +180,7 @@ impl Transfer {
             ) => self.obs.metrics.storage_error(self.service.name()),
             Failure::Refused(Refusal::Quota { .. }) => self.obs.metrics.refused(
                 self.service.name(),
-                crate::observe::RefusalReason::UploadQuota,
+                crate::limits::RefusalReason::UploadQuota,
             ),
             _ => {}
         }

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::failure::{Failure, NameOf, Refusal, When};
+use crate::limits::RefusalReason;
 use crate::limits::{ByteBudget, Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
-use crate::observe::RefusalReason;
 use crate::report::{Direction, Transfer};
 use crate::storage::Download;
 

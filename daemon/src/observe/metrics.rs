@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use ferry_config::ServiceId;
+
+use crate::limits::{RefusalReason, REASONS};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -33,41 +35,6 @@ fn directions(s: ServiceId) -> &'static [&'static str] {
 }
 
 const OUTCOMES: [&str; 4] = ["stored", "deduplicated", "sent", "failed"];
-
-/// Why a client was refused before its transfer started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RefusalReason {
-    /// The total connection or session cap.
-    Cap,
-    /// The per-address connection or session cap.
-    CapPerAddress,
-    /// The per-address upload quota.
-    UploadQuota,
-    /// The per-address udp_download budget.
-    DownloadBudget,
-    /// A udp_download request from outside `udp_download.allow`.
-    NotAllowed,
-}
-
-const REASONS: [RefusalReason; 5] = [
-    RefusalReason::Cap,
-    RefusalReason::CapPerAddress,
-    RefusalReason::UploadQuota,
-    RefusalReason::DownloadBudget,
-    RefusalReason::NotAllowed,
-];
-
-impl RefusalReason {
-    fn label(self) -> &'static str {
-        match self {
-            RefusalReason::Cap => "cap",
-            RefusalReason::CapPerAddress => "cap_per_address",
-            RefusalReason::UploadQuota => "upload_quota",
-            RefusalReason::DownloadBudget => "download_budget",
-            RefusalReason::NotAllowed => "not_allowed",
-        }
-    }
-}
 
 // Invariant for the helpers below: the names, help texts, labels and
 // buckets given are valid and each registered once, which is all the

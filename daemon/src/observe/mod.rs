@@ -33,7 +33,6 @@ pub(crate) use diagnose::{diagnose, Diagnosis, Failed};
 pub(crate) use ledger::{Ledger, LedgerEntry};
 pub use ledger::{LEDGER_FILE, LEDGER_OLD};
 pub(crate) use metrics::Metrics;
-pub(crate) use metrics::RefusalReason;
 
 /// Which way a transfer's bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

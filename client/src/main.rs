@@ -233,7 +233,7 @@ enum SendProto {
 
 /// A size in the configuration's grammar ([`ferry_config::Size`]): `64K`,
 /// `1M` and `1 GiB` are powers of 1024, `1MB` of 1000.
-fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, ferry_config::UnitError> {
     s.parse::<ferry_config::Size>().map(|size| size.0)
 }
 
@@ -246,9 +246,9 @@ enum GetProto {
 
 /// A duration in the configuration's grammar ([`ferry_config::Dur`]):
 /// `10s`, `500ms`, `1m 30s`; a bare number is refused.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, ferry_config::UnitError> {
     match s.parse::<ferry_config::Dur>()? {
-        ferry_config::Dur(d) if d.is_zero() => Err(format!("{s:?} must be longer than 0")),
+        ferry_config::Dur(d) if d.is_zero() => Err(ferry_config::UnitError::Zero(s.to_owned())),
         ferry_config::Dur(d) => Ok(d),
     }
 }

@@ -22,7 +22,7 @@ pub use ferry_proto::service::{ServiceId, Transport};
 use serde::{Deserialize, Serialize};
 
 pub use storage::{BackendKind, StorageConfig};
-pub use units::{Dur, IpNet, Size};
+pub use units::{Dur, IpNet, Size, UnitError};
 
 /// What an upload does when its name is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -564,7 +564,7 @@ impl Config {
             message,
         };
         self.storage.check().map_err(|(k, m)| invalid(&k, m))?;
-        check_log_filter(&self.log.level).map_err(|m| invalid("log.level", m))?;
+        check_log_filter(&self.log.level).map_err(|m| invalid("log.level", m.to_string()))?;
         if !(1..=100_000).contains(&self.http.recent) {
             return Err(invalid(
                 "http.recent",
@@ -797,13 +797,47 @@ impl Config {
 /// The levels a log filter directive may name.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
+/// Why a log filter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogFilterError {
+    /// Nothing given.
+    #[error("must not be empty (e.g. \"info\")")]
+    Empty,
+    /// A word that is not a level where a level belongs.
+    #[error("{directive:?}: {level:?} is not a level{}; write a level (trace, debug, info, warn, error, off) or target=level, e.g. \"info,ferryd=debug\"", level_hint(.level))]
+    NotALevel {
+        /// The directive as written.
+        directive: String,
+        /// Its level part.
+        level: String,
+    },
+    /// A target that is no module path.
+    #[error("{directive:?}: {target:?} is not a target (a crate or module path such as ferryd or ferryd::signal)")]
+    NotATarget {
+        /// The directive as written.
+        directive: String,
+        /// Its target part.
+        target: String,
+    },
+}
+
+/// The level a mistyped one probably meant.
+fn level_hint(level: &str) -> &'static str {
+    match level.to_ascii_lowercase().as_str() {
+        "warning" => " (did you mean \"warn\"?)",
+        "verbose" | "all" => " (did you mean \"debug\" or \"trace\"?)",
+        "err" | "fatal" | "critical" => " (did you mean \"error\"?)",
+        _ => "",
+    }
+}
+
 /// Checks a tracing filter as ferryd reads it: comma-separated directives,
 /// each a level (`info`) or `target=level` (`ferryd=debug`). A bare word
 /// that is not a level would be taken as a target and silence everything
 /// else (`warning`, `verbose`), so it is refused with the levels there are.
-pub fn check_log_filter(filter: &str) -> Result<(), String> {
+pub fn check_log_filter(filter: &str) -> Result<(), LogFilterError> {
     if filter.trim().is_empty() {
-        return Err("must not be empty (e.g. \"info\")".into());
+        return Err(LogFilterError::Empty);
     }
     for directive in filter.split(',').map(str::trim) {
         let (target, level) = match directive.rsplit_once('=') {
@@ -811,24 +845,20 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
             None => (None, directive),
         };
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            let hint = match level.to_ascii_lowercase().as_str() {
-                "warning" => " (did you mean \"warn\"?)",
-                "verbose" | "all" => " (did you mean \"debug\" or \"trace\"?)",
-                "err" | "fatal" | "critical" => " (did you mean \"error\"?)",
-                _ => "",
-            };
-            return Err(format!(
-                "{directive:?}: {level:?} is not a level{hint}; write a level (trace, debug, info, warn, error, off) or target=level, e.g. \"info,ferryd=debug\""
-            ));
+            return Err(LogFilterError::NotALevel {
+                directive: directive.to_owned(),
+                level: level.to_owned(),
+            });
         }
         if let Some(t) = target {
             let ok = !t.is_empty()
                 && t.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'));
             if !ok {
-                return Err(format!(
-                    "{directive:?}: {t:?} is not a target (a crate or module path such as ferryd or ferryd::signal)"
-                ));
+                return Err(LogFilterError::NotATarget {
+                    directive: directive.to_owned(),
+                    target: t.to_owned(),
+                });
             }
         }
     }

@@ -8,6 +8,45 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a duration, a size or a network in the file (or on a command line)
+/// was refused; the text says what would have been right.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    /// A bare number where a duration belongs.
+    #[error("{input:?} has no unit; write e.g. \"{digits}s\" or \"{digits}ms\"")]
+    NoUnit {
+        /// As written.
+        input: String,
+        /// The number, trimmed.
+        digits: String,
+    },
+    /// Not humantime's grammar.
+    #[error("{input:?} is not a duration like \"10s\" or \"250ms\" ({why})")]
+    NotADuration {
+        /// As written.
+        input: String,
+        /// humantime's reason.
+        why: humantime::DurationError,
+    },
+    /// No number at the start of a size.
+    #[error("{0:?} is not a size like \"64 KiB\"")]
+    NotASize(String),
+    /// A size unit that is not one of the eight.
+    #[error(
+        "unknown size unit {0:?} (use B, K, M, G, T (powers of 1024) or KB, MB, GB, TB (of 1000))"
+    )]
+    UnknownSizeUnit(String),
+    /// A size over 2^64 - 1 bytes.
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    /// A zero duration where a wait must have a length.
+    #[error("{0:?} must be longer than 0")]
+    Zero(String),
+    /// Not a CIDR network.
+    #[error("{0:?} is not a network like \"10.0.0.0/8\" or \"fc00::/7\"")]
+    NotANetwork(String),
+}
+
 /// A duration written as numbers with units: `ms`, `s`, `m` (or `min`),
 /// `h`, and compounds such as `1m 30s` (humantime's grammar, exact and
 /// overflow-checked). A bare number is refused: `10` could be anything.
@@ -15,18 +54,22 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 pub struct Dur(pub Duration);
 
 impl FromStr for Dur {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "{s:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""
-            ));
+            return Err(UnitError::NoUnit {
+                input: s.to_owned(),
+                digits: t.to_owned(),
+            });
         }
         humantime::parse_duration(t)
             .map(Dur)
-            .map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"250ms\" ({e})"))
+            .map_err(|why| UnitError::NotADuration {
+                input: s.to_owned(),
+                why,
+            })
     }
 }
 
@@ -66,15 +109,13 @@ impl Serialize for Dur {
 pub struct Size(pub u64);
 
 impl FromStr for Size {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size like \"64 KiB\""))?;
+        let n: u64 = num.parse().map_err(|_| UnitError::NotASize(s.to_owned()))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "K" | "k" | "KiB" => 1 << 10,
@@ -85,15 +126,11 @@ impl FromStr for Size {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?} (use B, K, M, G, T (powers of 1024) or KB, MB, GB, TB (of 1000))"
-                ))
-            }
+            other => return Err(UnitError::UnknownSizeUnit(other.to_owned())),
         };
         n.checked_mul(mult)
             .map(Size)
-            .ok_or_else(|| format!("{s:?} is too large"))
+            .ok_or_else(|| UnitError::TooLarge(s.to_owned()))
     }
 }
 
@@ -154,13 +191,13 @@ impl IpNet {
 }
 
 impl FromStr for IpNet {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         s.trim()
             .parse::<ipnet::IpNet>()
             .map(IpNet)
-            .map_err(|_| format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fc00::/7\""))
+            .map_err(|_| UnitError::NotANetwork(s.to_owned()))
     }
 }
 
@@ -205,7 +242,7 @@ mod tests {
         assert_eq!(Dur(Duration::from_secs(30)).to_string(), "30s");
         assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "3600s");
         let e = "10".parse::<Dur>().unwrap_err();
-        assert!(e.contains("no unit"), "{e}");
+        assert_eq!(e.to_string(), "\"10\" has no unit; write e.g. \"10s\" or \"10ms\"");
     }
 
     #[test]

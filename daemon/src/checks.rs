@@ -39,7 +39,7 @@ pub(crate) fn storage(config: &Config) -> Result<(), CheckFailed> {
     {
         ferryd::check_s3_credentials(s3).map_err(|why| CheckFailed {
             what: "storage.s3".into(),
-            why,
+            why: why.to_string(),
         })?;
     }
     let root = &config.storage.path;
@@ -134,27 +134,56 @@ pub(crate) fn local(bind: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bind.port())
 }
 
+/// Why `ferryd ping` got no `PON`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PingError {
+    /// `[signal] enabled = false`.
+    #[error("the signal service is disabled in this configuration")]
+    Disabled,
+    /// No connection.
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The `PIN` could not be sent.
+    #[error("{addr}: {source}")]
+    Send {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Nothing (or too little) came back.
+    #[error("no PON from {addr}: {source}")]
+    NoPon {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Something else came back.
+    #[error("{addr} answered {:?}, not PON", String::from_utf8_lossy(.reply))]
+    NotPon { addr: SocketAddr, reply: [u8; 3] },
+}
+
 /// `PIN` to the configured signal port; the round trip on `PON`.
-pub(crate) fn ping(config: &Config, timeout: Duration) -> Result<(SocketAddr, Duration), String> {
+pub(crate) fn ping(
+    config: &Config,
+    timeout: Duration,
+) -> Result<(SocketAddr, Duration), PingError> {
     if !config.signal.enabled {
-        return Err("the signal service is disabled in this configuration".into());
+        return Err(PingError::Disabled);
     }
     let addr = local(config.signal.bind);
     let started = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        .map_err(|source| PingError::Unreachable { addr, source })?;
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
         .and_then(|()| s.write_all(b"PIN"))
-        .map_err(|e| format!("{addr}: {e}"))?;
+        .map_err(|source| PingError::Send { addr, source })?;
     let mut reply = [0u8; 3];
     s.read_exact(&mut reply)
-        .map_err(|e| format!("no PON from {addr}: {e}"))?;
+        .map_err(|source| PingError::NoPon { addr, source })?;
     if &reply != b"PON" {
-        return Err(format!(
-            "{addr} answered {:?}, not PON",
-            String::from_utf8_lossy(&reply)
-        ));
+        return Err(PingError::NotPon { addr, reply });
     }
     let took = started.elapsed();
     let _ = s.write_all(b"CLS");

@@ -63,7 +63,7 @@ use crate::ctx::Ctx;
 pub use crate::ctx::Reload;
 pub use crate::limits::REPLIES_PER_SECOND;
 pub use crate::observe::{LEDGER_FILE, LEDGER_OLD};
-pub use crate::storage::{OpenError, S3OpenError, LOCK_FILE, WORK_DIR};
+pub use crate::storage::{CredentialsError, OpenError, S3OpenError, LOCK_FILE, WORK_DIR};
 pub use crate::udp::set_buffer_sizes;
 
 /// A handle to a running daemon, for reloading its configuration.
@@ -147,7 +147,9 @@ impl BoundAddrs {
 
 /// Reads the S3 credentials `s3` names (its file, or the environment), for
 /// `check-config`; the error names what is missing, never a value.
-pub fn check_s3_credentials(s3: &ferry_config::storage::S3) -> Result<(), String> {
+pub fn check_s3_credentials(
+    s3: &ferry_config::storage::S3,
+) -> Result<(), storage::CredentialsError> {
     storage::load_credentials(s3).map(|_| ())
 }
 

@@ -116,10 +116,8 @@ fn load(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, ferry_config::Confi
 }
 
 /// A duration in the config's grammar (`5s`, `500ms`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<ferry_config::Dur>()
-        .map(|d| d.0)
-        .map_err(|e| e.to_string())
+fn parse_duration(s: &str) -> Result<Duration, ferry_config::UnitError> {
+    s.parse::<ferry_config::Dur>().map(|d| d.0)
 }
 
 /// Changes the log filter of the running daemon (SIGHUP).

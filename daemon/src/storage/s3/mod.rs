@@ -107,28 +107,52 @@ pub enum S3OpenError {
     },
 }
 
+/// Why the S3 credentials could not be read; names the file or the
+/// variable, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// `credentials_file` cannot be read.
+    #[error("storage.s3.credentials_file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A key is missing (or empty) where it was looked for.
+    #[error("{key} is not set {}", match .file { Some(p) => format!("in {}", p.display()), None => "in the environment (or set storage.s3.credentials_file)".to_owned() })]
+    Missing {
+        /// The variable.
+        key: &'static str,
+        /// The file looked in; `None`: the environment.
+        file: Option<PathBuf>,
+    },
+}
+
 /// Reads the access key: from `credentials_file` when set, else from the
 /// environment. The error names the file or variable, never a value.
-pub(crate) fn load_credentials(s3: &ferry_config::storage::S3) -> Result<Secret, String> {
-    let (vars, from) = match &s3.credentials_file {
+pub(crate) fn load_credentials(s3: &ferry_config::storage::S3) -> Result<Secret, CredentialsError> {
+    let vars = match &s3.credentials_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("storage.s3.credentials_file {}: {e}", path.display()))?;
-            (parse_env_file(&text), format!("in {}", path.display()))
+            let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::File {
+                path: path.clone(),
+                source,
+            })?;
+            parse_env_file(&text)
         }
-        None => (
-            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
-                .into_iter()
-                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?)))
-                .collect(),
-            "in the environment (or set storage.s3.credentials_file)".to_owned(),
-        ),
+        None => ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+            .into_iter()
+            .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?)))
+            .collect(),
     };
-    let get = |k: &str| {
+    let get = |key: &'static str| {
         vars.iter()
-            .find(|(n, v)| n == k && !v.is_empty())
+            .find(|(n, v)| n == key && !v.is_empty())
             .map(|(_, v)| v.clone())
-            .ok_or_else(|| format!("{k} is not set {from}"))
+            .ok_or_else(|| CredentialsError::Missing {
+                key,
+                file: s3.credentials_file.clone(),
+            })
     };
     Ok(Secret {
         key_id: get("AWS_ACCESS_KEY_ID")?,
@@ -192,7 +216,7 @@ impl S3Backend {
                 "backend = \"s3\" needs [storage.s3] and [storage.catalog]".into(),
             ));
         };
-        let secret = load_credentials(s3).map_err(S3OpenError::Config)?;
+        let secret = load_credentials(s3).map_err(|e| S3OpenError::Config(e.to_string()))?;
         let state_err = |source| S3OpenError::State {
             path: config.path.clone(),
             source,
@@ -409,7 +433,7 @@ mod tests {
             "endpoint": "http://h:1", "bucket": "b", "credentials_file": file,
         }))
         .unwrap();
-        let err = load_credentials(&s3).unwrap_err();
+        let err = load_credentials(&s3).unwrap_err().to_string();
         assert!(
             err.starts_with("AWS_SECRET_ACCESS_KEY is not set in "),
             "{err}"

@@ -18,18 +18,7 @@ async fn socket(client: &Client) -> Result<(UdpSocket, std::net::SocketAddr)> {
 /// The lab protocol has no flow control: a big receive buffer absorbs bursts
 /// (best effort; the kernel caps it at `net.core.rmem_max`).
 fn raise_rcvbuf(sock: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: a valid socket fd, a pointer to a c_int and its length.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = socket2::SockRef::from(sock).set_recv_buffer_size(4 << 20);
 }
 
 fn refused(datagram: &[u8]) -> Option<Error> {

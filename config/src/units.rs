@@ -242,7 +242,10 @@ mod tests {
         assert_eq!(Dur(Duration::from_secs(30)).to_string(), "30s");
         assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "3600s");
         let e = "10".parse::<Dur>().unwrap_err();
-        assert_eq!(e.to_string(), "\"10\" has no unit; write e.g. \"10s\" or \"10ms\"");
+        assert_eq!(
+            e.to_string(),
+            "\"10\" has no unit; write e.g. \"10s\" or \"10ms\""
+        );
     }
 
     #[test]

@@ -184,7 +184,7 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 pub(crate) struct ByteBudget {
     capacity: u64,
     window: std::time::Duration,
-    buckets: HashMap<IpAddr, (f64, std::time::Instant)>,
+    buckets: HashMap<IpAddr, (f64, tokio::time::Instant)>,
 }
 
 impl ByteBudget {
@@ -200,7 +200,7 @@ impl ByteBudget {
         }
     }
 
-    fn level(&self, now: std::time::Instant, (left, at): (f64, std::time::Instant)) -> f64 {
+    fn level(&self, now: tokio::time::Instant, (left, at): (f64, tokio::time::Instant)) -> f64 {
         let rate = self.capacity as f64 / self.window.as_secs_f64().max(1e-9);
         (left + rate * now.saturating_duration_since(at).as_secs_f64()).min(self.capacity as f64)
     }
@@ -209,7 +209,7 @@ impl ByteBudget {
     /// `Err` with how long until it would.
     pub(crate) fn take(
         &mut self,
-        now: std::time::Instant,
+        now: tokio::time::Instant,
         ip: IpAddr,
         bytes: u64,
     ) -> Result<(), std::time::Duration> {
@@ -260,7 +260,7 @@ impl ByteBudget {
     /// until it would.
     pub(crate) fn check(
         &self,
-        now: std::time::Instant,
+        now: tokio::time::Instant,
         ip: IpAddr,
         bytes: u64,
     ) -> Result<(), std::time::Duration> {
@@ -282,7 +282,7 @@ impl ByteBudget {
     }
 
     /// Returns `n` taken a moment ago (up to the capacity).
-    pub(crate) fn give_back(&mut self, now: std::time::Instant, ip: IpAddr, n: u64) {
+    pub(crate) fn give_back(&mut self, now: tokio::time::Instant, ip: IpAddr, n: u64) {
         let ip = canonical(ip);
         if let Some(b) = self.buckets.get(&ip).copied() {
             let level = (self.level(now, b) + n as f64).min(self.capacity as f64);
@@ -292,7 +292,7 @@ impl ByteBudget {
 
     /// Takes `bytes` whatever is left (down to empty): for what is known only
     /// once a transfer ends.
-    pub(crate) fn spend(&mut self, now: std::time::Instant, ip: IpAddr, bytes: u64) {
+    pub(crate) fn spend(&mut self, now: tokio::time::Instant, ip: IpAddr, bytes: u64) {
         let ip = canonical(ip);
         let level = self
             .buckets
@@ -326,7 +326,7 @@ impl UploadQuota {
     /// `ip` at `now`, or how long until it would fit.
     pub(crate) fn admit(
         &self,
-        now: std::time::Instant,
+        now: tokio::time::Instant,
         ip: IpAddr,
         size: u64,
     ) -> Result<(), std::time::Duration> {
@@ -344,7 +344,7 @@ impl UploadQuota {
     /// Whether [`UploadQuota::admit`] would let the upload in now, taking nothing.
     pub(crate) fn check(
         &self,
-        now: std::time::Instant,
+        now: tokio::time::Instant,
         ip: IpAddr,
         size: u64,
     ) -> Result<(), std::time::Duration> {
@@ -357,14 +357,14 @@ impl UploadQuota {
     /// left (down to empty): for a protocol whose source cannot be proved
     /// (UDP), an upload costs its address only once it is stored, so a
     /// forger's sessions that never complete cost the address nothing.
-    pub(crate) fn charge(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
+    pub(crate) fn charge(&self, now: tokio::time::Instant, ip: IpAddr, size: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0.spend(now, ip, 1);
         g.1.spend(now, ip, size);
     }
 
     /// Bytes an upload without an announced size turned out to have.
-    pub(crate) fn spend(&self, now: std::time::Instant, ip: IpAddr, size: u64) {
+    pub(crate) fn spend(&self, now: tokio::time::Instant, ip: IpAddr, size: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.1.spend(now, ip, size);
     }
@@ -514,7 +514,7 @@ pub const REPLIES_PER_SECOND: u32 = 200;
 pub(crate) struct ReplyBudget {
     per_second: u32,
     /// When the current one-second window began, and the replies in it.
-    window: Mutex<Option<(std::time::Instant, u32)>>,
+    window: Mutex<Option<(tokio::time::Instant, u32)>>,
 }
 
 impl ReplyBudget {
@@ -527,7 +527,7 @@ impl ReplyBudget {
     }
 
     /// Whether one more reply at `now` fits in its second's budget (and counts it).
-    pub(crate) fn allow(&self, now: std::time::Instant) -> bool {
+    pub(crate) fn allow(&self, now: tokio::time::Instant) -> bool {
         // The lock guards two numbers updated together; poison cannot break them.
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let (start, sent) = w.get_or_insert((now, 0));
@@ -549,7 +549,7 @@ mod budget_tests {
 
     #[test]
     fn byte_budgets_per_address_refill_over_the_window() {
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let mut b = ByteBudget::new(1000, std::time::Duration::from_secs(10));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(b.take(t0, a, 600), Ok(()));
@@ -580,7 +580,7 @@ mod budget_tests {
 
     #[test]
     fn a_budget_caps_replies_per_second() {
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let b = ReplyBudget::new(3);
         assert_eq!((0..10).filter(|_| b.allow(t0)).count(), 3);
         let later = t0 + std::time::Duration::from_millis(999);

@@ -9,7 +9,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
 
 use ferry_config::{ServiceId, Transport};
 use ferry_proto::crc::format_hex;

@@ -262,7 +262,7 @@ impl Conn<'_> {
             }
             match frame {
                 SignalFrame::Ping => {
-                    let read = std::time::Instant::now();
+                    let read = tokio::time::Instant::now();
                     self.send(SignalFrame::Pong).await?;
                     self.ctx.observe.metrics.ping(read.elapsed());
                 }
@@ -431,7 +431,7 @@ impl Conn<'_> {
             Ok(n) => {
                 match self
                     .ctx
-                    .admit_upload(std::time::Instant::now(), t.peer(), size)
+                    .admit_upload(tokio::time::Instant::now(), t.peer(), size)
                 {
                     Ok(()) => self
                         .ctx
@@ -497,7 +497,7 @@ impl Conn<'_> {
         let mut tree: TreeSink = match SafeName::for_upload(&name) {
             Ok(n) => match self
                 .ctx
-                .admit_upload(std::time::Instant::now(), t.peer(), 0)
+                .admit_upload(tokio::time::Instant::now(), t.peer(), 0)
             {
                 Ok(()) => self
                     .ctx
@@ -573,7 +573,10 @@ impl Conn<'_> {
             Ok(tr) => match RelPath::parse(&entry, cfg.limits.max_name_len) {
                 // Each entry is an upload of the address's quota, files and
                 // bytes: a tree is not a way around it (issue 23).
-                Ok(path) => match self.ctx.admit_upload(std::time::Instant::now(), peer, size) {
+                Ok(path) => match self
+                    .ctx
+                    .admit_upload(tokio::time::Instant::now(), peer, size)
+                {
                     Ok(()) => tr
                         .begin_file(&path, size, max_entries, max_bytes)
                         .await

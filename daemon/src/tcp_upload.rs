@@ -104,7 +104,7 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
     t.requested = header.name.clone();
     let name = SafeName::for_upload(&header.name)
         .map_err(|e| Failure::name(NameOf::File, header.name.as_str(), e))?;
-    ctx.admit_upload(std::time::Instant::now(), t.peer(), header.size)?;
+    ctx.admit_upload(tokio::time::Instant::now(), t.peer(), header.size)?;
     let from = ctx.origin_for(t.peer());
     let mut upload = ctx.storage.begin_write(name, header.size, from).await?;
     if upload.large_reads() {

@@ -67,7 +67,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         let request = match parse_request(&buf[..n], max) {
             Ok(r) => r,
             Err(e) => {
-                if replies.allow(std::time::Instant::now()) {
+                if replies.allow(tokio::time::Instant::now()) {
                     let _ = socket.send_to(&encode_error(&e.to_string()), peer).await;
                 }
                 continue;
@@ -82,7 +82,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             Err(why) => {
                 tracing::warn!(service = SERVICE, peer = %peer, reason = %why, "download refused");
                 ctx.observe.metrics.refused(SERVICE, why.reason());
-                if replies.allow(std::time::Instant::now()) {
+                if replies.allow(tokio::time::Instant::now()) {
                     let _ = socket.send_to(&encode_error(&why.to_string()), peer).await;
                 }
                 continue;
@@ -203,7 +203,7 @@ impl Task {
 
     /// The error datagram; only a client known gone (ICMP) gets none.
     async fn reply_error(&self, e: &Failure) {
-        if !matches!(e, Failure::Closed(_)) && self.replies.allow(std::time::Instant::now()) {
+        if !matches!(e, Failure::Closed(_)) && self.replies.allow(tokio::time::Instant::now()) {
             let _ = self
                 .socket
                 .send_to(&encode_error(&e.to_string()), self.peer)
@@ -226,7 +226,7 @@ impl Task {
             return Err(Failure::Refused(Refusal::OverBudget { per, window }));
         }
         budget
-            .check(std::time::Instant::now(), self.peer.ip(), size)
+            .check(tokio::time::Instant::now(), self.peer.ip(), size)
             .map_err(|wait| {
                 self.ctx
                     .observe
@@ -242,7 +242,7 @@ impl Task {
 
     fn spend(&self, bytes: u64) {
         let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
-        budget.spend(std::time::Instant::now(), self.peer.ip(), bytes);
+        budget.spend(tokio::time::Instant::now(), self.peer.ip(), bytes);
     }
 
     fn out(&self) -> Out<'_> {

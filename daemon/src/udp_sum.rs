@@ -184,7 +184,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
                     }
                     Err(e) => {
                         ctx.observe.metrics.sum(false);
-                        if budget.allow(std::time::Instant::now()) {
+                        if budget.allow(tokio::time::Instant::now()) {
                             reply_error(&socket, peer, &e).await;
                         }
                         Vec::new()
@@ -207,7 +207,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Answer) {
     let config = ctx.config();
     let cfg = &config.udp_sum;
-    if !budget.allow(std::time::Instant::now()) {
+    if !budget.allow(tokio::time::Instant::now()) {
         tracing::debug!(peer = %a.peer, "reply over the budget: not sent");
         return;
     }

@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use ferry_config::{Config, ServiceId};
@@ -589,7 +591,7 @@ impl Session {
             Ok(stored) => {
                 self.ctx
                     .uploads
-                    .charge(std::time::Instant::now(), self.peer.ip(), stored.size);
+                    .charge(tokio::time::Instant::now(), self.peer.ip(), stored.size);
                 t.stored = stored.name.clone();
                 t.ok(if stored.deduplicated {
                     "deduplicated"

@@ -16,6 +16,10 @@
 //! `docs/PROTOCOLS.md` is the book: every byte, with worked examples.
 #![warn(missing_docs, unreachable_pub)]
 
+/// The clock every timing rule here takes: tokio's, so that a driver's
+/// `now` and a paused test clock are the same clock.
+pub use tokio::time::Instant;
+
 pub mod crc;
 pub mod ledger;
 pub mod magic;

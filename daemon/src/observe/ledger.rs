@@ -52,7 +52,7 @@ const REPEATS_TRACKED: usize = 65_536;
 /// Which deduplicated lines are news (sans-IO; time is an input).
 #[derive(Debug, Default)]
 pub(crate) struct Repeats {
-    seen: std::collections::HashMap<(std::net::IpAddr, String), std::time::Instant>,
+    seen: std::collections::HashMap<(std::net::IpAddr, String), tokio::time::Instant>,
 }
 
 impl Repeats {
@@ -61,7 +61,7 @@ impl Repeats {
     /// no line within [`REPEAT_WINDOW`].
     pub(crate) fn news(
         &self,
-        now: std::time::Instant,
+        now: tokio::time::Instant,
         ip: std::net::IpAddr,
         stored: &str,
         deduplicated: bool,
@@ -75,7 +75,12 @@ impl Repeats {
     }
 
     /// A line for `stored` from `ip` was written at `now`.
-    pub(crate) fn written(&mut self, now: std::time::Instant, ip: std::net::IpAddr, stored: &str) {
+    pub(crate) fn written(
+        &mut self,
+        now: tokio::time::Instant,
+        ip: std::net::IpAddr,
+        stored: &str,
+    ) {
         let key = (crate::limits::canonical(ip), stored.to_owned());
         if self.seen.len() >= REPEATS_TRACKED && !self.seen.contains_key(&key) {
             self.seen
@@ -147,7 +152,7 @@ impl Ledger {
     /// returned: the caller must not acknowledge an upload without its line.
     pub(crate) fn append(&self, entry: LedgerEntry) -> io::Result<()> {
         let deduplicated = entry.outcome == "deduplicated";
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let news = self
             .inner()
             .repeats
@@ -374,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_deduplicated_retry_is_written_once_per_address_and_name_per_window() {
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let a: std::net::IpAddr = [10, 0, 0, 1].into();
         let b: std::net::IpAddr = [10, 0, 0, 2].into();
         let mut r = Repeats::default();

@@ -105,7 +105,7 @@ pub(crate) struct Live {
     /// Seconds since it started (filled in when shown).
     pub seconds: f64,
     #[serde(skip)]
-    started: std::time::Instant,
+    started: tokio::time::Instant,
 }
 
 /// What the observer holds under its lock.
@@ -173,7 +173,7 @@ impl Observer {
                 direction,
                 peer,
                 seconds: 0.0,
-                started: std::time::Instant::now(),
+                started: tokio::time::Instant::now(),
             },
         );
         id
@@ -194,7 +194,7 @@ impl Observer {
 
     /// The transfers in flight that `viewer` may see, oldest first.
     pub(crate) fn live(&self, viewer: &Viewer) -> Vec<Live> {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         self.state()
             .live
             .values()

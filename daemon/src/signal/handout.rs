@@ -103,19 +103,16 @@ impl Conn<'_> {
         loop {
             let now = Instant::now();
             // A name whose pause has passed ends before new bytes count.
-            if let Some(name) = text.on_timeout(now.into_std()) {
+            if let Some(name) = text.on_timeout(now) {
                 return Ok(name);
             }
             if !self.io.buf.is_empty() {
                 let bytes = self.io.buf.split();
                 let doubt = self.take_doubt();
-                text.on_bytes(now.into_std(), &bytes, doubt)
+                text.on_bytes(now, &bytes, doubt)
                     .map_err(Failure::violation)?;
             }
-            let deadline = text
-                .deadline()
-                .map_or(give_up, Instant::from_std)
-                .min(give_up);
+            let deadline = text.deadline().unwrap_or(give_up).min(give_up);
             match self.arrive(deadline).await? {
                 Arrival::Bytes => {}
                 Arrival::Quiet if Instant::now() >= give_up => {
@@ -178,7 +175,7 @@ impl Conn<'_> {
                 let bytes = self.io.buf.split().freeze();
                 self.io.waited = false;
                 let evs = data
-                    .on_bytes(Instant::now().into_std(), bytes)
+                    .on_bytes(Instant::now(), bytes)
                     .map_err(Failure::violation)?;
                 if let Some(by) = self.take(evs, writer, t).await {
                     return Ok(by);
@@ -192,14 +189,14 @@ impl Conn<'_> {
                 )));
             }
             let waiting = data.deadline();
-            let deadline = waiting.map_or(Instant::now() + idle, Instant::from_std);
+            let deadline = waiting.unwrap_or_else(|| Instant::now() + idle);
             let evs = match self.arrive(deadline).await? {
                 Arrival::Bytes => continue,
                 Arrival::Quiet if waiting.is_none() => {
                     return Err(Failure::Timeout(Awaited::RestOfFileOrDon))
                 }
                 Arrival::Quiet => data
-                    .on_timeout(Instant::now().into_std())
+                    .on_timeout(Instant::now())
                     .map_err(Failure::violation)?,
                 Arrival::End => data
                     .on_eof()
@@ -315,7 +312,7 @@ impl Conn<'_> {
         let name =
             SafeName::for_upload_bytes(raw).map_err(|e| Failure::name(NameOf::File, shown, e))?;
         self.ctx
-            .admit_upload(std::time::Instant::now(), self.io.peer.ip(), 0)?;
+            .admit_upload(tokio::time::Instant::now(), self.io.peer.ip(), 0)?;
         Ok(name)
     }
 
@@ -611,7 +608,7 @@ async fn store_handout_file(ctx: Arc<Ctx>, writer: Writer, mut t: Transfer) {
         Ok(stored) => {
             // The size was not announced: it counts now.
             ctx.uploads
-                .spend(std::time::Instant::now(), t.peer(), stored.size);
+                .spend(tokio::time::Instant::now(), t.peer(), stored.size);
             t.stored = stored.name;
             t.crc = Some(stored.crc);
             t.ok(if stored.deduplicated {

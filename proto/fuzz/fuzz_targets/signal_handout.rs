@@ -4,7 +4,9 @@
 //! panics, and never gives out more bytes than came in.
 #![no_main]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use ferry_proto::Instant;
 
 use bytes::Bytes;
 use ferry_proto::signal::handout::{detect, After, DataEvent, FileData, QuietText};

@@ -18,7 +18,9 @@
 //! `DON`), and [`found_signal`] is the 36-byte answer to a `RAF` that cannot
 //! run into the data after it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 use bytes::{Bytes, BytesMut};
 

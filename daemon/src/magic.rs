@@ -12,7 +12,7 @@ use crate::conn::{Connection, Read, Wait};
 use crate::ctx::Ctx;
 use crate::failure::{self, Awaited, Failure, When};
 use crate::limits::Refusal;
-use crate::report::{Direction, Transfer};
+use crate::report::{Direction, Outcome, Transfer};
 use crate::tcp::{sendfile_download, TcpService};
 use ferry_config::ServiceId;
 
@@ -33,7 +33,7 @@ impl TcpService for Service {
             conn.peer,
         );
         match serve_one(&ctx, &mut conn, &mut t).await {
-            Ok(()) => t.ok("sent"),
+            Ok(()) => t.ok(Outcome::Sent),
             // "A malformed request is answered by closing the connection."
             Err(e) => {
                 t.saw(&conn.head);

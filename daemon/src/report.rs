@@ -17,6 +17,7 @@ use ferry_config::{ServiceId, Transport};
 use ferry_proto::crc::format_hex;
 
 use crate::failure::{Failure, Refusal};
+pub(crate) use crate::observe::Outcome;
 use crate::observe::{diagnose, rfc3339, Attempt, LedgerEntry, Observer};
 use crate::storage::StorageError;
 
@@ -88,8 +89,8 @@ impl Transfer {
         self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
-    /// Success: `outcome` says what ("stored", "deduplicated", "sent").
-    pub(crate) fn ok(mut self, outcome: &'static str) {
+    /// Success: `outcome` says what (stored, deduplicated, sent).
+    pub(crate) fn ok(mut self, outcome: Outcome) {
         self.done = true;
         let took = self.started.elapsed();
         let crc = self.crc.map(format_hex);
@@ -101,10 +102,10 @@ impl Transfer {
             bytes = self.bytes,
             crc = crc.as_deref(),
             duration_ms = took.as_millis() as u64,
-            outcome,
+            outcome = outcome.name(),
             "transfer finished"
         );
-        if matches!(outcome, "stored" | "deduplicated") {
+        if matches!(outcome, Outcome::Stored | Outcome::Deduplicated) {
             // A protocol with no acknowledgement (the handout's) records it
             // here; a failure is logged by the ledger.
             let _ = self.ledger(outcome);
@@ -122,15 +123,11 @@ impl Transfer {
     /// be written). [`Transfer::ok`] follows.
     pub(crate) fn stored(&mut self, name: &str, deduplicated: bool) -> Result<(), Failure> {
         self.stored = name.to_owned();
-        self.ledger(if deduplicated {
-            "deduplicated"
-        } else {
-            "stored"
-        })
-        .map_err(|e| Failure::Refused(Refusal::NotRecorded(e.to_string())))
+        self.ledger(Outcome::of_upload(deduplicated))
+            .map_err(|e| Failure::Refused(Refusal::NotRecorded(e.to_string())))
     }
 
-    fn ledger(&mut self, outcome: &str) -> std::io::Result<()> {
+    fn ledger(&mut self, outcome: Outcome) -> std::io::Result<()> {
         if self.in_ledger {
             return Ok(());
         }
@@ -144,7 +141,7 @@ impl Transfer {
                 stored: self.stored.clone(),
                 size: self.bytes,
                 crc: self.crc.map(format_hex).unwrap_or_default(),
-                outcome: outcome.to_owned(),
+                outcome: outcome.name().to_owned(),
                 unverified_source: self.service.transport() == Transport::Udp,
             });
             if written.is_err() {
@@ -172,7 +169,7 @@ impl Transfer {
             bytes = self.bytes,
             crc = crc.as_deref(),
             duration_ms = took.as_millis() as u64,
-            outcome = "failed",
+            outcome = Outcome::Failed.name(),
             reason = %why,
             "transfer failed"
         );
@@ -186,13 +183,13 @@ impl Transfer {
             ),
             _ => {}
         }
-        let attempt = self.attempt("failed", Some(why), None);
+        let attempt = self.attempt(Outcome::Failed, Some(why), None);
         self.obs.end(self.id, attempt, took);
     }
 
     fn attempt(
         &self,
-        outcome: &'static str,
+        outcome: Outcome,
         failure: Option<&Failure>,
         stored: Option<String>,
     ) -> Attempt {

@@ -48,7 +48,7 @@ use crate::conn::{reply_and_close, Connection, Read, Stop, Wait};
 use crate::ctx::Ctx;
 use crate::failure::{Awaited, Failure, NameOf, Violation, When};
 use crate::limits::Refusal;
-use crate::report::{Direction, Transfer};
+use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
 use crate::tcp::{send_download_keeping, sendfile_download, TcpService};
 use ferry_config::ServiceId;
@@ -474,11 +474,7 @@ impl Conn<'_> {
                     return self.send(reply).await;
                 }
                 // Stored whatever happens to the reply: logged as such first.
-                t.ok(if stored.deduplicated {
-                    "deduplicated"
-                } else {
-                    "stored"
-                });
+                t.ok(Outcome::of_upload(stored.deduplicated));
                 self.send(SignalFrame::Done(stored.name)).await?;
             }
             Err(e) => {
@@ -621,7 +617,7 @@ impl Conn<'_> {
                     t,
                     self.stream_file(path.to_string(), download, &mut t).await
                 );
-                t.ok("sent");
+                t.ok(Outcome::Sent);
             }
             Err(e) => {
                 let reply = SignalFrame::Error(e.to_string());
@@ -728,7 +724,7 @@ impl Conn<'_> {
         }
         t.crc = None;
         or_fail!(t, self.send(SignalFrame::Done(name)).await);
-        t.ok("sent");
+        t.ok(Outcome::Sent);
         Ok(())
     }
 }

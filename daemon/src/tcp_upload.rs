@@ -16,7 +16,7 @@ use crate::conn::{reply_and_close, Connection, Read, Wait};
 use crate::ctx::Ctx;
 use crate::failure::{Awaited, Failure, NameOf, Violation, When};
 use crate::limits::Refusal;
-use crate::report::{Direction, Transfer};
+use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::Stored;
 use crate::tcp::TcpService;
 use ferry_config::ServiceId;
@@ -65,11 +65,7 @@ impl TcpService for Service {
             conn.peer,
         );
         match upload(&ctx, &mut conn, &mut t).await {
-            Ok(stored) => t.ok(if stored.deduplicated {
-                "deduplicated"
-            } else {
-                "stored"
-            }),
+            Ok(stored) => t.ok(Outcome::of_upload(stored.deduplicated)),
             Err(e) => {
                 // The handout client reads nothing after `go ahead`; ferry's
                 // client does, so the reason is sent either way.

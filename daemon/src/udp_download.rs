@@ -26,7 +26,7 @@ use crate::ctx::Ctx;
 use crate::failure::{Failure, NameOf, Refusal, When};
 use crate::limits::RefusalReason;
 use crate::limits::{ByteBudget, Limiter, Permit, ReplyBudget, REPLIES_PER_SECOND};
-use crate::report::{Direction, Transfer};
+use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::Download;
 
 /// This service's name in logs and metrics.
@@ -164,7 +164,7 @@ impl Task {
         }
         .await;
         match result {
-            Ok(()) => t.ok("sent"),
+            Ok(()) => t.ok(Outcome::Sent),
             Err(e) => {
                 self.reply_error(&e).await;
                 t.failed(&e);

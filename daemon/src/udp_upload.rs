@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ctx::Ctx;
 use crate::failure::{Awaited, Failure, NameOf, Refusal as FailureRefusal, Violation};
 use crate::limits::{canonical, Limiter, Permit, Refusal, ReplyBudget, REPLIES_PER_SECOND};
-use crate::report::{Direction, Transfer};
+use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::Stored;
 
 /// This service's name in logs and metrics.
@@ -593,11 +593,7 @@ impl Session {
                     .uploads
                     .charge(tokio::time::Instant::now(), self.peer.ip(), stored.size);
                 t.stored = stored.name.clone();
-                t.ok(if stored.deduplicated {
-                    "deduplicated"
-                } else {
-                    "stored"
-                });
+                t.ok(Outcome::of_upload(stored.deduplicated));
             }
             // The loop ended the session: it says why (and has answered the
             // client), or it dropped it for a new file_info.

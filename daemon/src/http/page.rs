@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::observe::{Attempt, LedgerEntry, Live, Viewer};
+use crate::observe::{Attempt, LedgerEntry, Live, Outcome, Viewer};
 
 /// What the page shows.
 pub(super) struct Data {
@@ -84,7 +84,7 @@ fn attempts(out: &mut String, attempts: &[Attempt]) {
     }
     out.push_str("<table><tr><th>time</th><th>service</th><th>client</th><th>name</th><th>bytes</th><th>outcome</th></tr>");
     for a in attempts {
-        let class = if a.outcome == "failed" {
+        let class = if a.outcome == Outcome::Failed {
             "failed"
         } else {
             "ok"

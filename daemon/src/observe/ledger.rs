@@ -151,7 +151,7 @@ impl Ledger {
     /// is full. A failed write is cut back to the last whole line and
     /// returned: the caller must not acknowledge an upload without its line.
     pub(crate) fn append(&self, entry: LedgerEntry) -> io::Result<()> {
-        let deduplicated = entry.outcome == "deduplicated";
+        let deduplicated = entry.outcome == super::Outcome::Deduplicated.name();
         let now = tokio::time::Instant::now();
         let news = self
             .inner()

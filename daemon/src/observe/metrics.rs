@@ -15,7 +15,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use super::Attempt;
+use super::{Attempt, Outcome};
 
 /// The services that move files (udp_sum answers, it moves none), for
 /// labels made ahead of time (so every series is there from the start, at 0).
@@ -33,8 +33,6 @@ fn directions(s: ServiceId) -> &'static [&'static str] {
         ServiceId::UdpUpload | ServiceId::TcpUpload | ServiceId::UdpSum => &["in"],
     }
 }
-
-const OUTCOMES: [&str; 4] = ["stored", "deduplicated", "sent", "failed"];
 
 // Invariant for the helpers below: the names, help texts, labels and
 // buckets given are valid and each registered once, which is all the
@@ -174,7 +172,7 @@ impl Metrics {
     fn zero_series(&self) {
         for id in file_services() {
             let s = id.name();
-            for o in OUTCOMES {
+            for o in Outcome::ALL.map(Outcome::name) {
                 self.transfers.with_label_values(&[s, o]);
             }
             for dir in directions(id) {
@@ -200,7 +198,7 @@ impl Metrics {
 
     pub(super) fn finished(&self, a: &Attempt, took: Duration) {
         self.transfers
-            .with_label_values(&[a.service, a.outcome])
+            .with_label_values(&[a.service, a.outcome.name()])
             .inc();
         self.bytes
             .with_label_values(&[a.service, a.direction.label()])

@@ -54,6 +54,56 @@ impl Direction {
     }
 }
 
+/// How a transfer attempt ended: the log's `outcome`, the metrics' label,
+/// the ledger's and the page's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Outcome {
+    /// An upload stored.
+    Stored,
+    /// An upload identical to one already stored by its sender: not stored again.
+    Deduplicated,
+    /// A download sent whole.
+    Sent,
+    /// Anything else.
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome, for the metrics' fixed series.
+    pub(crate) const ALL: [Outcome; 4] = [
+        Outcome::Stored,
+        Outcome::Deduplicated,
+        Outcome::Sent,
+        Outcome::Failed,
+    ];
+
+    /// The word.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Deduplicated => "deduplicated",
+            Outcome::Sent => "sent",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// An upload's outcome once stored.
+    pub(crate) const fn of_upload(deduplicated: bool) -> Outcome {
+        if deduplicated {
+            Outcome::Deduplicated
+        } else {
+            Outcome::Stored
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One finished transfer attempt, as the page and `/api/attempts` show it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Attempt {
@@ -78,7 +128,7 @@ pub(crate) struct Attempt {
     /// How long it took, in milliseconds.
     pub duration_ms: u64,
     /// `stored`, `deduplicated`, `sent` or `failed`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// Why it failed, as the client was told (or would have been).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::{Conn, Sink};
 use crate::ctx::Ctx;
 use crate::failure::{Awaited, Failure, NameOf, Refusal, Violation, When};
-use crate::report::{Direction, Transfer};
+use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::{Download, StorageError};
 use crate::tcp::SEND_CHUNK;
 
@@ -365,7 +365,7 @@ impl Conn<'_> {
                 let signal = found_signal(download.size());
                 or_fail!(t, self.write_raw(&signal).await);
                 or_fail!(t, self.send_pieces(cfg, download, &mut t).await);
-                t.ok("sent");
+                t.ok(Outcome::Sent);
             }
             Err(e) => {
                 t.failed(&e);
@@ -475,7 +475,7 @@ impl Conn<'_> {
                 .await;
             or_fail!(t, sent);
         }
-        t.ok("sent");
+        t.ok(Outcome::Sent);
         Ok(())
     }
 
@@ -611,11 +611,7 @@ async fn store_handout_file(ctx: Arc<Ctx>, writer: Writer, mut t: Transfer) {
                 .spend(tokio::time::Instant::now(), t.peer(), stored.size);
             t.stored = stored.name;
             t.crc = Some(stored.crc);
-            t.ok(if stored.deduplicated {
-                "deduplicated"
-            } else {
-                "stored"
-            });
+            t.ok(Outcome::of_upload(stored.deduplicated));
         }
         Err(e) => t.failed(&e),
     }

@@ -13,10 +13,8 @@ use crate::ctx::Ctx;
 use crate::failure::{self, Awaited, Failure, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Outcome, Transfer};
-use crate::tcp::{sendfile_download, TcpService};
+use crate::tcp::{ClientStream, TcpService};
 use ferry_config::ServiceId;
-
-type Conn = Connection<TcpStream>;
 
 /// The `magic_download` service.
 #[derive(Clone, Copy)]
@@ -25,23 +23,8 @@ pub(crate) struct Service;
 impl TcpService for Service {
     const NAME: &'static str = ServiceId::MagicDownload.name();
 
-    async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
-        let mut t = Transfer::start(
-            &ctx.observe,
-            ServiceId::MagicDownload,
-            Direction::Download,
-            conn.peer,
-        );
-        match serve_one(&ctx, &mut conn, &mut t).await {
-            Ok(()) => t.ok(Outcome::Sent),
-            // "A malformed request is answered by closing the connection."
-            Err(e) => {
-                t.saw(&conn.head);
-                t.failed(&e);
-            }
-        }
-        // Close without a reset: late client bytes must not destroy the response.
-        conn.reply_and_close(&[]).await;
+    async fn handle(self, ctx: Arc<Ctx>, conn: Connection<TcpStream>) {
+        serve(&ctx, conn).await;
     }
 
     /// The protocol has no error record, and StatusCode 0 would tell the
@@ -51,9 +34,29 @@ impl TcpService for Service {
     }
 }
 
+/// One connection: one FileRequest, its answer, the close.
+async fn serve<S: ClientStream>(ctx: &Ctx, mut conn: Connection<S>) {
+    let mut t = Transfer::start(
+        &ctx.observe,
+        ServiceId::MagicDownload,
+        Direction::Download,
+        conn.peer,
+    );
+    match serve_one(ctx, &mut conn, &mut t).await {
+        Ok(()) => t.ok(Outcome::Sent),
+        // "A malformed request is answered by closing the connection."
+        Err(e) => {
+            t.saw(&conn.head);
+            t.failed(&e);
+        }
+    }
+    // Close without a reset: late client bytes must not destroy the response.
+    conn.reply_and_close(&[]).await;
+}
+
 /// The FileRequest: all of it within `header_timeout`, and "a read gap of
 /// 1 s aborts": each read waits at most `read_timeout`.
-async fn read_request(conn: &mut Conn) -> Result<FileRequest, Failure> {
+async fn read_request<S: ClientStream>(conn: &mut Connection<S>) -> Result<FileRequest, Failure> {
     let limits = &conn.config.limits;
     let mut wait = Wait::header(
         Instant::now() + limits.header_timeout.0,
@@ -73,7 +76,11 @@ async fn read_request(conn: &mut Conn) -> Result<FileRequest, Failure> {
     }
 }
 
-async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<(), Failure> {
+async fn serve_one<S: ClientStream>(
+    ctx: &Ctx,
+    conn: &mut Connection<S>,
+    t: &mut Transfer,
+) -> Result<(), Failure> {
     let guard = conn.header_guard();
     let request = tokio::select! {
         r = read_request(conn) => r?,
@@ -115,6 +122,134 @@ async fn serve_one(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<(), F
         length,
     };
     conn.write_all(&header.to_bytes()).await?;
-    sendfile_download(conn, download, t).await?;
+    S::send_file(conn, download, t).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::conn::Signals;
+    use crate::observe::{Attempt, Viewer};
+    use crate::storage::Storage;
+
+    const PEER: ([u8; 4], u16) = ([10, 1, 2, 3], 40000);
+
+    /// A daemon's shared state over a fresh root holding `files` (placed by
+    /// the admin: anyone may download them).
+    fn ctx(root: &std::path::Path, files: &[(&str, &[u8])]) -> Arc<Ctx> {
+        for (name, bytes) in files {
+            std::fs::write(root.join(name), bytes).unwrap();
+        }
+        let config = ferry_config::Config {
+            storage: ferry_config::StorageConfig::local(root),
+            ..ferry_config::Config::default()
+        };
+        let storage = Storage::open_local(root, config.on_conflict).unwrap();
+        Arc::new(Ctx::new(config, storage))
+    }
+
+    /// magic served on one end of a pipe; the client's end.
+    fn connect(ctx: &Arc<Ctx>) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let conn = Connection::new(ours, SocketAddr::from(PEER), ctx.config(), Signals::of(ctx));
+        let ctx = Arc::clone(ctx);
+        (theirs, tokio::spawn(async move { serve(&ctx, conn).await }))
+    }
+
+    fn request(name: &str) -> Vec<u8> {
+        let mut r = vec![0x49, 0x7E, 1];
+        r.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        r.extend_from_slice(name.as_bytes());
+        r
+    }
+
+    /// Everything the server sent before it closed.
+    async fn answer(client: &mut DuplexStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    fn last_attempt(ctx: &Ctx) -> Attempt {
+        let viewer = Viewer {
+            ip: SocketAddr::from(PEER).ip(),
+            admin: true,
+        };
+        ctx.observe.recent(&viewer, 1).remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_file_request_gets_status_1_the_length_and_the_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[("lab3.txt", b"magic bytes")]);
+        let (mut client, served) = connect(&ctx);
+        client.write_all(&request("lab3.txt")).await.unwrap();
+        let got = answer(&mut client).await;
+        served.await.unwrap();
+        let mut expected = vec![0x49, 0x7E, 2, 1, 0, 0, 0, 11];
+        expected.extend_from_slice(b"magic bytes");
+        assert_eq!(got, expected);
+        let a = last_attempt(&ctx);
+        assert_eq!((a.outcome, a.bytes), (Outcome::Sent, 11));
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_gets_status_0_and_no_data() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let (mut client, served) = connect(&ctx);
+        client.write_all(&request("nope.txt")).await.unwrap();
+        assert_eq!(answer(&mut client).await, [0x49, 0x7E, 2, 0, 0, 0, 0, 0]);
+        served.await.unwrap();
+        let a = last_attempt(&ctx);
+        assert_eq!(a.outcome, Outcome::Failed);
+        assert_eq!(a.reason.as_deref(), Some("no such file: nope.txt"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_magic_number_is_closed_without_a_byte_and_diagnosed() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[("a", b"x")]);
+        let (mut client, served) = connect(&ctx);
+        client
+            .write_all(&[0x7E, 0x49, 1, 0, 1, b'a'])
+            .await
+            .unwrap();
+        assert_eq!(answer(&mut client).await, b"");
+        served.await.unwrap();
+        let a = last_attempt(&ctx);
+        assert_eq!(
+            a.reason.as_deref(),
+            Some("bad magic number 0x7E49, expected 0x497E")
+        );
+        let d = a.diagnosis.unwrap();
+        assert!(d.rule.contains("not the magic number 0x497E"), "{}", d.rule);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_gap_of_a_second_closes_the_connection() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[("lab3.txt", b"x")]);
+        let (mut client, served) = connect(&ctx);
+        // The header, then the name 1.2 s later: past the 1 s read gap.
+        let r = request("lab3.txt");
+        client.write_all(&r[..5]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let _ = client.write_all(&r[5..]).await;
+        assert_eq!(answer(&mut client).await, b"");
+        served.await.unwrap();
+        let a = last_attempt(&ctx);
+        assert_eq!(
+            a.reason.as_deref(),
+            Some("timed out waiting for the FileRequest")
+        );
+        let d = a.diagnosis.unwrap();
+        assert!(d.rule.contains("name of 8 bytes and 0 came"), "{}", d.rule);
+    }
 }

@@ -28,6 +28,39 @@ pub(crate) const SEND_CHUNK: usize = 64 * 1024;
 /// without one, so a flood of connections cannot pile up refusal tasks.
 const MAX_REFUSALS: usize = 64;
 
+/// A client's byte stream: a TCP socket in the daemon, an in-memory pipe
+/// (`tokio::io::duplex`) in unit tests. How a stored file goes out is the
+/// stream's to say: `sendfile(2)` on a socket, a plain copy elsewhere.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized {
+    /// Sends `download` whole, counting into `t`; no CRC on the wire.
+    fn send_file<'a>(
+        conn: &'a mut Connection<Self>,
+        download: Download,
+        t: &'a mut Transfer,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
+}
+
+impl ClientStream for TcpStream {
+    fn send_file<'a>(
+        conn: &'a mut Connection<Self>,
+        download: Download,
+        t: &'a mut Transfer,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        sendfile_download(conn, download, t)
+    }
+}
+
+#[cfg(test)]
+impl ClientStream for tokio::io::DuplexStream {
+    async fn send_file(
+        conn: &mut Connection<Self>,
+        download: Download,
+        t: &mut Transfer,
+    ) -> Result<(), Failure> {
+        send_download(conn, download, t).await.map(|_| ())
+    }
+}
+
 /// One TCP protocol.
 pub(crate) trait TcpService: Copy + Send + Sync + 'static {
     /// The service's name in logs and the config.

@@ -128,38 +128,15 @@ async fn serve_one<S: ClientStream>(
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::conn::Signals;
-    use crate::observe::{Attempt, Viewer};
-    use crate::storage::Storage;
+    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
 
-    const PEER: ([u8; 4], u16) = ([10, 1, 2, 3], 40000);
-
-    /// A daemon's shared state over a fresh root holding `files` (placed by
-    /// the admin: anyone may download them).
-    fn ctx(root: &std::path::Path, files: &[(&str, &[u8])]) -> Arc<Ctx> {
-        for (name, bytes) in files {
-            std::fs::write(root.join(name), bytes).unwrap();
-        }
-        let config = ferry_config::Config {
-            storage: ferry_config::StorageConfig::local(root),
-            ..ferry_config::Config::default()
-        };
-        let storage = Storage::open_local(root, config.on_conflict).unwrap();
-        Arc::new(Ctx::new(config, storage))
-    }
-
-    /// magic served on one end of a pipe; the client's end.
-    fn connect(ctx: &Arc<Ctx>) -> (DuplexStream, tokio::task::JoinHandle<()>) {
-        let (ours, theirs) = tokio::io::duplex(1 << 16);
-        let conn = Connection::new(ours, SocketAddr::from(PEER), ctx.config(), Signals::of(ctx));
-        let ctx = Arc::clone(ctx);
-        (theirs, tokio::spawn(async move { serve(&ctx, conn).await }))
+    fn connect(ctx: &Arc<Ctx>) -> Pipe {
+        Pipe::serve(ctx, |ctx, conn| async move { serve(&ctx, conn).await })
     }
 
     fn request(name: &str) -> Vec<u8> {
@@ -169,26 +146,11 @@ mod tests {
         r
     }
 
-    /// Everything the server sent before it closed.
-    async fn answer(client: &mut DuplexStream) -> Vec<u8> {
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        got
-    }
-
-    fn last_attempt(ctx: &Ctx) -> Attempt {
-        let viewer = Viewer {
-            ip: SocketAddr::from(PEER).ip(),
-            admin: true,
-        };
-        ctx.observe.recent(&viewer, 1).remove(0)
-    }
-
     #[tokio::test]
     async fn a_file_request_gets_status_1_the_length_and_the_bytes() {
         let root = tempfile::tempdir().unwrap();
         let ctx = ctx(root.path(), &[("lab3.txt", b"magic bytes")]);
-        let (mut client, served) = connect(&ctx);
+        let Pipe { mut client, served } = connect(&ctx);
         client.write_all(&request("lab3.txt")).await.unwrap();
         let got = answer(&mut client).await;
         served.await.unwrap();
@@ -203,7 +165,7 @@ mod tests {
     async fn a_missing_file_gets_status_0_and_no_data() {
         let root = tempfile::tempdir().unwrap();
         let ctx = ctx(root.path(), &[]);
-        let (mut client, served) = connect(&ctx);
+        let Pipe { mut client, served } = connect(&ctx);
         client.write_all(&request("nope.txt")).await.unwrap();
         assert_eq!(answer(&mut client).await, [0x49, 0x7E, 2, 0, 0, 0, 0, 0]);
         served.await.unwrap();
@@ -216,7 +178,7 @@ mod tests {
     async fn a_wrong_magic_number_is_closed_without_a_byte_and_diagnosed() {
         let root = tempfile::tempdir().unwrap();
         let ctx = ctx(root.path(), &[("a", b"x")]);
-        let (mut client, served) = connect(&ctx);
+        let Pipe { mut client, served } = connect(&ctx);
         client
             .write_all(&[0x7E, 0x49, 1, 0, 1, b'a'])
             .await
@@ -236,7 +198,7 @@ mod tests {
     async fn a_read_gap_of_a_second_closes_the_connection() {
         let root = tempfile::tempdir().unwrap();
         let ctx = ctx(root.path(), &[("lab3.txt", b"x")]);
-        let (mut client, served) = connect(&ctx);
+        let Pipe { mut client, served } = connect(&ctx);
         // The header, then the name 1.2 s later: past the 1 s read gap.
         let r = request("lab3.txt");
         client.write_all(&r[..5]).await.unwrap();

@@ -317,3 +317,70 @@ pub(crate) async fn sendfile_download(
     }
     Ok(())
 }
+
+/// A service served on one end of an in-memory pipe, for the services' unit
+/// tests: real storage in a temporary root, the client's end to drive.
+#[cfg(test)]
+pub(crate) mod pipe {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::observe::{Attempt, Viewer};
+    use crate::storage::Storage;
+
+    /// The client's address in every test.
+    pub(crate) const PEER: ([u8; 4], u16) = ([10, 1, 2, 3], 40000);
+
+    /// A daemon's shared state over `root` holding `files` (placed by the
+    /// admin: anyone may download them).
+    pub(crate) fn ctx(root: &std::path::Path, files: &[(&str, &[u8])]) -> Arc<Ctx> {
+        for (name, bytes) in files {
+            std::fs::write(root.join(name), bytes).unwrap();
+        }
+        let config = ferry_config::Config {
+            storage: ferry_config::StorageConfig::local(root),
+            ..ferry_config::Config::default()
+        };
+        let storage = Storage::open_local(root, config.on_conflict).unwrap();
+        Arc::new(Ctx::new(config, storage))
+    }
+
+    /// The client's end, and the task serving the other.
+    pub(crate) struct Pipe {
+        pub(crate) client: DuplexStream,
+        pub(crate) served: tokio::task::JoinHandle<()>,
+    }
+
+    impl Pipe {
+        /// `serve` on one end of a new pipe, as a connection from [`PEER`].
+        pub(crate) fn serve<F, Fut>(ctx: &Arc<Ctx>, serve: F) -> Pipe
+        where
+            F: FnOnce(Arc<Ctx>, Connection<DuplexStream>) -> Fut,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            let (ours, client) = tokio::io::duplex(1 << 16);
+            let conn =
+                Connection::new(ours, SocketAddr::from(PEER), ctx.config(), Signals::of(ctx));
+            let served = tokio::spawn(serve(Arc::clone(ctx), conn));
+            Pipe { client, served }
+        }
+    }
+
+    /// Everything the server sent before it closed.
+    pub(crate) async fn answer(client: &mut DuplexStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    /// The newest attempt from [`PEER`], as the lab page has it.
+    pub(crate) fn last_attempt(ctx: &Ctx) -> Attempt {
+        let viewer = Viewer {
+            ip: SocketAddr::from(PEER).ip(),
+            admin: true,
+        };
+        ctx.observe.recent(&viewer, 1).remove(0)
+    }
+}

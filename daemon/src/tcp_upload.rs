@@ -18,14 +18,17 @@ use crate::failure::{Awaited, Failure, NameOf, Violation, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::Stored;
-use crate::tcp::TcpService;
+use crate::tcp::{ClientStream, TcpService};
 use ferry_config::ServiceId;
 
 /// Reads the header into the buffer: the size and at least one name byte,
 /// all within `header_timeout`, then the rest of the name, whatever arrives
 /// until the line goes quiet for `name_settle` (the client sends nothing
 /// else before it reads `go ahead`, seed 002 step 7).
-async fn read_header(conn: &mut Conn, codec: &UploadCodec) -> Result<(), Failure> {
+async fn read_header<S: ClientStream>(
+    conn: &mut Connection<S>,
+    codec: &UploadCodec,
+) -> Result<(), Failure> {
     let by = Instant::now() + conn.config.limits.header_timeout.0;
     match conn
         .fill(SIZE_LEN + 1, &Wait::header(by, Awaited::Header))
@@ -48,8 +51,6 @@ async fn read_header(conn: &mut Conn, codec: &UploadCodec) -> Result<(), Failure
     }
 }
 
-type Conn = Connection<TcpStream>;
-
 /// The `tcp_upload` service.
 #[derive(Clone, Copy)]
 pub(crate) struct Service;
@@ -57,23 +58,8 @@ pub(crate) struct Service;
 impl TcpService for Service {
     const NAME: &'static str = ServiceId::TcpUpload.name();
 
-    async fn handle(self, ctx: Arc<Ctx>, mut conn: Conn) {
-        let mut t = Transfer::start(
-            &ctx.observe,
-            ServiceId::TcpUpload,
-            Direction::Upload,
-            conn.peer,
-        );
-        match upload(&ctx, &mut conn, &mut t).await {
-            Ok(stored) => t.ok(Outcome::of_upload(stored.deduplicated)),
-            Err(e) => {
-                // The handout client reads nothing after `go ahead`; ferry's
-                // client does, so the reason is sent either way.
-                conn.reply_and_close(&encode_error(&e.to_string())).await;
-                t.saw(&conn.head);
-                t.failed(&e);
-            }
-        }
+    async fn handle(self, ctx: Arc<Ctx>, conn: Connection<TcpStream>) {
+        serve(&ctx, conn).await;
     }
 
     async fn refuse(self, mut stream: TcpStream, why: Refusal) {
@@ -81,7 +67,31 @@ impl TcpService for Service {
     }
 }
 
-async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, Failure> {
+/// One connection: one upload, its answer, the close.
+async fn serve<S: ClientStream>(ctx: &Ctx, mut conn: Connection<S>) {
+    let mut t = Transfer::start(
+        &ctx.observe,
+        ServiceId::TcpUpload,
+        Direction::Upload,
+        conn.peer,
+    );
+    match upload(ctx, &mut conn, &mut t).await {
+        Ok(stored) => t.ok(Outcome::of_upload(stored.deduplicated)),
+        Err(e) => {
+            // The handout client reads nothing after `go ahead`; ferry's
+            // client does, so the reason is sent either way.
+            conn.reply_and_close(&encode_error(&e.to_string())).await;
+            t.saw(&conn.head);
+            t.failed(&e);
+        }
+    }
+}
+
+async fn upload<S: ClientStream>(
+    ctx: &Ctx,
+    conn: &mut Connection<S>,
+    t: &mut Transfer,
+) -> Result<Stored, Failure> {
     let limits = &conn.config.limits;
     let mut codec = UploadCodec::new(
         ferry_proto::tcp_upload::DEFAULT_MAX_NAME_LEN.min(limits.max_name_len),
@@ -140,4 +150,72 @@ async fn upload(ctx: &Ctx, conn: &mut Conn, t: &mut Transfer) -> Result<Stored, 
     let _ = conn.write_all(&encode_stored(&stored.name)).await;
     let _ = conn.stream.shutdown().await;
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
+
+    fn connect(ctx: &Arc<Ctx>) -> Pipe {
+        Pipe::serve(ctx, |ctx, conn| async move { serve(&ctx, conn).await })
+    }
+
+    fn header(size: u64, name: &str) -> Vec<u8> {
+        let mut h = size.to_be_bytes().to_vec();
+        h.extend_from_slice(name.as_bytes());
+        h
+    }
+
+    #[tokio::test]
+    async fn the_handout_exchange_stores_the_file_after_go_ahead() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        client.write_all(&header(11, "notes.txt")).await.unwrap();
+        let mut go = [0u8; 8];
+        client.read_exact(&mut go).await.unwrap();
+        assert_eq!(&go, b"go ahead");
+        client.write_all(b"hello world").await.unwrap();
+        let rest = answer(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&rest), "STORED: notes.txt");
+        assert_eq!(
+            std::fs::read(root.path().join("notes.txt")).unwrap(),
+            b"hello world"
+        );
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Stored);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_sent_with_the_name_is_taken_as_the_name_and_nothing_is_stored() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        // A client that does not wait for `go ahead`: its data runs into the name.
+        let mut all = header(5, "a.txt");
+        all.extend_from_slice(b"hello");
+        client.write_all(&all).await.unwrap();
+        let got = answer(&mut client).await;
+        served.await.unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("go ahead"), "{text}");
+        assert!(text.contains("ERROR: timed out waiting for data"), "{text}");
+        let visible: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(visible.is_empty(), "{visible:?}");
+        let a = last_attempt(&ctx);
+        assert_eq!(a.requested, "a.txthello");
+        let d = a.diagnosis.unwrap();
+        assert!(
+            d.rule.contains("No file data came after `go ahead`"),
+            "{}",
+            d.rule
+        );
+    }
 }

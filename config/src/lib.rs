@@ -557,14 +557,22 @@ impl Config {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// Checks values the types alone do not.
+    /// Checks values the types alone do not, a section at a time (the first
+    /// problem found is the one reported).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            key: key.to_owned(),
-            message,
-        };
         self.storage.check().map_err(|(k, m)| invalid(&k, m))?;
         check_log_filter(&self.log.level).map_err(|m| invalid("log.level", m.to_string()))?;
+        self.check_observe()?;
+        self.check_connections()?;
+        self.check_timings()?;
+        self.check_udp()?;
+        self.check_sum()?;
+        self.check_trees_and_quotas()?;
+        self.check_ports()
+    }
+
+    /// `[http]` and `[ledger]`.
+    fn check_observe(&self) -> Result<(), ConfigError> {
         if !(1..=100_000).contains(&self.http.recent) {
             return Err(invalid(
                 "http.recent",
@@ -574,6 +582,11 @@ impl Config {
         if self.ledger.max_size.0 < 4096 {
             return Err(invalid("ledger.max_size", "must be at least 4 KiB".into()));
         }
+        Ok(())
+    }
+
+    /// The connection caps and the name length of `[limits]`.
+    fn check_connections(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         if !(16..=4096).contains(&l.max_name_len) {
             return Err(invalid(
@@ -596,6 +609,12 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Every timeout and pause: none zero, the handout ones within what its clients do.
+    fn check_timings(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
         for (key, d) in [
             ("limits.header_timeout", l.header_timeout),
             ("limits.idle_timeout", l.idle_timeout),
@@ -639,6 +658,11 @@ impl Config {
                 "must be over 100ms (the handout's own pause) and at most 5s".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `[udp_upload]` and `[udp_download]`.
+    fn check_udp(&self) -> Result<(), ConfigError> {
         let u = &self.udp_upload;
         if !(1..=ferry_proto::udp_upload::MAX_DATAGRAM).contains(&u.buffer_size) {
             return Err(invalid(
@@ -671,6 +695,11 @@ impl Config {
                 "must be 0 (unpaced) or at least 2048 bytes/s".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `[udp_sum]`: replies a client can split.
+    fn check_sum(&self) -> Result<(), ConfigError> {
         let s = &self.udp_sum;
         ferry_proto::udp_sum::check_range(s.number)
             .map_err(|e| invalid("udp_sum.number", e.to_string()))?;
@@ -689,6 +718,11 @@ impl Config {
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// The tree limits of `[signal]` and the upload quotas.
+    fn check_trees_and_quotas(&self) -> Result<(), ConfigError> {
         if self.signal.max_tree_entries == 0 {
             return Err(invalid(
                 "signal.max_tree_entries",
@@ -707,7 +741,7 @@ impl Config {
                 "the upload quotas must be at least 1".into(),
             ));
         }
-        self.check_ports()
+        Ok(())
     }
 
     /// Whether `service` is enabled, and where it binds.
@@ -828,6 +862,14 @@ fn level_hint(level: &str) -> &'static str {
         "verbose" | "all" => " (did you mean \"debug\" or \"trace\"?)",
         "err" | "fatal" | "critical" => " (did you mean \"error\"?)",
         _ => "",
+    }
+}
+
+/// A value the checks refuse, under its key.
+fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
     }
 }
 

@@ -324,7 +324,7 @@ pub(crate) async fn sendfile_download(
 pub(crate) mod pipe {
     use std::net::SocketAddr;
 
-    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
     use crate::observe::{Attempt, Viewer};
@@ -368,10 +368,12 @@ pub(crate) mod pipe {
         }
     }
 
-    /// Everything the server sent before it closed.
+    /// Everything the server sent before it closed; then the client closes
+    /// too, as a real one does (the server's lingering close waits for it).
     pub(crate) async fn answer(client: &mut DuplexStream) -> Vec<u8> {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
+        let _ = client.shutdown().await;
         got
     }
 

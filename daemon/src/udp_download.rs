@@ -212,8 +212,9 @@ impl Task {
     }
 
     /// Refuses a file the rest of the client's byte budget cannot hold; the
-    /// bytes are taken as each datagram is sent ([`Task::spend`]), so a
-    /// download that ICMP stops at once costs what it sent.
+    /// bytes are taken a block at a time before it is sent ([`Task::spend`]),
+    /// and what a failure leaves unsent is given back, so a download that
+    /// ICMP stops at once costs what it sent.
     fn reserve(&self, size: u64) -> Result<(), Failure> {
         let budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
         let cfg = &self.config.udp_download;
@@ -243,6 +244,12 @@ impl Task {
     fn spend(&self, bytes: u64) {
         let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
         budget.spend(tokio::time::Instant::now(), self.peer.ip(), bytes);
+    }
+
+    /// Returns bytes charged but never sent.
+    fn give_back(&self, bytes: u64) {
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        budget.give_back(tokio::time::Instant::now(), self.peer.ip(), bytes);
     }
 
     fn out(&self) -> Out<'_> {
@@ -321,14 +328,25 @@ impl Task {
             // Paced per datagram, not per block: a student's client with the
             // default receive buffer (about 60 datagrams) that stalls for a
             // moment must meet a trickle, not a 32-datagram burst.
+            // The block is charged before any of it leaves (one lock per
+            // block, not per datagram): a client holding its whole file
+            // finds the cost already in the budget. What a failure leaves
+            // unsent is given back, so a download that ICMP stops costs
+            // what it sent.
+            self.spend(take as u64);
+            let block_start = sent;
             for chunk in data.chunks(CHUNK_SIZE) {
-                // Charged before it leaves: a client holding its whole file
-                // finds the cost already in the budget, and a download that
-                // ICMP stops costs what it sent.
-                self.spend(chunk.len() as u64);
-                out.send(chunk).await?;
-                sent += chunk.len() as u64;
-                self.pace(started, sent).await?;
+                let r = match out.send(chunk).await {
+                    Ok(()) => {
+                        sent += chunk.len() as u64;
+                        self.pace(started, sent).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    self.give_back(take as u64 - (sent - block_start));
+                    return Err(e);
+                }
             }
             left -= take as u64;
             t.bytes = sent;

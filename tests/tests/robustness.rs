@@ -622,6 +622,25 @@ async fn udp_downloads_have_a_byte_budget_per_address() {
 }
 
 #[tokio::test]
+async fn a_udp_download_stopped_by_icmp_costs_the_budget_only_what_it_sent() {
+    let d = TestDaemon::start_with(|c| c.udp_download.budget_per_ip = Size(100_000)).await;
+    let addr = d.addrs.udp_download.unwrap();
+    d.put("a.bin", &data::bytes(60_000, 1));
+    // A request from a port closed at once: the first datagram meets ICMP
+    // port unreachable, and the rest of the block is given back.
+    let gone = handout::udp_socket().await;
+    gone.send_to(b"a.bin", addr).await.unwrap();
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(200)).await; // the stopped download ends on its own
+                                                          // Charged whole, 60,000 + 60,000 would be over the budget.
+    let got = handout::udp_download(addr, b"a.bin")
+        .await
+        .expect("the budget still holds the file");
+    assert_eq!(got.len(), 60_000);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn a_slowly_paced_udp_download_does_not_hold_up_shutdown() {
     let mut d = TestDaemon::start_with(|c| {
         c.udp_download.rate = Size(2048);

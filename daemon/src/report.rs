@@ -142,7 +142,7 @@ impl Transfer {
                 size: self.bytes,
                 crc: self.crc.map(format_hex).unwrap_or_default(),
                 outcome: outcome.name().to_owned(),
-                unverified_source: self.service.transport() == Transport::Udp,
+                unverified_source: self.unverified_source(),
             });
             if written.is_err() {
                 // Not recorded: a later attempt may write it.
@@ -187,6 +187,12 @@ impl Transfer {
         self.obs.end(self.id, attempt, took);
     }
 
+    /// Whether the client's address is unproven: a UDP source is whatever
+    /// the sender wrote (RELIABILITY.md, "What the handouts' UDP can prove").
+    fn unverified_source(&self) -> bool {
+        self.service.transport() == Transport::Udp
+    }
+
     fn attempt(
         &self,
         outcome: Outcome,
@@ -220,14 +226,10 @@ impl Transfer {
             outcome,
             reason,
             diagnosis,
-            unverified_source: self.service.transport() == Transport::Udp,
+            unverified_source: self.unverified_source(),
         }
     }
 }
-
-// Whether a service can prove a client's address: a UDP source is whatever
-// the sender wrote (RELIABILITY.md, "What the handouts' UDP can prove"), so
-// its transfers are marked `unverified_source`.
 
 /// Characters of a requested name an attempt keeps for the page and the API.
 pub(crate) const SHOWN_NAME: usize = 160;

@@ -45,7 +45,7 @@ for f in "$work"/quoted-*.yml; do
 done
 [ -n "$found" ] || fail "docs/DEPLOY.md does not quote deploy/ferry-alerts.yml as it is"
 # And its prometheus.yml example loads those rules.
-config=$(grep -l '^scrape_configs:' "$work"/quoted-*.yml | head -1) || fail "docs/DEPLOY.md has no prometheus.yml example"
+config=$(grep -l '^scrape_configs:' "$work"/quoted-*.yml | sed -n 1p) || fail "docs/DEPLOY.md has no prometheus.yml example"
 sed "s|/etc/prometheus/ferry-alerts.yml|$PWD/deploy/ferry-alerts.yml|" "$config" > "$work/prometheus.yml"
 promtool check config "$work/prometheus.yml" >/dev/null || fail "the prometheus.yml in docs/DEPLOY.md does not pass promtool check config"
 echo "   ok"

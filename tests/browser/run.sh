@@ -255,7 +255,7 @@ for want in \
 done
 # Client text is escaped once: no entity shows up as text.
 if grep -qE '&amp;(amp|lt|gt|quot|#39);' "$work/page.html"; then
-  fail "the lab page escapes something twice: $(grep -oE '.{40}&amp;(amp|lt|gt|quot|#39);.{20}' "$work/page.html" | head -n 3)"
+  fail "the lab page escapes something twice: $(grep -oE '.{40}&amp;(amp|lt|gt|quot|#39);.{20}' "$work/page.html" | sed -n 1,3p)"
 fi
 diags=$({ grep -o 'class="diag"' "$work/page.html" || true; } | wc -l)
 [ "$diags" -ge 4 ] || fail "the lab page shows $diags diagnoses, expected at least 4"

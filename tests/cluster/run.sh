@@ -23,8 +23,10 @@ if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; th
   cargo install garage --locked --version "$GARAGE_VERSION" --quiet
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
-garage --version | head -1
-etcd --version | head -1
+# The first line of each version (read whole: `| head -1` under pipefail
+# fails the script with SIGPIPE when the tool writes after head has gone).
+garage --version | sed -n 1p
+etcd --version | sed -n 1p
 
 for port in 2379 2479 2579 3900 3910 3920; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

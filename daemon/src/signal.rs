@@ -50,7 +50,7 @@ use crate::failure::{Awaited, Failure, NameOf, Violation, When};
 use crate::limits::Refusal;
 use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::{Download, StorageError, Stored, TreeUpload, Upload};
-use crate::tcp::{send_download_keeping, sendfile_download, TcpService};
+use crate::tcp::{send_download_keeping, ClientStream, TcpService};
 use ferry_config::ServiceId;
 
 /// The `signal` service.
@@ -60,33 +60,8 @@ pub(crate) struct Service;
 impl TcpService for Service {
     const NAME: &'static str = ServiceId::Signal.name();
 
-    async fn handle(self, ctx: Arc<Ctx>, mut io: Connection<TcpStream>) {
-        let limits = &io.config.limits;
-        let codec = SignalCodec::new(limits.max_name_len, limits.max_file_size.0);
-        let on_control = crate::control::on_control_thread();
-        if on_control {
-            io.watch = ctx.attention.get().map(|a| a.watch());
-        }
-        let mut conn = Conn {
-            ctx: &ctx,
-            io,
-            codec,
-            wbuf: BytesMut::new(),
-            commits: std::collections::VecDeque::new(),
-            pending: None,
-            control: on_control,
-            ran_on: false,
-        };
-        let ended = conn.run().await;
-        match ended {
-            Ok(Ended::Handover) => {
-                let Conn {
-                    io, codec, pending, ..
-                } = conn;
-                handover(Arc::clone(&ctx), io, codec, pending).await;
-            }
-            other => conn.close(other.map(|_| ())).await,
-        }
+    async fn handle(self, ctx: Arc<Ctx>, io: Connection<TcpStream>) {
+        serve(ctx, io).await
     }
 
     /// Over the caps a `PIN` is still answered (it is the health check:
@@ -108,6 +83,37 @@ impl TcpService for Service {
     }
 }
 
+/// Serves one signal connection to its end: requests in either dialect,
+/// each answered in turn.
+async fn serve<S: ClientStream>(ctx: Arc<Ctx>, mut io: Connection<S>) {
+    let limits = &io.config.limits;
+    let codec = SignalCodec::new(limits.max_name_len, limits.max_file_size.0);
+    let on_control = crate::control::on_control_thread();
+    if on_control {
+        io.watch = ctx.attention.get().map(|a| a.watch());
+    }
+    let mut conn = Conn {
+        ctx: &ctx,
+        io,
+        codec,
+        wbuf: BytesMut::new(),
+        commits: std::collections::VecDeque::new(),
+        pending: None,
+        control: on_control,
+        ran_on: false,
+    };
+    let ended = conn.run().await;
+    match ended {
+        Ok(Ended::Handover) => {
+            let Conn {
+                io, codec, pending, ..
+            } = conn;
+            handover(Arc::clone(&ctx), io, codec, pending).await;
+        }
+        other => conn.close(other.map(|_| ())).await,
+    }
+}
+
 /// How long a connection over the caps may take to send its first request,
 /// to be answered if it is `PIN` (within the refusal's [`crate::conn::REPLY_TIMEOUT`]).
 const PIN_OVER_CAP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -116,9 +122,9 @@ const PIN_OVER_CAP_WAIT: std::time::Duration = std::time::Duration::from_millis(
 /// control thread (where `PIN` is answered at once, never behind transfer
 /// tasks) to the main runtime, and serves it there to its end; the
 /// connection's permit stays with the control task waiting here.
-async fn handover(
+async fn handover<S: ClientStream>(
     ctx: Arc<Ctx>,
-    io: Connection<TcpStream>,
+    io: Connection<S>,
     codec: SignalCodec,
     pending: Option<Request>,
 ) {
@@ -126,7 +132,7 @@ async fn handover(
         return;
     };
     let (stream, rest) = io.into_parts();
-    let std = match stream.into_std() {
+    let loose = match stream.loosen() {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "cannot move the connection to the main runtime");
@@ -134,7 +140,7 @@ async fn handover(
         }
     };
     let task = main.spawn(async move {
-        let stream = match TcpStream::from_std(std) {
+        let stream = match S::fasten(loose) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot take the connection on the main runtime");
@@ -173,9 +179,9 @@ fn encode_frame(frame: SignalFrame) -> Vec<u8> {
     buf.to_vec()
 }
 
-struct Conn<'a> {
+struct Conn<'a, S> {
     ctx: &'a Arc<Ctx>,
-    io: Connection<TcpStream>,
+    io: Connection<S>,
     codec: SignalCodec,
     wbuf: BytesMut,
     /// Handout uploads being finished and stored on tasks of their own,
@@ -205,7 +211,7 @@ enum Request {
     Handout(Tag),
 }
 
-impl Conn<'_> {
+impl<S: ClientStream> Conn<'_, S> {
     /// Ends the connection after its loop: a quiet close, or the failure's
     /// `ERR` when the client can still be told.
     async fn close(&mut self, ended: Result<(), Failure>) {
@@ -648,7 +654,7 @@ impl Conn<'_> {
         self.send(SignalFrame::FileHeader { name, size }).await?;
         let crc = match cached {
             Some(crc) => {
-                sendfile_download(&mut self.io, download, t)
+                S::send_file(&mut self.io, download, t)
                     .await
                     .map_err(Failure::mid_frame)?;
                 t.crc = Some(crc);
@@ -790,5 +796,175 @@ fn frame_label(frame: &SignalFrame) -> &'static str {
         SignalFrame::FileHeader { .. } | SignalFrame::Data(_) | SignalFrame::FileEnd { .. } => {
             "SAF"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_proto::signal::{encode, encode_file};
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
+
+    fn connect(ctx: &Arc<Ctx>) -> Pipe {
+        Pipe::serve(ctx, serve)
+    }
+
+    fn frame(f: SignalFrame) -> Vec<u8> {
+        encode(f).unwrap()
+    }
+
+    /// Every frame the server sent before it closed, decoded.
+    async fn frames(client: &mut DuplexStream) -> Vec<SignalFrame> {
+        let mut got = BytesMut::from(&answer(client).await[..]);
+        let mut codec = SignalCodec::default();
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode_eof(&mut got).unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn pin_is_answered_pon_and_cls_closes_quietly() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        let mut talk = frame(SignalFrame::Ping);
+        talk.extend(frame(SignalFrame::Ping));
+        talk.extend(frame(SignalFrame::Close));
+        client.write_all(&talk).await.unwrap();
+        let got = answer(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got, b"PONPON");
+    }
+
+    #[tokio::test]
+    async fn a_saf_is_stored_and_answered_don_with_its_name() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        let mut talk = encode_file("notes.txt", b"hello world").unwrap();
+        talk.extend(frame(SignalFrame::Close));
+        client.write_all(&talk).await.unwrap();
+        let got = frames(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got, vec![SignalFrame::Done("notes.txt".into())]);
+        assert_eq!(
+            std::fs::read(root.path().join("notes.txt")).unwrap(),
+            b"hello world"
+        );
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Stored);
+    }
+
+    #[tokio::test]
+    async fn a_saf_whose_crc_is_wrong_is_refused_and_nothing_is_stored() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        let mut talk = encode_file("notes.txt", b"hello world").unwrap();
+        let last = talk.len() - 1;
+        talk[last] ^= 1;
+        // The stream is still in step after the refusal: the next request is served.
+        talk.extend(frame(SignalFrame::Ping));
+        talk.extend(frame(SignalFrame::Close));
+        client.write_all(&talk).await.unwrap();
+        let got = frames(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        let SignalFrame::Error(reason) = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert!(reason.contains("checksum mismatch"), "{reason}");
+        assert_eq!(got[1], SignalFrame::Pong);
+        assert!(!root.path().join("notes.txt").exists());
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_raf_gets_the_file_as_a_saf_with_its_crc() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[("lab.txt", b"the lab handout")]);
+        let Pipe { mut client, served } = connect(&ctx);
+        let mut talk = frame(SignalFrame::RequestFile("lab.txt".into()));
+        talk.extend(frame(SignalFrame::Close));
+        client.write_all(&talk).await.unwrap();
+        let got = answer(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got, encode_file("lab.txt", b"the lab handout").unwrap());
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Sent);
+    }
+
+    #[tokio::test]
+    async fn a_raf_of_a_missing_file_is_answered_err_and_the_connection_goes_on() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        let mut talk = frame(SignalFrame::RequestFile("nope.txt".into()));
+        talk.extend(frame(SignalFrame::Ping));
+        talk.extend(frame(SignalFrame::Close));
+        client.write_all(&talk).await.unwrap();
+        let got = frames(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            matches!(&got[0], SignalFrame::Error(r) if r.contains("nope.txt")),
+            "{got:?}"
+        );
+        assert_eq!(got[1], SignalFrame::Pong);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_tag_is_answered_err_and_the_connection_closes() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        // PIN after the bad tag is never read: the stream cannot be trusted.
+        client.write_all(b"GETPIN").await.unwrap();
+        let got = frames(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], SignalFrame::Error(r) if r.contains("GET")),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_told_and_closed_after_idle_timeout() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let idle = ctx.config().limits.idle_timeout.0;
+        let started = Instant::now();
+        let Pipe { mut client, served } = connect(&ctx);
+        let got = frames(&mut client).await;
+        served.await.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], SignalFrame::Error(r) if r.contains("timed out")),
+            "{got:?}"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= idle && waited < idle * 2, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saf_cut_off_mid_data_stores_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let Pipe { mut client, served } = connect(&ctx);
+        let talk = encode_file("notes.txt", b"hello world").unwrap();
+        client.write_all(&talk[..talk.len() - 8]).await.unwrap();
+        client.shutdown().await.unwrap();
+        let _ = answer(&mut client).await;
+        served.await.unwrap();
+        let visible: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(visible.is_empty(), "{visible:?}");
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);
     }
 }

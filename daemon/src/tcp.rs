@@ -31,16 +31,34 @@ const MAX_REFUSALS: usize = 64;
 /// A client's byte stream: a TCP socket in the daemon, an in-memory pipe
 /// (`tokio::io::duplex`) in unit tests. How a stored file goes out is the
 /// stream's to say: `sendfile(2)` on a socket, a plain copy elsewhere.
-pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized {
+pub(crate) trait ClientStream:
+    AsyncRead + AsyncWrite + Unpin + Send + Sync + Sized + 'static
+{
+    /// The stream loose from the runtime that serves it, to be fastened on
+    /// another (signal's control thread hands transfers to the main runtime).
+    type Loose: Send + 'static;
+
     /// Sends `download` whole, counting into `t`; no CRC on the wire.
     fn send_file<'a>(
         conn: &'a mut Connection<Self>,
         download: Download,
         t: &'a mut Transfer,
     ) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
+
+    /// Bytes written that the client's kernel has not yet acknowledged (the
+    /// socket's send queue): the handout's pauses start once it is empty.
+    fn unsent(&self) -> usize;
+
+    /// Loosens the stream from this runtime.
+    fn loosen(self) -> io::Result<Self::Loose>;
+
+    /// Fastens a loosened stream to the runtime this is called on.
+    fn fasten(loose: Self::Loose) -> io::Result<Self>;
 }
 
 impl ClientStream for TcpStream {
+    type Loose = std::net::TcpStream;
+
     fn send_file<'a>(
         conn: &'a mut Connection<Self>,
         download: Download,
@@ -48,16 +66,53 @@ impl ClientStream for TcpStream {
     ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
         sendfile_download(conn, download, t)
     }
+
+    /// `SIOCOUTQ`; 0 if the query fails.
+    fn unsent(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: the fd is open for the call and `n` is a valid c_int to write to.
+        let r = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r < 0 {
+            0
+        } else {
+            usize::try_from(n).unwrap_or(0)
+        }
+    }
+
+    fn loosen(self) -> io::Result<std::net::TcpStream> {
+        self.into_std()
+    }
+
+    fn fasten(loose: std::net::TcpStream) -> io::Result<Self> {
+        TcpStream::from_std(loose)
+    }
 }
 
+/// The services' unit tests: an in-memory pipe, whose bytes are taken as
+/// soon as they are written, and which no runtime owns.
 #[cfg(test)]
 impl ClientStream for tokio::io::DuplexStream {
+    type Loose = Self;
+
     async fn send_file(
         conn: &mut Connection<Self>,
         download: Download,
         t: &mut Transfer,
     ) -> Result<(), Failure> {
         send_download(conn, download, t).await.map(|_| ())
+    }
+
+    fn unsent(&self) -> usize {
+        0
+    }
+
+    fn loosen(self) -> io::Result<Self> {
+        Ok(self)
+    }
+
+    fn fasten(loose: Self) -> io::Result<Self> {
+        Ok(loose)
     }
 }
 

@@ -13,7 +13,6 @@
 //!
 //! Nothing here ever sends a ferry frame: a handout client would read it as data.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -31,7 +30,7 @@ use crate::ctx::Ctx;
 use crate::failure::{Awaited, Failure, NameOf, Refusal, Violation, When};
 use crate::report::{Direction, Outcome, Transfer};
 use crate::storage::{Download, StorageError};
-use crate::tcp::SEND_CHUNK;
+use crate::tcp::{ClientStream, SEND_CHUNK};
 
 /// How long ferry waits for the first `PON` of a download before deciding the
 /// client does not send them (and streaming instead). Long, because a slow
@@ -48,7 +47,7 @@ enum Arrival {
     End,
 }
 
-impl Conn<'_> {
+impl<S: ClientStream> Conn<'_, S> {
     /// Serves one handout-framed request, its tag already read. A failure
     /// that ends the connection has been answered the handout's way (or not
     /// at all) and comes back as [`Failure::Broken`], so no ferry `ERR` follows.
@@ -576,7 +575,7 @@ impl Conn<'_> {
         let abort = self.io.aborted().clone();
         let stream = &self.io.stream;
         let wait = async {
-            while unsent(stream) > 0 {
+            while stream.unsent() > 0 {
                 if Instant::now() >= give_up {
                     return Err(Failure::Timeout(Awaited::ClientToRead));
                 }
@@ -675,15 +674,272 @@ impl Writer {
     }
 }
 
-/// Bytes in the socket's send queue not yet acknowledged by the peer
-/// (`SIOCOUTQ`); 0 if the query fails.
-fn unsent(stream: &tokio::net::TcpStream) -> i32 {
-    let mut n: libc::c_int = 0;
-    // SAFETY: the fd is open for the call and `n` is a valid c_int to write to.
-    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    if r < 0 {
-        0
-    } else {
-        n
+/// The handout framing on a pipe with a paused clock: the client's
+/// `time.sleep(0.1)` between sends is virtual time, and so are the settle
+/// and pause rules they meet. A pause lost in a socket (a busy server, a
+/// full buffer) is two parts in one write.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
+
+    const LAB1: (&str, &[u8]) = ("lab1.py", b"print('lab 1')\n");
+    const LAB2: (&str, &[u8]) = ("lab2.py", b"print('lab 2')\n");
+
+    /// The handout client's pause between sends.
+    const PAUSE: Duration = Duration::from_millis(100);
+
+    fn connect(ctx: &Arc<Ctx>) -> Pipe {
+        Pipe::serve(ctx, super::super::serve)
+    }
+
+    /// Sends each part, then pauses, as the handout client does.
+    async fn say(client: &mut DuplexStream, parts: &[&[u8]]) {
+        for part in parts {
+            client.write_all(part).await.unwrap();
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+
+    /// Closes the client's side (the handout client exits), reads what the
+    /// server still sends, and waits until every upload is stored.
+    async fn hang_up(ctx: &Ctx, mut pipe: Pipe) -> Vec<u8> {
+        pipe.client.shutdown().await.unwrap();
+        let got = answer(&mut pipe.client).await;
+        pipe.served.await.unwrap();
+        ctx.tracker.close();
+        ctx.tracker.wait().await;
+        got
+    }
+
+    /// The files a student can see in the root, with their contents.
+    fn visible(root: &std::path::Path) -> Vec<(String, String)> {
+        let mut out: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| {
+                let bytes = std::fs::read(root.join(&n)).unwrap();
+                (n, String::from_utf8_lossy(&bytes).into_owned())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn files(list: &[(&str, &[u8])]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, b)| (n.to_string(), String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_handout_safs_on_one_connection_are_stored_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        for (name, data) in [LAB1, LAB2] {
+            say(&mut pipe.client, &[b"SAF", name.as_bytes(), data, b"DON"]).await;
+        }
+        let got = hang_up(&ctx, pipe).await;
+        assert!(got.is_empty(), "a handout upload is answered with nothing");
+        assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Stored);
+    }
+
+    /// Issue 22's case: the server did not read across the pause between
+    /// the first file's data and its `DON`, so they arrive as one piece,
+    /// and the next request follows.
+    #[tokio::test(start_paused = true)]
+    async fn data_and_don_in_one_piece_end_the_file_at_the_don() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        let glued = [LAB1.1, b"DON"].concat();
+        say(&mut pipe.client, &[b"SAF", LAB1.0.as_bytes(), &glued]).await;
+        say(
+            &mut pipe.client,
+            &[b"SAF", LAB2.0.as_bytes(), LAB2.1, b"DON"],
+        )
+        .await;
+        hang_up(&ctx, pipe).await;
+        assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
+    }
+
+    /// Worse: the `DON`, the next tag and its name all in one piece with
+    /// the data. The `DON` + tag ends the file; the name is the next one's.
+    #[tokio::test(start_paused = true)]
+    async fn data_don_and_the_next_request_in_one_piece_store_both_files_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        let glued = [LAB1.1, b"DONSAF"].concat();
+        say(&mut pipe.client, &[b"SAF", LAB1.0.as_bytes(), &glued]).await;
+        say(&mut pipe.client, &[LAB2.0.as_bytes(), LAB2.1, b"DON"]).await;
+        hang_up(&ctx, pipe).await;
+        assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
+    }
+
+    /// The pause between name and data lost: ferry cannot tell where the
+    /// name ended, so it stores nothing of that file and says why.
+    #[tokio::test(start_paused = true)]
+    async fn a_name_run_into_its_data_is_refused_not_guessed() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        let glued = [LAB1.0.as_bytes(), LAB1.1].concat();
+        say(&mut pipe.client, &[b"SAF"]).await;
+        // Arrives while the server is not reading (as if it were stopped).
+        pipe.client.write_all(&glued).await.unwrap();
+        say(&mut pipe.client, &[b"DON"]).await;
+        hang_up(&ctx, pipe).await;
+        assert_eq!(visible(root.path()), vec![]);
+        let a = last_attempt(&ctx);
+        assert_eq!(a.outcome, Outcome::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handout_raf_gets_the_signal_then_pieces_in_lock_step_then_don() {
+        let body: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[("big.bin", &body)]);
+        let mut pipe = connect(&ctx);
+        say(&mut pipe.client, &[b"RAF", b"big.bin"]).await;
+        let mut signal = [0u8; 36];
+        pipe.client.read_exact(&mut signal).await.unwrap();
+        assert_eq!(&signal, &found_signal(2500));
+        let mut got = Vec::new();
+        // Each piece is taken alone, then answered PON (the handout's loop).
+        for want in [1024usize, 1024, 452] {
+            let mut piece = vec![0u8; want];
+            pipe.client.read_exact(&mut piece).await.unwrap();
+            got.extend_from_slice(&piece);
+            pipe.client.write_all(b"PON").await.unwrap();
+        }
+        let mut don = [0u8; 3];
+        pipe.client.read_exact(&mut don).await.unwrap();
+        assert_eq!(&don, DON);
+        assert_eq!(got, body);
+        let rest = hang_up(&ctx, pipe).await;
+        assert!(rest.is_empty(), "{rest:?}");
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handout_raf_of_a_missing_file_is_answered_err() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        say(&mut pipe.client, &[b"RAF", b"nope.py"]).await;
+        let got = hang_up(&ctx, pipe).await;
+        assert_eq!(got, b"ERR");
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);
+    }
+
+    /// A `SAF` then a `RAF` of the same file on one connection (the handout
+    /// client's round trip): the download waits until the upload is stored.
+    #[tokio::test(start_paused = true)]
+    async fn a_raf_after_a_saf_on_one_connection_gets_the_file_just_sent() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        say(
+            &mut pipe.client,
+            &[b"SAF", LAB1.0.as_bytes(), LAB1.1, b"DON"],
+        )
+        .await;
+        say(&mut pipe.client, &[b"RAF", LAB1.0.as_bytes()]).await;
+        let mut signal = [0u8; 36];
+        pipe.client.read_exact(&mut signal).await.unwrap();
+        assert_eq!(&signal, &found_signal(LAB1.1.len() as u64));
+        let mut piece = vec![0u8; LAB1.1.len()];
+        pipe.client.read_exact(&mut piece).await.unwrap();
+        assert_eq!(piece, LAB1.1);
+        pipe.client.write_all(b"PON").await.unwrap();
+        let rest = hang_up(&ctx, pipe).await;
+        assert_eq!(rest, DON);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handout_sar_stores_each_file_under_its_name() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        say(&mut pipe.client, &[b"SAR", &2u32.to_be_bytes()]).await;
+        for (name, data) in [LAB1, LAB2] {
+            say(&mut pipe.client, &[name.as_bytes(), data, b"DON"]).await;
+        }
+        hang_up(&ctx, pipe).await;
+        assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
+    }
+
+    /// A SAR whose second file never ends stores none of it.
+    #[tokio::test(start_paused = true)]
+    async fn a_handout_sar_cut_off_stores_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let mut pipe = connect(&ctx);
+        say(&mut pipe.client, &[b"SAR", &2u32.to_be_bytes()]).await;
+        say(&mut pipe.client, &[LAB1.0.as_bytes(), LAB1.1, b"DON"]).await;
+        say(&mut pipe.client, &[LAB2.0.as_bytes(), b"print("]).await;
+        hang_up(&ctx, pipe).await;
+        assert_eq!(visible(root.path()), vec![]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handout_rar_sends_the_count_then_each_file_name_data_don() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("labs")).unwrap();
+        let ctx = ctx(
+            root.path(),
+            &[("labs/lab1.py", LAB1.1), ("labs/lab2.py", LAB2.1)],
+        );
+        let mut pipe = connect(&ctx);
+        say(&mut pipe.client, &[b"RAR", b"labs"]).await;
+        let got = hang_up(&ctx, pipe).await;
+        let mut want = 2u32.to_be_bytes().to_vec();
+        for (name, data) in [LAB1, LAB2] {
+            want.extend_from_slice(name.as_bytes());
+            want.extend_from_slice(data);
+            want.extend_from_slice(DON);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
+
+    /// A name that never ends in a pause (a client streaming bytes) is cut
+    /// off at `header_timeout`, and nothing is stored.
+    #[tokio::test(start_paused = true)]
+    async fn a_name_that_never_pauses_times_out() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let header = ctx.config().limits.header_timeout.0;
+        let mut pipe = connect(&ctx);
+        say(&mut pipe.client, &[b"SAF"]).await;
+        let started = Instant::now();
+        let client = &mut pipe.client;
+        let trickle = async {
+            loop {
+                if client.write_all(b"a").await.is_err() {
+                    break;
+                }
+                // Within the 20 ms settle, slow enough to stay under the
+                // name length cap until the timeout.
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        };
+        let _ = tokio::time::timeout(header * 2, trickle).await;
+        let waited = started.elapsed();
+        hang_up(&ctx, pipe).await;
+        assert_eq!(visible(root.path()), vec![]);
+        assert!(waited >= header && waited < header * 2, "{waited:?}");
+        assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);
     }
 }

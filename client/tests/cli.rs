@@ -478,13 +478,7 @@ async fn ctrl_c_during_a_download_leaves_no_partial_file() {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().contains("ferry-part"))
     };
-    for _ in 0..500 {
-        if part() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(part(), "the download started");
+    ferry_tests::eventually("the download started", part).await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
     let out = child.wait_with_output().await.unwrap();
@@ -619,6 +613,8 @@ async fn malicious_signal_server(reply: Vec<u8>, drip: bool) -> u16 {
                 let _ = s.write_all(&reply).await;
                 if drip {
                     loop {
+                        // Real: the client under test is a process timing
+                        // this server on the real clock.
                         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                         if s.write_all(b"x").await.is_err() {
                             return;

@@ -44,15 +44,9 @@ fn dirs() -> (tempfile::TempDir, tempfile::TempDir) {
 
 /// Waits (bounded) for a file the server writes after the client is done.
 async fn appears(path: &Path, len: usize) -> Vec<u8> {
-    for _ in 0..500 {
-        if let Ok(b) = std::fs::read(path) {
-            if b.len() == len {
-                return b;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{} never reached {len} bytes", path.display());
+    let whole = || std::fs::read(path).is_ok_and(|b| b.len() == len);
+    ferry_tests::eventually(&format!("{} at {len} bytes", path.display()), whole).await;
+    std::fs::read(path).unwrap()
 }
 
 #[tokio::test]
@@ -278,12 +272,15 @@ async fn a_handout_download_cut_before_don_is_an_error_not_a_file() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
+        // Real: the handout framing is its pauses, and the client under
+        // test is a process reading on the real clock.
+        let pause = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
         let mut req = [0u8; 64];
         let _ = s.read(&mut req).await;
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        pause(150).await;
         let _ = s.read(&mut req).await;
         let _ = s.write_all(b"SAF").await;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        pause(100).await;
         let _ = s.write_all(b"half of a file").await;
         let mut pon = [0u8; 3];
         let _ = s.read_exact(&mut pon).await;

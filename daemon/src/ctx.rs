@@ -42,6 +42,8 @@ pub(crate) struct Ctx {
     pub(crate) tracker: TaskTracker,
     /// UDP upload sessions in the table right now.
     pub(crate) udp_sessions: AtomicUsize,
+    /// The most UDP upload sessions the table has held at once.
+    pub(crate) udp_sessions_peak: AtomicUsize,
     /// Attempts, metrics and the ledger: what the HTTP listener shows.
     pub(crate) observe: Arc<Observer>,
     /// The main runtime, where signal transfers run once the control
@@ -135,6 +137,7 @@ impl Ctx {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             udp_sessions: AtomicUsize::new(0),
+            udp_sessions_peak: AtomicUsize::new(0),
         }
     }
 

@@ -94,9 +94,22 @@ impl Controller {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The most UDP upload sessions open at once since the daemon started.
+    pub fn udp_sessions_peak(&self) -> usize {
+        self.ctx
+            .udp_sessions_peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// TCP connections open now (bounded by `limits.max_connections`).
     pub fn tcp_connections(&self) -> usize {
         self.ctx.connections.in_use()
+    }
+
+    /// TCP connections idle or still sending a request header now: the
+    /// ones a newcomer at the cap may make room from.
+    pub fn idle_connections(&self) -> usize {
+        self.ctx.idle.len()
     }
 }
 

@@ -398,6 +398,11 @@ impl IdleConnections {
         }
     }
 
+    /// Connections waiting now.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.len()
+    }
+
     /// Tells the longest-idle connection (from `ip`'s address, if given) to
     /// close; false if there is none.
     pub(crate) fn evict_oldest(&self, ip: Option<IpAddr>) -> bool {

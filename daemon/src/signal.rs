@@ -212,9 +212,11 @@ enum Request {
 }
 
 impl<S: ClientStream> Conn<'_, S> {
-    /// Ends the connection after its loop: a quiet close, or the failure's
-    /// `ERR` when the client can still be told.
+    /// Ends the connection after its loop, once its handout uploads are
+    /// stored (a connection's end says its files are in place): a quiet
+    /// close, or the failure's `ERR` when the client can still be told.
     async fn close(&mut self, ended: Result<(), Failure>) {
+        self.settle_commits(0).await;
         match ended {
             Ok(()) => {
                 let _ = self.io.stream.shutdown().await;
@@ -947,6 +949,34 @@ mod tests {
         );
         let waited = started.elapsed();
         assert!(waited >= idle && waited < idle * 2, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn whitespace_does_not_keep_an_idle_connection() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &[]);
+        let idle = ctx.config().limits.idle_timeout.0;
+        let started = Instant::now();
+        let Pipe { mut client, served } = connect(&ctx);
+        // A space every tenth of the timeout, for three timeouts.
+        let spaces = async {
+            for _ in 0..30 {
+                if client.write_all(b" ").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(idle / 10).await;
+            }
+        };
+        let ((), got) = tokio::join!(spaces, served);
+        got.unwrap();
+        let waited = started.elapsed();
+        let got = frames(&mut client).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], SignalFrame::Error(r) if r.contains("timed out waiting for a request")),
+            "{got:?}"
+        );
+        assert!(waited >= idle && waited < idle + idle / 5, "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -289,6 +289,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     loop {
         ctx.udp_sessions
             .store(r.table.len(), std::sync::atomic::Ordering::Relaxed);
+        ctx.udp_sessions_peak
+            .fetch_max(r.table.len(), std::sync::atomic::Ordering::Relaxed);
         let (n, peer) = tokio::select! {
             _ = ctx.stop.cancelled(), if !r.stopping => {
                 r.stopping = true;

@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The content a client sends under `name`: a function of the name, so any
 /// file found on disk can be checked without knowing which client wrote it.
@@ -72,8 +71,14 @@ fn rounds(rounds: u64) {
                 }
             }));
         }
-        // Let transfers get going, then pull the plug.
-        std::thread::sleep(Duration::from_millis(100 + (round * 37) % 200));
+        // Pull the plug once this round has had its share of
+        // acknowledgements (8 to 31), with the other clients mid-transfer.
+        let before = acked.lock().unwrap().len();
+        let share = 8 + (round as usize * 37) % 24;
+        assert!(
+            common::eventually(|| acked.lock().unwrap().len() >= before + share),
+            "round {round}: {share} uploads were not acknowledged"
+        );
         d.signal(libc::SIGKILL);
         let mut d = d;
         d.wait_exit();

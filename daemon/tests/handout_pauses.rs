@@ -25,6 +25,8 @@ enum Across {
     DataDon,
 }
 
+/// The handout client's pauses. Real: ferryd is another process, stopped
+/// and continued across them on the real clock.
 fn pause(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
@@ -34,17 +36,14 @@ fn pause(ms: u64) {
 /// between).
 fn stop(d: &common::Running) {
     d.signal(libc::SIGSTOP);
-    for _ in 0..1000 {
+    let stopped = common::eventually(|| {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap_or_default();
         let state = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("T") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    panic!("ferryd did not stop");
+        state == Some("T")
+    });
+    assert!(stopped, "ferryd did not stop");
 }
 
 /// The handout client's send_file for each file on one connection (`SAF`
@@ -112,12 +111,7 @@ fn case(at: usize, across: Across, stored: &[(&str, &[u8])], failed: &[&str]) {
         );
     }
     let want: Vec<String> = stored.iter().map(|(n, _)| n.to_string()).collect();
-    for _ in 0..500 {
-        if common::visible_files(&root) == want {
-            break;
-        }
-        pause(20);
-    }
+    common::eventually(|| common::visible_files(&root) == want);
     assert_eq!(common::visible_files(&root), want);
     for (name, bytes) in stored {
         assert_eq!(

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -141,12 +141,16 @@ async fn load(conns: usize, ips: usize, per_ip: usize) {
         let src = format!("127.0.3.{}", 1 + i % ips);
         tasks.spawn(client(i, src, addrs, Arc::clone(&all_connected)));
     }
-    // PIN/PON from an address of its own, all the while.
+    // PIN/PON from an address of its own, all the while: one each time a
+    // client ends (at most one waiting), so the samples follow the load.
     let signal = addrs.0;
     let rtts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let samples = Arc::clone(&rtts);
+    let tick = Arc::new(tokio::sync::Notify::new());
+    let ticks = Arc::clone(&tick);
     let pinger = tokio::spawn(async move {
         loop {
+            ticks.notified().await;
             let t = Instant::now();
             let mut s = TcpStream::connect(signal).await.unwrap();
             s.write_all(b"PIN").await.unwrap();
@@ -154,12 +158,12 @@ async fn load(conns: usize, ips: usize, per_ip: usize) {
             s.read_exact(&mut pon).await.unwrap();
             assert_eq!(&pon, b"PON");
             samples.lock().unwrap().push(t.elapsed());
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     let mut tally = Tally::default();
     let mut acknowledged = Vec::new();
     while let Some(r) = tasks.join_next().await {
+        tick.notify_one();
         match r.expect("client") {
             Seen::Refused => tally.refused += 1,
             Seen::Served => tally.completed += 1,

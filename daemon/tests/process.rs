@@ -127,12 +127,7 @@ fn a_write_error_fails_one_transfer_and_the_daemon_serves_on() {
     }
     // The failed upload's temporary file goes, through the reaper.
     let work = dir.path().join("data/.ferry-work");
-    for _ in 0..500 {
-        if std::fs::read_dir(&work).unwrap().count() == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::eventually(|| std::fs::read_dir(&work).unwrap().count() == 0);
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
     // The next transfer works.
     assert_eq!(
@@ -513,13 +508,10 @@ fn a_restart_over_a_huge_crash_leftover_serves_at_once() {
             .flatten()
             .all(|e| !e.file_name().to_string_lossy().starts_with(".ferry-trash"))
     };
-    for _ in 0..6000 {
-        if gone() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(gone(), "the reaper removed the leftovers");
+    assert!(
+        common::eventually_within(Duration::from_secs(60), gone),
+        "the reaper removed the leftovers"
+    );
     assert_eq!(common::work_entries(&root), 0);
     assert_eq!(common::visible_files(&root), Vec::<String>::new());
     sigterm(&d);
@@ -701,12 +693,7 @@ fn a_slow_disk_never_runs_a_handout_name_into_its_data() {
     );
     let root = dir.path().join("data");
     let want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
-    for _ in 0..500 {
-        if common::visible_files(&root) == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually(|| common::visible_files(&root) == want);
     assert_eq!(common::visible_files(&root), want);
     for (name, bytes) in &files {
         assert_eq!(&std::fs::read(root.join(name)).unwrap(), bytes, "{name}");

@@ -31,6 +31,35 @@ pub fn set_rcvbuf(sock: &tokio::net::UdpSocket) {
 /// test instead of hanging it.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Waits until `cond` holds, for up to [`OP_TIMEOUT`]; panics saying `what`
+/// if it never does. For effects ferryd sends no word of: a file stored
+/// after a handout upload (acknowledged with nothing), the reaper's
+/// removals, a count of sessions or connections.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    eventually_async(what, || std::future::ready(cond())).await
+}
+
+/// [`eventually`] with a check that talks to the daemon (a request whose
+/// refusal changes nothing, repeated until it is served).
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
+    let mut every = Duration::from_millis(2);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {OP_TIMEOUT:?}"
+        );
+        // Real time: the state checked is another task's or the kernel's,
+        // and nothing announces the change. The one sleep of the polls.
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(Duration::from_millis(25));
+    }
+}
+
 /// A daemon running in this process on loopback, storing in a temp dir.
 pub struct TestDaemon {
     /// Where each service listens.
@@ -122,13 +151,14 @@ impl TestDaemon {
     /// Entries left in the work area once the reaper has had up to 5 s to
     /// remove what abandoned transfers left (it works off the runtime).
     pub async fn work_entries_settled(&self) -> usize {
-        for _ in 0..500 {
-            if self.work_entries() == 0 {
-                return 0;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.work_entries()
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut left = self.work_entries();
+        eventually_async("the reaper", || {
+            left = self.work_entries();
+            std::future::ready(left == 0 || tokio::time::Instant::now() >= deadline)
+        })
+        .await;
+        left
     }
 
     /// The content of a stored file.

@@ -152,6 +152,7 @@ impl Shared {
             send.await;
         } else {
             tokio::spawn(async move {
+                // Real: a network's delay, between real sockets.
                 tokio::time::sleep(delay).await;
                 send.await;
             });

@@ -327,9 +327,16 @@ async fn raf_checksums_stay_right_when_an_admin_edits_a_file_in_place() {
     assert_eq!(got.crc, ferry_proto::crc::checksum(&bytes));
     assert_same_bytes(&std::fs::read(&out).unwrap(), &bytes, "as uploaded");
     // The admin's edit: same size, other bytes, a later mtime.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let stored_at = std::fs::metadata(d.root.join("lab.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let edited = data::bytes(300_000, 78);
     std::fs::write(d.root.join("lab.bin"), &edited).unwrap();
+    set_mtime(
+        &d.root.join("lab.bin"),
+        stored_at + std::time::Duration::from_secs(1),
+    );
     // Twice: summed from the bytes (and recorded), then from the record.
     for round in ["summed", "recorded"] {
         let out = local.path().join(format!("got-{round}.bin"));
@@ -344,6 +351,9 @@ async fn raf_checksums_stay_right_when_an_admin_edits_a_file_in_place() {
     for seed in [80, 81] {
         let admin = data::bytes(70_000, seed);
         d.put("course.txt", &admin);
+        // Each edit's own mtime, however quickly it follows the last.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(seed - 79);
+        set_mtime(&d.root.join("course.txt"), later);
         for round in 0..2 {
             let out = local.path().join(format!("course-{seed}-{round}.txt"));
             let got = c
@@ -353,7 +363,16 @@ async fn raf_checksums_stay_right_when_an_admin_edits_a_file_in_place() {
             assert_eq!(got.crc, ferry_proto::crc::checksum(&admin));
             assert_same_bytes(&std::fs::read(&out).unwrap(), &admin, "course.txt");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     d.stop().await;
+}
+
+/// Sets a file's modification time, as an admin's later edit has it.
+fn set_mtime(path: &std::path::Path, at: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
 }

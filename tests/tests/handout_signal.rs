@@ -47,11 +47,10 @@ fn ok(out: &std::process::Output, what: &str) {
 /// could know the file is stored (ferryd stores it when it sees the next
 /// request, `CLS`): wait, bounded, until the root shows `want`.
 async fn stored(daemon: &TestDaemon, want: &[String]) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while daemon.visible_files() != want && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(daemon.visible_files(), want);
+    ferry_tests::eventually(&format!("{want:?} stored"), || {
+        daemon.visible_files() == want
+    })
+    .await;
 }
 
 /// One handout test at a time. The handout framing ends a name or a file
@@ -314,16 +313,13 @@ async fn a_lab_sending_at_once_never_stores_a_wrong_byte() {
     for hog in hogs {
         hog.join().expect("hog");
     }
-    // Uploads are stored a moment after their DON: wait until nothing changes.
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let now = daemon.visible_files();
-        if now == seen && daemon.work_entries() == 0 {
-            break;
-        }
-        seen = now;
-    }
+    // A connection ends once its uploads are stored (or failed).
+    ferry_tests::eventually("every connection ended", || {
+        daemon.controller.tcp_connections() == 0
+    })
+    .await;
+    assert_eq!(daemon.work_entries_settled().await, 0);
+    let seen = daemon.visible_files();
     let wrong: Vec<&String> = seen
         .iter()
         .filter(|name| sent.get(*name) != Some(&daemon.read(name)))
@@ -434,6 +430,7 @@ async fn a_don_glued_to_the_next_name_in_a_sar_stores_nothing() {
     let mut s = tokio::net::TcpStream::connect(daemon.addrs.signal.expect("signal"))
         .await
         .expect("connect");
+    // Real: the handout framing is its pauses, read by a real ferryd.
     let pause = || tokio::time::sleep(std::time::Duration::from_millis(100));
     for part in [
         &b"SAR"[..],
@@ -450,8 +447,12 @@ async fn a_don_glued_to_the_next_name_in_a_sar_stores_nothing() {
     s.shutdown().await.expect("shutdown");
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest).await;
-    // Nothing comes of it, now or a moment later.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Nothing comes of it: the connection has ended, and with it
+    // everything it would have stored.
+    ferry_tests::eventually("the connection ended", || {
+        daemon.controller.tcp_connections() == 0
+    })
+    .await;
     assert_eq!(daemon.visible_files(), Vec::<String>::new());
     assert_eq!(daemon.work_entries_settled().await, 0);
     daemon.stop().await;

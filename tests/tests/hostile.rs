@@ -614,13 +614,7 @@ async fn a_forged_crc_never_passes_for_an_identical_retry() {
         "u.bin",
     ];
     want.sort();
-    for _ in 0..200 {
-        if d.visible_files() == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(d.visible_files(), want);
+    ferry_tests::eventually("every upload stored", || d.visible_files() == want).await;
     for p in ["s", "t", "u"] {
         assert_same_bytes(&d.read(&format!("{p}.bin")), &forgery, p);
         assert_same_bytes(&d.read(&format!("{p} (1).bin")), &honest, p);
@@ -831,16 +825,20 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
     })
     .await;
     let victim: std::net::IpAddr = [127, 0, 0, 50].into();
-    // Ten file_infos "from" the victim, never followed by data.
-    let forged = tokio::net::UdpSocket::bind((victim, 0)).await.unwrap();
+    // Ten file_infos "from" the victim (ten ports: ten sessions), never
+    // followed by data.
     for i in 0..10 {
+        let forged = tokio::net::UdpSocket::bind((victim, 0)).await.unwrap();
         let info = handout::file_info(&format!("confession-{i}.txt"), &[b'x'; 100]);
         forged
             .send_to(&info, d.addrs.udp_upload.unwrap())
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    ferry_tests::eventually("the ten sessions opened", || {
+        d.controller.udp_sessions_peak() == 10
+    })
+    .await;
     // The victim's own three uploads, its whole quota, all go through.
     for i in 0..3 {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();

@@ -59,17 +59,33 @@ async fn attempts(from: u8, to: SocketAddr) -> Vec<Value> {
 
 /// The failed attempt of `service` in `list`, waiting for it to be reported.
 async fn failed(from: u8, http_at: SocketAddr, service: &str) -> Value {
-    for _ in 0..200 {
-        let found = attempts(from, http_at)
+    let found = std::sync::Mutex::new(None);
+    let slot = &found;
+    ferry_tests::eventually_async(&format!("a failed {service} attempt"), move || async move {
+        let a = attempts(from, http_at)
             .await
             .into_iter()
             .find(|a| a["service"] == service && a["outcome"] == "failed");
-        if let Some(a) = found {
-            return a;
-        }
-        sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no failed {service} attempt reported");
+        let seen = a.is_some();
+        *slot.lock().unwrap() = a;
+        seen
+    })
+    .await;
+    found.into_inner().unwrap().expect("found")
+}
+
+/// The attempts `from` sees, once there are at least `n`.
+async fn at_least(n: usize, from: u8, http_at: SocketAddr) -> Vec<Value> {
+    let all = std::sync::Mutex::new(Vec::new());
+    let slot = &all;
+    ferry_tests::eventually_async(&format!("{n} attempts reported"), move || async move {
+        let got = attempts(from, http_at).await;
+        let enough = got.len() >= n;
+        *slot.lock().unwrap() = got;
+        enough
+    })
+    .await;
+    all.into_inner().unwrap()
 }
 
 /// No one in `http.admin`: every visitor sees only their own address.
@@ -164,6 +180,8 @@ async fn the_four_student_mistakes_are_explained_to_the_student_who_made_them() 
         (b"CLS", 0),
     ] {
         s.write_all(part).await.unwrap();
+        // Real: the handout framing is its pauses, and this ferryd reads
+        // real sockets on the real clock.
         sleep(Duration::from_millis(pause)).await;
     }
     drop(s);
@@ -224,14 +242,7 @@ async fn admins_see_everyone_and_every_failure_is_one_failed_attempt() {
     let stored =
         handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "files/report.pdf", b"%PDF").await;
     assert_eq!(stored, b"go ahead");
-    let mut all = Vec::new();
-    for _ in 0..200 {
-        all = attempts(1, page).await;
-        if all.len() >= 4 {
-            break;
-        }
-        sleep(Duration::from_millis(25)).await;
-    }
+    let all = at_least(4, 1, page).await;
     let summary: Vec<(String, String)> = all
         .iter()
         .map(|a| {
@@ -321,7 +332,10 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
     // full (two tcp_upload connections held open) still reads its page...
     let _a = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
     let _b = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
-    sleep(Duration::from_millis(100)).await;
+    ferry_tests::eventually("both connections held", || {
+        d.controller.tcp_connections() == 2
+    })
+    .await;
     get(7, page, "/").await;
     // ...and page requests held open past the page's own per-address cap
     // (4) get a 503 with the reason, while transfers from it go on.
@@ -331,12 +345,17 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
         s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         unread.push(s);
     }
-    sleep(Duration::from_millis(100)).await;
-    let busy = http(9, page, "GET / HTTP/1.1\r\nhost: ferry\r\n\r\n").await;
-    assert!(
-        busy.starts_with("HTTP/1.1 503 Service Unavailable"),
-        "{busy}"
-    );
+    // Asked until the four are being read (each ask before is served).
+    let refused = std::sync::Mutex::new(String::new());
+    let slot = &refused;
+    ferry_tests::eventually_async("a fifth page request refused", move || async move {
+        let answer = http(9, page, "GET / HTTP/1.1\r\nhost: ferry\r\n\r\n").await;
+        let busy = answer.starts_with("HTTP/1.1 503 Service Unavailable");
+        *slot.lock().unwrap() = answer;
+        busy
+    })
+    .await;
+    let busy = refused.into_inner().unwrap();
     assert!(
         busy.contains("too many page requests from your address"),
         "{busy}"
@@ -381,7 +400,7 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
     // Client text is escaped on the page.
     let evil = "<script>alert(1)</script>.txt";
     let _ = handout::magic_download(d.addrs.magic_download.unwrap(), evil.as_bytes(), false).await;
-    sleep(Duration::from_millis(100)).await;
+    failed(1, page, "magic_download").await;
     let html = get(1, page, "/").await;
     assert!(
         !html.contains("<script>"),
@@ -409,7 +428,7 @@ async fn a_page_held_unread_never_hurts_uploads_and_long_names_are_cut() {
         let _ = handout::magic_download(d.addrs.magic_download.unwrap(), quotes.as_bytes(), false)
             .await;
     }
-    sleep(Duration::from_millis(200)).await;
+    at_least(20, 1, page).await;
     let html = get(30, page, "/").await;
     // Each viewer sees its own address: the attempts came from 127.0.0.1.
     let admin = get(1, page, "/").await;
@@ -437,10 +456,7 @@ async fn a_page_held_unread_never_hurts_uploads_and_long_names_are_cut() {
         }
     });
     futures::future::join_all(uploads).await;
-    let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
-    while d.visible_files().len() < 10 && tokio::time::Instant::now() < deadline {
-        sleep(Duration::from_millis(20)).await;
-    }
+    ferry_tests::eventually("ten uploads stored", || d.visible_files().len() >= 10).await;
     for i in 0..10 {
         assert_eq!(
             d.read(&format!("up{i}.txt")),

@@ -349,12 +349,5 @@ async fn any_upload_is_served_by_every_download_protocol() {
 /// Polls `cond` (a file appearing after an upload that has no acknowledgement)
 /// until it holds, yielding between checks; fails after 20 s.
 pub async fn wait_for(cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + ferry_tests::OP_TIMEOUT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    ferry_tests::eventually("the upload's effect", cond).await
 }

@@ -705,14 +705,13 @@ mod tests {
         }
     }
 
-    /// Closes the client's side (the handout client exits), reads what the
-    /// server still sends, and waits until every upload is stored.
-    async fn hang_up(ctx: &Ctx, mut pipe: Pipe) -> Vec<u8> {
+    /// Closes the client's side (the handout client exits) and reads what
+    /// the server still sends, until the connection's end: by then every
+    /// upload of it is stored.
+    async fn hang_up(mut pipe: Pipe) -> Vec<u8> {
         pipe.client.shutdown().await.unwrap();
         let got = answer(&mut pipe.client).await;
         pipe.served.await.unwrap();
-        ctx.tracker.close();
-        ctx.tracker.wait().await;
         got
     }
 
@@ -746,7 +745,7 @@ mod tests {
         for (name, data) in [LAB1, LAB2] {
             say(&mut pipe.client, &[b"SAF", name.as_bytes(), data, b"DON"]).await;
         }
-        let got = hang_up(&ctx, pipe).await;
+        let got = hang_up(pipe).await;
         assert!(got.is_empty(), "a handout upload is answered with nothing");
         assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
         assert_eq!(last_attempt(&ctx).outcome, Outcome::Stored);
@@ -767,7 +766,7 @@ mod tests {
             &[b"SAF", LAB2.0.as_bytes(), LAB2.1, b"DON"],
         )
         .await;
-        hang_up(&ctx, pipe).await;
+        hang_up(pipe).await;
         assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
     }
 
@@ -781,7 +780,7 @@ mod tests {
         let glued = [LAB1.1, b"DONSAF"].concat();
         say(&mut pipe.client, &[b"SAF", LAB1.0.as_bytes(), &glued]).await;
         say(&mut pipe.client, &[LAB2.0.as_bytes(), LAB2.1, b"DON"]).await;
-        hang_up(&ctx, pipe).await;
+        hang_up(pipe).await;
         assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
     }
 
@@ -797,7 +796,7 @@ mod tests {
         // Arrives while the server is not reading (as if it were stopped).
         pipe.client.write_all(&glued).await.unwrap();
         say(&mut pipe.client, &[b"DON"]).await;
-        hang_up(&ctx, pipe).await;
+        hang_up(pipe).await;
         assert_eq!(visible(root.path()), vec![]);
         let a = last_attempt(&ctx);
         assert_eq!(a.outcome, Outcome::Failed);
@@ -825,7 +824,7 @@ mod tests {
         pipe.client.read_exact(&mut don).await.unwrap();
         assert_eq!(&don, DON);
         assert_eq!(got, body);
-        let rest = hang_up(&ctx, pipe).await;
+        let rest = hang_up(pipe).await;
         assert!(rest.is_empty(), "{rest:?}");
         assert_eq!(last_attempt(&ctx).outcome, Outcome::Sent);
     }
@@ -836,7 +835,7 @@ mod tests {
         let ctx = ctx(root.path(), &[]);
         let mut pipe = connect(&ctx);
         say(&mut pipe.client, &[b"RAF", b"nope.py"]).await;
-        let got = hang_up(&ctx, pipe).await;
+        let got = hang_up(pipe).await;
         assert_eq!(got, b"ERR");
         assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);
     }
@@ -861,7 +860,7 @@ mod tests {
         pipe.client.read_exact(&mut piece).await.unwrap();
         assert_eq!(piece, LAB1.1);
         pipe.client.write_all(b"PON").await.unwrap();
-        let rest = hang_up(&ctx, pipe).await;
+        let rest = hang_up(pipe).await;
         assert_eq!(rest, DON);
     }
 
@@ -874,7 +873,7 @@ mod tests {
         for (name, data) in [LAB1, LAB2] {
             say(&mut pipe.client, &[name.as_bytes(), data, b"DON"]).await;
         }
-        hang_up(&ctx, pipe).await;
+        hang_up(pipe).await;
         assert_eq!(visible(root.path()), files(&[LAB1, LAB2]));
     }
 
@@ -887,7 +886,7 @@ mod tests {
         say(&mut pipe.client, &[b"SAR", &2u32.to_be_bytes()]).await;
         say(&mut pipe.client, &[LAB1.0.as_bytes(), LAB1.1, b"DON"]).await;
         say(&mut pipe.client, &[LAB2.0.as_bytes(), b"print("]).await;
-        hang_up(&ctx, pipe).await;
+        hang_up(pipe).await;
         assert_eq!(visible(root.path()), vec![]);
     }
 
@@ -901,7 +900,7 @@ mod tests {
         );
         let mut pipe = connect(&ctx);
         say(&mut pipe.client, &[b"RAR", b"labs"]).await;
-        let got = hang_up(&ctx, pipe).await;
+        let got = hang_up(pipe).await;
         let mut want = 2u32.to_be_bytes().to_vec();
         for (name, data) in [LAB1, LAB2] {
             want.extend_from_slice(name.as_bytes());
@@ -937,7 +936,7 @@ mod tests {
         };
         let _ = tokio::time::timeout(header * 2, trickle).await;
         let waited = started.elapsed();
-        hang_up(&ctx, pipe).await;
+        hang_up(pipe).await;
         assert_eq!(visible(root.path()), vec![]);
         assert!(waited >= header && waited < header * 2, "{waited:?}");
         assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);

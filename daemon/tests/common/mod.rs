@@ -29,6 +29,29 @@ bind = "127.0.0.1:0"
 bind = "127.0.0.1:0"
 "#;
 
+/// Waits until `cond` holds (20 s at most); false if it never did. For
+/// what another process does without a word: a file stored, a removal by
+/// the reaper, an exit.
+pub fn eventually(cond: impl FnMut() -> bool) -> bool {
+    eventually_within(Duration::from_secs(20), cond)
+}
+
+/// [`eventually`] with a limit of its own.
+pub fn eventually_within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let mut every = Duration::from_millis(1);
+    while !cond() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        // Real time: ferryd is another process; nothing announces the
+        // change. The one sleep of the polls in these tests.
+        std::thread::sleep(every);
+        every = (every * 2).min(Duration::from_millis(20));
+    }
+    true
+}
+
 /// A running `ferryd` and its JSON log events.
 pub struct Running {
     pub child: Child,
@@ -59,11 +82,15 @@ impl Running {
 
     /// Waits for the exit (20 s at most).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        for _ in 0..2000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
+        let mut status = None;
+        let child = &mut self.child;
+        if eventually(|| {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        }) {
+            if let Some(status) = status {
                 return status;
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         self.child.kill().ok();
         panic!("ferryd did not exit within 20 s");

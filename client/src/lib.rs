@@ -34,33 +34,28 @@ use std::time::Duration;
 use ferry_proto::service::ServiceId;
 use tokio::net::{lookup_host, TcpStream};
 
-/// Default ports of the six services.
+/// The port of each service, indexed by it (`ports[ServiceId::Signal]`);
+/// by default 9000 to 9005.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ports {
-    /// `udp_upload`, 9000.
-    pub udp_upload: u16,
-    /// `udp_download`, 9001.
-    pub udp_download: u16,
-    /// `udp_sum`, 9002.
-    pub udp_sum: u16,
-    /// `tcp_upload`, 9003.
-    pub tcp_upload: u16,
-    /// `magic_download`, 9004.
-    pub magic_download: u16,
-    /// `signal`, 9005.
-    pub signal: u16,
-}
+pub struct Ports([u16; ServiceId::ALL.len()]);
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports {
-            udp_upload: ServiceId::UdpUpload.default_port(),
-            udp_download: ServiceId::UdpDownload.default_port(),
-            udp_sum: ServiceId::UdpSum.default_port(),
-            tcp_upload: ServiceId::TcpUpload.default_port(),
-            magic_download: ServiceId::MagicDownload.default_port(),
-            signal: ServiceId::Signal.default_port(),
-        }
+        Ports(ServiceId::ALL.map(ServiceId::default_port))
+    }
+}
+
+impl std::ops::Index<ServiceId> for Ports {
+    type Output = u16;
+
+    fn index(&self, service: ServiceId) -> &u16 {
+        &self.0[service.index()]
+    }
+}
+
+impl std::ops::IndexMut<ServiceId> for Ports {
+    fn index_mut(&mut self, service: ServiceId) -> &mut u16 {
+        &mut self.0[service.index()]
     }
 }
 
@@ -76,8 +71,8 @@ pub enum Error {
         reason: String,
     },
     /// The server refused, with its reason (exit 4).
-    #[error("refused by the server: {}", shown(.0))]
-    Refused(String),
+    #[error("refused by the server: {0}")]
+    Refused(ServerText),
     /// The bytes did not check out (exit 5).
     #[error("verification failed: {0}")]
     Verification(String),
@@ -143,6 +138,46 @@ pub fn shown(text: &str) -> String {
         }
     }
     out
+}
+
+/// What a server said, as it said it; shown (`Display`) only through
+/// [`shown`], so no server text reaches a terminal raw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerText(String);
+
+impl ServerText {
+    /// The text as the server sent it (lossy where it was not UTF-8).
+    pub fn from_wire(bytes: &[u8]) -> ServerText {
+        ServerText(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    /// The text as received, for matching (never for a terminal).
+    pub fn as_received(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the server's text contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.contains(needle)
+    }
+}
+
+impl From<String> for ServerText {
+    fn from(text: String) -> ServerText {
+        ServerText(text)
+    }
+}
+
+impl From<&str> for ServerText {
+    fn from(text: &str) -> ServerText {
+        ServerText(text.to_owned())
+    }
+}
+
+impl std::fmt::Display for ServerText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&shown(&self.0))
+    }
 }
 
 /// A whole line of the CLI's output, safe for a terminal: as [`shown`], but

@@ -1,6 +1,7 @@
 //! `magic_download`: FileRequest, FileResponse, the data until close.
 
 use bytes::BytesMut;
+use ferry_config::ServiceId;
 use ferry_proto::magic::{FileRequest, RequestCodec, ResponseCodec, ResponseFrame, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
@@ -23,7 +24,9 @@ pub(crate) async fn get(
             &mut request,
         )
         .map_err(|e| Error::Local(format!("cannot request {name:?}: {e}")))?;
-    let mut s = client.connect(client.ports.magic_download).await?;
+    let mut s = client
+        .connect(client.ports[ServiceId::MagicDownload])
+        .await?;
     s.write_all(&request)
         .await
         .map_err(|e| Error::io("sending the FileRequest", e))?;
@@ -81,7 +84,7 @@ impl Receiving<'_> {
     async fn on_frame(&mut self, frame: ResponseFrame) -> Result<Option<Got>> {
         match frame {
             ResponseFrame::Header(h) if h.status == Status::NotFound => Err(Error::Refused(
-                format!("no such file: {} (StatusCode 0)", self.name),
+                format!("no such file: {} (StatusCode 0)", self.name).into(),
             )),
             ResponseFrame::Header(h) => {
                 self.length = u64::from(h.length);

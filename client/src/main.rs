@@ -53,44 +53,9 @@ struct Global {
     /// The server's host name or address.
     #[arg(long, env = "FERRY_HOST", default_value = "localhost", global = true)]
     host: String,
-    /// Port of udp_upload.
-    #[arg(
-        long,
-        env = "FERRY_UDP_UPLOAD_PORT",
-        default_value_t = ServiceId::UdpUpload.default_port(),
-        global = true
-    )]
-    udp_upload_port: u16,
-    /// Port of udp_download.
-    #[arg(
-        long,
-        env = "FERRY_UDP_DOWNLOAD_PORT",
-        default_value_t = ServiceId::UdpDownload.default_port(),
-        global = true
-    )]
-    udp_download_port: u16,
-    /// Port of udp_sum.
-    #[arg(
-        long,
-        env = "FERRY_UDP_SUM_PORT",
-        default_value_t = ServiceId::UdpSum.default_port(),
-        global = true
-    )]
-    udp_sum_port: u16,
-    /// Port of tcp_upload.
-    #[arg(
-        long,
-        env = "FERRY_TCP_UPLOAD_PORT",
-        default_value_t = ServiceId::TcpUpload.default_port(),
-        global = true
-    )]
-    tcp_upload_port: u16,
-    /// Port of magic_download.
-    #[arg(long, env = "FERRY_MAGIC_PORT", default_value_t = ServiceId::MagicDownload.default_port(), global = true)]
-    magic_port: u16,
-    /// Port of signal.
-    #[arg(long, env = "FERRY_SIGNAL_PORT", default_value_t = ServiceId::Signal.default_port(), global = true)]
-    signal_port: u16,
+    /// The six services' ports (`--udp-upload-port` … `--signal-port`).
+    #[command(flatten)]
+    ports: PortFlags,
     /// Port of ferryd's HTTP listener (for `ls`).
     #[arg(long, env = "FERRY_HTTP_PORT", default_value_t = 9080, global = true)]
     http_port: u16,
@@ -441,8 +406,8 @@ impl Run<'_> {
             Ok(rtt) => {
                 let ms = rtt.as_secs_f64() * 1000.0;
                 self.out.ok(
-                    format!("PON from {}:{} in {ms:.2} ms", client.host, client.ports.signal),
-                    json!({"ok": true, "command": "ping", "host": client.host, "port": client.ports.signal, "rtt_ms": ms}),
+                    format!("PON from {}:{} in {ms:.2} ms", client.host, client.ports[ServiceId::Signal]),
+                    json!({"ok": true, "command": "ping", "host": client.host, "port": client.ports[ServiceId::Signal], "rtt_ms": ms}),
                 );
                 0
             }
@@ -647,19 +612,55 @@ impl Run<'_> {
     }
 }
 
+/// A port flag for each service, made from the service table: the flag
+/// and variable each service names ([`ServiceId::port_flag`],
+/// [`ServiceId::port_env`]), its default port.
+#[derive(Debug, Clone, Copy)]
+struct PortFlags(Ports);
+
+impl clap::FromArgMatches for PortFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut ports = Ports::default();
+        for id in ServiceId::ALL {
+            if let Some(port) = m.get_one::<u16>(id.port_flag()) {
+                ports[id] = *port;
+            }
+        }
+        Ok(PortFlags(ports))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for PortFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        ServiceId::ALL.into_iter().fold(cmd, |cmd, id| {
+            cmd.arg(
+                clap::Arg::new(id.port_flag())
+                    .long(id.port_flag())
+                    .env(id.port_env())
+                    .value_name(id.port_flag().replace('-', "_").to_uppercase())
+                    .value_parser(clap::value_parser!(u16))
+                    .default_value(id.default_port().to_string())
+                    .global(true)
+                    .help(format!("Port of {id}")),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
 impl Global {
     fn client(&self) -> Client {
-        let ports = Ports {
-            udp_upload: self.udp_upload_port,
-            udp_download: self.udp_download_port,
-            udp_sum: self.udp_sum_port,
-            tcp_upload: self.tcp_upload_port,
-            magic_download: self.magic_port,
-            signal: self.signal_port,
-        };
         Client {
             host: self.host.clone(),
-            ports,
+            ports: self.ports.0,
             timeout: self.timeout,
             udp_reply_timeout: self.udp_timeout,
             udp_attempts: self.attempts,

@@ -1,5 +1,6 @@
 //! The `signal` protocol: ping, files and trees, checked with CRC-32 both ways.
 
+use ferry_config::ServiceId;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ struct Conn {
 impl Conn {
     async fn open(client: &Client) -> Result<Conn> {
         Ok(Conn {
-            stream: client.connect(client.ports.signal).await?,
+            stream: client.connect(client.ports[ServiceId::Signal]).await?,
             codec: SignalCodec::default(),
             rbuf: BytesMut::with_capacity(CHUNK),
             timeout: client.timeout,
@@ -88,7 +89,7 @@ impl Conn {
                 let _ = self.send(SignalFrame::Close).await;
                 Ok(stored)
             }
-            SignalFrame::Error(reason) => Err(Error::Refused(reason)),
+            SignalFrame::Error(reason) => Err(Error::Refused(reason.into())),
             other => Err(Error::Protocol(format!(
                 "expected DON or ERR, got {other:?}"
             ))),
@@ -98,7 +99,7 @@ impl Conn {
     /// After a failed write, the server may have said why before closing.
     async fn reason_after(&mut self, err: Error) -> Error {
         match tokio::time::timeout(Duration::from_secs(1), self.recv()).await {
-            Ok(Ok(SignalFrame::Error(reason))) => Error::Refused(reason),
+            Ok(Ok(SignalFrame::Error(reason))) => Error::Refused(reason.into()),
             _ => err,
         }
     }
@@ -200,7 +201,7 @@ pub(crate) async fn ping(client: &Client) -> Result<Duration> {
             let _ = c.send(SignalFrame::Close).await;
             Ok(rtt)
         }
-        SignalFrame::Error(reason) => Err(Error::Refused(reason)),
+        SignalFrame::Error(reason) => Err(Error::Refused(reason.into())),
         other => Err(Error::Protocol(format!("expected PON, got {other:?}"))),
     }
 }
@@ -232,7 +233,7 @@ pub(crate) async fn get_file(
     c.send(SignalFrame::RequestFile(name.to_owned())).await?;
     let size = match c.recv().await? {
         SignalFrame::FileHeader { size, .. } => size,
-        SignalFrame::Error(reason) => return Err(Error::Refused(reason)),
+        SignalFrame::Error(reason) => return Err(Error::Refused(reason.into())),
         other => {
             return Err(Error::Protocol(format!(
                 "expected SAF or ERR, got {other:?}"
@@ -338,7 +339,7 @@ pub(crate) async fn get_dir(
     c.send(SignalFrame::RequestRepo(name.to_owned())).await?;
     match c.recv().await? {
         SignalFrame::SendRepo(_) => {}
-        SignalFrame::Error(reason) => return Err(Error::Refused(reason)),
+        SignalFrame::Error(reason) => return Err(Error::Refused(reason.into())),
         other => {
             return Err(Error::Protocol(format!(
                 "expected SAR or ERR, got {other:?}"
@@ -370,7 +371,7 @@ pub(crate) async fn get_dir(
                 files += 1;
             }
             SignalFrame::Done(_) => break,
-            SignalFrame::Error(reason) => return Err(Error::Refused(reason)),
+            SignalFrame::Error(reason) => return Err(Error::Refused(reason.into())),
             other => {
                 return Err(Error::Protocol(format!(
                     "unexpected {other:?} inside a tree"

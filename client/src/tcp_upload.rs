@@ -7,6 +7,7 @@
 //! error, unless `--handout` says the server is a student's, which cannot
 //! confirm: then it is reported sent, not stored.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 
 use ferry_proto::crc::Crc32;
@@ -14,7 +15,7 @@ use ferry_proto::tcp_upload::{encode_header, GO_AHEAD, STORED_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::watched::Watched;
-use crate::{Client, Error, Progress, Result, Sent};
+use crate::{Client, Error, Progress, Result, Sent, ServerText};
 
 pub(crate) async fn send(
     client: &Client,
@@ -30,7 +31,7 @@ pub(crate) async fn send(
         .await
         .map_err(|e| Error::Local(e.to_string()))?
         .len();
-    let mut s = client.connect(client.ports.tcp_upload).await?;
+    let mut s = client.connect(client.ports[ServiceId::TcpUpload]).await?;
     go_ahead(client, &mut s, size, name).await?;
     progress.start(name, Some(size));
     let crc = stream(client, &mut s, &mut file, path, size, progress).await?;
@@ -66,7 +67,7 @@ async fn go_ahead(client: &Client, s: &mut Watched, size: u64, name: &str) -> Re
     }
     let text = String::from_utf8_lossy(&reply[..n]).into_owned();
     Err(match text.strip_prefix("ERROR: ") {
-        Some(reason) => Error::Refused(reason.to_owned()),
+        Some(reason) => Error::Refused(reason.into()),
         None if n == 0 => {
             Error::Protocol("the server closed the connection instead of `go ahead`".into())
         }
@@ -120,7 +121,7 @@ async fn confirmation(client: &Client, s: &mut Watched) -> Result<Option<String>
         .map_err(|_| timed(what))?
         .map_err(|e| Error::io(what, e))?;
     if let Some(reason) = rest.strip_prefix(b"ERROR: ") {
-        return Err(Error::Refused(String::from_utf8_lossy(reason).into_owned()));
+        return Err(Error::Refused(ServerText::from_wire(reason)));
     }
     match rest.strip_prefix(STORED_PREFIX) {
         Some(name) => Ok(Some(String::from_utf8_lossy(name).into_owned())),

@@ -3,6 +3,7 @@
 //! duplicated or reordered datagram shows up as a size or CRC mismatch (or a
 //! gap that times out), and the download is tried again, never kept short.
 
+use ferry_config::ServiceId;
 use ferry_proto::udp_download::{encode_request, parse_stat_reply, Assembler, Request};
 use tokio::net::UdpSocket;
 
@@ -10,7 +11,7 @@ use crate::local::Target;
 use crate::{Client, Error, Got, Progress, Result};
 
 async fn socket(client: &Client) -> Result<(UdpSocket, std::net::SocketAddr)> {
-    let (sock, server) = client.udp(client.ports.udp_download).await?;
+    let (sock, server) = client.udp(client.ports[ServiceId::UdpDownload]).await?;
     raise_rcvbuf(&sock);
     Ok((sock, server))
 }
@@ -24,7 +25,7 @@ fn raise_rcvbuf(sock: &UdpSocket) {
 fn refused(datagram: &[u8]) -> Option<Error> {
     datagram
         .strip_prefix(b"ERROR: ")
-        .map(|r| Error::Refused(String::from_utf8_lossy(r).into_owned()))
+        .map(|r| Error::Refused(crate::ServerText::from_wire(r)))
 }
 
 /// One datagram of a download: a refusal if it is the first and says so,

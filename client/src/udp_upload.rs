@@ -3,6 +3,7 @@
 //! anything else, or silence, and it starts again from `file_info` on a new
 //! socket, at most `udp_attempts` times.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 
 use ferry_proto::udp_upload::{encode_file_info, parse_buffer_size, parse_reply, FileInfo, Reply};
@@ -101,7 +102,7 @@ pub(crate) async fn send(
             Ok(Attempt::Error(reason)) => {
                 if refusal.as_deref() == Some(reason.as_str()) {
                     progress.finish();
-                    return Err(Error::Refused(reason));
+                    return Err(Error::Refused(reason.into()));
                 }
                 refusal = Some(reason.clone());
                 last = reason;
@@ -122,7 +123,7 @@ pub(crate) async fn send(
     }
     progress.finish();
     if let Some(reason) = refusal.filter(|r| *r == last) {
-        return Err(Error::Refused(reason));
+        return Err(Error::Refused(reason.into()));
     }
     Err(Error::Timeout(format!("after {attempts} attempts: {last}")))
 }
@@ -155,7 +156,7 @@ async fn attempt_once(
 ) -> Result<Attempt> {
     let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
     let wait = client.udp_reply_timeout;
-    let (sock, server) = client.udp(client.ports.udp_upload).await?;
+    let (sock, server) = client.udp(client.ports[ServiceId::UdpUpload]).await?;
     sock.send(&encode_file_info(info))
         .await
         .map_err(|e| Error::io("sending file_info", e))?;
@@ -168,7 +169,7 @@ async fn attempt_once(
         Ok(c) => c,
         Err(_) => match parse_reply(&reply[..n]) {
             // A refusal of the header (bad name, too large, busy) is final.
-            Reply::Error(reason) => return Err(Error::Refused(reason)),
+            Reply::Error(reason) => return Err(Error::Refused(reason.into())),
             _ => {
                 return Err(Error::Protocol(format!(
                     "expected a buffer size, got {:?}",

@@ -1,6 +1,7 @@
 //! The built `ferry` binary: stdout, stderr and exit codes a person sees, and
 //! the progress bar on a terminal (under a pty) but never in piped output.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 use std::process::Output;
 
@@ -57,22 +58,28 @@ fn ferry(a: &BoundAddrs, cwd: &Path) -> Command {
         .env("FERRY_HOST", "127.0.0.1")
         .env(
             "FERRY_UDP_UPLOAD_PORT",
-            a.udp_upload.unwrap().port().to_string(),
+            a[ServiceId::UdpUpload].unwrap().port().to_string(),
         )
         .env(
             "FERRY_UDP_DOWNLOAD_PORT",
-            a.udp_download.unwrap().port().to_string(),
+            a[ServiceId::UdpDownload].unwrap().port().to_string(),
         )
-        .env("FERRY_UDP_SUM_PORT", a.udp_sum.unwrap().port().to_string())
+        .env(
+            "FERRY_UDP_SUM_PORT",
+            a[ServiceId::UdpSum].unwrap().port().to_string(),
+        )
         .env(
             "FERRY_TCP_UPLOAD_PORT",
-            a.tcp_upload.unwrap().port().to_string(),
+            a[ServiceId::TcpUpload].unwrap().port().to_string(),
         )
         .env(
             "FERRY_MAGIC_PORT",
-            a.magic_download.unwrap().port().to_string(),
+            a[ServiceId::MagicDownload].unwrap().port().to_string(),
         )
-        .env("FERRY_SIGNAL_PORT", a.signal.unwrap().port().to_string())
+        .env(
+            "FERRY_SIGNAL_PORT",
+            a[ServiceId::Signal].unwrap().port().to_string(),
+        )
         .env("FERRY_HTTP_PORT", a.http.unwrap().port().to_string());
     c
 }
@@ -91,7 +98,7 @@ async fn ping_healthy_quiet_and_stopped() {
     let cwd = tempfile::tempdir().unwrap();
     let out = run(ferry(&s.addrs, cwd.path()).arg("ping")).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let port = s.addrs.signal.unwrap().port();
+    let port = s.addrs[ServiceId::Signal].unwrap().port();
     assert!(
         text(&out.stdout).starts_with(&format!("PON from 127.0.0.1:{port} in ")),
         "{}",
@@ -259,7 +266,7 @@ async fn progress_bar_on_a_terminal_only() {
     let a = &s.addrs;
     let cmd = format!(
         "{FERRY} --host 127.0.0.1 --signal-port {} send big.bin",
-        a.signal.unwrap().port()
+        a[ServiceId::Signal].unwrap().port()
     );
     // `script` runs the command on a pseudo-terminal and copies what it drew.
     let out = run(Command::new("script")
@@ -284,7 +291,7 @@ async fn progress_bar_on_a_terminal_only() {
             "--host",
             "127.0.0.1",
             "--signal-port",
-            &a.signal.unwrap().port().to_string(),
+            &a[ServiceId::Signal].unwrap().port().to_string(),
             "send",
             "big.bin",
             "--as",

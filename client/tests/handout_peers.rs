@@ -3,6 +3,7 @@
 //! protocol completes a send and a get, byte for byte, with no ferry-only
 //! request reaching a server that would choke on it.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 use std::process::Output;
 
@@ -211,7 +212,7 @@ async fn udp_upload_download_and_sum_against_the_handout_servers() {
 async fn the_handout_framing_against_ferryd_too() {
     let d = ferry_tests::TestDaemon::start().await;
     let cwd = tempfile::tempdir().unwrap();
-    let port = d.addrs.signal.unwrap().port();
+    let port = d.addrs[ServiceId::Signal].unwrap().port();
     let mut tail = data::bytes(1024, 8);
     tail.extend_from_slice(b"DON");
     std::fs::write(cwd.path().join("tail.bin"), &tail).unwrap();
@@ -231,7 +232,7 @@ async fn the_handout_framing_against_ferryd_too() {
         &tail,
         "back",
     );
-    let udp = d.addrs.udp_download.unwrap().port();
+    let udp = d.addrs[ServiceId::UdpDownload].unwrap().port();
     ferry(
         "--udp-download-port",
         udp,

@@ -113,21 +113,11 @@ impl Controller {
     }
 }
 
-/// The addresses the services are bound to (`None` when disabled).
+/// The addresses the services are bound to (`None` when disabled): one
+/// entry per service, indexed by it (`addrs[ServiceId::Signal]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BoundAddrs {
-    /// `udp_upload`.
-    pub udp_upload: Option<SocketAddr>,
-    /// `udp_download`.
-    pub udp_download: Option<SocketAddr>,
-    /// `udp_sum`.
-    pub udp_sum: Option<SocketAddr>,
-    /// `tcp_upload`.
-    pub tcp_upload: Option<SocketAddr>,
-    /// `magic_download`.
-    pub magic_download: Option<SocketAddr>,
-    /// `signal`.
-    pub signal: Option<SocketAddr>,
+    services: [Option<SocketAddr>; ServiceId::ALL.len()],
     /// The HTTP listener (`[http]`).
     pub http: Option<SocketAddr>,
 }
@@ -135,26 +125,21 @@ pub struct BoundAddrs {
 impl BoundAddrs {
     /// Where `service` listens, if it is enabled.
     pub fn get(&self, service: ServiceId) -> Option<SocketAddr> {
-        match service {
-            ServiceId::UdpUpload => self.udp_upload,
-            ServiceId::UdpDownload => self.udp_download,
-            ServiceId::UdpSum => self.udp_sum,
-            ServiceId::TcpUpload => self.tcp_upload,
-            ServiceId::MagicDownload => self.magic_download,
-            ServiceId::Signal => self.signal,
-        }
+        self[service]
     }
+}
 
-    fn set(&mut self, service: ServiceId, addr: Option<SocketAddr>) {
-        let slot = match service {
-            ServiceId::UdpUpload => &mut self.udp_upload,
-            ServiceId::UdpDownload => &mut self.udp_download,
-            ServiceId::UdpSum => &mut self.udp_sum,
-            ServiceId::TcpUpload => &mut self.tcp_upload,
-            ServiceId::MagicDownload => &mut self.magic_download,
-            ServiceId::Signal => &mut self.signal,
-        };
-        *slot = addr;
+impl std::ops::Index<ServiceId> for BoundAddrs {
+    type Output = Option<SocketAddr>;
+
+    fn index(&self, service: ServiceId) -> &Option<SocketAddr> {
+        &self.services[service.index()]
+    }
+}
+
+impl std::ops::IndexMut<ServiceId> for BoundAddrs {
+    fn index_mut(&mut self, service: ServiceId) -> &mut Option<SocketAddr> {
+        &mut self.services[service.index()]
     }
 }
 
@@ -311,7 +296,7 @@ impl Daemon {
         for id in ServiceId::ALL {
             if let (true, addr) = config.endpoint(id) {
                 let bound = bind_one(id, addr).await?;
-                addrs.set(id, bound.local_addr().ok());
+                addrs[id] = bound.local_addr().ok();
                 sockets.push((id, bound));
             }
         }

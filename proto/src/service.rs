@@ -50,6 +50,36 @@ impl ServiceId {
         }
     }
 
+    /// Its place in [`ServiceId::ALL`]: tables of one entry per service
+    /// (`[T; 6]`) are indexed by it.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The client's flag for the service's port (`--signal-port`).
+    pub const fn port_flag(self) -> &'static str {
+        match self {
+            ServiceId::UdpUpload => "udp-upload-port",
+            ServiceId::UdpDownload => "udp-download-port",
+            ServiceId::UdpSum => "udp-sum-port",
+            ServiceId::TcpUpload => "tcp-upload-port",
+            ServiceId::MagicDownload => "magic-port",
+            ServiceId::Signal => "signal-port",
+        }
+    }
+
+    /// The environment variable the client reads the port from.
+    pub const fn port_env(self) -> &'static str {
+        match self {
+            ServiceId::UdpUpload => "FERRY_UDP_UPLOAD_PORT",
+            ServiceId::UdpDownload => "FERRY_UDP_DOWNLOAD_PORT",
+            ServiceId::UdpSum => "FERRY_UDP_SUM_PORT",
+            ServiceId::TcpUpload => "FERRY_TCP_UPLOAD_PORT",
+            ServiceId::MagicDownload => "FERRY_MAGIC_PORT",
+            ServiceId::Signal => "FERRY_SIGNAL_PORT",
+        }
+    }
+
     /// UDP or TCP.
     pub const fn transport(self) -> Transport {
         match self {
@@ -95,5 +125,12 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn each_service_sits_at_its_index() {
+        for (i, s) in ServiceId::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i, "{s}");
+        }
     }
 }

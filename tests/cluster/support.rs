@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ferry::{Client, Ports};
+use ferry::Client;
 
 /// The built ferryd: `$FERRYD`, or beside this test in the target directory.
 pub fn ferryd_bin() -> PathBuf {
@@ -262,15 +262,9 @@ impl Ferryd {
     /// A ferry client for this instance.
     pub fn client(&self) -> Client {
         let mut c = Client::new("127.0.0.1");
-        let port = |s: &str| self.addr(s).port();
-        c.ports = Ports {
-            udp_upload: port("udp_upload"),
-            udp_download: port("udp_download"),
-            udp_sum: port("udp_sum"),
-            tcp_upload: port("tcp_upload"),
-            magic_download: port("magic_download"),
-            signal: port("signal"),
-        };
+        for id in ferry_config::ServiceId::ALL {
+            c.ports[id] = self.addr(id.name()).port();
+        }
         c.timeout = Duration::from_secs(30);
         c
     }

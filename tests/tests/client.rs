@@ -1,23 +1,19 @@
 //! ferry's client library against the real daemon: every operation over every
 //! protocol, sizes 0 and several MiB, trees, refusals, unreachable servers, timeouts.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 use std::time::Duration;
 
-use ferry::{Client, Error, GetVia, NoProgress, Ports, SendVia};
+use ferry::{Client, Error, GetVia, NoProgress, SendVia};
 use ferry_tests::{assert_same_bytes, data, TestDaemon};
 
 fn client_for(d: &TestDaemon) -> Client {
     let a = d.addrs;
     let mut c = Client::new("127.0.0.1");
-    c.ports = Ports {
-        udp_upload: a.udp_upload.unwrap().port(),
-        udp_download: a.udp_download.unwrap().port(),
-        udp_sum: a.udp_sum.unwrap().port(),
-        tcp_upload: a.tcp_upload.unwrap().port(),
-        magic_download: a.magic_download.unwrap().port(),
-        signal: a.signal.unwrap().port(),
-    };
+    for id in ServiceId::ALL {
+        c.ports[id] = a[id].unwrap().port();
+    }
     c
 }
 
@@ -263,9 +259,9 @@ async fn unreachable_servers_and_timeouts_are_told_apart() {
         l.local_addr().unwrap().port()
     };
     let mut c = Client::new("127.0.0.1");
-    c.ports.signal = free;
-    c.ports.tcp_upload = free;
-    c.ports.magic_download = free;
+    c.ports[ServiceId::Signal] = free;
+    c.ports[ServiceId::TcpUpload] = free;
+    c.ports[ServiceId::MagicDownload] = free;
     let err = c.ping().await.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert_eq!(err.exit_code(), 3);
@@ -283,7 +279,7 @@ async fn unreachable_servers_and_timeouts_are_told_apart() {
 
     // A server that accepts and never answers: ping times out.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    c.ports.signal = silent.local_addr().unwrap().port();
+    c.ports[ServiceId::Signal] = silent.local_addr().unwrap().port();
     c.timeout = Duration::from_millis(300);
     let held = tokio::spawn(async move {
         let conn = silent.accept().await;
@@ -300,7 +296,7 @@ async fn unreachable_servers_and_timeouts_are_told_apart() {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    c.ports.udp_sum = udp_free;
+    c.ports[ServiceId::UdpSum] = udp_free;
     let err = c.sum("a", 1).await.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }

@@ -2,6 +2,7 @@
 //! the seed text: pauses of 0.1 s, no lengths, recv(36)/recv(4)/recv(1024),
 //! PON per piece) against ferryd's signal port, byte for byte.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 
 use ferry_proto::signal::SignalFrame;
@@ -26,7 +27,10 @@ fn files() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 async fn client(daemon: &TestDaemon, args: &[&str], slow: Option<&str>) -> std::process::Output {
-    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let port = daemon.addrs[ServiceId::Signal]
+        .expect("signal")
+        .port()
+        .to_string();
     let mut all = vec!["127.0.0.1", port.as_str()];
     all.extend_from_slice(args);
     let env: Vec<(&str, &str)> = slow.map(|s| ("SLOW_READ", s)).into_iter().collect();
@@ -187,7 +191,10 @@ async fn handout_client_sends_a_repo_and_gets_one() {
 async fn the_handout_client_gets_its_own_hand_in_and_not_a_classmates() {
     let _one = ONE_AT_A_TIME.lock().await;
     let daemon = TestDaemon::start().await;
-    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let port = daemon.addrs[ServiceId::Signal]
+        .expect("signal")
+        .port()
+        .to_string();
     let local = tempfile::tempdir().expect("temp");
     let run = |src: &'static str, args: Vec<String>| {
         let port = port.clone();
@@ -224,7 +231,7 @@ async fn the_handout_client_gets_its_own_hand_in_and_not_a_classmates() {
 
     let mut alice = ferry_tests::handout::Signal::connect_as(
         "127.0.0.2".parse().unwrap(),
-        daemon.addrs.signal.unwrap(),
+        daemon.addrs[ServiceId::Signal].unwrap(),
     )
     .await;
     let mut sar = ferry_proto::signal::encode(SignalFrame::SendRepo("proj".into())).unwrap();
@@ -271,7 +278,10 @@ async fn a_lab_sending_at_once_never_stores_a_wrong_byte() {
     const FILES: usize = 3;
     let _one = ONE_AT_A_TIME.lock().await;
     let daemon = TestDaemon::start().await;
-    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let port = daemon.addrs[ServiceId::Signal]
+        .expect("signal")
+        .port()
+        .to_string();
     let local = tempfile::tempdir().expect("temp");
     let mut sent = std::collections::BTreeMap::new();
     let mut runs = Vec::new();
@@ -343,7 +353,10 @@ async fn a_lab_sending_at_once_never_stores_a_wrong_byte() {
 /// connection, `n` students at once each on its own address; returns how
 /// many got their file back intact, after checking none was stored wrong.
 async fn round_trips(daemon: &TestDaemon, n: usize, size: usize) -> usize {
-    let port = daemon.addrs.signal.expect("signal").port().to_string();
+    let port = daemon.addrs[ServiceId::Signal]
+        .expect("signal")
+        .port()
+        .to_string();
     let local = tempfile::tempdir().expect("temp");
     let mut runs = Vec::new();
     for s in 0..n {
@@ -427,7 +440,7 @@ async fn a_don_glued_to_the_next_name_in_a_sar_stores_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _one = ONE_AT_A_TIME.lock().await;
     let daemon = TestDaemon::start().await;
-    let mut s = tokio::net::TcpStream::connect(daemon.addrs.signal.expect("signal"))
+    let mut s = tokio::net::TcpStream::connect(daemon.addrs[ServiceId::Signal].expect("signal"))
         .await
         .expect("connect");
     // Real: the handout framing is its pauses, read by a real ferryd.

@@ -3,6 +3,7 @@
 //! the client gets a clear refusal in the protocol's own way, and the daemon
 //! keeps serving.
 
+use ferry_config::ServiceId;
 use std::path::{Path, PathBuf};
 
 use ferry_proto::signal::SignalFrame;
@@ -146,11 +147,11 @@ fn root_is_flat(root: &Path) {
 async fn upload_names_never_escape_on_any_service() {
     let j = Jail::new().await;
     let a = j.d.addrs;
-    let mut sig = handout::Signal::connect(a.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
     for (i, name) in upload_corpus().into_iter().enumerate() {
         let data = format!("data {i}").into_bytes();
         // udp_upload: `OK`, or an ERROR text naming the problem.
-        match handout::udp_upload(a.udp_upload.unwrap(), &name, &data, false, 1).await {
+        match handout::udp_upload(a[ServiceId::UdpUpload].unwrap(), &name, &data, false, 1).await {
             UdpUploadOutcome::Ok { .. } => {}
             UdpUploadOutcome::NotANumber(text) => {
                 assert!(text.starts_with("ERROR: refused name"), "{name:?}: {text}")
@@ -158,7 +159,7 @@ async fn upload_names_never_escape_on_any_service() {
             other => panic!("{name:?}: {other:?}"),
         }
         // tcp_upload: `go ahead`, or an ERROR text instead of it.
-        let reply = handout::tcp_upload(a.tcp_upload.unwrap(), &name, &data).await;
+        let reply = handout::tcp_upload(a[ServiceId::TcpUpload].unwrap(), &name, &data).await;
         let text = String::from_utf8_lossy(&reply);
         if name.is_empty() {
             // Nothing after the size: the header never completes, refused as such.
@@ -202,14 +203,18 @@ async fn upload_names_never_escape_on_any_service() {
 async fn downloads_never_leave_the_root() {
     let j = Jail::new().await;
     let a = j.d.addrs;
-    let mut sig = handout::Signal::connect(a.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
     for name in download_corpus() {
         if !name.is_empty() && name.len() <= 1024 {
-            let wire =
-                handout::magic_download(a.magic_download.unwrap(), name.as_bytes(), false).await;
+            let wire = handout::magic_download(
+                a[ServiceId::MagicDownload].unwrap(),
+                name.as_bytes(),
+                false,
+            )
+            .await;
             assert_eq!(wire, [0x49, 0x7E, 2, 0, 0, 0, 0, 0], "magic {name:?}");
         }
-        let reply = handout::udp_download(a.udp_download.unwrap(), name.as_bytes())
+        let reply = handout::udp_download(a[ServiceId::UdpDownload].unwrap(), name.as_bytes())
             .await
             .unwrap();
         assert!(
@@ -244,7 +249,7 @@ async fn downloads_never_leave_the_root() {
 #[tokio::test]
 async fn tree_entries_cannot_escape() {
     let j = Jail::new().await;
-    let mut sig = handout::Signal::connect(j.d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(j.d.addrs[ServiceId::Signal].unwrap()).await;
     for bad in [
         "../escape",
         "/abs",
@@ -284,7 +289,7 @@ async fn tree_entries_cannot_escape() {
 #[tokio::test]
 async fn malformed_udp_upload_headers_get_error_text() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     for (datagram, want) in [
         (
             &br#"{"checksum": "00000000", "name": "a"}"#[..],
@@ -352,7 +357,7 @@ async fn malformed_udp_upload_headers_get_error_text() {
 #[tokio::test]
 async fn malformed_tcp_upload_headers_are_refused() {
     let d = TestDaemon::start_with(|c| c.limits.max_file_size = ferry_config::Size(1 << 20)).await;
-    let addr = d.addrs.tcp_upload.unwrap();
+    let addr = d.addrs[ServiceId::TcpUpload].unwrap();
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             ferry_proto::tcp_upload::encode_header(1 << 63, "huge"),
@@ -400,7 +405,7 @@ async fn malformed_tcp_upload_headers_are_refused() {
 #[tokio::test]
 async fn malformed_magic_requests_are_answered_by_closing() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.magic_download.unwrap();
+    let addr = d.addrs[ServiceId::MagicDownload].unwrap();
     d.put("f", b"file");
     for bad in [
         &b"\x49\x7F\x01\x00\x01f"[..],
@@ -477,7 +482,7 @@ async fn malformed_http_requests_get_an_error_or_a_close_and_the_page_serves_on(
 #[tokio::test]
 async fn malformed_signal_frames_get_err() {
     let d = TestDaemon::start_with(|c| c.limits.max_file_size = ferry_config::Size(1000)).await;
-    let addr = d.addrs.signal.unwrap();
+    let addr = d.addrs[ServiceId::Signal].unwrap();
     for (raw, want) in [
         (&b"XYZ"[..], "unknown tag \"XYZ\""),
         (b"pin", "unknown tag"),
@@ -529,7 +534,7 @@ async fn malformed_signal_frames_get_err() {
 #[tokio::test]
 async fn malformed_sum_requests_get_error_text() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_sum.unwrap();
+    let addr = d.addrs[ServiceId::UdpSum].unwrap();
     for (req, want) in [
         (&b"Ann:seven"[..], "could not read a name and an integer"),
         (b"Ann:-3", "out of range"),
@@ -573,7 +578,7 @@ async fn a_forged_crc_never_passes_for_an_identical_retry() {
     // The forger uploads first, under the name the honest student will use.
     // Over all three upload protocols, the honest upload is then stored
     // beside it (never acknowledged and dropped as a "retry").
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     assert_eq!(
         c.upload("s.bin", &forgery).await,
         Some(SignalFrame::Done("s.bin".into()))
@@ -588,7 +593,7 @@ async fn a_forged_crc_never_passes_for_an_identical_retry() {
         Some(SignalFrame::Done("s (1).bin".into()))
     );
 
-    let tcp = d.addrs.tcp_upload.unwrap();
+    let tcp = d.addrs[ServiceId::TcpUpload].unwrap();
     assert_eq!(
         handout::tcp_upload(tcp, "t.bin", &forgery).await,
         b"go ahead"
@@ -598,7 +603,7 @@ async fn a_forged_crc_never_passes_for_an_identical_retry() {
         b"go ahead"
     );
 
-    let udp = d.addrs.udp_upload.unwrap();
+    let udp = d.addrs[ServiceId::UdpUpload].unwrap();
     for bytes in [&forgery, &honest] {
         assert_eq!(
             handout::udp_upload(udp, "u.bin", bytes, false, 3).await,
@@ -626,17 +631,24 @@ async fn a_forged_crc_never_passes_for_an_identical_retry() {
 async fn upload_names_over_max_name_len_are_refused_everywhere() {
     let d = TestDaemon::start_with(|c| c.limits.max_name_len = 32).await;
     let long = "n".repeat(40);
-    let outcome = handout::udp_upload(d.addrs.udp_upload.unwrap(), &long, b"x", false, 1).await;
+    let outcome = handout::udp_upload(
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+        &long,
+        b"x",
+        false,
+        1,
+    )
+    .await;
     assert_eq!(
         outcome,
         UdpUploadOutcome::NotANumber("ERROR: the name is 40 bytes long, the limit is 32".into())
     );
-    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), &long, b"x").await;
+    let reply = handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), &long, b"x").await;
     assert!(
         String::from_utf8_lossy(&reply).starts_with("ERROR: "),
         "{reply:?}"
     );
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     c.send_raw(&ferry_proto::signal::encode_file(&long, b"x").unwrap())
         .await;
     assert!(
@@ -649,7 +661,7 @@ async fn upload_names_over_max_name_len_are_refused_everywhere() {
 #[tokio::test]
 async fn one_address_cannot_squat_a_name_or_flood_the_root() {
     let d = TestDaemon::start_with(|c| c.limits.max_uploads_per_ip = 50).await;
-    let signal = d.addrs.signal.unwrap();
+    let signal = d.addrs[ServiceId::Signal].unwrap();
     // 40 different one-byte lab1.py from one address: numbered, never stuck.
     let mut c = handout::Signal::connect(signal).await;
     let started = std::time::Instant::now();
@@ -676,12 +688,19 @@ async fn one_address_cannot_squat_a_name_or_flood_the_root() {
         Some(SignalFrame::Error(r)) => assert!(r.contains("upload quota"), "{r}"),
         other => panic!("{other:?}"),
     }
-    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "x.py", b"x").await;
+    let reply = handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), "x.py", b"x").await;
     assert!(
         String::from_utf8_lossy(&reply).contains("upload quota"),
         "{reply:?}"
     );
-    let outcome = handout::udp_upload(d.addrs.udp_upload.unwrap(), "y.py", b"y", false, 1).await;
+    let outcome = handout::udp_upload(
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+        "y.py",
+        b"y",
+        false,
+        1,
+    )
+    .await;
     assert!(
         matches!(&outcome, UdpUploadOutcome::NotANumber(r) if r.contains("upload quota")),
         "{outcome:?}"
@@ -717,7 +736,7 @@ async fn send_tree(
 #[tokio::test]
 async fn a_tree_cannot_spend_inodes_through_deep_directories() {
     let d = TestDaemon::start_with(|c| c.signal.max_tree_entries = 20).await;
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     // One entry 40 directories deep: refused, nothing made.
     let deep = format!("{}f", "d/".repeat(40));
     match send_tree(&mut c, "deep", &[(deep, Vec::new())]).await {
@@ -761,7 +780,7 @@ async fn a_tree_cannot_spend_inodes_through_deep_directories() {
 #[tokio::test]
 async fn a_rar_during_an_overwriting_sar_sends_one_version() {
     let d = TestDaemon::start_with(|c| c.on_conflict = ferry_config::OnConflict::Overwrite).await;
-    let addr = d.addrs.signal.unwrap();
+    let addr = d.addrs[ServiceId::Signal].unwrap();
     let version = |v: u8| -> Vec<(String, Vec<u8>)> {
         (0..40)
             .map(|i| (format!("f{i:02}.bin"), vec![v; 100_000]))
@@ -831,7 +850,7 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
         let forged = tokio::net::UdpSocket::bind((victim, 0)).await.unwrap();
         let info = handout::file_info(&format!("confession-{i}.txt"), &[b'x'; 100]);
         forged
-            .send_to(&info, d.addrs.udp_upload.unwrap())
+            .send_to(&info, d.addrs[ServiceId::UdpUpload].unwrap())
             .await
             .unwrap();
     }
@@ -843,7 +862,10 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
     for i in 0..3 {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind((victim, 0).into()).unwrap();
-        let mut s = sock.connect(d.addrs.tcp_upload.unwrap()).await.unwrap();
+        let mut s = sock
+            .connect(d.addrs[ServiceId::TcpUpload].unwrap())
+            .await
+            .unwrap();
         let name = format!("mine-{i}.txt");
         s.write_all(&ferry_proto::tcp_upload::encode_header(4, &name))
             .await
@@ -877,7 +899,7 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
         let data = data::bytes(500, i);
         s.send_to(
             &handout::file_info(&format!("u{i}.bin"), &data),
-            d.addrs.udp_upload.unwrap(),
+            d.addrs[ServiceId::UdpUpload].unwrap(),
         )
         .await
         .unwrap();
@@ -890,7 +912,9 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
         if last.starts_with("ERROR") {
             break;
         }
-        s.send_to(&data, d.addrs.udp_upload.unwrap()).await.unwrap();
+        s.send_to(&data, d.addrs[ServiceId::UdpUpload].unwrap())
+            .await
+            .unwrap();
         let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
             .await
             .unwrap()
@@ -907,7 +931,7 @@ async fn forged_udp_file_infos_never_spend_a_victims_quota() {
 #[tokio::test]
 async fn a_trees_entries_count_against_the_upload_quota() {
     let d = TestDaemon::start_with(|c| c.limits.max_uploads_per_ip = 6).await;
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     let entries = |n: usize| -> Vec<(String, Vec<u8>)> {
         (0..n)
             .map(|i| (format!("f{i}.txt"), vec![b'x'; 10]))
@@ -945,9 +969,9 @@ async fn a_hand_in_is_downloaded_only_by_its_sender_or_an_admin() {
         TestDaemon::start_with(|c| c.access.admin = vec!["127.0.0.9/32".parse().unwrap()]).await;
     let a = d.addrs;
     let (sig, magic, udp) = (
-        a.signal.unwrap(),
-        a.magic_download.unwrap(),
-        a.udp_download.unwrap(),
+        a[ServiceId::Signal].unwrap(),
+        a[ServiceId::MagicDownload].unwrap(),
+        a[ServiceId::UdpDownload].unwrap(),
     );
     let work = data::bytes(3000, 7);
     let mut alice_c = handout::Signal::connect_as(alice, sig).await;
@@ -1036,12 +1060,12 @@ async fn anyone_may_download_when_the_lab_shares() {
     use ferry_config::Downloads;
     use std::net::Ipv4Addr;
     let d = TestDaemon::start_with(|c| c.access.downloads = Downloads::Anyone).await;
-    let sig = d.addrs.signal.unwrap();
+    let sig = d.addrs[ServiceId::Signal].unwrap();
     let mut alice = handout::Signal::connect_as(Ipv4Addr::new(127, 0, 0, 2), sig).await;
     assert!(alice.upload("shared.txt", b"for all").await.is_some());
     let got = handout::magic_download_as(
         Ipv4Addr::new(127, 0, 0, 3),
-        d.addrs.magic_download.unwrap(),
+        d.addrs[ServiceId::MagicDownload].unwrap(),
         b"shared.txt",
     )
     .await;

@@ -4,6 +4,7 @@
 //! Clients come from distinct loopback addresses (127.0.0.2, 127.0.0.3, …)
 //! so "each student sees their own attempts" can fail.
 
+use ferry_config::ServiceId;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ async fn the_four_student_mistakes_are_explained_to_the_student_who_made_them() 
     let page = d.addrs.http.expect("http");
 
     // 1. COSC264 with the magic number's bytes swapped.
-    let mut s = connect_from(2, d.addrs.magic_download.unwrap()).await;
+    let mut s = connect_from(2, d.addrs[ServiceId::MagicDownload].unwrap()).await;
     s.write_all(&[0x7E, 0x49, 1, 0, 5]).await.unwrap();
     s.write_all(b"a.txt").await.unwrap();
     let mut rest = Vec::new();
@@ -118,7 +119,7 @@ async fn the_four_student_mistakes_are_explained_to_the_student_who_made_them() 
     assert_eq!(a["diagnosis"]["section"], "magic_download (9004/tcp)");
 
     // 2. Seed 002 without waiting for `go ahead`: header, name and data at once.
-    let mut s = connect_from(3, d.addrs.tcp_upload.unwrap()).await;
+    let mut s = connect_from(3, d.addrs[ServiceId::TcpUpload].unwrap()).await;
     let mut all = 11u64.to_be_bytes().to_vec();
     all.extend_from_slice(b"notes.txthello world");
     s.write_all(&all).await.unwrap();
@@ -132,7 +133,7 @@ async fn the_four_student_mistakes_are_explained_to_the_student_who_made_them() 
 
     // 3. Seed 000 with a CRC-32 that is not the data's.
     let sock = UdpSocket::bind(SocketAddr::new(ip(4), 0)).await.unwrap();
-    let to = d.addrs.udp_upload.unwrap();
+    let to = d.addrs[ServiceId::UdpUpload].unwrap();
     let data = b"some image bytes".to_vec();
     let info = format!(
         r#"{{"checksum": "00000001", "name": "photo.jpg", "size": {}}}"#,
@@ -172,7 +173,7 @@ async fn the_four_student_mistakes_are_explained_to_the_student_who_made_them() 
     );
 
     // 4. A seed-004 client that never sends DON: SAF, name, data, then CLS.
-    let mut s = connect_from(5, d.addrs.signal.unwrap()).await;
+    let mut s = connect_from(5, d.addrs[ServiceId::Signal].unwrap()).await;
     for (part, pause) in [
         (&b"SAF"[..], 100),
         (b"lab1.py", 100),
@@ -225,22 +226,34 @@ async fn admins_see_everyone_and_every_failure_is_one_failed_attempt() {
     let page = d.addrs.http.unwrap();
     d.put("there.txt", b"hello");
     // A missing file is a failure on every download protocol.
-    let missing =
-        handout::magic_download(d.addrs.magic_download.unwrap(), b"nope.txt", false).await;
+    let missing = handout::magic_download(
+        d.addrs[ServiceId::MagicDownload].unwrap(),
+        b"nope.txt",
+        false,
+    )
+    .await;
     assert_eq!(
         missing,
         [0x49, 0x7E, 2, 0, 0, 0, 0, 0],
         "StatusCode 0, DataLength 0"
     );
     assert_eq!(
-        handout::magic_download(d.addrs.magic_download.unwrap(), b"there.txt", false)
-            .await
-            .len(),
+        handout::magic_download(
+            d.addrs[ServiceId::MagicDownload].unwrap(),
+            b"there.txt",
+            false
+        )
+        .await
+        .len(),
         8 + 5
     );
-    let _ = handout::udp_download(d.addrs.udp_download.unwrap(), b"nope.txt").await;
-    let stored =
-        handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "files/report.pdf", b"%PDF").await;
+    let _ = handout::udp_download(d.addrs[ServiceId::UdpDownload].unwrap(), b"nope.txt").await;
+    let stored = handout::tcp_upload(
+        d.addrs[ServiceId::TcpUpload].unwrap(),
+        "files/report.pdf",
+        b"%PDF",
+    )
+    .await;
     assert_eq!(stored, b"go ahead");
     let all = at_least(4, 1, page).await;
     let summary: Vec<(String, String)> = all
@@ -330,8 +343,8 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
     assert!(!cut.contains("200 OK"), "{cut}");
     // The page has a cap of its own: an address whose transfer slots are
     // full (two tcp_upload connections held open) still reads its page...
-    let _a = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
-    let _b = connect_from(7, d.addrs.tcp_upload.unwrap()).await;
+    let _a = connect_from(7, d.addrs[ServiceId::TcpUpload].unwrap()).await;
+    let _b = connect_from(7, d.addrs[ServiceId::TcpUpload].unwrap()).await;
     ferry_tests::eventually("both connections held", || {
         d.controller.tcp_connections() == 2
     })
@@ -360,7 +373,7 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
         busy.contains("too many page requests from your address"),
         "{busy}"
     );
-    let mut up = connect_from(9, d.addrs.tcp_upload.unwrap()).await;
+    let mut up = connect_from(9, d.addrs[ServiceId::TcpUpload].unwrap()).await;
     up.write_all(&ferry_proto::tcp_upload::encode_header(2, "nine.txt"))
         .await
         .unwrap();
@@ -399,7 +412,12 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
     assert!(!answer.contains("200 OK"), "{answer}");
     // Client text is escaped on the page.
     let evil = "<script>alert(1)</script>.txt";
-    let _ = handout::magic_download(d.addrs.magic_download.unwrap(), evil.as_bytes(), false).await;
+    let _ = handout::magic_download(
+        d.addrs[ServiceId::MagicDownload].unwrap(),
+        evil.as_bytes(),
+        false,
+    )
+    .await;
     failed(1, page, "magic_download").await;
     let html = get(1, page, "/").await;
     assert!(
@@ -409,7 +427,7 @@ async fn the_http_listener_keeps_the_limits_of_the_others() {
     assert!(html.contains("&lt;script&gt;"));
     // And the protocols still answer.
     assert_eq!(
-        handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "ok.txt", b"ok").await,
+        handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), "ok.txt", b"ok").await,
         b"go ahead"
     );
     d.stop().await;
@@ -425,8 +443,12 @@ async fn a_page_held_unread_never_hurts_uploads_and_long_names_are_cut() {
     let page = d.addrs.http.unwrap();
     let quotes = "\"".repeat(1000);
     for _ in 0..20 {
-        let _ = handout::magic_download(d.addrs.magic_download.unwrap(), quotes.as_bytes(), false)
-            .await;
+        let _ = handout::magic_download(
+            d.addrs[ServiceId::MagicDownload].unwrap(),
+            quotes.as_bytes(),
+            false,
+        )
+        .await;
     }
     at_least(20, 1, page).await;
     let html = get(30, page, "/").await;
@@ -448,7 +470,7 @@ async fn a_page_held_unread_never_hurts_uploads_and_long_names_are_cut() {
     }
     // Ten handout uploads from another address, all at once: all stored.
     let uploads = (0..10).map(|i| {
-        let addr = d.addrs.tcp_upload.unwrap();
+        let addr = d.addrs[ServiceId::TcpUpload].unwrap();
         async move {
             let name = format!("up{i}.txt");
             let reply = handout::tcp_upload(addr, &name, name.as_bytes()).await;
@@ -480,7 +502,7 @@ async fn udp_sources_are_marked_unverified_in_the_ledger_and_on_the_page() {
     // socket is bound to it (127.0.0.5), the same datagrams.
     let forger = handout::udp_socket_as(std::net::Ipv4Addr::new(127, 0, 0, 5)).await;
     let data = b"I copied lab 3";
-    let up = d.addrs.udp_upload.unwrap();
+    let up = d.addrs[ServiceId::UdpUpload].unwrap();
     forger
         .send_to(&handout::file_info("confession.txt", data), up)
         .await
@@ -498,7 +520,7 @@ async fn udp_sources_are_marked_unverified_in_the_ledger_and_on_the_page() {
     assert_eq!(&buf[..n], b"OK");
     let mut honest = handout::Signal::connect_as(
         std::net::Ipv4Addr::new(127, 0, 0, 5),
-        d.addrs.signal.unwrap(),
+        d.addrs[ServiceId::Signal].unwrap(),
     )
     .await;
     assert!(honest.upload("lab3.py", b"print(3)").await.is_some());

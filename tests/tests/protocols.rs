@@ -1,6 +1,7 @@
 //! Every protocol's happy path against the real daemon, through clients that
 //! behave like the handouts': boundary sizes, bytes checked on disk and on the wire.
 
+use ferry_config::ServiceId;
 use ferry_proto::signal::SignalFrame;
 use ferry_tests::handout::{self, UdpUploadOutcome};
 use ferry_tests::{assert_same_bytes, data, TestDaemon};
@@ -8,7 +9,7 @@ use ferry_tests::{assert_same_bytes, data, TestDaemon};
 #[tokio::test]
 async fn udp_upload_stores_every_boundary_size() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     for (i, size) in data::boundary_sizes(1452).into_iter().enumerate() {
         let bytes = data::bytes(size, i as u64);
         let name = format!("files/u{size}.bin");
@@ -35,8 +36,14 @@ async fn large_udp_uploads_are_stored_byte_for_byte() {
     for (buffer_size, seed) in [(65_000, 7), (9_000, 8)] {
         let d = TestDaemon::start_with(|c| c.udp_upload.buffer_size = buffer_size).await;
         let bytes = data::bytes(6 << 20, seed);
-        let outcome =
-            handout::udp_upload(d.addrs.udp_upload.unwrap(), "large.bin", &bytes, false, 5).await;
+        let outcome = handout::udp_upload(
+            d.addrs[ServiceId::UdpUpload].unwrap(),
+            "large.bin",
+            &bytes,
+            false,
+            5,
+        )
+        .await;
         assert!(
             matches!(outcome, UdpUploadOutcome::Ok { .. }),
             "buffer {buffer_size}: {outcome:?}"
@@ -55,13 +62,16 @@ async fn large_udp_uploads_are_stored_byte_for_byte() {
 async fn udp_upload_announces_the_configured_buffer_size() {
     let d = TestDaemon::start_with(|c| c.udp_upload.buffer_size = 100).await;
     let sock = handout::udp_socket().await;
-    sock.send_to(&handout::file_info("a", b"x"), d.addrs.udp_upload.unwrap())
-        .await
-        .unwrap();
+    sock.send_to(
+        &handout::file_info("a", b"x"),
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+    )
+    .await
+    .unwrap();
     let mut buf = [0u8; 64];
     let (n, _) = sock.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"100");
-    sock.send_to(b"x", d.addrs.udp_upload.unwrap())
+    sock.send_to(b"x", d.addrs[ServiceId::UdpUpload].unwrap())
         .await
         .unwrap();
     let (n, _) = sock.recv_from(&mut buf).await.unwrap();
@@ -73,7 +83,7 @@ async fn udp_upload_announces_the_configured_buffer_size() {
 #[tokio::test]
 async fn tcp_upload_stores_every_boundary_size() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.tcp_upload.unwrap();
+    let addr = d.addrs[ServiceId::TcpUpload].unwrap();
     for (i, size) in data::boundary_sizes(65_536).into_iter().enumerate() {
         let bytes = data::bytes(size, 100 + i as u64);
         let reply = handout::tcp_upload(addr, &format!("/home/s/t{size}.bin"), &bytes).await;
@@ -90,7 +100,7 @@ async fn tcp_upload_stores_every_boundary_size() {
 async fn tcp_upload_name_sent_separately_from_the_size() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = TestDaemon::start().await;
-    let mut s = tokio::net::TcpStream::connect(d.addrs.tcp_upload.unwrap())
+    let mut s = tokio::net::TcpStream::connect(d.addrs[ServiceId::TcpUpload].unwrap())
         .await
         .unwrap();
     s.write_all(&5u64.to_be_bytes()).await.unwrap();
@@ -110,7 +120,7 @@ async fn tcp_upload_name_sent_separately_from_the_size() {
 #[tokio::test]
 async fn magic_download_serves_every_boundary_size() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.magic_download.unwrap();
+    let addr = d.addrs[ServiceId::MagicDownload].unwrap();
     for (i, size) in data::boundary_sizes(4096).into_iter().enumerate() {
         let bytes = data::bytes(size, 200 + i as u64);
         d.put(&format!("m{size}"), &bytes);
@@ -134,7 +144,7 @@ async fn magic_download_serves_every_boundary_size() {
 #[tokio::test]
 async fn udp_download_follows_the_end_rule() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_download.unwrap();
+    let addr = d.addrs[ServiceId::UdpDownload].unwrap();
     for (i, size) in data::boundary_sizes(2048).into_iter().enumerate() {
         let bytes = data::bytes(size, 300 + i as u64);
         d.put(&format!("d{size}"), &bytes);
@@ -170,7 +180,7 @@ async fn udp_download_follows_the_end_rule() {
 #[tokio::test]
 async fn udp_sum_answers_every_layout() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_sum.unwrap();
+    let addr = d.addrs[ServiceId::UdpSum].unwrap();
     for (req, want) in [
         (
             &b"Client of John Q. Smith:7"[..],
@@ -234,7 +244,7 @@ async fn udp_sum_answers_every_layout() {
 #[tokio::test]
 async fn signal_files_round_trip_at_every_boundary_size() {
     let d = TestDaemon::start().await;
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     for (i, size) in data::boundary_sizes(65_536).into_iter().enumerate() {
         let bytes = data::bytes(size, 400 + i as u64);
         let name = format!("s{size}.bin");
@@ -263,7 +273,7 @@ async fn bare_pin_gets_bare_pon() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = TestDaemon::start().await;
     // What `printf PIN | nc -q1 host 9005` does.
-    let mut s = tokio::net::TcpStream::connect(d.addrs.signal.unwrap())
+    let mut s = tokio::net::TcpStream::connect(d.addrs[ServiceId::Signal].unwrap())
         .await
         .unwrap();
     s.write_all(b"PIN").await.unwrap();
@@ -277,7 +287,7 @@ async fn bare_pin_gets_bare_pon() {
 #[tokio::test]
 async fn signal_trees_round_trip() {
     let d = TestDaemon::start().await;
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     let files = [
         ("README.md", data::bytes(10, 1)),
         ("src/main.rs", data::bytes(3000, 2)),
@@ -325,17 +335,29 @@ async fn signal_trees_round_trip() {
 async fn any_upload_is_served_by_every_download_protocol() {
     let d = TestDaemon::start().await;
     let bytes = data::bytes(50_000, 9);
-    let ok = handout::udp_upload(d.addrs.udp_upload.unwrap(), "cross.bin", &bytes, false, 5).await;
+    let ok = handout::udp_upload(
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+        "cross.bin",
+        &bytes,
+        false,
+        5,
+    )
+    .await;
     assert!(matches!(ok, UdpUploadOutcome::Ok { .. }));
-    let wire = handout::magic_download(d.addrs.magic_download.unwrap(), b"cross.bin", false).await;
+    let wire = handout::magic_download(
+        d.addrs[ServiceId::MagicDownload].unwrap(),
+        b"cross.bin",
+        false,
+    )
+    .await;
     assert_same_bytes(handout::parse_magic(&wire).2, &bytes, "magic");
-    let got = handout::udp_download(d.addrs.udp_download.unwrap(), b"cross.bin").await;
+    let got = handout::udp_download(d.addrs[ServiceId::UdpDownload].unwrap(), b"cross.bin").await;
     assert_same_bytes(&got.expect("the download ends"), &bytes, "udp download");
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     c.send(SignalFrame::RequestFile("cross.bin".into())).await;
     assert_same_bytes(&c.recv_file().await.unwrap().1, &bytes, "RAF");
     // TCP upload, then the other way round.
-    handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "t.bin", &bytes).await;
+    handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), "t.bin", &bytes).await;
     wait_for(|| d.visible_files().contains(&"t.bin".to_string())).await;
     c.send(SignalFrame::RequestFile("t.bin".into())).await;
     assert_same_bytes(

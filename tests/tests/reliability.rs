@@ -3,6 +3,7 @@
 //! variants run in CI; `cargo test -p ferry-tests --test reliability --
 //! --ignored` runs the long ones (see docs/RELIABILITY.md for the last results).
 
+use ferry_config::ServiceId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,9 +36,9 @@ async fn ping(addr: SocketAddr) {
 
 fn client_via(d: &TestDaemon, udp_upload: SocketAddr, udp_download: SocketAddr) -> Client {
     let mut c = Client::new("127.0.0.1");
-    c.ports.udp_upload = udp_upload.port();
-    c.ports.udp_download = udp_download.port();
-    c.ports.signal = d.addrs.signal.unwrap().port();
+    c.ports[ServiceId::UdpUpload] = udp_upload.port();
+    c.ports[ServiceId::UdpDownload] = udp_download.port();
+    c.ports[ServiceId::Signal] = d.addrs[ServiceId::Signal].unwrap().port();
     c.udp_reply_timeout = Duration::from_millis(300);
     c.udp_attempts = 60;
     c
@@ -71,8 +72,11 @@ async fn udp_uploads_finish_intact_through_a_lossy_network() {
     let local = tempfile::tempdir().unwrap();
     for (i, loss) in [0.0, 0.05, 0.10, 0.20].into_iter().enumerate() {
         let seed = 1000 + i as u64;
-        let proxy =
-            LossyProxy::start(d.addrs.udp_upload.unwrap(), Faults::everything(loss, seed)).await;
+        let proxy = LossyProxy::start(
+            d.addrs[ServiceId::UdpUpload].unwrap(),
+            Faults::everything(loss, seed),
+        )
+        .await;
         // Handout-style, three datagrams of data.
         let bytes = data::bytes(3000, seed);
         let name = format!("lossy-{i}.bin");
@@ -82,7 +86,7 @@ async fn udp_uploads_finish_intact_through_a_lossy_network() {
         let path = local.path().join(format!("ferry-{i}.bin"));
         let bytes = data::bytes(2500, seed + 50);
         std::fs::write(&path, &bytes).unwrap();
-        let c = client_via(&d, proxy.addr, d.addrs.udp_download.unwrap());
+        let c = client_via(&d, proxy.addr, d.addrs[ServiceId::UdpDownload].unwrap());
         let sent = c
             .send(SendVia::Udp, &path, None, &NoProgress)
             .await
@@ -119,11 +123,11 @@ async fn lossy_udp_downloads_arrive_whole_or_are_detected() {
     for seed in 0..8u64 {
         let loss = if seed % 2 == 0 { 0.01 } else { 0.2 };
         let proxy = LossyProxy::start(
-            d.addrs.udp_download.unwrap(),
+            d.addrs[ServiceId::UdpDownload].unwrap(),
             Faults::everything(loss, seed),
         )
         .await;
-        let mut c = client_via(&d, d.addrs.udp_upload.unwrap(), proxy.addr);
+        let mut c = client_via(&d, d.addrs[ServiceId::UdpUpload].unwrap(), proxy.addr);
         c.udp_attempts = 3;
         let out = local.path().join(format!("got-{seed}"));
         match c.get(GetVia::Udp, "dl.bin", &out, false, &NoProgress).await {
@@ -165,7 +169,7 @@ async fn cut_upload(d: &TestDaemon, rng: &mut Rng, trial: u64) {
             let header = wire.len();
             wire.extend_from_slice(&bytes);
             let cut = rng.usize(..wire.len());
-            let mut s = TcpStream::connect(d.addrs.tcp_upload.unwrap())
+            let mut s = TcpStream::connect(d.addrs[ServiceId::TcpUpload].unwrap())
                 .await
                 .unwrap();
             s.write_all(&wire[..cut.min(header)]).await.unwrap();
@@ -179,12 +183,14 @@ async fn cut_upload(d: &TestDaemon, rng: &mut Rng, trial: u64) {
         1 => {
             let wire = ferry_proto::signal::encode_file(&name, &bytes).unwrap();
             let cut = rng.usize(..wire.len());
-            let mut s = TcpStream::connect(d.addrs.signal.unwrap()).await.unwrap();
+            let mut s = TcpStream::connect(d.addrs[ServiceId::Signal].unwrap())
+                .await
+                .unwrap();
             let _ = s.write_all(&wire[..cut]).await;
         }
         _ => {
             let sock = handout::udp_socket().await;
-            let addr = d.addrs.udp_upload.unwrap();
+            let addr = d.addrs[ServiceId::UdpUpload].unwrap();
             sock.send_to(&handout::file_info(&name, &bytes), addr)
                 .await
                 .unwrap();
@@ -211,10 +217,10 @@ async fn client_faults(trials: u64, seed: u64) {
     for trial in 0..trials {
         cut_upload(&d, &mut rng, trial).await;
         if trial % 50 == 0 {
-            ping(d.addrs.signal.unwrap()).await;
+            ping(d.addrs[ServiceId::Signal].unwrap()).await;
         }
     }
-    ping(d.addrs.signal.unwrap()).await;
+    ping(d.addrs[ServiceId::Signal].unwrap()).await;
     wait_for("temporary files removed after the timeouts", || {
         d.work_entries() == 0
     })
@@ -241,7 +247,7 @@ async fn cut_uploads_at_random_offsets_long() {
 #[tokio::test]
 async fn a_file_info_flood_keeps_the_session_table_bounded() {
     let d = TestDaemon::start_with(|c| c.udp_upload.session_timeout = ms(500)).await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     let mut socks = Vec::new();
     for i in 0..300 {
         let s = handout::udp_socket().await;
@@ -302,7 +308,7 @@ async fn a_file_info_flood_keeps_the_session_table_bounded() {
     other.send_to(bytes, addr).await.unwrap();
     let (n, _) = other.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"OK");
-    ping(d.addrs.signal.unwrap()).await;
+    ping(d.addrs[ServiceId::Signal].unwrap()).await;
     wait_for("flood sessions expire", || d.controller.udp_sessions() == 0).await;
     wait_for("work area empty", || d.work_entries() == 0).await;
     assert_eq!(d.visible_files(), ["other.txt"]);
@@ -314,14 +320,17 @@ async fn slow_loris_clients_are_cut_off_and_others_served() {
     let d = TestDaemon::start_with(|c| c.limits.header_timeout = ms(800)).await;
     let targets = [
         (
-            d.addrs.tcp_upload.unwrap(),
+            d.addrs[ServiceId::TcpUpload].unwrap(),
             b"\x00\x00\x00\x00\x00\x00\x00\x05slow.txt".to_vec(),
         ),
         (
-            d.addrs.magic_download.unwrap(),
+            d.addrs[ServiceId::MagicDownload].unwrap(),
             b"\x49\x7E\x01\x00\x05slowx".to_vec(),
         ),
-        (d.addrs.signal.unwrap(), b"RAF\x00\x05slowx".to_vec()),
+        (
+            d.addrs[ServiceId::Signal].unwrap(),
+            b"RAF\x00\x05slowx".to_vec(),
+        ),
     ];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..60 {
@@ -345,9 +354,9 @@ async fn slow_loris_clients_are_cut_off_and_others_served() {
         });
     }
     // Meanwhile a normal client gets through.
-    ping(d.addrs.signal.unwrap()).await;
+    ping(d.addrs[ServiceId::Signal].unwrap()).await;
     assert_eq!(
-        handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "fast.txt", b"fast").await,
+        handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), "fast.txt", b"fast").await,
         b"go ahead"
     );
     while let Some(r) = tasks.join_next().await {
@@ -418,16 +427,23 @@ async fn a_full_disk_fails_one_transfer_and_the_next_works_once_space_is_back() 
     let mnt = fs.0.clone();
     let mut d = TestDaemon::start_in(&mnt, |c| c.limits.max_file_size = Size(64 << 20)).await;
     let big = data::bytes(2 << 20, 1);
-    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     match sig.upload("big.bin", &big).await {
         Some(SignalFrame::Error(reason)) => {
             assert!(reason.contains("No space left on device"), "{reason}")
         }
         other => panic!("{other:?}"),
     }
-    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "big2.bin", &big).await;
+    let reply = handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), "big2.bin", &big).await;
     assert_eq!(reply, b"go ahead");
-    let o = handout::udp_upload(d.addrs.udp_upload.unwrap(), "big3.bin", &big, false, 1).await;
+    let o = handout::udp_upload(
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+        "big3.bin",
+        &big,
+        false,
+        1,
+    )
+    .await;
     assert!(
         matches!(&o, UdpUploadOutcome::GaveUp(r) if r.contains("No space left")),
         "{o:?}"
@@ -443,7 +459,14 @@ async fn a_full_disk_fails_one_transfer_and_the_next_works_once_space_is_back() 
         sig.upload("small.bin", &small).await,
         Some(SignalFrame::Done("small.bin".into()))
     );
-    let o = handout::udp_upload(d.addrs.udp_upload.unwrap(), "small2.bin", &small, false, 3).await;
+    let o = handout::udp_upload(
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+        "small2.bin",
+        &small,
+        false,
+        3,
+    )
+    .await;
     assert!(matches!(o, UdpUploadOutcome::Ok { .. }), "{o:?}");
     d.stop_in_place().await;
     assert_same_bytes(&d.read("small.bin"), &small, "small.bin");
@@ -472,8 +495,8 @@ async fn replies_to_stray_datagrams_are_budgeted() {
     let d = TestDaemon::start().await;
     let cap = ferryd::REPLIES_PER_SECOND as usize;
     for (addr, junk) in [
-        (d.addrs.udp_sum.unwrap(), &b"junk:x"[..]),
-        (d.addrs.udp_upload.unwrap(), &b"junk"[..]),
+        (d.addrs[ServiceId::UdpSum].unwrap(), &b"junk:x"[..]),
+        (d.addrs[ServiceId::UdpUpload].unwrap(), &b"junk"[..]),
     ] {
         let got = replies_to_burst(addr, junk, 1000).await;
         // At most two windows' worth, however the burst straddles a second.
@@ -487,7 +510,7 @@ async fn replies_to_stray_datagrams_are_budgeted() {
     let mut buf = [0u8; 64];
     let mut answered = false;
     for _ in 0..30 {
-        sock.send_to(b"Ann:1", d.addrs.udp_sum.unwrap())
+        sock.send_to(b"Ann:1", d.addrs[ServiceId::UdpSum].unwrap())
             .await
             .unwrap();
         if let Ok(Ok((n, _))) =
@@ -499,7 +522,7 @@ async fn replies_to_stray_datagrams_are_budgeted() {
         }
     }
     assert!(answered, "the sum service answers again after the burst");
-    ping(d.addrs.signal.unwrap()).await;
+    ping(d.addrs[ServiceId::Signal].unwrap()).await;
     d.stop().await;
 }
 
@@ -517,7 +540,7 @@ async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
     };
     let mnt = fs.0.clone();
     let mut d = TestDaemon::start_in(&mnt, |_| {}).await;
-    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     // A tree of 100 one-byte files: refused once the reserve is reached.
     let mut wire = ferry_proto::signal::encode(SignalFrame::SendRepo("many".into())).unwrap();
     for i in 0..100 {
@@ -534,7 +557,7 @@ async fn a_filesystem_out_of_inodes_refuses_new_files_with_the_reason() {
     wait_for("the tree's files removed", || d.work_entries() == 0).await;
     assert_eq!(d.visible_files(), Vec::<String>::new());
     // Its inodes are back: a single upload is stored.
-    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     assert_eq!(
         sig.upload("one.txt", b"one").await,
         Some(SignalFrame::Done("one.txt".into()))
@@ -558,7 +581,7 @@ async fn a_full_disk_never_tears_the_ledger() {
     let mut d = TestDaemon::start_in(&mnt, |_| {}).await;
     let ledger = mnt.join(".ferry-ledger.jsonl");
     let len = || std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0);
-    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     // Fill the ledger's first page to near its end.
     let mut i = 0;
     while len() % 4096 < 3800 {
@@ -585,7 +608,7 @@ async fn a_full_disk_never_tears_the_ledger() {
     // Room again: the same file sent again is acknowledged and recorded,
     // and the next upload's line is whole and readable.
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     assert_eq!(
         sig.upload(&long, b"").await,
         Some(SignalFrame::Done(long.clone()))
@@ -630,7 +653,7 @@ async fn a_root_that_cannot_record_senders_is_refused_under_hand_in_privacy() {
         c.access.downloads = ferry_config::Downloads::Anyone
     })
     .await;
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     assert_eq!(
         c.upload("a.txt", b"shared").await,
         Some(SignalFrame::Done("a.txt".into()))

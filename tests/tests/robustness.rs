@@ -1,6 +1,7 @@
 //! Cut transfers, retries, concurrency, caps and shutdown: the daemon never
 //! shows a partial file, never loses an acknowledged one, and keeps serving.
 
+use ferry_config::ServiceId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ async fn cut_uploads_leave_nothing_visible() {
     })
     .await;
     // tcp_upload: half the data, then the client disappears.
-    let mut s = TcpStream::connect(d.addrs.tcp_upload.unwrap())
+    let mut s = TcpStream::connect(d.addrs[ServiceId::TcpUpload].unwrap())
         .await
         .unwrap();
     s.write_all(&ferry_proto::tcp_upload::encode_header(1000, "cut.bin"))
@@ -39,7 +40,7 @@ async fn cut_uploads_leave_nothing_visible() {
     s.write_all(&[1u8; 500]).await.unwrap();
     drop(s);
     // tcp_upload: half the data, then silence (the idle timeout ends it).
-    let mut stalled = TcpStream::connect(d.addrs.tcp_upload.unwrap())
+    let mut stalled = TcpStream::connect(d.addrs[ServiceId::TcpUpload].unwrap())
         .await
         .unwrap();
     stalled
@@ -49,13 +50,13 @@ async fn cut_uploads_leave_nothing_visible() {
     stalled.read_exact(&mut go).await.unwrap();
     stalled.write_all(&[1u8; 500]).await.unwrap();
     // signal SAF cut in the middle.
-    let mut sig = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut sig = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     let wire = ferry_proto::signal::encode_file("saf.bin", &[2u8; 1000]).unwrap();
     sig.send_raw(&wire[..600]).await;
     drop(sig);
     // udp_upload: half the datagrams, then nothing.
     let u = handout::udp_socket().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     u.send_to(&handout::file_info("udp.bin", &[3u8; 3000]), addr)
         .await
         .unwrap();
@@ -80,7 +81,7 @@ async fn cut_uploads_leave_nothing_visible() {
 #[tokio::test]
 async fn udp_retries_from_new_ports_store_one_copy() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     let bytes = data::bytes(20_000, 5);
     // First attempt loses a datagram: no OK comes, the session is left waiting.
     let first = handout::udp_socket().await;
@@ -135,7 +136,7 @@ async fn abandoned_upload(addr: SocketAddr, name: &str, bytes: &[u8]) {
 #[tokio::test]
 async fn a_retry_at_the_per_address_cap_takes_the_abandoned_sessions_place() {
     let d = TestDaemon::start_with(|c| c.udp_upload.max_sessions_per_ip = 2).await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     let a = data::bytes(5000, 1);
     let b = data::bytes(5000, 2);
     abandoned_upload(addr, "a.bin", &a).await;
@@ -168,7 +169,7 @@ async fn a_retry_at_the_per_address_cap_takes_the_abandoned_sessions_place() {
 async fn twenty_handout_clients_from_one_address_all_get_ok() {
     // The default caps: a lab room behind one NAT address.
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     let files: Vec<(String, Vec<u8>)> = (0..20)
         .map(|i| {
             (
@@ -204,7 +205,7 @@ async fn twenty_handout_clients_from_one_address_all_get_ok() {
 #[tokio::test]
 async fn a_fresh_file_info_restarts_the_session() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     let sock = handout::udp_socket().await;
     let mut buf = [0u8; 64];
     sock.send_to(&handout::file_info("a.bin", &[1u8; 3000]), addr)
@@ -251,20 +252,26 @@ async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
             let name = format!("up{i}.bin");
             match i % 8 {
                 0 => {
-                    let o =
-                        handout::udp_upload(a.udp_upload.unwrap(), &name, &bytes, true, 10).await;
+                    let o = handout::udp_upload(
+                        a[ServiceId::UdpUpload].unwrap(),
+                        &name,
+                        &bytes,
+                        true,
+                        10,
+                    )
+                    .await;
                     assert!(matches!(o, UdpUploadOutcome::Ok { .. }), "{name}: {o:?}");
                     Some((name, bytes))
                 }
                 1 | 2 => {
                     assert_eq!(
-                        handout::tcp_upload(a.tcp_upload.unwrap(), &name, &bytes).await,
+                        handout::tcp_upload(a[ServiceId::TcpUpload].unwrap(), &name, &bytes).await,
                         b"go ahead"
                     );
                     Some((name, bytes))
                 }
                 3 | 4 => {
-                    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+                    let mut c = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
                     assert_eq!(
                         c.upload(&name, &bytes).await,
                         Some(SignalFrame::Done(name.clone()))
@@ -275,7 +282,7 @@ async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
                     let j = i % 50;
                     let want = data::bytes(10_000 + j as usize * 997, 1000 + j);
                     let wire = handout::magic_download(
-                        a.magic_download.unwrap(),
+                        a[ServiceId::MagicDownload].unwrap(),
                         format!("dl{j}.bin").as_bytes(),
                         false,
                     )
@@ -286,7 +293,7 @@ async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
                 6 => {
                     let j = i % 50;
                     let want = data::bytes(10_000 + j as usize * 997, 1000 + j);
-                    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+                    let mut c = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
                     c.send(SignalFrame::RequestFile(format!("dl{j}.bin"))).await;
                     assert_same_bytes(&c.recv_file().await.unwrap().1, &want, "RAF");
                     None
@@ -295,7 +302,7 @@ async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
                     let j = i % 50;
                     let want = data::bytes(10_000 + j as usize * 997, 1000 + j);
                     let got = handout::udp_download(
-                        a.udp_download.unwrap(),
+                        a[ServiceId::UdpDownload].unwrap(),
                         format!("dl{j}.bin").as_bytes(),
                     )
                     .await;
@@ -323,19 +330,19 @@ async fn two_hundred_concurrent_mixed_transfers_are_byte_identical() {
 #[tokio::test]
 async fn cls_and_bad_sums_never_stop_the_daemon() {
     let d = TestDaemon::start().await;
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     c.send(SignalFrame::Close).await;
     assert_eq!(c.recv().await, None, "CLS closes this connection");
     for bad in [&b"Ann:0"[..], b"Ann:101", b"Ann:-1", b"Ann:1000000"] {
-        assert!(handout::udp_sum(d.addrs.udp_sum.unwrap(), bad)
+        assert!(handout::udp_sum(d.addrs[ServiceId::UdpSum].unwrap(), bad)
             .await
             .starts_with(b"ERROR: "));
     }
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     c.send(SignalFrame::Ping).await;
     assert_eq!(c.recv().await, Some(SignalFrame::Pong));
     assert_eq!(
-        handout::udp_sum(d.addrs.udp_sum.unwrap(), b"Ann:5").await,
+        handout::udp_sum(d.addrs[ServiceId::UdpSum].unwrap(), b"Ann:5").await,
         b"Server of ferry:42"
     );
     d.stop().await;
@@ -381,20 +388,27 @@ async fn per_ip_caps_refuse_the_excess_in_each_protocols_way() {
     // its share.
     let mut held = Vec::new();
     for i in 0..2 {
-        held.push(mid_upload("127.0.0.1", a.signal.unwrap(), &format!("held{i}.bin")).await);
+        held.push(
+            mid_upload(
+                "127.0.0.1",
+                a[ServiceId::Signal].unwrap(),
+                &format!("held{i}.bin"),
+            )
+            .await,
+        );
     }
-    let mut c = handout::Signal::connect(a.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
     assert!(
         matches!(c.recv().await, Some(SignalFrame::Error(r)) if r.contains("too many transfers from your address"))
     );
-    let reply = handout::tcp_upload(a.tcp_upload.unwrap(), "x", b"x").await;
+    let reply = handout::tcp_upload(a[ServiceId::TcpUpload].unwrap(), "x", b"x").await;
     assert!(
         String::from_utf8_lossy(&reply).starts_with("ERROR: too many transfers from your address")
     );
-    let wire = handout::magic_download(a.magic_download.unwrap(), b"x", false).await;
+    let wire = handout::magic_download(a[ServiceId::MagicDownload].unwrap(), b"x", false).await;
     assert!(wire.is_empty(), "magic refuses by closing");
     // Another address is still served.
-    let mut s = connect_from("127.0.0.2", a.signal.unwrap()).await;
+    let mut s = connect_from("127.0.0.2", a[ServiceId::Signal].unwrap()).await;
     s.write_all(b"PIN").await.unwrap();
     let mut pon = [0u8; 3];
     s.read_exact(&mut pon).await.unwrap();
@@ -403,7 +417,8 @@ async fn per_ip_caps_refuse_the_excess_in_each_protocols_way() {
     // answered even over the cap): asked until ferryd has seen the close.
     drop(held.pop());
     ferry_tests::eventually_async("a freed slot is reused", || async {
-        handout::tcp_upload(a.tcp_upload.unwrap(), "freed.txt", b"freed").await == b"go ahead"
+        handout::tcp_upload(a[ServiceId::TcpUpload].unwrap(), "freed.txt", b"freed").await
+            == b"go ahead"
     })
     .await;
     // The other one is mid-request, a transfer in flight: it would hold the
@@ -418,7 +433,7 @@ async fn udp_download_answers_only_allowed_networks() {
         .await;
     d.put("f", b"data");
     let sock = handout::udp_socket().await;
-    sock.send_to(b"f", d.addrs.udp_download.unwrap())
+    sock.send_to(b"f", d.addrs[ServiceId::UdpDownload].unwrap())
         .await
         .unwrap();
     let mut buf = [0u8; 64];
@@ -432,11 +447,18 @@ async fn udp_download_answers_only_allowed_networks() {
 async fn uploads_over_the_size_limit_are_refused_before_writing() {
     let d = TestDaemon::start_with(|c| c.limits.max_file_size = Size(10_000)).await;
     let big = vec![0u8; 10_001];
-    let o = handout::udp_upload(d.addrs.udp_upload.unwrap(), "big", &big, false, 1).await;
+    let o = handout::udp_upload(
+        d.addrs[ServiceId::UdpUpload].unwrap(),
+        "big",
+        &big,
+        false,
+        1,
+    )
+    .await;
     assert!(matches!(o, UdpUploadOutcome::NotANumber(t) if t.contains("the limit is 10000")));
-    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "big", &big).await;
+    let reply = handout::tcp_upload(d.addrs[ServiceId::TcpUpload].unwrap(), "big", &big).await;
     assert!(String::from_utf8_lossy(&reply).contains("the limit is 10000"));
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     assert!(
         matches!(c.upload("big", &big).await, Some(SignalFrame::Error(r)) if r.contains("the limit is 10000"))
     );
@@ -450,7 +472,9 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_aborts_the_rest() {
     let a = d.addrs;
     let bytes = data::bytes(100_000, 77);
     // In flight when shutdown starts, finishes during the grace period.
-    let mut finishing = TcpStream::connect(a.tcp_upload.unwrap()).await.unwrap();
+    let mut finishing = TcpStream::connect(a[ServiceId::TcpUpload].unwrap())
+        .await
+        .unwrap();
     finishing
         .write_all(&ferry_proto::tcp_upload::encode_header(
             100_000,
@@ -462,11 +486,11 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_aborts_the_rest() {
     finishing.read_exact(&mut go).await.unwrap();
     finishing.write_all(&bytes[..50_000]).await.unwrap();
     // In flight and stalled: aborted when the grace period ends.
-    let mut stalled = handout::Signal::connect(a.signal.unwrap()).await;
+    let mut stalled = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
     let wire = ferry_proto::signal::encode_file("stall.bin", &bytes).unwrap();
     stalled.send_raw(&wire[..30_000]).await;
     // An idle connection is closed at once.
-    let mut idle = handout::Signal::connect(a.signal.unwrap()).await;
+    let mut idle = handout::Signal::connect(a[ServiceId::Signal].unwrap()).await;
     idle.send(SignalFrame::Ping).await;
     assert_eq!(idle.recv().await, Some(SignalFrame::Pong));
 
@@ -477,7 +501,7 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_aborts_the_rest() {
         "idle connections close at shutdown"
     );
     // New connections are no longer accepted.
-    wait_for(|| std::net::TcpStream::connect(a.signal.unwrap()).is_err()).await;
+    wait_for(|| std::net::TcpStream::connect(a[ServiceId::Signal].unwrap()).is_err()).await;
     finishing.write_all(&bytes[50_000..]).await.unwrap();
     drop(finishing);
     serving.await.unwrap();
@@ -498,15 +522,20 @@ async fn services_bind_to_ipv6() {
         c.tcp_upload.bind = v6;
     })
     .await;
-    let sig = d.addrs.signal.unwrap();
+    let sig = d.addrs[ServiceId::Signal].unwrap();
     assert!(sig.is_ipv6());
     let mut c = handout::Signal::connect(sig).await;
     c.send(SignalFrame::Ping).await;
     assert_eq!(c.recv().await, Some(SignalFrame::Pong));
-    let reply = handout::tcp_upload(d.addrs.tcp_upload.unwrap(), "v6.txt", b"over IPv6").await;
+    let reply = handout::tcp_upload(
+        d.addrs[ServiceId::TcpUpload].unwrap(),
+        "v6.txt",
+        b"over IPv6",
+    )
+    .await;
     assert_eq!(reply, b"go ahead");
     let sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
-    sock.send_to(b"Ann:3", d.addrs.udp_sum.unwrap())
+    sock.send_to(b"Ann:3", d.addrs[ServiceId::UdpSum].unwrap())
         .await
         .unwrap();
     let mut buf = [0u8; 64];
@@ -520,7 +549,7 @@ async fn services_bind_to_ipv6() {
 #[tokio::test]
 async fn two_clients_behind_one_address_sending_the_same_file_both_succeed() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     let bytes = data::bytes(200_000, 42);
     let (a, b) = tokio::join!(
         handout::udp_upload(addr, "innopolis.jpg", &bytes, false, 1),
@@ -553,10 +582,10 @@ async fn reload_applies_limits_and_reports_what_needs_a_restart() {
     assert_eq!(now.signal.bind.port(), 0, "the bound address is kept");
     // New transfers see the new limits and values at once.
     assert_eq!(
-        handout::udp_sum(d.addrs.udp_sum.unwrap(), b"Ann:1").await,
+        handout::udp_sum(d.addrs[ServiceId::UdpSum].unwrap(), b"Ann:1").await,
         b"Reloaded:42"
     );
-    let mut c = handout::Signal::connect(d.addrs.signal.unwrap()).await;
+    let mut c = handout::Signal::connect(d.addrs[ServiceId::Signal].unwrap()).await;
     assert!(
         matches!(c.upload("x", &[0u8; 11]).await, Some(SignalFrame::Error(r)) if r.contains("the limit is 10"))
     );
@@ -566,7 +595,7 @@ async fn reload_applies_limits_and_reports_what_needs_a_restart() {
 #[tokio::test]
 async fn a_file_whose_bytes_are_a_file_info_uploads_over_udp() {
     let d = TestDaemon::start().await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     // One chunk that parses as a file_info, and a two-chunk file whose last
     // chunk does.
     let json = handout::file_info("other.bin", b"whatever");
@@ -584,7 +613,7 @@ async fn a_file_whose_bytes_are_a_file_info_uploads_over_udp() {
 #[tokio::test]
 async fn udp_downloads_have_a_byte_budget_per_address() {
     let d = TestDaemon::start_with(|c| c.udp_download.budget_per_ip = Size(100_000)).await;
-    let addr = d.addrs.udp_download.unwrap();
+    let addr = d.addrs[ServiceId::UdpDownload].unwrap();
     d.put("a.bin", &data::bytes(60_000, 1));
     let got = handout::udp_download(addr, b"a.bin")
         .await
@@ -609,7 +638,7 @@ async fn udp_downloads_have_a_byte_budget_per_address() {
 #[tokio::test]
 async fn a_udp_download_stopped_by_icmp_costs_the_budget_only_what_it_sent() {
     let d = TestDaemon::start_with(|c| c.udp_download.budget_per_ip = Size(100_000)).await;
-    let addr = d.addrs.udp_download.unwrap();
+    let addr = d.addrs[ServiceId::UdpDownload].unwrap();
     d.put("a.bin", &data::bytes(60_000, 1));
     // A request from a port closed at once: the first datagram meets ICMP
     // port unreachable, and the rest of the block is given back.
@@ -636,7 +665,7 @@ async fn a_slowly_paced_udp_download_does_not_hold_up_shutdown() {
     .await;
     d.put("slow.bin", &data::bytes(1 << 20, 2));
     let sock = handout::udp_socket().await;
-    sock.send_to(b"slow.bin", d.addrs.udp_download.unwrap())
+    sock.send_to(b"slow.bin", d.addrs[ServiceId::UdpDownload].unwrap())
         .await
         .unwrap();
     let mut buf = [0u8; 4096];
@@ -650,7 +679,7 @@ async fn a_slowly_paced_udp_download_does_not_hold_up_shutdown() {
 #[tokio::test]
 async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
     let d = TestDaemon::start_with(|c| c.limits.max_connections_per_ip = 2).await;
-    let addr = d.addrs.signal.unwrap();
+    let addr = d.addrs[ServiceId::Signal].unwrap();
     let mut oldest = handout::Signal::connect(addr).await;
     oldest.send(SignalFrame::Ping).await;
     assert_eq!(oldest.recv().await, Some(SignalFrame::Pong));
@@ -679,7 +708,7 @@ async fn under_pressure_a_stalled_udp_session_gives_way() {
         c.udp_upload.session_timeout = ms(1500);
     })
     .await;
-    let addr = d.addrs.udp_upload.unwrap();
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
     abandoned_upload(addr, "a.bin", &data::bytes(5000, 1)).await;
     abandoned_upload(addr, "b.bin", &data::bytes(5000, 2)).await;
     // A different upload: the stalled sessions are not its retries, but
@@ -698,7 +727,7 @@ async fn under_pressure_a_stalled_udp_session_gives_way() {
 #[tokio::test]
 async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
     let d = capped(4, 2).await;
-    let addr = d.addrs.signal.unwrap();
+    let addr = d.addrs[ServiceId::Signal].unwrap();
     // 127.0.0.5 holds its share with two busy connections (mid-upload);
     // 127.0.0.6 holds the rest of the total with two idle ones.
     let mut busy = Vec::new();
@@ -745,9 +774,9 @@ async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
     for src in ["127.0.0.7", "127.0.0.8"] {
         for i in 0..4 {
             let to = if i % 2 == 0 {
-                a.tcp_upload
+                a[ServiceId::TcpUpload]
             } else {
-                a.magic_download
+                a[ServiceId::MagicDownload]
             };
             let mut s = connect_from(src, to.unwrap()).await;
             s.write_all(&[0, 0, 0]).await.unwrap();
@@ -759,13 +788,13 @@ async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
     })
     .await;
     // A newcomer from another address is served: PIN, and a handout upload.
-    let mut s = connect_from("127.0.0.9", a.signal.unwrap()).await;
+    let mut s = connect_from("127.0.0.9", a[ServiceId::Signal].unwrap()).await;
     s.write_all(b"PIN").await.unwrap();
     let mut pon = [0u8; 3];
     s.read_exact(&mut pon).await.unwrap();
     assert_eq!(&pon, b"PON");
     drop(s);
-    let reply = handout::tcp_upload(a.tcp_upload.unwrap(), "fresh.txt", b"hello").await;
+    let reply = handout::tcp_upload(a[ServiceId::TcpUpload].unwrap(), "fresh.txt", b"hello").await;
     assert!(
         String::from_utf8_lossy(&reply).starts_with("go ahead"),
         "{:?}",
@@ -791,7 +820,7 @@ async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
 #[tokio::test]
 async fn pin_is_answered_when_every_slot_is_busy() {
     let d = capped(4, 2).await;
-    let addr = d.addrs.signal.unwrap();
+    let addr = d.addrs[ServiceId::Signal].unwrap();
     let mut busy = Vec::new();
     for (i, src) in ["127.0.0.10", "127.0.0.10", "127.0.0.11", "127.0.0.11"]
         .into_iter()

@@ -9,6 +9,7 @@
 //! `CLS`). Nothing is verified but the byte count ferryd puts in its answer
 //! to `RAF` (`SAF <size>`), when the server sends one.
 
+use ferry_config::ServiceId;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ struct Conn {
 impl Conn {
     async fn open(client: &Client) -> Result<Conn> {
         Ok(Conn {
-            stream: client.connect(client.ports.signal).await?,
+            stream: client.connect(client.ports[ServiceId::Signal]).await?,
             timeout: client.timeout,
         })
     }
@@ -209,9 +210,9 @@ pub(crate) async fn get_file(
         return Err(Error::Protocol("the server closed the connection".into()));
     }
     if signal == b"ERR" {
-        return Err(Error::Refused(format!(
-            "{name}: the server answered ERR (not found)"
-        )));
+        return Err(Error::Refused(
+            format!("{name}: the server answered ERR (not found)").into(),
+        ));
     }
     let (announced, early) = read_signal(&signal);
     progress.start(name, announced);

@@ -329,7 +329,7 @@ mod tests {
         LedgerEntry {
             time: "2026-12-02T18:00:00Z".into(),
             peer: "127.0.0.1:5000".parse().unwrap(),
-            service: "signal".into(),
+            service: ferry_config::ServiceId::Signal.name().into(),
             requested: format!("f{n}.txt"),
             stored: format!("f{n}.txt"),
             size: n,

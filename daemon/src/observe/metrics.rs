@@ -256,7 +256,7 @@ mod tests {
     fn every_family_is_there_from_the_start() {
         let m = Metrics::new();
         m.ping(Duration::from_micros(300));
-        m.refused("signal", RefusalReason::CapPerAddress);
+        m.refused(ServiceId::Signal.name(), RefusalReason::CapPerAddress);
         m.connection("http", 1);
         let text = m.render(3);
         for line in [

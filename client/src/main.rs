@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry::{Client, Error, GetVia, Ports, Progress, SendVia};
 use ferry_config::ServiceId;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
 const EXIT_CODES: &str = "\
@@ -248,12 +248,25 @@ impl Progress for Bars {
             return;
         }
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        // Sizes as every other line of ferry writes them ([`human`]),
+        // not indicatif's own.
         let template = if total.is_some() {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+            "{msg} [{bar:30}] {done}/{total} {rate} ETA {eta}"
         } else {
-            "{msg} {spinner} {bytes} {bytes_per_sec}"
+            "{msg} {spinner} {done} {rate}"
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
+            let style = style
+                .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human(s.pos()));
+                })
+                .with_key("total", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human(s.len().unwrap_or(0)));
+                })
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    // Whole bytes a second: the fraction is noise.
+                    let _ = write!(w, "{}/s", human(s.per_sec() as u64));
+                });
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(label.to_owned());
@@ -290,6 +303,8 @@ impl Progress for Bars {
     }
 }
 
+/// A byte count for people: `512 B`, `8.0 MiB` (binary units, one decimal):
+/// the one formatter of every size the CLI writes, progress bars included.
 fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;

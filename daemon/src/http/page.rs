@@ -1,8 +1,10 @@
 //! The lab page and the protocol book as HTML: plain server-rendered
 //! markup with inline style, no script and no outside asset (a lab box may
-//! have no Internet). Every client string is escaped.
+//! have no Internet). The markup is `maud`'s: every string placed in it is
+//! escaped unless it is wrapped as markup on purpose ([`Rich`]), so client
+//! text cannot become markup by a forgotten call.
 
-use std::fmt::Write;
+use maud::{html, Markup, PreEscaped, Render, DOCTYPE};
 
 use crate::observe::{Attempt, LedgerEntry, Live, Outcome, Viewer};
 
@@ -25,178 +27,220 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25em .5
 
 /// The page at `/`.
 pub(super) fn render(d: &Data) -> String {
-    let mut out = String::with_capacity(16 * 1024);
     let who = if d.viewer.admin {
         "every client (your address is in http.admin)".to_owned()
     } else {
         format!("the clients at your address, {}", d.viewer.ip)
     };
-    let _ = write!(
-        out,
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
-         <meta name=viewport content=\"width=device-width\"><title>ferryd: transfers</title><style>{STYLE}</style></head><body>\
-         <h1>ferryd</h1><p class=muted>Showing {}. This page refreshes every 5 seconds. Ports: {}. \
-         <a href=\"/book\">The protocol book</a> · <a href=\"/api/attempts\">JSON</a> · <a href=\"/metrics\">metrics</a></p>",
-        esc(&who),
-        d.ports
-            .iter()
-            .map(|(s, p)| format!("{} {p}", esc(s)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    live(&mut out, &d.live);
-    attempts(&mut out, &d.attempts);
-    ledger(&mut out, &d.ledger);
-    out.push_str("</body></html>\n");
-    out
+    let ports = d
+        .ports
+        .iter()
+        .map(|(s, p)| format!("{s} {p}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="5";
+                meta name="viewport" content="width=device-width";
+                title { "ferryd: transfers" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "ferryd" }
+                p.muted {
+                    "Showing " (Clean(&who)) ". This page refreshes every 5 seconds. Ports: " (Clean(&ports)) ". "
+                    a href="/book" { "The protocol book" } " · "
+                    a href="/api/attempts" { "JSON" } " · "
+                    a href="/metrics" { "metrics" }
+                }
+                (live(&d.live))
+                (attempts(&d.attempts))
+                (ledger(&d.ledger))
+            }
+        }
+    };
+    page.into_string() + "\n"
 }
 
-fn live(out: &mut String, live: &[Live]) {
-    let _ = write!(out, "<h2>In flight ({})</h2>", live.len());
-    if live.is_empty() {
-        out.push_str("<p class=muted>No transfer in progress.</p>");
-        return;
-    }
-    out.push_str("<table><tr><th>started</th><th>service</th><th>client</th><th>direction</th><th>seconds</th></tr>");
-    for l in live {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:.1}</td></tr>",
-            esc(&l.time),
-            l.service,
-            l.peer,
-            l.direction,
-            l.seconds
-        );
-    }
-    out.push_str("</table>");
-}
-
-fn attempts(out: &mut String, attempts: &[Attempt]) {
-    let _ = write!(
-        out,
-        "<h2>Recent attempts ({}), newest first</h2>",
-        attempts.len()
-    );
-    if attempts.is_empty() {
-        out.push_str("<p class=muted>None yet from here.</p>");
-        return;
-    }
-    out.push_str("<table><tr><th>time</th><th>service</th><th>client</th><th>name</th><th>bytes</th><th>outcome</th></tr>");
-    for a in attempts {
-        let class = if a.outcome == Outcome::Failed {
-            "failed"
-        } else {
-            "ok"
-        };
-        let name = match &a.stored {
-            Some(s) if *s != a.requested => format!("{} → {}", esc(&a.requested), esc(s)),
-            _ => esc(&a.requested),
-        };
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}{}</td><td><code>{name}</code></td><td>{}</td><td class={class}>{}</td></tr>",
-            esc(&a.time),
-            a.service,
-            a.peer,
-            unverified(a.unverified_source),
-            a.bytes,
-            a.outcome
-        );
-        if let Some(d) = &a.diagnosis {
-            let _ = write!(
-                out,
-                "<tr><td colspan=6><div class=diag><b>Why:</b> {}<br><b>What the client sent first:</b>\
-                 <pre>{}</pre><pre>{}</pre><b>What {} expected here:</b> {}<br><b>The rule:</b> {}<br>\
-                 <a href=\"/book#{}\">The protocol book: {}</a></div></td></tr>",
-                rich(a.reason.as_deref().unwrap_or_default()),
-                if d.sent_hex.is_empty() { "(nothing)".to_owned() } else { esc(&d.sent_hex) },
-                esc(&d.sent_text),
-                a.service,
-                rich(&d.expected),
-                rich(&d.rule),
-                slug(d.section),
-                esc(d.section)
-            );
+fn live(live: &[Live]) -> Markup {
+    html! {
+        h2 { "In flight (" (live.len()) ")" }
+        @if live.is_empty() {
+            p.muted { "No transfer in progress." }
+        } @else {
+            table {
+                tr { th { "started" } th { "service" } th { "client" } th { "direction" } th { "seconds" } }
+                @for l in live {
+                    tr {
+                        td { (Clean(&l.time)) }
+                        td { (l.service) }
+                        td { (l.peer) }
+                        td { (format!("{:?}", l.direction)) }
+                        td { (format!("{:.1}", l.seconds)) }
+                    }
+                }
+            }
         }
     }
-    out.push_str("</table>");
+}
+
+fn attempts(attempts: &[Attempt]) -> Markup {
+    html! {
+        h2 { "Recent attempts (" (attempts.len()) "), newest first" }
+        @if attempts.is_empty() {
+            p.muted { "None yet from here." }
+        } @else {
+            table {
+                tr { th { "time" } th { "service" } th { "client" } th { "name" } th { "bytes" } th { "outcome" } }
+                @for a in attempts {
+                    (attempt(a))
+                }
+            }
+        }
+    }
+}
+
+/// One attempt's row, and its diagnosis below it if it has one.
+fn attempt(a: &Attempt) -> Markup {
+    let class = if a.outcome == Outcome::Failed {
+        "failed"
+    } else {
+        "ok"
+    };
+    html! {
+        tr {
+            td { (Clean(&a.time)) }
+            td { (a.service) }
+            td { (a.peer) (unverified(a.unverified_source)) }
+            td {
+                code {
+                    (Clean(&a.requested))
+                    @if let Some(s) = a.stored.as_ref().filter(|s| **s != a.requested) {
+                        " → " (Clean(s))
+                    }
+                }
+            }
+            td { (a.bytes) }
+            td class=(class) { (a.outcome) }
+        }
+        @if let Some(d) = &a.diagnosis {
+            tr {
+                td colspan="6" {
+                    div.diag {
+                        b { "Why:" } " " (Rich(a.reason.as_deref().unwrap_or_default())) br;
+                        b { "What the client sent first:" }
+                        pre { @if d.sent_hex.is_empty() { "(nothing)" } @else { (Clean(&d.sent_hex)) } }
+                        pre { (Clean(&d.sent_text)) }
+                        b { "What " (a.service) " expected here:" } " " (Rich(&d.expected)) br;
+                        b { "The rule:" } " " (Rich(&d.rule)) br;
+                        a href=(format!("/book#{}", slug(d.section))) { "The protocol book: " (d.section) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The mark beside a client address the protocol cannot prove (UDP).
-fn unverified(unverified: bool) -> &'static str {
-    match unverified {
-        true => " <span class=muted title=\"UDP: a datagram's source address is whatever its sender wrote; anyone can send in this address's name\">(UDP: unverified)</span>",
-        false => "",
+fn unverified(unverified: bool) -> Markup {
+    html! {
+        @if unverified {
+            " "
+            span.muted title="UDP: a datagram's source address is whatever its sender wrote; anyone can send in this address's name" {
+                "(UDP: unverified)"
+            }
+        }
     }
 }
 
-fn ledger(out: &mut String, ledger: &[LedgerEntry]) {
-    let _ = write!(
-        out,
-        "<h2>Stored files, newest first ({})</h2>",
-        ledger.len()
-    );
-    if ledger.is_empty() {
-        out.push_str("<p class=muted>Nothing stored yet from here.</p>");
-        return;
+fn ledger(ledger: &[LedgerEntry]) -> Markup {
+    html! {
+        h2 { "Stored files, newest first (" (ledger.len()) ")" }
+        @if ledger.is_empty() {
+            p.muted { "Nothing stored yet from here." }
+        } @else {
+            table {
+                tr { th { "time" } th { "client" } th { "service" } th { "sent as" } th { "stored as" } th { "size" } th { "CRC-32" } }
+                @for e in ledger {
+                    tr {
+                        td { (Clean(&e.time)) }
+                        td { (e.peer) (unverified(e.unverified_source)) }
+                        td { (Clean(&e.service)) }
+                        td { code { (Clean(&e.requested)) } }
+                        td { code { (Clean(&e.stored)) } }
+                        td { (e.size) }
+                        td { code { (Clean(&e.crc)) } }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("<table><tr><th>time</th><th>client</th><th>service</th><th>sent as</th><th>stored as</th><th>size</th><th>CRC-32</th></tr>");
-    for e in ledger {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&e.time),
-            e.peer,
-            unverified(e.unverified_source),
-            esc(&e.service),
-            esc(&e.requested),
-            esc(&e.stored),
-            e.size,
-            esc(&e.crc)
-        );
-    }
-    out.push_str("</table>");
 }
 
 /// The protocol book (docs/PROTOCOLS.md) as HTML: headings with the ids the
 /// diagnoses link to, the rest as preformatted text.
 pub(super) fn book() -> String {
     const BOOK: &str = include_str!("../../../docs/PROTOCOLS.md");
-    let mut out = String::with_capacity(BOOK.len() * 2);
-    let _ = write!(
-        out,
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>ferry: the protocol book</title><style>{STYLE} pre{{white-space:pre-wrap}}</style></head><body><p><a href=\"/\">Back to the transfers</a></p>"
-    );
-    let mut in_pre = false;
-    for line in BOOK.lines() {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "ferry: the protocol book" }
+                style { (PreEscaped(STYLE)) " pre{white-space:pre-wrap}" }
+            }
+            body {
+                p { a href="/" { "Back to the transfers" } }
+                @for block in blocks(BOOK) {
+                    @match block {
+                        Block::Heading(level, title) => (heading(level, title)),
+                        Block::Text(lines) => pre { @for line in lines { (Clean(line)) "\n" } },
+                    }
+                }
+            }
+        }
+    };
+    page.into_string() + "\n"
+}
+
+/// A part of the book: a heading, or the lines between two.
+enum Block<'a> {
+    Heading(usize, &'a str),
+    Text(Vec<&'a str>),
+}
+
+/// The book cut at its headings (`#` to `####`, not in indented code).
+fn blocks(book: &str) -> Vec<Block<'_>> {
+    let mut out = Vec::new();
+    let mut text: Vec<&str> = Vec::new();
+    for line in book.lines() {
         let level = line.bytes().take_while(|&b| b == b'#').count();
         if (1..=4).contains(&level) && line.as_bytes().get(level) == Some(&b' ') && !in_code(line) {
-            if in_pre {
-                out.push_str("</pre>");
-                in_pre = false;
+            if !text.is_empty() {
+                out.push(Block::Text(std::mem::take(&mut text)));
             }
-            let title = &line[level + 1..];
-            let _ = write!(
-                out,
-                "<h{level} id=\"{}\">{}</h{level}>",
-                slug(title),
-                esc(title)
-            );
+            out.push(Block::Heading(level, &line[level + 1..]));
         } else {
-            if !in_pre {
-                out.push_str("<pre>");
-                in_pre = true;
-            }
-            out.push_str(&esc(line));
-            out.push('\n');
+            text.push(line);
         }
     }
-    if in_pre {
-        out.push_str("</pre>");
+    if !text.is_empty() {
+        out.push(Block::Text(text));
     }
-    out.push_str("</body></html>\n");
     out
+}
+
+fn heading(level: usize, title: &str) -> Markup {
+    let id = slug(title);
+    match level {
+        1 => html! { h1 id=(id) { (title) } },
+        2 => html! { h2 id=(id) { (title) } },
+        3 => html! { h3 id=(id) { (title) } },
+        _ => html! { h4 id=(id) { (title) } },
+    }
 }
 
 fn in_code(line: &str) -> bool {
@@ -216,61 +260,70 @@ pub(super) fn slug(title: &str) -> String {
         .collect()
 }
 
-/// [`esc`], with `backquoted` spans (as the diagnoses write code) set as code.
-pub(super) fn rich(s: &str) -> String {
-    let escaped = esc(s);
-    if escaped.matches('`').count() % 2 != 0 {
-        return escaped;
+/// Client text, escaped as all text is, with control characters (which
+/// HTML cannot show, and which a hostile name carries to confuse a reader)
+/// replaced by U+FFFD.
+struct Clean<'a>(&'a str);
+
+impl Render for Clean<'_> {
+    fn render_to(&self, buffer: &mut String) {
+        let shown: String = self
+            .0
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        shown.render_to(buffer);
     }
-    let mut out = String::with_capacity(escaped.len() + 16);
-    for (i, part) in escaped.split('`').enumerate() {
-        if i % 2 == 1 {
-            out.push_str("<code>");
-            out.push_str(part);
-            out.push_str("</code>");
-        } else {
-            out.push_str(part);
-        }
-    }
-    out
 }
 
-/// Text safe inside HTML elements and quoted attributes.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
+/// A diagnosis's text: [`Clean`], with `backquoted` spans (as the diagnoses
+/// write code) set as code; an odd backquote is text.
+struct Rich<'a>(&'a str);
+
+impl Render for Rich<'_> {
+    fn render_to(&self, buffer: &mut String) {
+        let text = self.0;
+        let markup = if text.matches('`').count() % 2 != 0 {
+            html! { (Clean(text)) }
+        } else {
+            html! {
+                @for (i, part) in text.split('`').enumerate() {
+                    @if i % 2 == 1 { code { (Clean(part)) } } @else { (Clean(part)) }
+                }
+            }
+        };
+        markup.render_to(buffer);
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn shown(r: impl Render) -> String {
+        r.render().into_string()
+    }
+
     #[test]
     fn client_text_cannot_become_markup() {
         assert_eq!(
-            esc("<script>alert('x')</script>&\"\u{7}"),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;\u{fffd}"
+            shown(Clean("<script>alert('x')</script>&\"\u{7}")),
+            "&lt;script&gt;alert('x')&lt;/script&gt;&amp;&quot;\u{fffd}"
         );
     }
 
     #[test]
     fn backquoted_spans_are_code_and_an_odd_backquote_is_text() {
         assert_eq!(
-            rich("wait for `go ahead` <now>"),
+            shown(Rich("wait for `go ahead` <now>")),
             "wait for <code>go ahead</code> &lt;now&gt;"
         );
-        assert_eq!(rich("a ` b"), "a ` b");
+        assert_eq!(shown(Rich("a ` b")), "a ` b");
+        assert_eq!(
+            shown(Rich("`<b>`")),
+            "<code>&lt;b&gt;</code>",
+            "a code span's text is escaped too"
+        );
     }
 
     #[test]

@@ -244,16 +244,11 @@ impl<S: ClientStream> Conn<'_, S> {
                     }
                 },
             };
-            // Pings, and the handout's pause framing, stay on the control
-            // thread: a pause is seen only by a reader that is there for it.
-            let stays = matches!(
-                request,
-                Request::Ferry(SignalFrame::Ping | SignalFrame::Pong | SignalFrame::Close)
-                    | Request::Handout(_)
-            );
-            if self.control && !stays {
-                // Earlier handout uploads are stored before a ferry request.
+            let route = route(&request, self.control);
+            if route.settle_first {
                 self.settle_commits(0).await;
+            }
+            if route.handover {
                 self.pending = Some(request);
                 return Ok(Ended::Handover);
             }
@@ -264,10 +259,6 @@ impl<S: ClientStream> Conn<'_, S> {
                     continue;
                 }
             };
-            // A ferry request sees every earlier handout upload stored.
-            if !matches!(frame, SignalFrame::Ping | SignalFrame::Pong) {
-                self.settle_commits(0).await;
-            }
             match frame {
                 SignalFrame::Ping => {
                     let read = tokio::time::Instant::now();
@@ -737,6 +728,41 @@ impl<S: ClientStream> Conn<'_, S> {
     }
 }
 
+/// Where a request is served, and whether it waits first for the
+/// connection's earlier handout uploads to be stored.
+#[derive(Debug, PartialEq, Eq)]
+struct Route {
+    /// Every earlier upload stored before it is served (or handed over).
+    settle_first: bool,
+    /// Served on the main runtime, not here on the control thread.
+    handover: bool,
+}
+
+/// The dispatch rules, with no I/O:
+/// - pings (`PIN`, a stray `PON`) and `CLS` are answered where they are read,
+///   at once, never behind an upload being stored;
+/// - the handout's pause framing stays on the control thread (a pause is
+///   seen only by a reader that is there for it), and settles on its own
+///   where it reads storage;
+/// - any other ferry request sees every earlier handout upload stored, and
+///   on the control thread is handed to the main runtime.
+fn route(request: &Request, on_control: bool) -> Route {
+    match request {
+        Request::Ferry(SignalFrame::Ping | SignalFrame::Pong) | Request::Handout(_) => Route {
+            settle_first: false,
+            handover: false,
+        },
+        Request::Ferry(SignalFrame::Close) => Route {
+            settle_first: true,
+            handover: false,
+        },
+        Request::Ferry(_) => Route {
+            settle_first: true,
+            handover: on_control,
+        },
+    }
+}
+
 /// The codec between requests: a handout-framed request is taken by its
 /// tag (the rest stays in the buffer for the handout driver), anything else
 /// is a ferry frame.
@@ -826,6 +852,30 @@ mod tests {
             out.push(f);
         }
         out
+    }
+
+    #[test]
+    fn pings_stay_and_transfers_leave_the_control_thread_after_earlier_uploads() {
+        let ferry = |f| Request::Ferry(f);
+        let here = Route {
+            settle_first: false,
+            handover: false,
+        };
+        for on_control in [true, false] {
+            assert_eq!(route(&ferry(SignalFrame::Ping), on_control), here);
+            assert_eq!(route(&ferry(SignalFrame::Pong), on_control), here);
+            assert_eq!(route(&Request::Handout(Tag::Saf), on_control), here);
+            assert_eq!(route(&Request::Handout(Tag::Raf), on_control), here);
+            let transfer = route(&ferry(SignalFrame::RequestFile("a".into())), on_control);
+            assert_eq!(
+                transfer,
+                Route {
+                    settle_first: true,
+                    handover: on_control
+                }
+            );
+        }
+        assert!(!route(&ferry(SignalFrame::Close), true).handover);
     }
 
     #[tokio::test]

@@ -769,24 +769,27 @@ async fn a_client_at_its_own_share_never_takes_another_addresss_place() {
 async fn header_tricklers_make_room_and_pin_is_answered_at_a_full_cap() {
     let d = capped(8, 4).await;
     let a = d.addrs;
-    // Two addresses fill the cap with headers they never finish.
+    // Two addresses fill the cap with headers they never finish (a valid
+    // start of each: tcp_upload's size, magic's number and type), each at
+    // its header read before the next comes, so the oldest is the first.
     let mut tricklers = Vec::new();
     for src in ["127.0.0.7", "127.0.0.8"] {
         for i in 0..4 {
-            let to = if i % 2 == 0 {
-                a[ServiceId::TcpUpload]
+            let (to, start) = if i % 2 == 0 {
+                (a[ServiceId::TcpUpload], &[0u8, 0, 0][..])
             } else {
-                a[ServiceId::MagicDownload]
+                (a[ServiceId::MagicDownload], &[0x49u8, 0x7E, 0x01][..])
             };
             let mut s = connect_from(src, to.unwrap()).await;
-            s.write_all(&[0, 0, 0]).await.unwrap();
+            s.write_all(start).await.unwrap();
             tricklers.push(s);
+            let n = tricklers.len();
+            ferry_tests::eventually("the trickler at its header read", || {
+                d.controller.idle_connections() == n
+            })
+            .await;
         }
     }
-    ferry_tests::eventually("every trickler at its header read", || {
-        d.controller.idle_connections() == 8
-    })
-    .await;
     // A newcomer from another address is served: PIN, and a handout upload.
     let mut s = connect_from("127.0.0.9", a[ServiceId::Signal].unwrap()).await;
     s.write_all(b"PIN").await.unwrap();

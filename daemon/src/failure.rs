@@ -79,6 +79,8 @@ pub(crate) enum Violation {
     TcpUpload(#[from] TcpUploadError),
     #[error(transparent)]
     UdpUpload(#[from] UdpUploadError),
+    #[error(transparent)]
+    Sum(#[from] ferry_proto::udp_sum::SumError),
     /// tcp_upload: the connection ended inside the header.
     #[error("incomplete header")]
     IncompleteHeader,

@@ -313,6 +313,10 @@ impl Daemon {
         };
         addrs.http = http.as_ref().and_then(|l| l.local_addr().ok());
         let ctx = Arc::new(Ctx::new(config, storage));
+        let _ = ctx
+            .observe
+            .ports
+            .set(ServiceId::ALL.map(|id| addrs[id].map(|a| a.port())));
         let _ = ctx.bound.set(
             ServiceId::ALL
                 .into_iter()

@@ -208,6 +208,7 @@ impl Transfer {
                 head: &self.head,
                 requested: &self.requested,
                 bytes: self.bytes,
+                ports: self.obs.ports.get(),
             })
         });
         Attempt {

@@ -288,15 +288,19 @@ impl<S: ClientStream> Conn<'_, S> {
         Ok(Ended::Closed)
     }
 
-    /// A transfer request the codec refused before it was whole (too large,
-    /// a bad name length, cut off): still one failed attempt, with the name
-    /// if the head holds it.
+    /// A request the codec refused before it was whole (too large, a bad
+    /// name length, cut off, no request at all): still one failed attempt,
+    /// with the name if the head holds it. A connection that sent nothing
+    /// (or only blanks) before it went idle made no attempt.
     fn refused_request(&self, e: &Failure) {
         let head = &self.io.head;
+        if head.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
         let direction = match head.get(..TAG_LEN).and_then(Tag::from_bytes) {
             Some(Tag::Saf | Tag::Sar) => Direction::Upload,
             Some(Tag::Raf | Tag::Rar) => Direction::Download,
-            _ => return,
+            _ => Direction::Request,
         };
         let mut t = self.transfer(direction);
         if let Some(&[hi, lo]) = head.get(TAG_LEN..TAG_LEN + 2) {
@@ -488,7 +492,7 @@ impl<S: ClientStream> Conn<'_, S> {
     async fn receive_tree(&mut self, name: String) -> Result<(), Failure> {
         let cfg = Arc::clone(&self.io.config);
         let mut t = self.transfer(Direction::Upload);
-        t.requested = format!("{name}/");
+        t.requested = as_directory(&name);
         let mut tree: TreeSink = match SafeName::for_upload(&name) {
             Ok(n) => match self
                 .ctx
@@ -667,7 +671,7 @@ impl<S: ClientStream> Conn<'_, S> {
 
     async fn send_tree(&mut self, raw: String) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
-        t.requested = format!("{raw}/");
+        t.requested = as_directory(&raw);
         let cfg = Arc::clone(&self.io.config);
         let opened = match RelPath::parse(&raw, cfg.limits.max_name_len) {
             Ok(path) => self
@@ -789,6 +793,14 @@ fn handout_tag(buf: &mut BytesMut) -> Option<Tag> {
     let tag = Tag::from_bytes(buf.get(..TAG_LEN)?)?;
     let after = buf.get(TAG_LEN..).unwrap_or_default();
     (detect(tag, after) == Some(Dialect::Handout)).then_some(tag)
+}
+
+/// A directory's name as the page shows it: with one `/` at its end.
+fn as_directory(name: &str) -> String {
+    match name.ends_with('/') {
+        true => name.to_owned(),
+        false => format!("{name}/"),
+    }
 }
 
 /// A path a client asked for, through the normaliser, or the refusal it is told.

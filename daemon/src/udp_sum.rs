@@ -16,7 +16,9 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::limits::{ReplyBudget, REPLIES_PER_SECOND};
+use crate::report::{Direction, Transfer};
 
 /// This service's name in logs and metrics.
 const SERVICE: &str = ServiceId::UdpSum.name();
@@ -177,14 +179,17 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
             _ = ctx.stop.cancelled() => break,
             _ = sleep_until(deadline), if deadline.is_some() => pairs.on_timeout(Instant::now()),
             (n, peer) = crate::udp::recv_datagram(&socket, &mut buf) => {
-                match parse_request(&buf[..n], DEFAULT_MAX_REQUEST_LEN) {
+                match parse_request(&buf[..n], DEFAULT_MAX_REQUEST_LEN).and_then(in_range) {
                     Ok(req) => {
                         let text = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
                         pairs.on_request(Instant::now(), peer, req, &text)
                     }
                     Err(e) => {
                         ctx.observe.metrics.sum(false);
+                        // Recorded as replied: within the reply budget, so
+                        // forged datagrams cannot flood the page or the log.
                         if budget.allow(tokio::time::Instant::now()) {
+                            refused(&ctx, peer, &buf[..n], e.clone());
                             reply_error(&socket, peer, &e).await;
                         }
                         Vec::new()
@@ -195,6 +200,22 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
         for answer in answers {
             send_answer(&ctx, &socket, &budget, answer).await;
         }
+    }
+}
+
+/// A number out of range is refused as its datagram arrives (so the
+/// attempt shows what was sent), except `name number` with a space, which
+/// may be a name ending in a number with the integer still to come.
+fn in_range(req: SumRequest) -> Result<SumRequest, SumError> {
+    match &req {
+        SumRequest::Full {
+            layout: Layout::Separated(b' '),
+            ..
+        } => Ok(req),
+        SumRequest::Full { number, .. } | SumRequest::NumberOnly(number) => {
+            check_range(*number).map(|_| req)
+        }
+        SumRequest::NameOnly(_) => Ok(req),
     }
 }
 
@@ -213,6 +234,8 @@ async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Ans
     }
     if let Err(e) = check_range(a.number) {
         ctx.observe.metrics.sum(false);
+        let request = format!("{}:{}", a.client, a.number);
+        refused(ctx, a.peer, request.as_bytes(), e.clone());
         reply_error(socket, a.peer, &e).await;
         return;
     }
@@ -232,8 +255,17 @@ async fn send_answer(ctx: &Ctx, socket: &UdpSocket, budget: &ReplyBudget, a: Ans
     }
 }
 
+/// A refused request is one failed attempt: on the page, in
+/// `/api/attempts` and in the log, with what arrived.
+fn refused(ctx: &Ctx, peer: SocketAddr, request: &[u8], e: SumError) {
+    let mut t = Transfer::start(&ctx.observe, ServiceId::UdpSum, Direction::Request, peer);
+    t.saw(request);
+    t.requested = String::from_utf8_lossy(request).trim().to_owned();
+    t.failed(&Failure::violation(e));
+}
+
+/// Answers `ERROR: …` (the attempt was logged by [`refused`]).
 async fn reply_error(socket: &UdpSocket, peer: SocketAddr, e: &SumError) {
-    tracing::info!(service = SERVICE, peer = %peer, error = %e, "refused");
     let _ = socket.send_to(&encode_error(e), peer).await;
 }
 

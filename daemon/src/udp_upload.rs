@@ -543,8 +543,12 @@ impl Receiver {
             DataVerdict::Forward(h) => h.tx.clone(),
             DataVerdict::NoSession => {
                 tracing::debug!(peer = %peer, len = n, "data without a session");
+                // One failed attempt, as every refusal is (within the reply
+                // budget): a student whose first datagram was no file_info
+                // (another service's request, often) sees it on the page.
                 let why = Failure::Violation(Violation::NoSession(peer));
-                self.reply_error(peer, &why).await;
+                self.refused(now, peer, pool.peek(n), String::new(), why)
+                    .await;
                 return ControlFlow::Continue(());
             }
             DataVerdict::TooLarge { buffer_size, io } => {

@@ -557,3 +557,170 @@ async fn udp_sources_are_marked_unverified_in_the_ledger_and_on_the_page() {
     assert_eq!(udp["unverified_source"], true);
     d.stop().await;
 }
+
+/// Issue 27: another service's request on a service's port is told as
+/// that service's, with where it is served here; each from its own address.
+#[tokio::test]
+async fn another_services_request_is_told_where_that_service_is() {
+    let d = daemon().await;
+    let page = d.addrs.http.expect("http");
+    let port = |s: ServiceId| d.addrs[s].expect("served").port();
+    let mut tcp_header = 11u64.to_be_bytes().to_vec();
+    tcp_header.extend_from_slice(b"notes.txt");
+    let magic_request = [&[0x49, 0x7E, 1, 0, 5][..], b"a.txt"].concat();
+    let file_info = br#"{"checksum": "97F6DB4F", "name": "photo.jpg", "size": 65066}"#.to_vec();
+    // (sent to, what was sent, whose it is, from 127.0.0.N)
+    let tcp_cases = [
+        (
+            ServiceId::TcpUpload,
+            b"SAFlab1.py".to_vec(),
+            ServiceId::Signal,
+            40,
+        ),
+        (
+            ServiceId::TcpUpload,
+            magic_request.clone(),
+            ServiceId::MagicDownload,
+            41,
+        ),
+        (
+            ServiceId::MagicDownload,
+            tcp_header.clone(),
+            ServiceId::TcpUpload,
+            42,
+        ),
+        (
+            ServiceId::Signal,
+            tcp_header.clone(),
+            ServiceId::TcpUpload,
+            43,
+        ),
+        (
+            ServiceId::Signal,
+            magic_request.clone(),
+            ServiceId::MagicDownload,
+            44,
+        ),
+    ];
+    for (to, bytes, whose, from) in &tcp_cases {
+        let mut s = connect_from(*from, d.addrs[*to].unwrap()).await;
+        s.write_all(bytes).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = timeout(OP_TIMEOUT, s.read_to_end(&mut rest)).await;
+        check_wrong_port(*from, page, *to, *whose, port(*whose)).await;
+    }
+    let udp_cases = [
+        (
+            ServiceId::UdpUpload,
+            b"Client of Ann:7".to_vec(),
+            ServiceId::UdpSum,
+            45,
+        ),
+        (
+            ServiceId::UdpDownload,
+            file_info.clone(),
+            ServiceId::UdpUpload,
+            46,
+        ),
+        (
+            ServiceId::UdpSum,
+            file_info.clone(),
+            ServiceId::UdpUpload,
+            47,
+        ),
+    ];
+    for (to, bytes, whose, from) in &udp_cases {
+        let sock = UdpSocket::bind(SocketAddr::new(ip(*from), 0))
+            .await
+            .unwrap();
+        sock.send_to(bytes, d.addrs[*to].unwrap()).await.unwrap();
+        let mut reply = [0u8; 2048];
+        let _ = timeout(Duration::from_secs(2), sock.recv_from(&mut reply)).await;
+        check_wrong_port(*from, page, *to, *whose, port(*whose)).await;
+    }
+    d.stop().await;
+}
+
+/// The failed attempt from 127.0.0.`from` on `to` says the bytes were
+/// `whose` request, served on `port`.
+async fn check_wrong_port(from: u8, page: SocketAddr, to: ServiceId, whose: ServiceId, port: u16) {
+    let a = failed(from, page, to.name()).await;
+    let rule = a["diagnosis"]["rule"].as_str().unwrap_or_default();
+    assert!(
+        rule.contains(&format!("look like a {whose} request")),
+        "{to} got {whose}'s: {a}"
+    );
+    assert!(rule.contains(&format!("port {port}")), "{to}: {a}");
+    let expected = a["diagnosis"]["expected"].as_str().unwrap_or_default();
+    assert!(!expected.contains("protocol book describes"), "{a}");
+}
+
+/// Issue 27: a name with its newline, the commonest Python slip, is told
+/// as a name problem, and the page shows the newline as `\n`.
+#[tokio::test]
+async fn a_name_sent_with_its_newline_is_told_to_strip_it() {
+    let d = daemon().await;
+    let page = d.addrs.http.expect("http");
+    let mut s = connect_from(50, d.addrs[ServiceId::TcpUpload].unwrap()).await;
+    let mut header = 5u64.to_be_bytes().to_vec();
+    header.extend_from_slice(b"newline.txt\n");
+    s.write_all(&header).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = timeout(OP_TIMEOUT, s.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("U+000A"), "{reply}");
+    let a = failed(50, page, "tcp_upload").await;
+    let rule = a["diagnosis"]["rule"].as_str().unwrap_or_default();
+    assert!(rule.contains("ends in a line break"), "{a}");
+    assert!(rule.contains("name.strip()"), "{a}");
+    assert_eq!(a["diagnosis"]["section"], "Rules common to both");
+    let html = get(50, page, "/").await;
+    assert!(html.contains("newline.txt\\n"), "the newline shown as \\n");
+    // A signal RAF of `..` shows once with its slash.
+    let mut s = connect_from(51, d.addrs[ServiceId::Signal].unwrap()).await;
+    s.write_all(
+        &ferry_proto::signal::encode(ferry_proto::signal::SignalFrame::RequestRepo("../".into()))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(OP_TIMEOUT, s.read_to_end(&mut rest)).await;
+    let a = failed(51, page, "signal").await;
+    assert_eq!(a["requested"], "../", "{a}");
+    d.stop().await;
+}
+
+/// Issue 27: garbage on signal and a refused sum are attempts too, on the
+/// page and in `/api/attempts`.
+#[tokio::test]
+async fn signal_garbage_and_a_refused_sum_are_attempts() {
+    let d = daemon().await;
+    let page = d.addrs.http.expect("http");
+    let mut s = connect_from(52, d.addrs[ServiceId::Signal].unwrap()).await;
+    s.write_all(b"HELLO\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(OP_TIMEOUT, s.read_to_end(&mut rest)).await;
+    let a = failed(52, page, "signal").await;
+    assert!(
+        a["reason"].as_str().unwrap_or_default().contains("HEL"),
+        "{a}"
+    );
+    assert_eq!(a["diagnosis"]["sent_text"], "HELLO.", "{a}");
+    let sock = UdpSocket::bind(SocketAddr::new(ip(53), 0)).await.unwrap();
+    sock.send_to(b"Client of Ann:700", d.addrs[ServiceId::UdpSum].unwrap())
+        .await
+        .unwrap();
+    let mut reply = [0u8; 512];
+    let (n, _) = timeout(OP_TIMEOUT, sock.recv_from(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply[..n].starts_with(b"ERROR"), "{:?}", &reply[..n]);
+    let a = failed(53, page, "udp_sum").await;
+    assert_eq!(a["requested"], "Client of Ann:700", "{a}");
+    assert_eq!(a["diagnosis"]["section"], "udp_sum (9002/udp)", "{a}");
+    d.stop().await;
+}

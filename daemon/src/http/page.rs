@@ -262,16 +262,19 @@ pub(super) fn slug(title: &str) -> String {
 
 /// Client text, escaped as all text is, with control characters (which
 /// HTML cannot show, and which a hostile name carries to confuse a reader)
-/// replaced by U+FFFD.
+/// written as escapes: a name sent with its newline shows `name.txt\n`.
 struct Clean<'a>(&'a str);
 
 impl Render for Clean<'_> {
     fn render_to(&self, buffer: &mut String) {
-        let shown: String = self
-            .0
-            .chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect();
+        let mut shown = String::with_capacity(self.0.len());
+        for c in self.0.chars() {
+            if c.is_control() {
+                shown.extend(c.escape_default());
+            } else {
+                shown.push(c);
+            }
+        }
         shown.render_to(buffer);
     }
 }
@@ -308,8 +311,9 @@ mod tests {
     fn client_text_cannot_become_markup() {
         assert_eq!(
             shown(Clean("<script>alert('x')</script>&\"\u{7}")),
-            "&lt;script&gt;alert('x')&lt;/script&gt;&amp;&quot;\u{fffd}"
+            "&lt;script&gt;alert('x')&lt;/script&gt;&amp;&quot;\\u{7}"
         );
+        assert_eq!(shown(Clean("newline.txt\n")), "newline.txt\\n");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! far the transfer got, a [`Diagnosis`] for the lab page. Each names the
 //! protocol book's section that states the rule (served at `/book`).
 
-use ferry_config::ServiceId;
+use ferry_config::{ServiceId, Transport};
+use ferry_proto::names::NameError;
 use ferry_proto::signal::handout::HandoutError;
 use ferry_proto::tcp_upload::TcpUploadError;
 use ferry_proto::udp_upload::UdpUploadError;
@@ -45,21 +46,46 @@ pub(crate) struct Failed<'a> {
     pub requested: &'a str,
     /// Bytes moved before the failure.
     pub bytes: u64,
+    /// Where each service listens on this server (indexed by
+    /// [`ServiceId::index`]; `None`: not served); the default ports when
+    /// not known.
+    pub ports: Option<&'a [Option<u16>; 6]>,
+}
+
+impl Failed<'_> {
+    /// `service`'s port here, as a phrase: "UDP port 9000", or that it is
+    /// not served.
+    fn port_of(&self, service: ServiceId) -> String {
+        let port = match self.ports {
+            Some(ports) => ports[service.index()],
+            None => Some(service.default_port()),
+        };
+        let transport = match service.transport() {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        };
+        match port {
+            Some(p) => format!("{transport} port {p}"),
+            None => "not served on this server".to_owned(),
+        }
+    }
 }
 
 /// Explains a failure; every failure gets a diagnosis, the specific ones for
 /// the mistakes students make, a general one otherwise.
 pub(crate) fn diagnose(f: &Failed<'_>) -> Diagnosis {
+    // What arrived first: another service's request on this port is told
+    // as such, whatever this service made of it; then a name's own problem.
+    let explained = wrong_port(f).or_else(|| name_problem(f));
     // Every service has its diagnosis: a seventh does not compile without one.
-    let (expected, rule, section) = match f.service {
+    let (expected, rule, section) = explained.unwrap_or_else(|| match f.service {
         ServiceId::TcpUpload => tcp_upload(f),
         ServiceId::MagicDownload => magic(f),
         ServiceId::Signal => signal(f),
         ServiceId::UdpUpload => udp_upload(f),
         ServiceId::UdpDownload => udp_download(f),
-        // Answered, never a transfer: it has no attempts to diagnose.
-        ServiceId::UdpSum => general(f, "Summary"),
-    };
+        ServiceId::UdpSum => general(f, section(ServiceId::UdpSum)),
+    });
     Diagnosis {
         sent_hex: hex(f.head),
         sent_text: text(f.head),
@@ -70,6 +96,162 @@ pub(crate) fn diagnose(f: &Failed<'_>) -> Diagnosis {
 }
 
 type Explained = (String, String, &'static str);
+
+/// The protocol book's section of each service.
+fn section(service: ServiceId) -> &'static str {
+    match service {
+        ServiceId::UdpUpload => "udp_upload (9000/udp)",
+        ServiceId::UdpDownload => "udp_download (9001/udp)",
+        ServiceId::UdpSum => "udp_sum (9002/udp)",
+        ServiceId::TcpUpload => "tcp_upload (9003/tcp)",
+        ServiceId::MagicDownload => "magic_download (9004/tcp)",
+        ServiceId::Signal => "signal (9005/tcp)",
+    }
+}
+
+/// What each service expects a client to send first.
+fn opening(service: ServiceId) -> &'static str {
+    match service {
+        ServiceId::UdpUpload => "a file_info datagram: JSON with the file's checksum, name and size, then the data in datagrams",
+        ServiceId::UdpDownload => "a datagram holding the name of a stored file; the file then comes in 2048-byte chunks",
+        ServiceId::UdpSum => "a client name and a number from 1 to 100 (`Client of Ann:7`, or JSON)",
+        ServiceId::TcpUpload => "an 8-byte big-endian size and the file name, then the file's bytes once the server answers `go ahead`",
+        ServiceId::MagicDownload => "a FileRequest: 0x497E (2 bytes), type 1 (1 byte), the name's length (2 bytes, big-endian), the name (1..1024 bytes of UTF-8)",
+        ServiceId::Signal => "a request, PIN, SAF, RAF, SAR, RAR or CLS (3 bytes), then its parts (ferry's framing or the handout's pauses)",
+    }
+}
+
+/// Which service's opening bytes `head` are, when they are unmistakably
+/// one's, with what gives it away. A bare name (udp_download's request)
+/// could be anything, so it is never claimed.
+pub(crate) fn looks_like(head: &[u8]) -> Option<(ServiceId, &'static str)> {
+    const TAGS: [&[u8; 3]; 6] = [b"SAF", b"RAF", b"SAR", b"RAR", b"PIN", b"CLS"];
+    if let [0x49, 0x7E, rest @ ..] = head {
+        if matches!(rest.first(), None | Some(1 | 2)) {
+            return Some((
+                ServiceId::MagicDownload,
+                "they start with the magic number 0x497E",
+            ));
+        }
+    }
+    if head.len() >= 3 && TAGS.iter().any(|t| head[..3] == t[..]) {
+        return Some((ServiceId::Signal, "they start with a signal request tag"));
+    }
+    let trimmed = head.trim_ascii_start();
+    if trimmed.starts_with(b"{") {
+        if contains(trimmed, b"\"checksum\"") {
+            return Some((ServiceId::UdpUpload, "a JSON file_info with a checksum"));
+        }
+        if contains(trimmed, b"\"number\"") {
+            return Some((ServiceId::UdpSum, "a JSON object with a number"));
+        }
+    }
+    // A size under 1 TiB (its first three bytes zero) and printable text
+    // after it: a tcp_upload header.
+    if head.len() > 8
+        && head[..3] == [0, 0, 0]
+        && head[8..].iter().take(8).all(|b| (0x20..0x7f).contains(b))
+    {
+        return Some((
+            ServiceId::TcpUpload,
+            "an 8-byte big-endian size, then a name",
+        ));
+    }
+    if sum_request(head) {
+        return Some((ServiceId::UdpSum, "a name, a separator and a number"));
+    }
+    None
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `Client of Ann:7`: printable text, one of udp_sum's separators, then one
+/// to three digits and nothing else.
+fn sum_request(head: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return false;
+    };
+    let text = text.trim_end();
+    let Some(cut) = text.rfind([':', ',', ';', '|', '\n']) else {
+        return false;
+    };
+    let (name, number) = (&text[..cut], text[cut + 1..].trim());
+    !name.trim().is_empty()
+        && !name.chars().any(char::is_control)
+        && (1..=3).contains(&number.len())
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Another service's request on this service's port.
+fn wrong_port(f: &Failed<'_>) -> Option<Explained> {
+    if f.bytes > 0 {
+        return None;
+    }
+    let (other, sign) = looks_like(f.head)?;
+    if other == f.service {
+        return None;
+    }
+    let rule = format!(
+        "These bytes look like a {other} request ({sign}), but they came to {here}, which serves {service}. {other} is on {there}: send the request there (ferry's client: `--{flag} N`).",
+        here = f.port_of(f.service),
+        service = f.service,
+        there = f.port_of(other),
+        flag = other.port_flag(),
+    );
+    Some((opening(f.service).to_owned(), rule, section(other)))
+}
+
+/// A name refused for what it is: each rule said with what to change.
+fn name_problem(f: &Failed<'_>) -> Option<Explained> {
+    let (error, shown) = match f.failure {
+        Failure::Refused(Refusal::Name { error, shown, .. }) => (error, shown.as_str()),
+        Failure::Refused(Refusal::RequestedName(error)) => (error, f.requested),
+        _ => return None,
+    };
+    let trailing_newline = shown.ends_with('\n')
+        && !shown
+            .trim_end_matches(['\n', '\r'])
+            .chars()
+            .any(char::is_control);
+    // In tcp_upload a name with control characters inside, or far too
+    // long, is most often the file's data run into it: its own rule says so.
+    let ran_on = matches!(
+        error,
+        NameError::Control(_)
+            | NameError::Nul
+            | NameError::TooLong { .. }
+            | NameError::ComponentTooLong(_)
+            | NameError::NotUtf8
+    ) && !trailing_newline;
+    if f.service == ServiceId::TcpUpload && ran_on {
+        return None;
+    }
+    let rule = match error {
+        NameError::Control(0x0A | 0x0D) if trailing_newline => format!(
+            "The name {shown:?} ends in a line break. A name read with `readline()`, from a file or typed at a prompt keeps its `\\n`: strip it (`name.strip()`) before sending."
+        ),
+        NameError::Control(c) => format!(
+            "The name {:?} holds control character U+{c:04X}. Names are printable text; a control character in one usually means other bytes (a length, the file's data) were read as part of the name.",
+            clip(shown, 80)
+        ),
+        NameError::Nul => "The name holds a NUL byte: a C-style terminator or padding was sent with it. Send the name's bytes only.".to_owned(),
+        NameError::Empty => "The name is empty (or only separators): send the file's name.".to_owned(),
+        NameError::DotComponent | NameError::Absolute | NameError::EmptyComponent => format!(
+            "{:?}: {error}. A name is stored inside the server's storage root only: no `..`, no leading `/`, no empty parts.",
+            clip(shown, 80)
+        ),
+        NameError::TooLong { .. } | NameError::ComponentTooLong(_) => format!(
+            "{error}: send a shorter name. A name far longer than expected often has other bytes (the file's data) run into it."
+        ),
+        NameError::Reserved => "Names starting with `.ferry` are the server's own: choose another name.".to_owned(),
+        NameError::NotUtf8 => "The name is not UTF-8: encode it (`name.encode('utf-8')`) before sending.".to_owned(),
+    };
+    let expected =
+        "a file name: printable text, at most 255 bytes, no `..`, no control characters".to_owned();
+    Some((expected, rule, "Rules common to both"))
+}
 
 fn not_found(f: &Failed<'_>, section: &'static str) -> Option<Explained> {
     matches!(f.failure, Failure::Storage(StorageError::NotFound(_))).then(|| {
@@ -95,6 +277,7 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
                     TcpUploadError::HeaderTooLong { .. } | TcpUploadError::NotUtf8
                 ))
         );
+    // (Name refusals that are not run-on data were told by `name_problem`.)
     if f.bytes == 0 && name_ran_on {
         let read = if f.requested.is_empty() {
             text(f.head)
@@ -170,7 +353,7 @@ fn magic(f: &Failed<'_>) -> Explained {
     if let Some(e) = not_found(f, SECTION) {
         return e;
     }
-    let expected = "a FileRequest: 0x497E (2 bytes), type 1 (1 byte), the name's length (2 bytes, big-endian), the name (1..1024 bytes of UTF-8)".to_owned();
+    let expected = opening(ServiceId::MagicDownload).to_owned();
     match f.head {
         [a, b, ..] if [*a, *b] != [0x49, 0x7E] => {
             let rule = format!(
@@ -344,11 +527,7 @@ fn gone(f: &Failure) -> bool {
 }
 
 fn general(f: &Failed<'_>, section: &'static str) -> Explained {
-    (
-        "what the protocol book describes for this step".into(),
-        f.reason.to_owned(),
-        section,
-    )
+    (opening(f.service).to_owned(), f.reason.to_owned(), section)
 }
 
 /// `s` cut to `max` characters, `…` marking the cut.
@@ -399,7 +578,146 @@ mod tests {
             head,
             requested,
             bytes: 0,
+            ports: None,
         })
+    }
+
+    /// Each service's opening, as a student's client sends it.
+    fn openings() -> Vec<(ServiceId, Vec<u8>)> {
+        let mut tcp = 11u64.to_be_bytes().to_vec();
+        tcp.extend_from_slice(b"notes.txt");
+        vec![
+            (ServiceId::Signal, b"SAFlab1.py".to_vec()),
+            (ServiceId::Signal, b"PIN".to_vec()),
+            (
+                ServiceId::MagicDownload,
+                vec![0x49, 0x7E, 1, 0, 5, b'a', b'.', b't', b'x', b't'],
+            ),
+            (ServiceId::TcpUpload, tcp),
+            (
+                ServiceId::UdpUpload,
+                br#"{"checksum": "97F6DB4F", "name": "photo.jpg", "size": 65066}"#.to_vec(),
+            ),
+            (ServiceId::UdpSum, b"Client of Ann:7".to_vec()),
+            (
+                ServiceId::UdpSum,
+                br#"{"name": "Client of Ann", "number": 7}"#.to_vec(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_services_opening_is_recognised_and_a_bare_name_is_no_ones() {
+        for (service, head) in openings() {
+            assert_eq!(
+                looks_like(&head).map(|(s, _)| s),
+                Some(service),
+                "{}",
+                text(&head)
+            );
+        }
+        for nobody in [&b"lab1.py"[..], b"hello world", b"\0\0\0", b"ab:1234", b""] {
+            assert_eq!(looks_like(nobody), None, "{}", text(nobody));
+        }
+    }
+
+    #[test]
+    fn another_services_request_is_told_where_that_service_is() {
+        let ports = [
+            Some(9000),
+            Some(9001),
+            Some(9002),
+            Some(9003),
+            None,
+            Some(9005),
+        ];
+        for (sent_to, _) in openings() {
+            for (service, head) in openings() {
+                if service == sent_to {
+                    continue;
+                }
+                let failure = Failure::Closed(When::Early(None));
+                let reason = failure.to_string();
+                let d = diagnose(&Failed {
+                    service: sent_to,
+                    failure: &failure,
+                    reason: &reason,
+                    head: &head,
+                    requested: "",
+                    bytes: 0,
+                    ports: Some(&ports),
+                });
+                assert!(
+                    d.rule.contains(&format!("look like a {service} request")),
+                    "{sent_to} got {service}'s: {}",
+                    d.rule
+                );
+                let there = match ports[service.index()] {
+                    Some(p) => format!(
+                        "{service} is on {} port {p}",
+                        match service.transport() {
+                            Transport::Udp => "UDP",
+                            Transport::Tcp => "TCP",
+                        }
+                    ),
+                    None => format!("{service} is on not served on this server"),
+                };
+                assert!(d.rule.contains(&there), "{}", d.rule);
+                assert_eq!(d.section, section(service));
+                assert_eq!(d.expected, opening(sent_to));
+            }
+        }
+    }
+
+    #[test]
+    fn name_mistakes_are_told_as_name_mistakes() {
+        let refused = |name: &str, e| Failure::name(crate::failure::NameOf::File, name, e);
+        // The commonest slip: a name read with its newline.
+        let d = diagnosed(
+            ServiceId::TcpUpload,
+            refused("newline.txt\n", NameError::Control(0x0A)),
+            b"\0\0\0\0\0\0\0\x05newline.txt\n",
+            "newline.txt\n",
+        );
+        assert!(d.rule.contains("ends in a line break"), "{}", d.rule);
+        assert!(d.rule.contains("name.strip()"), "{}", d.rule);
+        assert_eq!(d.section, "Rules common to both");
+        for service in [ServiceId::Signal, ServiceId::UdpUpload] {
+            let d = diagnosed(
+                service,
+                refused("lab1.py\n", NameError::Control(0x0A)),
+                b"",
+                "lab1.py\n",
+            );
+            assert!(
+                d.rule.contains("ends in a line break"),
+                "{service}: {}",
+                d.rule
+            );
+        }
+        let d = diagnosed(
+            ServiceId::Signal,
+            refused("../x", NameError::DotComponent),
+            b"RAF",
+            "../x",
+        );
+        assert!(d.rule.contains("no `..`"), "{}", d.rule);
+        let d = diagnosed(
+            ServiceId::MagicDownload,
+            Failure::Refused(Refusal::RequestedName(NameError::Nul)),
+            &[0x49, 0x7E, 1, 0, 2, b'a', 0],
+            "a\0",
+        );
+        assert!(d.rule.contains("NUL"), "{}", d.rule);
+    }
+
+    #[test]
+    fn every_service_says_what_it_expected() {
+        for service in ServiceId::ALL {
+            let d = diagnosed(service, Failure::Broken("x".into()), b"", "");
+            assert_eq!(d.expected, opening(service));
+            assert!(!d.expected.contains("the protocol book describes"));
+        }
     }
 
     #[test]
@@ -532,8 +850,16 @@ mod tests {
         let d = diagnosed(ServiceId::UdpDownload, refused, b"..", "");
         assert_eq!(
             d.rule,
-            "refused name \"..\": the name contains a '.' or '..' component"
+            "\"..\": the name contains a '.' or '..' component. A name is stored inside the server's storage root only: no `..`, no leading `/`, no empty parts."
         );
+        assert_eq!(d.section, "Rules common to both");
+        let d = diagnosed(
+            ServiceId::UdpDownload,
+            Failure::Broken("x".into()),
+            b"a",
+            "a",
+        );
+        assert_eq!(d.rule, "transfer broken off: x");
         assert_eq!(d.section, "udp_download (9001/udp)");
         let missing = Failure::Storage(StorageError::NotFound("x.txt".into()));
         let d = diagnosed(ServiceId::Signal, missing, b"RAF", "x.txt");

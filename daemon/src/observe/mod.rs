@@ -42,13 +42,15 @@ pub(crate) enum Direction {
     Upload,
     /// A download: ferryd to client.
     Download,
+    /// A request that moves no file: a sum, or bytes that were no request.
+    Request,
 }
 
 impl Direction {
     /// The metrics label: `in` or `out` (as seen from ferryd).
     pub(crate) fn label(self) -> &'static str {
         match self {
-            Direction::Upload => "in",
+            Direction::Upload | Direction::Request => "in",
             Direction::Download => "out",
         }
     }
@@ -175,6 +177,9 @@ pub(crate) struct Observer {
     /// Attempts kept (`http.recent`).
     keep: usize,
     next_id: AtomicU64,
+    /// Each service's port once bound (`None`: not served), for the
+    /// diagnoses' "that service is on port N here".
+    pub(crate) ports: std::sync::OnceLock<[Option<u16>; 6]>,
 }
 
 impl Observer {
@@ -187,6 +192,7 @@ impl Observer {
             state: Mutex::new(State::default()),
             keep: keep.max(1),
             next_id: AtomicU64::new(1),
+            ports: std::sync::OnceLock::new(),
         }
     }
 

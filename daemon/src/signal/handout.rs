@@ -451,7 +451,7 @@ impl<S: ClientStream> Conn<'_, S> {
     async fn send_handout_repo(&mut self, cfg: &Config) -> Result<(), Failure> {
         let mut t = self.transfer(Direction::Download);
         let raw = or_fail!(t, self.quiet_text(cfg, Awaited::DirectoryName, false).await).text;
-        t.requested = format!("{}/", String::from_utf8_lossy(&raw));
+        t.requested = super::as_directory(&String::from_utf8_lossy(&raw));
         self.settle_commits(0).await;
         let listed = match super::stored_path(&raw, cfg.limits.max_name_len) {
             Ok(path) => self.list_for(cfg, path, t.peer()).await,

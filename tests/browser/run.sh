@@ -3,9 +3,10 @@
 # through promtool.
 #
 # Starts ferryd on free loopback ports, runs four broken student clients
-# written from the handouts (seeds 000, 002, 003, 004), then checks:
-# - /api/attempts has a failed attempt with a diagnosis for each of the four
-#   services (the rules are printed);
+# written from the handouts (seeds 000, 002, 003, 004) and a fifth that
+# sends seed 000's file_info to udp_download's port, then checks:
+# - /api/attempts has a failed attempt with a diagnosis for each of the five
+#   services (the rules are printed; the fifth names udp_upload's port);
 # - `/` in headless chromium shows those diagnoses (the DOM, not the source:
 #   what the browser made of the markup), and its screenshot is written to
 #   docs/img/lab-page.png;
@@ -91,7 +92,7 @@ while time.monotonic() < deadline:
             except ValueError:
                 continue
             if ev.get("message") == "bound":
-                for k in ("udp_upload", "tcp_upload", "magic_download", "signal", "http"):
+                for k in ("udp_upload", "udp_download", "tcp_upload", "magic_download", "signal", "http"):
                     print(f"{k}={ev[k]}")
                 sys.exit(0)
     try:
@@ -102,6 +103,7 @@ while time.monotonic() < deadline:
 sys.exit("no bound event within 20 s")
 PY
 udp_upload=$(sed -n 's/^udp_upload=//p' "$work/addrs")
+udp_download=$(sed -n 's/^udp_download=//p' "$work/addrs")
 tcp_upload=$(sed -n 's/^tcp_upload=//p' "$work/addrs")
 magic_download=$(sed -n 's/^magic_download=//p' "$work/addrs")
 signal=$(sed -n 's/^signal=//p' "$work/addrs")
@@ -172,13 +174,25 @@ s.close()
 print("signal: SAF, name, data, CLS (no DON), closed")
 PY
 
+# e. Seed 000's file_info sent to the wrong port: udp_download's.
+python3 - "$udp_download" <<'PY' || fail_with_log "the wrong-port client"
+import json, socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+file_info = {"checksum": "97F6DB4F", "name": "photo.jpg", "size": 65066}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(json.dumps(file_info).encode(), (host, int(port)))
+reply = s.recv(2048)
+print(f"wrong port: udp_download answered {reply[:60]!r}")
+PY
+
 # --- the diagnoses, as JSON -------------------------------------------------
 
 # Polled: a failure is recorded when ferryd sees the connection end.
 python3 - "$http" <<'PY' || fail_with_log "/api/attempts"
 import json, sys, time, urllib.request
 url = f"http://{sys.argv[1]}/api/attempts"
-want = ["udp_upload", "tcp_upload", "magic_download", "signal"]
+want = ["udp_upload", "tcp_upload", "magic_download", "signal", "udp_download"]
 deadline = time.monotonic() + 15
 while True:
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -203,6 +217,7 @@ says = {
     "tcp_upload": "`go ahead`",
     "magic_download": "not the magic number 0x497E",
     "signal": "send `DON` alone",
+    "udp_download": "look like a udp_upload request",
 }
 wrong = []
 for s in want:
@@ -246,6 +261,7 @@ for want in \
   '~I...a.txt' \
   'starts with 0x7E49, not the magic number 0x497E' \
   'send <code>DON</code> alone' \
+  'look like a udp_upload request' \
   'href="/book#udp_upload-9000udp"' \
   'href="/book#tcp_upload-9003tcp"' \
   'href="/book#magic_download-9004tcp"' \
@@ -258,7 +274,7 @@ if grep -qE '&amp;(amp|lt|gt|quot|#39);' "$work/page.html"; then
   fail "the lab page escapes something twice: $(grep -oE '.{40}&amp;(amp|lt|gt|quot|#39);.{20}' "$work/page.html" | sed -n 1,3p)"
 fi
 diags=$({ grep -o 'class="diag"' "$work/page.html" || true; } | wc -l)
-[ "$diags" -ge 4 ] || fail "the lab page shows $diags diagnoses, expected at least 4"
+[ "$diags" -ge 5 ] || fail "the lab page shows $diags diagnoses, expected at least 5"
 echo "lab page: $diags diagnoses, every expected text present"
 
 mkdir -p docs/img

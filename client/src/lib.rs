@@ -24,6 +24,7 @@ pub mod udp_download;
 pub mod udp_sum;
 pub mod udp_upload;
 pub mod watched;
+mod wrong_port;
 
 pub use progress::{NoProgress, Progress};
 
@@ -97,6 +98,24 @@ impl Error {
             Error::Verification(_) => 5,
             Error::Timeout(_) => 6,
             Error::Local(_) => 7,
+        }
+    }
+
+    /// The error with a word on the port it came from, when there is one:
+    /// a reply that was another service's, or a port that is another
+    /// service's by default. Refusals keep the server's own words.
+    pub(crate) fn hinted(self, hint: Option<String>) -> Error {
+        let Some(hint) = hint else { return self };
+        match self {
+            Error::Protocol(s) if !s.contains("answered like") => {
+                Error::Protocol(format!("{s}; {hint}"))
+            }
+            Error::Timeout(s) => Error::Timeout(format!("{s}; {hint}")),
+            Error::Unreachable { what, reason } => Error::Unreachable {
+                what,
+                reason: format!("{reason}; {hint}"),
+            },
+            other => other,
         }
     }
 
@@ -357,7 +376,19 @@ impl Client {
 
     /// `PIN` → `PON` on the signal service; returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration> {
-        signal::ping(self).await
+        self.on(ServiceId::Signal, signal::ping(self)).await
+    }
+
+    /// `op` on `service`: its error says so when the port is another
+    /// service's by default.
+    async fn on<T>(
+        &self,
+        service: ServiceId,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let port = self.ports[service];
+        op.await
+            .map_err(|e| e.hinted(wrong_port::hint(service, port, None)))
     }
 
     /// Uploads `path` as `name` (default: its file name).
@@ -374,11 +405,21 @@ impl Client {
         };
         match via {
             SendVia::Signal if self.handout => {
-                signal::handout::send_file(self, path, &name, progress).await
+                let op = signal::handout::send_file(self, path, &name, progress);
+                self.on(ServiceId::Signal, op).await
             }
-            SendVia::Signal => signal::send_file(self, path, &name, progress).await,
-            SendVia::Tcp => tcp_upload::send(self, path, &name, progress).await,
-            SendVia::Udp => udp_upload::send(self, path, &name, progress).await,
+            SendVia::Signal => {
+                let op = signal::send_file(self, path, &name, progress);
+                self.on(ServiceId::Signal, op).await
+            }
+            SendVia::Tcp => {
+                let op = tcp_upload::send(self, path, &name, progress);
+                self.on(ServiceId::TcpUpload, op).await
+            }
+            SendVia::Udp => {
+                let op = udp_upload::send(self, path, &name, progress);
+                self.on(ServiceId::UdpUpload, op).await
+            }
         }
     }
 
@@ -395,14 +436,25 @@ impl Client {
         let target = local::Target::new(dest, name, force)?;
         match via {
             GetVia::Signal if self.handout => {
-                signal::handout::get_file(self, name, target, progress).await
+                let op = signal::handout::get_file(self, name, target, progress);
+                self.on(ServiceId::Signal, op).await
             }
-            GetVia::Signal => signal::get_file(self, name, target, progress).await,
-            GetVia::Magic => magic::get(self, name, target, progress).await,
+            GetVia::Signal => {
+                let op = signal::get_file(self, name, target, progress);
+                self.on(ServiceId::Signal, op).await
+            }
+            GetVia::Magic => {
+                let op = magic::get(self, name, target, progress);
+                self.on(ServiceId::MagicDownload, op).await
+            }
             GetVia::Udp if self.handout => {
-                udp_download::get_plain(self, name, target, progress).await
+                let op = udp_download::get_plain(self, name, target, progress);
+                self.on(ServiceId::UdpDownload, op).await
             }
-            GetVia::Udp => udp_download::get(self, name, target, progress).await,
+            GetVia::Udp => {
+                let op = udp_download::get(self, name, target, progress);
+                self.on(ServiceId::UdpDownload, op).await
+            }
         }
     }
 
@@ -444,6 +496,7 @@ impl Client {
     /// The adding-two-numbers exchange: sends `name` and `number`, returns the
     /// server's name and number.
     pub async fn sum(&self, name: &str, number: i64) -> Result<(String, i64)> {
-        udp_sum::sum(self, name, number).await
+        self.on(ServiceId::UdpSum, udp_sum::sum(self, name, number))
+            .await
     }
 }

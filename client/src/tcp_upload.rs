@@ -71,7 +71,13 @@ async fn go_ahead(client: &Client, s: &mut Watched, size: u64, name: &str) -> Re
         None if n == 0 => {
             Error::Protocol("the server closed the connection instead of `go ahead`".into())
         }
-        None => Error::Protocol(format!("expected `go ahead`, got {text:?}")),
+        None => Error::Protocol(format!("expected `go ahead`, got {text:?}")).hinted(
+            crate::wrong_port::hint(
+                ServiceId::TcpUpload,
+                client.ports[ServiceId::TcpUpload],
+                Some(&reply[..n]),
+            ),
+        ),
     })
 }
 

@@ -168,13 +168,22 @@ async fn attempt_once(
     let chunk = match parse_buffer_size(&reply[..n]) {
         Ok(c) => c,
         Err(_) => match parse_reply(&reply[..n]) {
+            // Another service's refusal: the wrong port, not a refusal.
+            Reply::Error(_) if wrong_port(client, &reply[..n]).is_some() => {
+                return Err(Error::Protocol(format!(
+                    "expected a buffer size, got {:?}",
+                    String::from_utf8_lossy(&reply[..n])
+                ))
+                .hinted(wrong_port(client, &reply[..n])))
+            }
             // A refusal of the header (bad name, too large, busy) is final.
             Reply::Error(reason) => return Err(Error::Refused(reason.into())),
             _ => {
                 return Err(Error::Protocol(format!(
                     "expected a buffer size, got {:?}",
                     String::from_utf8_lossy(&reply[..n])
-                )))
+                ))
+                .hinted(wrong_port(client, &reply[..n])))
             }
         },
     };
@@ -214,6 +223,14 @@ async fn attempt_once(
             },
         },
     )
+}
+
+/// What a reply that is another service's says about the port.
+fn wrong_port(client: &Client, reply: &[u8]) -> Option<String> {
+    let port = client.ports[ServiceId::UdpUpload];
+    crate::wrong_port::answered_like(reply)
+        .filter(|(s, _)| *s != ServiceId::UdpUpload)
+        .and_then(|_| crate::wrong_port::hint(ServiceId::UdpUpload, port, Some(reply)))
 }
 
 #[cfg(test)]

@@ -683,3 +683,53 @@ async fn a_malicious_server_cannot_hold_or_retitle_the_terminal() {
     );
     s.stop().await;
 }
+
+/// Issue 27: `ferry` pointed at another service's port says which service
+/// answered, and where the one it wanted is.
+#[tokio::test]
+async fn a_wrong_port_is_named_by_what_answered() {
+    let s = Server::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("a.txt"), b"hello").unwrap();
+    let a = &s.addrs;
+    let port = |id: ServiceId| a[id].unwrap().port().to_string();
+    // tcp_upload's header to signal: signal's ERR frame comes back.
+    let out = run(ferry(a, cwd.path()).args([
+        "--tcp-upload-port",
+        &port(ServiceId::Signal),
+        "send",
+        "--via",
+        "tcp",
+        "a.txt",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("answered like signal (an ERR frame); tcp_upload is on port 9003"),
+        "{}",
+        text(&out.stderr)
+    );
+    // udp_upload's file_info to udp_sum: a sum's range error, not a refusal.
+    let out = run(ferry(a, cwd.path()).args([
+        "--udp-upload-port",
+        &port(ServiceId::UdpSum),
+        "send",
+        "--via",
+        "udp",
+        "a.txt",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("answered like udp_sum"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("udp_upload is on port 9000"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.stop().await;
+}

@@ -650,12 +650,25 @@ impl clap::FromArgMatches for PortFlags {
     }
 }
 
+/// Other spellings students try for a port flag (`--tcp-port`), taken as
+/// the flag instead of suggesting an unrelated one.
+fn port_aliases(id: ServiceId) -> &'static [&'static str] {
+    match id {
+        ServiceId::TcpUpload => &["tcp-port"],
+        ServiceId::MagicDownload => &["magic-download-port"],
+        ServiceId::UdpUpload | ServiceId::UdpDownload | ServiceId::UdpSum | ServiceId::Signal => {
+            &[]
+        }
+    }
+}
+
 impl Args for PortFlags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         ServiceId::ALL.into_iter().fold(cmd, |cmd, id| {
             cmd.arg(
                 clap::Arg::new(id.port_flag())
                     .long(id.port_flag())
+                    .aliases(port_aliases(id))
                     .env(id.port_env())
                     .value_name(id.port_flag().replace('-', "_").to_uppercase())
                     .value_parser(clap::value_parser!(u16))

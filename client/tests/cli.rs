@@ -731,5 +731,18 @@ async fn a_wrong_port_is_named_by_what_answered() {
         "{}",
         text(&out.stderr)
     );
+    // `--tcp-port`, as students write it, is tcp_upload's port flag.
+    let out = run(Command::new(FERRY).current_dir(cwd.path()).args([
+        "--host",
+        "127.0.0.1",
+        "--tcp-port",
+        &port(ServiceId::TcpUpload),
+        "send",
+        "--via",
+        "tcp",
+        "a.txt",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     s.stop().await;
 }

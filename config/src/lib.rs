@@ -921,6 +921,30 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_without_a_unit_is_told_to_add_one() {
+        let e = Config::parse("shutdown_grace = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"10\" has no unit; write e.g. \"10s\""), "{e}");
+        let e = Config::parse("[limits]\nidle_timeout = \"30\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"30\" has no unit"), "{e}");
+    }
+
+    #[test]
+    fn print_config_writes_durations_as_the_docs_do() {
+        let text = Config::default().to_toml();
+        for line in [
+            "upload_window = \"1h\"",
+            "keep = \"180days\"",
+            "shutdown_grace = \"10s\"",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
     fn print_config_round_trips() {
         let c = Config::default();
         let text = c.to_toml();

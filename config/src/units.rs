@@ -74,21 +74,60 @@ impl FromStr for Dur {
 }
 
 impl fmt::Display for Dur {
-    /// Whole seconds as `10s`, anything else as `1500ms` (both parse back).
+    /// In the largest units that say it exactly, as the docs write them:
+    /// `10s`, `1h`, `180days`, `1s 500ms` (each parses back).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
+        if self.0.subsec_nanos() % 1_000_000 != 0 {
+            // Finer than a millisecond: humantime's own words.
+            return write!(f, "{}", humantime::format_duration(self.0));
         }
+        let mut ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        // Days and no larger: a month or a year has no exact length.
+        let mut parts = Vec::new();
+        for (unit, len) in [
+            ("days", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+            ("ms", 1),
+        ] {
+            if ms >= len {
+                let n = ms / len;
+                let unit = if unit == "days" && n == 1 {
+                    "day"
+                } else {
+                    unit
+                };
+                parts.push(format!("{n}{unit}"));
+                ms %= len;
+            }
+        }
+        f.write_str(&parts.join(" "))
     }
 }
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            // `shutdown_grace = 10`: a number without its unit.
+            Ok(Raw::Int(n)) => Err(de::Error::custom(UnitError::NoUnit {
+                input: n.to_string(),
+                digits: n.to_string(),
+            })),
+            Ok(Raw::Text(s)) => s.parse().map_err(de::Error::custom),
+            Err(_) => Err(de::Error::custom(
+                "expected a duration: a string with a unit, like \"10s\" or \"250ms\"",
+            )),
+        }
     }
 }
 
@@ -238,9 +277,28 @@ mod tests {
         );
         assert!("5 fortnights".parse::<Dur>().is_err());
         assert_eq!("1m 30s".parse::<Dur>(), Ok(Dur(Duration::from_secs(90))));
-        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1s 500ms");
         assert_eq!(Dur(Duration::from_secs(30)).to_string(), "30s");
-        assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "3600s");
+        assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "1h");
+        assert_eq!(
+            Dur(Duration::from_secs(180 * 86_400)).to_string(),
+            "180days"
+        );
+        assert_eq!(
+            Dur(Duration::from_secs(86_400 + 90)).to_string(),
+            "1day 1m 30s"
+        );
+        for d in [
+            1500,
+            30_000,
+            3_600_000,
+            90_000,
+            86_400_000,
+            180 * 86_400_000,
+        ] {
+            let d = Dur(Duration::from_millis(d));
+            assert_eq!(d.to_string().parse::<Dur>(), Ok(d), "{d}");
+        }
         let e = "10".parse::<Dur>().unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -356,8 +356,8 @@ async fn serve(cli: Arc<Cli>, config: Config, log: LogHandle) -> ExitCode {
     let daemon = match ferryd::Daemon::bind(config).await {
         Ok(d) => d,
         Err(e) => {
+            // Once: the log is on stderr, where a plain line would repeat it.
             tracing::error!(error = %e, "cannot start");
-            eprintln!("ferryd: {e}");
             return match e {
                 ferryd::StartError::Locked { .. }
                 | ferryd::StartError::Store(ferryd::S3OpenError::Locked { .. }) => {

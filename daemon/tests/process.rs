@@ -468,6 +468,11 @@ fn a_second_ferryd_on_a_running_root_exits_and_touches_nothing() {
         )),
         "{err}"
     );
+    assert_eq!(
+        err.matches("is in use by another ferryd").count(),
+        1,
+        "said once: {err}"
+    );
     // The first daemon's upload in flight was not touched: it completes.
     up.write_all(&data[100_000..]).unwrap();
     up.shutdown(std::net::Shutdown::Write).unwrap();

@@ -881,7 +881,7 @@ mod tests {
                     window: ferry_config::Dur(std::time::Duration::from_secs(3600)),
                     retry_secs: 5,
                 }),
-                "your address has reached its upload quota (3 files and 1 MiB per 3600s); try again in 5 s",
+                "your address has reached its upload quota (3 files and 1 MiB per 1h); try again in 5 s",
             ),
             (Failure::Violation(Violation::UnexpectedInFile("RAF")), "unexpected RAF inside a file"),
             (
@@ -894,7 +894,7 @@ mod tests {
                     window: ferry_config::Dur(std::time::Duration::from_secs(600)),
                     retry_secs: 61,
                 }),
-                "your address has used its download budget (100000 B per 600s); try again in 61 s",
+                "your address has used its download budget (100000 B per 10m); try again in 61 s",
             ),
         ];
         for (failure, text) in cases {

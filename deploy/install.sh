@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs ferry on a host without Debian packaging (on Debian, use the .deb).
 #
-#   sudo deploy/install.sh                # builds, installs under /usr/local
+#   sudo deploy/install.sh                # builds (as the user who ran sudo), installs under /usr/local
 #   PREFIX=/usr sudo deploy/install.sh    # or under /usr
 #   DESTDIR=/tmp/stage deploy/install.sh  # stage into a directory (packaging, tests)
 #   SKIP_BUILD=1 ...                      # use the binaries already in target/release
@@ -14,8 +14,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
+build=(cargo build --release --locked -p ferryd -p ferry)
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --locked -p ferryd -p ferry
+  if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # Built as the user who ran sudo: their rustup, their target/, no
+    # root-owned files left in the tree. A login shell finds ~/.cargo/bin.
+    echo "building as $SUDO_USER: ${build[*]}"
+    sudo -u "$SUDO_USER" -H bash -lc "cd '$PWD' && ${build[*]}" || {
+      echo "install.sh: the build as $SUDO_USER failed; build first as yourself (${build[*]}), then run: sudo SKIP_BUILD=1 deploy/install.sh" >&2
+      exit 1
+    }
+  elif command -v cargo >/dev/null 2>&1; then
+    "${build[@]}"
+  else
+    echo "install.sh: no cargo on this PATH; build first as yourself (${build[*]}), then run: sudo SKIP_BUILD=1 deploy/install.sh" >&2
+    exit 1
+  fi
 fi
 bin=target/release
 stage=$(mktemp -d)

@@ -746,3 +746,163 @@ async fn a_wrong_port_is_named_by_what_answered() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     s.stop().await;
 }
+
+/// Issue 27: the README's session ("Using the client") is run as written,
+/// against a real ferryd, and each command's output must be what the
+/// README shows, but for what changes from run to run (CRC-32s of the
+/// photo, times, ports, column widths).
+#[tokio::test]
+async fn the_readmes_client_session_runs_as_written() {
+    let readme = include_str!("../../README.md");
+    let session = readme
+        .split("## Using the client")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("the README has a session under 'Using the client'");
+    let mut server = Some(Server::start().await);
+    let addrs = server.as_ref().unwrap().addrs;
+    let cwd = tempfile::tempdir().unwrap();
+    // A 1.4 MiB photo and a project of two files, 23 bytes in all.
+    std::fs::write(cwd.path().join("photo.jpg"), vec![0x5A; 1_500_000]).unwrap();
+    std::fs::create_dir(cwd.path().join("project")).unwrap();
+    std::fs::write(cwd.path().join("project/main.py"), b"print('hello')\n").unwrap();
+    std::fs::write(cwd.path().join("project/notes"), b"12345678").unwrap();
+    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+    for line in session.lines().filter(|l| !l.trim().is_empty()) {
+        match line.strip_prefix("$ ") {
+            Some(cmd) => commands.push((cmd.to_owned(), Vec::new())),
+            None => commands
+                .last_mut()
+                .expect("output after a command")
+                .1
+                .push(line.to_owned()),
+        }
+    }
+    assert!(commands.len() >= 10, "{commands:?}");
+    let mut drift = Vec::new();
+    for (cmd, want) in commands {
+        let (args, comment) = shell_words(&cmd);
+        assert_eq!(args[0], "ferry", "{cmd}");
+        if comment.contains("after the daemon stopped") {
+            if let Some(s) = server.take() {
+                s.stop().await;
+            }
+        }
+        let out = run(ferry(&addrs, cwd.path())
+            .env("FERRY_HOST", "localhost")
+            .args(&args[1..]))
+        .await;
+        let got: Vec<String> = text(&out.stdout)
+            .lines()
+            .chain(text(&out.stderr).lines())
+            .map(normal)
+            .collect();
+        let want: Vec<String> = want.iter().map(|l| normal(l)).collect();
+        if got != want {
+            drift.push(format!(
+                "$ {cmd}\nREADME: {want:#?}\nferry:  {got:#?}\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ));
+        }
+    }
+    assert!(
+        drift.is_empty(),
+        "the README's session drifted:\n{}",
+        drift.join("\n")
+    );
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    // The handout example, with ferryd (which speaks the handout framing
+    // too) in place of the student's server on 8080.
+    let mut lines = readme.lines().map(str::trim);
+    let cmd = lines
+        .find_map(|l| l.strip_prefix("$ ferry --handout"))
+        .expect("the README's handout example");
+    let want = normal(lines.next().expect("its output"));
+    let s = Server::start().await;
+    let signal = s.addrs[ServiceId::Signal].unwrap().port().to_string();
+    std::fs::write(cwd.path().join("report.pdf"), vec![7u8; 317_645]).unwrap();
+    let (args, _) = shell_words(&format!("--handout{cmd}").replace("8080", &signal));
+    let out = run(ferry(&s.addrs, cwd.path()).args(&args)).await;
+    let got: Vec<String> = text(&out.stdout).lines().map(normal).collect();
+    assert_eq!(got, [want], "{}", text(&out.stderr));
+    s.stop().await;
+}
+
+/// A command line as a shell splits it (single and double quotes), and
+/// its `# comment`.
+fn shell_words(line: &str) -> (Vec<String>, String) {
+    let (mut words, mut word, mut quote, mut in_word) = (Vec::new(), String::new(), None, false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '#') if !in_word => return (words, chars.collect()),
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    (words, String::new())
+}
+
+/// A line of output with what changes between runs made fixed: 8-digit
+/// hex CRCs, RFC 3339 times, port numbers, milliseconds, runs of spaces.
+fn normal(line: &str) -> String {
+    // `--json` lines: the CRC and the time taken.
+    if let Ok(serde_json::Value::Object(mut v)) = serde_json::from_str(line) {
+        for key in ["crc", "seconds", "rtt_ms"] {
+            if v.contains_key(key) {
+                v.insert(key.into(), "VARIES".into());
+            }
+        }
+        return serde_json::Value::Object(v).to_string();
+    }
+    line.split_whitespace()
+        .map(|w| {
+            let hex = w.len() == 8
+                && w.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase());
+            let crc_punct = w.trim_end_matches([',', ')']);
+            if hex
+                || (crc_punct.len() == 8
+                    && crc_punct
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()))
+            {
+                return "CRC".to_owned() + &w[crc_punct.len()..];
+            }
+            if w.len() == 20 && w.ends_with('Z') && w.as_bytes().get(10) == Some(&b'T') {
+                return "TIME".to_owned();
+            }
+            let bare = w.trim_end_matches([':', ',', ')']);
+            if let Some((host, port)) = bare.rsplit_once(':') {
+                if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                    return format!("{host}:PORT{}", &w[bare.len()..]);
+                }
+            }
+            if w.parse::<f64>().is_ok() && w.contains('.') {
+                return "N".to_owned();
+            }
+            w.to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -25,6 +25,14 @@ fn file_services() -> impl Iterator<Item = ServiceId> {
         .filter(|s| *s != ServiceId::UdpSum)
 }
 
+/// Whether `service`'s attempts are transfers in the metrics: a refused
+/// sum is an attempt on the page and in the log, but udp_sum is counted by
+/// `ferry_sum_requests_total` (answered and refused), so the transfer
+/// series and their alert see file transfers only.
+fn moves_files(service: &str) -> bool {
+    service != ServiceId::UdpSum.name()
+}
+
 /// The directions a service's bytes move in.
 fn directions(s: ServiceId) -> &'static [&'static str] {
     match s {
@@ -193,10 +201,16 @@ impl Metrics {
     }
 
     pub(super) fn in_flight(&self, service: &str, delta: i64) {
+        if !moves_files(service) {
+            return;
+        }
         self.in_flight.with_label_values(&[service]).add(delta);
     }
 
     pub(super) fn finished(&self, a: &Attempt, took: Duration) {
+        if !moves_files(a.service) {
+            return;
+        }
         self.transfers
             .with_label_values(&[a.service, a.outcome.name()])
             .inc();

@@ -14,6 +14,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bench;
+pub mod check;
 pub mod local;
 pub mod ls;
 pub mod magic;

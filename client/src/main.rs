@@ -150,6 +150,24 @@ enum Command {
     /// client outside its admin networks sees the files sent from its own
     /// address.
     Ls,
+    /// Grade a server (a student's) against its handout, rule by rule:
+    /// pass, FAIL with what was expected and what arrived, or advice (what
+    /// the handout only implies). Exit 0 when every required rule passes, 1
+    /// when one fails, 3 when the server cannot be reached.
+    Check {
+        /// udp_upload, udp_download, udp_sum, tcp_upload, magic_download or signal.
+        #[arg(value_parser = parse_service)]
+        protocol: ServiceId,
+        /// A file the server has (udp_download, magic_download).
+        #[arg(long)]
+        file: Option<String>,
+        /// A local copy of --file, to compare the bytes with.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Also write the results as JUnit XML to this file (for a course's CI).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Adding two numbers: send a name and an integer (1..100), get the server's.
     Sum {
         /// Your name, e.g. "Client of Ann".
@@ -371,6 +389,15 @@ impl Run<'_> {
             Command::Ping => self.ping().await,
             Command::Ls => self.ls().await,
             Command::Sum { name, number } => self.sum(name, *number).await,
+            Command::Check {
+                protocol,
+                file,
+                expect,
+                junit,
+            } => {
+                self.check(*protocol, file.clone(), expect.as_deref(), junit.as_deref())
+                    .await
+            }
             Command::Send {
                 files,
                 via,
@@ -461,6 +488,46 @@ impl Run<'_> {
             }
             Err(e) => self.out.err("ls", &e),
         }
+    }
+
+    async fn check(
+        &self,
+        protocol: ServiceId,
+        file: Option<String>,
+        expect: Option<&std::path::Path>,
+        junit: Option<&std::path::Path>,
+    ) -> u8 {
+        let expect = match expect.map(std::fs::read).transpose() {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .out
+                    .err("check", &Error::Local(format!("--expect: {e}")))
+            }
+        };
+        let opts = ferry::check::Options { file, expect };
+        let report = match ferry::check::check(&self.client, protocol, &opts).await {
+            Ok(r) => r,
+            Err(e) => return self.out.err("check", &e),
+        };
+        if let Some(path) = junit {
+            if let Err(e) = std::fs::write(path, ferry::check::junit(&report)) {
+                return self.out.err(
+                    "check",
+                    &Error::Local(format!("--junit {}: {e}", path.display())),
+                );
+            }
+        }
+        let mut text = vec![format!(
+            "ferry check {} against {}",
+            protocol, report.server
+        )];
+        for c in &report.results {
+            text.extend(c.lines());
+        }
+        text.push(report.summary());
+        self.out.ok(text.join("\n"), ferry::check::to_json(&report));
+        u8::from(!report.passed())
     }
 
     async fn sum(&self, name: &str, number: i64) -> u8 {
@@ -743,4 +810,15 @@ async fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+/// A service by its name (`signal`, `udp_upload`, …).
+fn parse_service(text: &str) -> Result<ServiceId, String> {
+    ServiceId::ALL
+        .into_iter()
+        .find(|s| s.name() == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ServiceId::ALL.iter().map(|s| s.name()).collect();
+            format!("{text:?} is not a protocol; one of {}", names.join(", "))
+        })
 }

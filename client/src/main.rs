@@ -800,9 +800,20 @@ async fn main() -> ExitCode {
         started: Instant::now(),
     };
     // Ctrl-C drops the transfer, whose partial download removes itself.
+    // The handler is in place before the command starts: `ctrl_c()` would
+    // install it only when first polled, after the command's first steps
+    // (a partial file already made), and a Ctrl-C then killed ferry.
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ferry: cannot handle Ctrl-C: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let code = tokio::select! {
         code = run.command(&cli.command) => code,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupt.recv() => {
             if !g.quiet {
                 eprintln!("ferry: interrupted; no partial download was left behind");
             }

@@ -148,28 +148,6 @@ pub async fn check(client: &Client, protocol: ServiceId, opts: &Options) -> Resu
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_rule_is_in_the_protocol_book_and_ids_are_unique() {
-        let book = include_str!("../../../docs/PROTOCOLS.md");
-        let mut seen = std::collections::HashSet::new();
-        for protocol in ServiceId::ALL {
-            for rule in rules(protocol) {
-                assert!(rule.id.starts_with(&format!("{protocol}.")), "{}", rule.id);
-                assert!(seen.insert(rule.id), "{} twice", rule.id);
-                assert!(
-                    book.contains(&format!("| `{}` | {} |", rule.id, rule.says)),
-                    "{} is not in docs/PROTOCOLS.md as written",
-                    rule.id
-                );
-            }
-        }
-    }
-}
-
 /// Runs one rule's check under [`RULE_DEADLINE`]. A refused connection or
 /// an ICMP port-unreachable ends the run (the server is not there); any
 /// other error fails the rule with its words.
@@ -208,4 +186,26 @@ pub(crate) fn io(addr: std::net::SocketAddr, what: &str, e: std::io::Error) -> E
         };
     }
     Error::Protocol(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_is_in_the_protocol_book_and_ids_are_unique() {
+        let book = include_str!("../../../docs/PROTOCOLS.md");
+        let mut seen = std::collections::HashSet::new();
+        for protocol in ServiceId::ALL {
+            for rule in rules(protocol) {
+                assert!(rule.id.starts_with(&format!("{protocol}.")), "{}", rule.id);
+                assert!(seen.insert(rule.id), "{} twice", rule.id);
+                assert!(
+                    book.contains(&format!("| `{}` | {} |", rule.id, rule.says)),
+                    "{} is not in docs/PROTOCOLS.md as written",
+                    rule.id
+                );
+            }
+        }
+    }
 }

@@ -125,7 +125,13 @@ enum UploadBreak {
     BinarySize,
     NeverOk,
     OkOnBadCrc,
+    /// `OK` once: a re-sent file (its `OK` lost) is never answered.
+    OkOnce,
 }
+
+/// The CRC-32s of files an `OkOnce` server has answered.
+static SEEN: std::sync::LazyLock<Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Mutex::default);
 
 /// Seed 000 with one rule broken: file_info (JSON), the size, data until
 /// `size` bytes, `OK` if the CRC-32 matches.
@@ -154,8 +160,10 @@ async fn udp_upload_server(brk: UploadBreak) -> u16 {
         let data = &held[head..];
         let good = format!("{:08X}", ferry_proto::crc::checksum(data)) == crc;
         held.clear();
+        let again = brk == UploadBreak::OkOnce && good && !SEEN.lock().unwrap().insert(crc.clone());
         match (brk, good) {
             (UploadBreak::NeverOk, _) => vec![],
+            (UploadBreak::OkOnce, true) if again => vec![],
             (UploadBreak::OkOnBadCrc, _) | (_, true) => vec![b"OK".to_vec()],
             _ => vec![],
         }
@@ -175,6 +183,14 @@ async fn a_udp_upload_server_breaking_one_rule_is_caught() {
         assert!(!r.passed());
         assert!(failed(&r).0.contains(&rule), "{rule}:\n{}", lines(&r));
     }
+    let port = udp_upload_server(UploadBreak::OkOnce).await;
+    let r = run(ServiceId::UdpUpload, port, &Options::default()).await;
+    assert_eq!(
+        failed(&r),
+        (vec![], vec!["udp_upload.resend"]),
+        "{}",
+        lines(&r)
+    );
 }
 
 #[tokio::test]
@@ -207,6 +223,20 @@ async fn a_udp_sum_server_breaking_one_rule_is_caught() {
         "JSON is no `name:number`: {}",
         lines(&r)
     );
+    // Answers `name,number` to `name:number`: advice only, the run passes.
+    let port = udp_server(|d, _| match String::from_utf8_lossy(d).ends_with(":7") {
+        true => vec![b"Server of Bob,42".to_vec()],
+        false => vec![],
+    })
+    .await;
+    let r = run(ServiceId::UdpSum, port, &Options::default()).await;
+    assert_eq!(
+        failed(&r),
+        (vec![], vec!["udp_sum.layout"]),
+        "{}",
+        lines(&r)
+    );
+    assert!(r.passed());
 }
 
 #[tokio::test]
@@ -281,6 +311,29 @@ async fn a_tcp_upload_server_breaking_one_rule_is_caught() {
     .await;
     let r = run(ServiceId::TcpUpload, port, &Options::default()).await;
     assert_eq!(failed(&r).0, vec!["tcp_upload.whole_body"], "{}", lines(&r));
+    // Reads the whole body and keeps the connection open: advice.
+    let port = tcp_server(|mut s| async move {
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        let size = u64::from_be_bytes(buf[..8.min(n)].try_into().unwrap_or([0; 8]));
+        let _ = s.write_all(b"go ahead").await;
+        let mut got = 0u64;
+        while got < size {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => got += k as u64,
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    })
+    .await;
+    let r = run(ServiceId::TcpUpload, port, &Options::default()).await;
+    assert_eq!(
+        failed(&r),
+        (vec![], vec!["tcp_upload.closes"]),
+        "{}",
+        lines(&r)
+    );
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -346,6 +399,7 @@ async fn a_magic_server_breaking_one_rule_is_caught() {
 #[derive(Clone, Copy, PartialEq)]
 enum SignalBreak {
     PinAnsweredPong,
+    DropsLastByte,
     DonGlued,
     MissingAnsweredSaf,
     ClsIgnored,
@@ -392,6 +446,9 @@ async fn signal_server(brk: SignalBreak) -> u16 {
                             }
                             data.extend(p);
                         }
+                        if brk == SignalBreak::DropsLastByte {
+                            data.pop();
+                        }
                         files.lock().unwrap().insert(name, data);
                     }
                     b"RAF" => {
@@ -436,6 +493,7 @@ async fn signal_server(brk: SignalBreak) -> u16 {
 async fn a_signal_server_breaking_one_rule_is_caught() {
     for (brk, rule) in [
         (SignalBreak::PinAnsweredPong, "signal.pin"),
+        (SignalBreak::DropsLastByte, "signal.round_trip"),
         (SignalBreak::DonGlued, "signal.don_alone"),
         (SignalBreak::MissingAnsweredSaf, "signal.raf_missing"),
         (SignalBreak::ClsIgnored, "signal.cls"),
@@ -570,6 +628,18 @@ async fn the_cli_exits_1_on_a_failure_3_when_unreachable_and_writes_json_and_jun
         "{xml}"
     );
     assert_eq!(xml.matches("<testcase ").count(), 3);
+    // Well-formed XML, as a CI's JUnit reader parses it.
+    let parsed = std::process::Command::new("python3")
+        .args(["-c", "import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); print(r.tag, len(r), r.get('failures'))"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout),
+        "testsuite 3 1\n",
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
     assert_eq!(xml.matches("</testcase>").count(), 3);
     // Nothing there: exit 3.
     let free = std::net::TcpListener::bind("127.0.0.1:0")

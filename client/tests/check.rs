@@ -336,6 +336,25 @@ async fn a_tcp_upload_server_breaking_one_rule_is_caught() {
     );
 }
 
+/// A server that drips its answer a byte a second, forever, fails the
+/// rule within its deadline: the checker never hangs.
+#[tokio::test]
+async fn a_dripping_server_fails_a_rule_and_never_hangs_the_checker() {
+    let port = tcp_server(|mut s| async move {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        loop {
+            if s.write_all(b"g").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    let r = run(ServiceId::TcpUpload, port, &Options::default()).await;
+    assert_eq!(failed(&r).0, vec!["tcp_upload.go_ahead"], "{}", lines(&r));
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum MagicBreak {
     Status2,

@@ -98,8 +98,15 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 const PAUSE: Duration = Duration::from_millis(100);
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream> {
-    let s = TcpStream::connect(addr)
+    let s = tokio::time::timeout(super::RULE_DEADLINE, TcpStream::connect(addr))
         .await
+        .map_err(|_| crate::Error::Unreachable {
+            what: addr.to_string(),
+            reason: format!(
+                "no answer to connect within {} s",
+                super::RULE_DEADLINE.as_secs()
+            ),
+        })?
         .map_err(|e| io(addr, "connecting", e))?;
     let _ = s.set_nodelay(true);
     Ok(s)
@@ -147,7 +154,10 @@ pub(super) async fn check_upload(addr: SocketAddr) -> Result<Vec<Verdict>> {
     let mut header = (BODY as u64).to_be_bytes().to_vec();
     header.extend_from_slice(name.as_bytes());
     write(&mut s, addr, &header).await?;
-    let (go, _) = read_up_to(&mut s, 8).await;
+    // A server dripping bytes is bounded too: the rule's deadline.
+    let (go, _) = tokio::time::timeout(super::RULE_DEADLINE, read_up_to(&mut s, 8))
+        .await
+        .unwrap_or((Vec::new(), Got::Nothing));
     out.push(verdict(go == b"go ahead", "`go ahead` (8 bytes)", &go, ""));
     if go != b"go ahead" {
         out.push(Verdict::Skipped("no `go ahead`".into()));
@@ -188,12 +198,16 @@ pub(super) async fn check_upload(addr: SocketAddr) -> Result<Vec<Verdict>> {
     }
     // What the server says at the end (ferryd: `STORED: name`), then its close.
     let mut tail = Vec::new();
-    let end = loop {
-        match read_once(&mut s, 4096).await {
-            Got::Bytes(b) => tail.extend(b),
-            other => break other,
+    let end = tokio::time::timeout(super::RULE_DEADLINE, async {
+        loop {
+            match read_once(&mut s, 4096).await {
+                Got::Bytes(b) => tail.extend(b),
+                other => break other,
+            }
         }
-    };
+    })
+    .await
+    .unwrap_or(Got::Nothing);
     out.push(verdict(
         !matches!(end, Got::Reset),
         expected,
@@ -398,7 +412,7 @@ pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
         .map(|&n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
         .chain([b"a file that ends in DON".to_vec()])
         .collect();
-    let trip = tokio::time::timeout(Duration::from_secs(40), async {
+    let trip = tokio::time::timeout(Duration::from_secs(30), async {
         let mut s = connect(addr).await?;
         let mut results = Vec::new();
         for (i, file) in files.iter().enumerate() {
@@ -412,7 +426,7 @@ pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
     .await;
     match trip {
         Err(_) => {
-            let e = Evidence::new("each file back whole", b"", "no end within 40 s");
+            let e = Evidence::new("each file back whole", b"", "no end within 30 s");
             out.push(Verdict::Fail(e.clone()));
             out.push(Verdict::Skipped("the round trip did not end".into()));
         }

@@ -563,3 +563,58 @@ async fn overwrite_across_instances_and_a_cut_tree_leaves_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("no such file"), "{err}");
 }
+
+/// Issue 26, part 2: a multipart upload no pending record explains (the
+/// answer to CreateMultipartUpload was lost) is aborted once older than
+/// `sweep_after`; an upload in flight, whose record is there, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback cluster (tests/cluster/cluster.sh); .ci/run runs it"]
+async fn an_orphaned_multipart_upload_is_aborted_and_one_in_flight_is_not() {
+    let _turn = TURN.lock().await;
+    let cluster = Cluster::up();
+    let a = Ferryd::start_edited(&cluster, &cluster.dir.path().join("a"), "", |c| {
+        if let Some(s3) = c.storage.s3.as_mut() {
+            s3.sweep_after = ferry_config::Dur(Duration::from_secs(2));
+        }
+    });
+    // An upload in flight: 20 of 40 MiB sent, its multipart upload open.
+    let mut s = tokio::net::TcpStream::connect(a.addr("tcp_upload"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(&ferry_proto::tcp_upload::encode_header(
+        40 << 20,
+        "slow.bin",
+    ))
+    .await
+    .unwrap();
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"go ahead");
+    let first = data::bytes(40 << 20, 5);
+    s.write_all(&first[..20 << 20]).await.unwrap();
+    eventually(20, "the upload's multipart upload started", || {
+        cluster.open_multipart_uploads() == 1
+    });
+    let in_flight = cluster.open_multipart_keys();
+    // The orphan: started on the store under ferry's objects, never recorded.
+    cluster.start_multipart("objects/00000001-orphan-1");
+    assert_eq!(cluster.open_multipart_uploads(), 2);
+    let swept = a.wait_event("swept leftovers from the object store");
+    assert_eq!(swept["orphaned_multipart_uploads"], 1, "{swept}");
+    assert_eq!(
+        cluster.open_multipart_keys(),
+        in_flight,
+        "the upload in flight is kept"
+    );
+    // The upload in flight still completes.
+    s.write_all(&first[20 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer), "STORED: slow.bin");
+    eventually(10, "no multipart upload left", || {
+        cluster.open_multipart_uploads() == 0
+    });
+    let local = tempfile::tempdir().unwrap();
+    get_everywhere(&a, "slow.bin", &first, local.path()).await;
+}

@@ -158,6 +158,33 @@ impl Cluster {
             .collect()
     }
 
+    /// Starts a multipart upload of `key` straight on the store, as ferryd
+    /// does before it records it: one whose answer ferryd never got.
+    pub fn start_multipart(&self, key: &str) {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "-X", "POST", "--aws-sigv4", "aws:amz:garage:s3", "--user"])
+            .arg(format!("{}:{}", self.key_id, self.secret))
+            .args(["-H", "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
+            .arg(format!("http://127.0.0.1:3900/ferry/{key}?uploads="))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "CreateMultipartUpload: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// The keys of the multipart uploads started and neither completed nor aborted.
+    pub fn open_multipart_keys(&self) -> Vec<String> {
+        let text = self.s3_get("uploads=");
+        text.split("<Upload>")
+            .skip(1)
+            .filter_map(|u| u.split("<Key>").nth(1)?.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Multipart uploads started and neither completed nor aborted.
     pub fn open_multipart_uploads(&self) -> usize {
         self.s3_get("uploads=").matches("<UploadId>").count()
@@ -186,9 +213,20 @@ impl Ferryd {
     /// Starts ferryd with the cluster's storage and `state` as its own
     /// directory, plus `extra` TOML (top-level keys).
     pub fn start(cluster: &Cluster, state: &Path, extra: &str) -> Ferryd {
+        Self::start_edited(cluster, state, extra, |_| {})
+    }
+
+    /// [`Ferryd::start`], with `edit` applied to the configuration.
+    pub fn start_edited(
+        cluster: &Cluster,
+        state: &Path,
+        extra: &str,
+        edit: impl FnOnce(&mut ferry_config::Config),
+    ) -> Ferryd {
         let config = state.with_extension("toml");
         let text = format!("{extra}\n{}", cluster.storage_toml());
         let mut parsed = ferry_config::Config::parse(&text).unwrap();
+        edit(&mut parsed);
         // Every service on 127.0.0.1:0, as in every other test.
         let test = ferry_config::Config::for_tests(state);
         for id in ferry_config::ServiceId::ALL {

@@ -325,6 +325,43 @@ impl Store {
         Ok(resp.into_body())
     }
 
+    /// The multipart uploads under `prefix` that were neither completed
+    /// nor aborted (ListMultipartUploads; rusty-s3 has no action for it,
+    /// so it is signed with rusty-s3's signer).
+    pub(super) async fn list_multipart(&self, prefix: &str) -> io::Result<Vec<OpenUpload>> {
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query: Vec<(&str, &str)> = vec![("prefix", prefix), ("uploads", "")];
+            if let Some((key, id)) = &markers {
+                query.push(("key-marker", key));
+                query.push(("upload-id-marker", id));
+            }
+            query.sort();
+            let url = rusty_s3::signing::sign(
+                &jiff::Timestamp::now(),
+                rusty_s3::Method::Get,
+                self.bucket.base_url().clone(),
+                self.credentials.key(),
+                self.credentials.secret(),
+                self.credentials.token(),
+                self.bucket.region(),
+                SIGNED_FOR.as_secs(),
+                query.iter().copied(),
+                std::iter::empty(),
+            );
+            let body = self
+                .call_empty("listing multipart uploads", Method::GET, url)
+                .await?;
+            let page = parse_uploads(text(&body)?);
+            out.extend(page.uploads);
+            match page.next {
+                Some(next) => markers = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Every key under `prefix`.
     pub(super) async fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
         let mut keys = Vec::new();
@@ -347,5 +384,83 @@ impl Store {
                 _ => return Ok(keys),
             }
         }
+    }
+}
+
+/// A multipart upload the store holds open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OpenUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When it was created, in seconds since the epoch (the store's clock).
+    pub initiated: Option<u64>,
+}
+
+/// One page of ListMultipartUploads: its uploads, and the markers of the
+/// next page when it is truncated.
+struct UploadsPage {
+    uploads: Vec<OpenUpload>,
+    next: Option<(String, String)>,
+}
+
+/// The text of `<tag>…</tag>` in `xml`, unescaped.
+fn element(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(
+        xml[start..end]
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// ListMultipartUploads' answer, read with the few elements it needs.
+fn parse_uploads(xml: &str) -> UploadsPage {
+    let uploads = xml
+        .split("<Upload>")
+        .skip(1)
+        .filter_map(|u| {
+            let u = u.split("</Upload>").next()?;
+            Some(OpenUpload {
+                key: element(u, "Key")?,
+                upload_id: element(u, "UploadId")?,
+                initiated: element(u, "Initiated")
+                    .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs()),
+            })
+        })
+        .collect();
+    let truncated = element(xml, "IsTruncated").is_some_and(|t| t == "true");
+    let next = truncated
+        .then(|| {
+            Some((
+                element(xml, "NextKeyMarker")?,
+                element(xml, "NextUploadIdMarker")?,
+            ))
+        })
+        .flatten();
+    UploadsPage { uploads, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_multipart_uploads_is_read() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult><Bucket>ferry</Bucket><IsTruncated>true</IsTruncated><NextKeyMarker>p/objects/b</NextKeyMarker><NextUploadIdMarker>u2</NextUploadIdMarker><Upload><Key>p/objects/a&amp;b</Key><UploadId>u1</UploadId><Initiated>2026-12-03T10:00:00.000Z</Initiated></Upload><Upload><Key>p/objects/b</Key><UploadId>u2</UploadId><Initiated>2026-12-03T10:00:01Z</Initiated></Upload></ListMultipartUploadsResult>"#;
+        let page = parse_uploads(xml);
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[0].key, "p/objects/a&b");
+        assert_eq!(page.uploads[0].upload_id, "u1");
+        assert_eq!(page.uploads[0].initiated, Some(1_796_292_000));
+        assert_eq!(page.uploads[1].initiated, Some(1_796_292_001));
+        assert_eq!(page.next, Some(("p/objects/b".into(), "u2".into())));
+        let last = parse_uploads("<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>");
+        assert!(last.uploads.is_empty() && last.next.is_none());
     }
 }

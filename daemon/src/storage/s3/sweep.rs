@@ -28,6 +28,8 @@ const ABANDONED: u64 = 24 * 3600;
 pub(super) struct Swept {
     pub uploads: usize,
     pub objects: usize,
+    /// Multipart uploads no pending record explains, aborted.
+    pub orphans: usize,
 }
 
 /// Starts the sweeper: a pass at once (this instance's leftovers from its
@@ -42,6 +44,7 @@ pub(super) fn start(shared: Arc<Shared>) {
                     tracing::info!(
                         uploads = s.uploads,
                         objects = s.objects,
+                        orphaned_multipart_uploads = s.orphans,
                         "swept leftovers from the object store"
                     );
                 }
@@ -76,6 +79,33 @@ async fn remove_pending(shared: &Shared, p: &Pending, named: &HashSet<String>) -
         shared.store.delete(key).await?;
     }
     Ok(())
+}
+
+/// Aborts the multipart uploads under ferry's objects that no live
+/// pending record explains (the answer to CreateMultipartUpload was lost,
+/// or its record could not be written) once older than `sweep_after`:
+/// their parts would otherwise be kept, and billed, for ever.
+async fn abort_orphans(shared: &Shared, pending: &HashSet<String>, now: u64) -> io::Result<usize> {
+    let mut aborted = 0;
+    for u in shared.store.list_multipart(&shared.objects).await? {
+        let tree = u
+            .key
+            .strip_prefix(shared.objects.as_str())
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(t, _)| format!("{}{t}/", shared.objects));
+        if pending.contains(&u.key) || tree.is_some_and(|t| pending.contains(&t)) {
+            continue;
+        }
+        let born_at = u
+            .initiated
+            .or_else(|| u.key.strip_prefix(shared.objects.as_str()).and_then(born));
+        let old = born_at.is_some_and(|b| now.saturating_sub(b) > shared.sweep_after.as_secs());
+        if old && shared.store.abort(&u.key, &u.upload_id).await.is_ok() {
+            tracing::info!(key = %u.key, "aborted a multipart upload no pending record explains");
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
 }
 
 /// The time at the head of an object id (`<secs hex>-…`).
@@ -129,6 +159,7 @@ pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageErro
         }
         pending.insert(p.object);
     }
+    swept.orphans = abort_orphans(shared, &pending, now).await.map_err(io)?;
     let mut replaced = HashSet::new();
     for kv in garbage {
         let Ok(g) = serde_json::from_slice::<Garbage>(&kv.value) else {

@@ -54,9 +54,14 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3 {
-    /// The S3 endpoint, `http://host:port` (a Garage node, MinIO, a load
-    /// balancer in front of them).
+    /// The S3 endpoint, `https://host[:port]` or `http://host:port` (a
+    /// Garage node, MinIO, AWS, Ceph RGW, a load balancer in front of them).
+    /// https is checked against the Mozilla roots and `ca_file`.
     pub endpoint: String,
+    /// A PEM file of CA certificates (a campus store's private CA), trusted
+    /// for an https endpoint beside the Mozilla roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The region the requests are signed for (default `us-east-1`; Garage's
     /// default is `garage`).
     #[serde(default = "default_region")]
@@ -157,7 +162,13 @@ impl StorageConfig {
         let Some(catalog) = &self.catalog else {
             return bad("storage.catalog", "backend = \"s3\" needs a [storage.catalog] table with etcd = [\"http://…:2379\", …]");
         };
-        check_url("storage.s3.endpoint", &s3.endpoint)?;
+        check_url("storage.s3.endpoint", &s3.endpoint, true)?;
+        if s3.ca_file.is_some() && !s3.endpoint.starts_with("https://") {
+            return bad(
+                "storage.s3.ca_file",
+                "is for an https endpoint; storage.s3.endpoint is http://",
+            );
+        }
         if s3.bucket.is_empty() {
             return bad("storage.s3.bucket", "must name the bucket");
         }
@@ -180,19 +191,27 @@ impl StorageConfig {
             return bad("storage.catalog.etcd", "must list at least one etcd member");
         }
         for url in &catalog.etcd {
-            check_url("storage.catalog.etcd", url)?;
+            check_url("storage.catalog.etcd", url, false)?;
         }
         Ok(())
     }
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), (String, String)> {
-    let rest = match url.strip_prefix("http://") {
-        Some(r) => r,
-        None if url.starts_with("https://") => {
-            return Err((key.into(), format!("{url}: https is not supported yet; use http:// on a trusted network or a local TLS proxy")));
+/// `url` is `http://host…` (or `https://host…` where `https` is allowed).
+fn check_url(key: &str, url: &str, https: bool) -> Result<(), (String, String)> {
+    let rest = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => r,
+        (None, Some(r)) if https => r,
+        (None, Some(_)) => {
+            return Err((key.into(), format!("{url}: etcd is reached over http:// (on the lab's network, or a local TLS proxy)")));
         }
-        None => return Err((key.into(), format!("{url:?} is not an http:// URL"))),
+        (None, None) if https => {
+            return Err((
+                key.into(),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ))
+        }
+        (None, None) => return Err((key.into(), format!("{url:?} is not an http:// URL"))),
     };
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {

@@ -41,6 +41,10 @@ pub(crate) fn storage(config: &Config) -> Result<(), CheckFailed> {
             what: "storage.s3".into(),
             why: why.to_string(),
         })?;
+        ferryd::check_s3_ca(s3).map_err(|why| CheckFailed {
+            what: "storage.s3".into(),
+            why: why.to_string(),
+        })?;
     }
     let root = &config.storage.path;
     let fail = |why: String| CheckFailed {

@@ -63,7 +63,7 @@ use crate::ctx::Ctx;
 pub use crate::ctx::Reload;
 pub use crate::limits::REPLIES_PER_SECOND;
 pub use crate::observe::{LEDGER_FILE, LEDGER_OLD};
-pub use crate::storage::{CredentialsError, OpenError, S3OpenError, LOCK_FILE, WORK_DIR};
+pub use crate::storage::{CaError, CredentialsError, OpenError, S3OpenError, LOCK_FILE, WORK_DIR};
 pub use crate::udp::set_buffer_sizes;
 
 /// A handle to a running daemon, for reloading its configuration.
@@ -149,6 +149,12 @@ pub fn check_s3_credentials(
     s3: &ferry_config::storage::S3,
 ) -> Result<(), storage::CredentialsError> {
     storage::load_credentials(s3).map(|_| ())
+}
+
+/// Reads `storage.s3.ca_file` (if set) as ferryd would at start, for
+/// `check-config`: an unreadable file, or one with no usable CA certificate.
+pub fn check_s3_ca(s3: &ferry_config::storage::S3) -> Result<(), storage::CaError> {
+    storage::roots(s3.ca_file.as_deref()).map(|_| ())
 }
 
 /// Why the daemon could not start.

@@ -618,3 +618,54 @@ async fn an_orphaned_multipart_upload_is_aborted_and_one_in_flight_is_not() {
     let local = tempfile::tempdir().unwrap();
     get_everywhere(&a, "slow.bin", &first, local.path()).await;
 }
+
+/// Issue 26, part 1: an https store behind a private CA (a TLS proxy in
+/// front of Garage, its certificate signed by a CA made for the test):
+/// trusted through `storage.s3.ca_file`, files go through it both ways; a
+/// wrong CA, or none, is a clear start-up error (exit 69, the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback cluster (tests/cluster/cluster.sh); .ci/run runs it"]
+async fn an_https_store_behind_a_private_ca() {
+    let _turn = TURN.lock().await;
+    let cluster = Cluster::up();
+    let proxy = support::TlsProxy::start(3943);
+    let over_tls = |ca: Option<std::path::PathBuf>| {
+        let endpoint = proxy.endpoint.clone();
+        move |c: &mut ferry_config::Config| {
+            if let Some(s3) = c.storage.s3.as_mut() {
+                s3.endpoint = endpoint;
+                s3.ca_file = ca;
+            }
+        }
+    };
+    for (name, ca) in [("wrong", Some(proxy.other_ca.clone())), ("none", None)] {
+        let state = cluster.dir.path().join(format!("tls-{name}"));
+        let config = Ferryd::write_config(&cluster, &state, "", over_tls(ca));
+        let (status, log) = match Ferryd::start_config(&config, &state) {
+            Err(e) => e,
+            Ok(_) => panic!("ferryd started with the {name} CA"),
+        };
+        assert_eq!(status.code(), Some(69), "{name}: {log}");
+        assert!(
+            log.contains("certificate") && log.contains("127.0.0.1:3943"),
+            "{name}: {log}"
+        );
+    }
+    let a = Ferryd::start_edited(
+        &cluster,
+        &cluster.dir.path().join("tls"),
+        "",
+        over_tls(Some(proxy.ca.clone())),
+    );
+    let local = tempfile::tempdir().unwrap();
+    let bytes = data::bytes(12 << 20, 26);
+    let path = write(local.path(), "over-tls.bin", &bytes);
+    a.client()
+        .send(SendVia::Signal, &path, None, &NoProgress)
+        .await
+        .unwrap();
+    get_everywhere(&a, "over-tls.bin", &bytes, local.path()).await;
+    // The bytes are in Garage, read straight from it (no proxy).
+    let b = Ferryd::start(&cluster, &cluster.dir.path().join("plain"), "");
+    get_everywhere(&b, "over-tls.bin", &bytes, local.path()).await;
+}

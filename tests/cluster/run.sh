@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cluster suite (issue 14): installs what it needs when missing (Debian's
-# etcd-server and etcd-client, Garage from crates.io, curl), builds ferryd and
+# etcd-server and etcd-client, Garage from crates.io, curl, socat and openssl for the https test), builds ferryd and
 # runs tests/cluster/main.rs, which starts its own 3-node Garage and
 # 3-member etcd clusters on loopback (tests/cluster/cluster.sh) and two
 # ferryd over them. .ci/run runs this.
@@ -13,6 +13,9 @@ missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The https test: a TLS proxy (socat) with certificates made by openssl.
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   # The package would start its own etcd on 2379 where systemd or an init
   # script runs; the suite's members need that port.
@@ -28,7 +31,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 garage --version | sed -n 1p
 etcd --version | sed -n 1p
 
-for port in 2379 2479 2579 3900 3910 3920; do
+for port in 2379 2479 2579 3900 3910 3920 3943; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "tests/cluster/run.sh: port $port is taken (a Debian etcd service, an earlier run?); the cluster needs it" >&2
     exit 1

@@ -223,6 +223,17 @@ impl Ferryd {
         extra: &str,
         edit: impl FnOnce(&mut ferry_config::Config),
     ) -> Ferryd {
+        let config = Self::write_config(cluster, state, extra, edit);
+        Ferryd::start_config(&config, state).expect("ferryd starts")
+    }
+
+    /// Writes the configuration [`Ferryd::start_edited`] starts with; its path.
+    pub fn write_config(
+        cluster: &Cluster,
+        state: &Path,
+        extra: &str,
+        edit: impl FnOnce(&mut ferry_config::Config),
+    ) -> PathBuf {
         let config = state.with_extension("toml");
         let text = format!("{extra}\n{}", cluster.storage_toml());
         let mut parsed = ferry_config::Config::parse(&text).unwrap();
@@ -234,7 +245,7 @@ impl Ferryd {
         }
         parsed.http.bind = test.http.bind;
         std::fs::write(&config, parsed.to_toml()).unwrap();
-        Ferryd::start_config(&config, state).expect("ferryd starts")
+        config
     }
 
     /// Starts ferryd on `config`; `Err` with its exit status and stderr if
@@ -346,4 +357,120 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("{what}: not within {secs} s");
+}
+
+/// A TLS proxy in front of Garage's S3 port (socat), with a certificate for
+/// 127.0.0.1 signed by a CA made for the test (openssl): an https store
+/// behind a private CA. Stopped when dropped.
+pub struct TlsProxy {
+    child: std::process::Child,
+    /// The CA that signed the proxy's certificate, PEM.
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing here.
+    pub other_ca: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsProxy {
+    pub fn start(port: u16) -> TlsProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-subj",
+                &format!("/CN=ferry test {ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},reuseaddr,fork,cert={},key={},verify=0",
+                d.join("srv.pem").display(),
+                d.join("srv.key").display()
+            ))
+            .arg("TCP:127.0.0.1:3900")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat runs");
+        eventually(10, "the TLS proxy listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        TlsProxy {
+            child,
+            ca: d.join("ca.pem"),
+            other_ca: d.join("other-ca.pem"),
+            endpoint: format!("https://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

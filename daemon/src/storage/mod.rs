@@ -57,6 +57,8 @@ use ferry_proto::names::{RelPath, SafeName};
 pub use local::{OpenError, LOCK_FILE, WORK_DIR};
 pub(crate) use origin::Origin;
 pub(crate) use s3::load_credentials;
+pub(crate) use s3::roots;
+pub use s3::CaError;
 pub use s3::CredentialsError;
 pub use s3::S3OpenError;
 

@@ -35,6 +35,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use self::catalog::{Catalog, Pending};
+pub(crate) use self::http::roots;
+pub use self::http::CaError;
 pub(crate) use self::store::Secret;
 use self::store::Store;
 use self::upload::{S3Upload, Target};
@@ -237,7 +239,9 @@ impl S3Backend {
             },
         })?;
         let instance = instance_id(&state).map_err(state_err)?;
-        let http = http::Http::new(Duration::from_secs(5));
+        let roots =
+            http::roots(s3.ca_file.as_deref()).map_err(|e| S3OpenError::Config(e.to_string()))?;
+        let http = http::Http::new(Duration::from_secs(5), roots);
         let timeout = s3.request_timeout.0;
         let store = Store::new(
             http.clone(),

@@ -360,7 +360,8 @@ async fn serve(cli: Arc<Cli>, config: Config, log: LogHandle) -> ExitCode {
             tracing::error!(error = %e, "cannot start");
             return match e {
                 ferryd::StartError::Locked { .. }
-                | ferryd::StartError::Store(ferryd::S3OpenError::Locked { .. }) => {
+                | ferryd::StartError::Store(ferryd::S3OpenError::Locked { .. })
+                | ferryd::StartError::Store(ferryd::S3OpenError::InstanceInUse(_)) => {
                     ExitCode::from(EX_TEMPFAIL)
                 }
                 ferryd::StartError::Store(ferryd::S3OpenError::Unreachable(_)) => {

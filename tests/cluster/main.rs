@@ -669,3 +669,88 @@ async fn an_https_store_behind_a_private_ca() {
     let b = Ferryd::start(&cluster, &cluster.dir.path().join("plain"), "");
     get_everywhere(&b, "over-tls.bin", &bytes, local.path()).await;
 }
+
+/// Issue 26, part 3: a state directory copied from a running instance
+/// (a cloned image) cannot start a second holder of its id, and the first
+/// loses nothing; an upload whose pending record was swept can never be
+/// named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback cluster (tests/cluster/cluster.sh); .ci/run runs it"]
+async fn a_cloned_state_directory_refuses_to_start_and_a_swept_upload_is_never_named() {
+    let _turn = TURN.lock().await;
+    let cluster = Cluster::up();
+    let dir = cluster.dir.path();
+    let a = Ferryd::start(&cluster, &dir.join("a"), "");
+    assert_eq!(cluster.etcd_keys("ferry/i/").len(), 1, "A holds its id");
+    let local = tempfile::tempdir().unwrap();
+    let kept = data::bytes(3 << 20, 41);
+    let path = write(local.path(), "kept.bin", &kept);
+    a.client()
+        .send(SendVia::Signal, &path, None, &NoProgress)
+        .await
+        .unwrap();
+    // An upload in flight on A: its pending record and multipart upload.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let slow = data::bytes(20 << 20, 42);
+    let mut s = tokio::net::TcpStream::connect(a.addr("tcp_upload"))
+        .await
+        .unwrap();
+    s.write_all(&ferry_proto::tcp_upload::encode_header(
+        slow.len() as u64,
+        "slow.bin",
+    ))
+    .await
+    .unwrap();
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).await.unwrap();
+    s.write_all(&slow[..10 << 20]).await.unwrap();
+    eventually(20, "the upload in flight is recorded", || {
+        cluster.etcd_keys("ferry/p/").len() == 1
+    });
+    // The clone: A's state directory copied, as from a disk image.
+    let clone = dir.join("a-clone");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dir.join("a"))
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let config = Ferryd::write_config(&cluster, &clone, "", |_| {});
+    let (status, log) = match Ferryd::start_config(&config, &clone) {
+        Err(e) => e,
+        Ok(_) => panic!("the clone started"),
+    };
+    assert_eq!(status.code(), Some(75), "{log}");
+    assert!(log.contains("is held by a running ferryd"), "{log}");
+    // A lost nothing: its upload in flight completes, every file reads back.
+    s.write_all(&slow[10 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer), "STORED: slow.bin");
+    get_everywhere(&a, "kept.bin", &kept, local.path()).await;
+    get_everywhere(&a, "slow.bin", &slow, local.path()).await;
+    // An upload whose record a sweeper removed (as if A had seemed gone)
+    // fails, and no name points at what may be gone.
+    let mut s = tokio::net::TcpStream::connect(a.addr("tcp_upload"))
+        .await
+        .unwrap();
+    s.write_all(&ferry_proto::tcp_upload::encode_header(
+        slow.len() as u64,
+        "swept.bin",
+    ))
+    .await
+    .unwrap();
+    s.read_exact(&mut reply).await.unwrap();
+    s.write_all(&slow[..10 << 20]).await.unwrap();
+    eventually(20, "the second upload is recorded", || {
+        cluster.etcd_keys("ferry/p/").len() == 1
+    });
+    cluster.etcd_delete_prefix("ferry/p/");
+    s.write_all(&slow[10 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("record was swept"), "{answer}");
+    assert!(cluster.etcd_keys("ferry/n/swept.bin").is_empty());
+}

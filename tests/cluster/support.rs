@@ -98,6 +98,26 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join("storage.toml")).unwrap()
     }
 
+    /// Removes every etcd key under `prefix` (what a sweeper that took an
+    /// instance for gone would do to its records).
+    pub fn etcd_delete_prefix(&self, prefix: &str) {
+        let out = Command::new("etcdctl")
+            .args([
+                "--endpoints=127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579",
+                "del",
+                "--prefix",
+                prefix,
+            ])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "etcdctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The etcd keys under `prefix`.
     pub fn etcd_keys(&self, prefix: &str) -> Vec<String> {
         let out = Command::new("etcdctl")

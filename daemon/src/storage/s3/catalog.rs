@@ -246,6 +246,16 @@ impl Catalog {
         format!("{}p/{}/{id}", self.prefix, self.instance)
     }
 
+    /// This instance's registration (see `identity`).
+    pub(super) fn instance_key(&self) -> String {
+        format!("{}{}", self.instance_prefix(), self.instance)
+    }
+
+    /// The prefix of every instance's registration.
+    pub(super) fn instance_prefix(&self) -> String {
+        format!("{}i/", self.prefix)
+    }
+
     /// The prefix of every pending record (of every instance).
     pub(super) fn pending_prefix(&self) -> String {
         format!("{}p/", self.prefix)
@@ -383,9 +393,26 @@ impl Catalog {
             };
             ops.push(Op::Put(self.name_key(&target), value.clone()));
             ops.push(Op::Delete(self.pending_key(pending_id)));
-            match self.etcd.txn(&[compare], &ops).await {
+            // The upload's record must still be there: a sweeper that took
+            // this instance for gone may have removed its objects, and a
+            // name must never point at objects that are gone.
+            let record = Compare::Present(self.pending_key(pending_id));
+            match self.etcd.txn(&[compare, record], &ops).await {
                 Ok(true) => return Ok((target, false)),
-                Ok(false) => continue,
+                Ok(false) => {
+                    if self
+                        .etcd
+                        .get(&self.pending_key(pending_id))
+                        .await
+                        .map_err(unavailable)?
+                        .is_none()
+                    {
+                        return Err(StorageError::Io(io::Error::other(
+                            "the upload's record was swept (its instance seemed gone): nothing was stored; send it again",
+                        )));
+                    }
+                    continue;
+                }
                 // The answer was lost: the claim may have been made.
                 Err(e) => {
                     return match self.lookup(&target).await {

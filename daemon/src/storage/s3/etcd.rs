@@ -1,6 +1,6 @@
 //! etcd, through its JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
-//! `/v3/kv/deleterange`): the few calls the catalog needs, tried on each
-//! member in turn until one answers.
+//! `/v3/kv/deleterange`, `/v3/lease/grant`, `/v3/lease/keepalive`): the few
+//! calls the catalog needs, tried on each member in turn until one answers.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,11 +30,15 @@ pub(super) enum Compare {
     Absent { key: String, prefix: bool },
     /// The key was last changed at this revision.
     ModRevision(String, i64),
+    /// The key exists.
+    Present(String),
 }
 
 /// One operation of a transaction.
 pub(super) enum Op {
     Put(String, Vec<u8>),
+    /// A put whose key goes when the lease expires.
+    PutLeased(String, Vec<u8>, i64),
     Delete(String),
 }
 
@@ -156,6 +160,7 @@ impl Etcd {
                     v
                 }
                 Compare::ModRevision(key, rev) => json!({ "key": B64.encode(key), "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string() }),
+                Compare::Present(key) => json!({ "key": B64.encode(key), "target": "CREATE", "result": "GREATER", "create_revision": "0" }),
             })
             .collect();
         let success: Vec<Value> = ops
@@ -163,6 +168,9 @@ impl Etcd {
             .map(|op| match op {
                 Op::Put(k, v) => {
                     json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v) } })
+                }
+                Op::PutLeased(k, v, lease) => {
+                    json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v), "lease": lease.to_string() } })
                 }
                 Op::Delete(k) => json!({ "request_delete_range": { "key": B64.encode(k) } }),
             })
@@ -184,11 +192,44 @@ impl Etcd {
             .map(|_| ())
     }
 
+    /// A lease of `ttl` seconds: its id.
+    pub(super) async fn grant(&self, ttl: u64) -> io::Result<i64> {
+        let body = self
+            .post("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))
+            .await?;
+        let v: Value = serde_json::from_slice(&body).map_err(bad_answer)?;
+        int(&v["ID"]).ok_or_else(|| bad_answer(format!("no lease id in {v}")))
+    }
+
+    /// Keeps `lease` alive: the seconds it has left (0: it has expired,
+    /// and its keys are gone).
+    pub(super) async fn keep_alive(&self, lease: i64) -> io::Result<i64> {
+        let body = self
+            .post("/v3/lease/keepalive", &json!({ "ID": lease.to_string() }))
+            .await?;
+        // The gateway streams: one JSON object per answer.
+        let v: Value = serde_json::Deserializer::from_slice(&body)
+            .into_iter::<Value>()
+            .next()
+            .ok_or_else(|| bad_answer("an empty keepalive answer"))?
+            .map_err(bad_answer)?;
+        Ok(int(&v["result"]["TTL"]).unwrap_or(0))
+    }
+
     /// Removes `key`.
     pub(super) async fn delete(&self, key: &str) -> io::Result<()> {
         self.post("/v3/kv/deleterange", &json!({ "key": B64.encode(key) }))
             .await
             .map(|_| ())
+    }
+}
+
+/// An int64 as etcd's gateway writes it: a string (or a number).
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
     }
 }
 

@@ -16,6 +16,7 @@
 mod catalog;
 mod etcd;
 mod http;
+mod identity;
 mod read;
 mod store;
 mod sweep;
@@ -65,6 +66,8 @@ pub(super) struct Shared {
     counter: AtomicU64,
     /// This process's run: see [`Pending::run`].
     run: String,
+    /// The etcd lease this instance's registration is held on.
+    lease: std::sync::atomic::AtomicI64,
     tasks: TaskTracker,
     /// Held while the backend lives: the state directory's lock.
     _lock: std::fs::File,
@@ -91,6 +94,10 @@ pub enum S3OpenError {
     /// The bucket or etcd cannot be reached.
     #[error("{0}")]
     Unreachable(String),
+    /// A running ferryd holds this instance's id: the state directory was
+    /// copied from another instance's.
+    #[error("{0}")]
+    InstanceInUse(String),
     /// Another ferryd uses this state directory (and its instance id).
     #[error("storage.path {path}: {source}")]
     Locked {
@@ -260,6 +267,13 @@ impl S3Backend {
         catalog.check().await.map_err(|e| {
             S3OpenError::Unreachable(format!("etcd ({}): {e}", cat.etcd.join(", ")))
         })?;
+        let run = fresh_id("");
+        let lease = identity::take(&catalog, &run).await.map_err(|e| match e {
+            e @ identity::TakeError::Held { .. } => S3OpenError::InstanceInUse(e.to_string()),
+            identity::TakeError::Etcd(e) => {
+                S3OpenError::Unreachable(format!("etcd ({}): {e}", cat.etcd.join(", ")))
+            }
+        })?;
         let budget = (s3.memory_budget.0 / UNIT) as usize;
         Ok(S3Backend {
             shared: Arc::new(Shared {
@@ -273,7 +287,8 @@ impl S3Backend {
                 sweep_after: s3.sweep_after.0,
                 state,
                 counter: AtomicU64::new(0),
-                run: fresh_id(""),
+                run,
+                lease: std::sync::atomic::AtomicI64::new(lease),
                 tasks: TaskTracker::new(),
                 _lock: lock,
             }),
@@ -354,12 +369,16 @@ impl Backend for S3Backend {
     }
 
     fn start_background(&self) {
+        identity::keep(self.shared.clone());
         sweep::start(self.shared.clone());
     }
 
     async fn flush_background(&self, limit: Duration) {
         self.shared.tasks.close();
         let _ = tokio::time::timeout(limit, self.shared.tasks.wait()).await;
+        // Stopped cleanly: the id is free at once, not when the lease runs out.
+        let key = self.shared.catalog.instance_key();
+        let _ = tokio::time::timeout(limit, self.shared.catalog.etcd.delete(&key)).await;
     }
 
     async fn begin_write(

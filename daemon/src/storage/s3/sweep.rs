@@ -3,7 +3,8 @@
 //! records of another run: a record of this run is an upload in flight,
 //! which may have begun before the first pass), and, on any instance: objects a name stopped pointing at
 //! (`overwrite`) once the grace for downloads in flight is over, uploads
-//! pending for a day (an instance that never came back), and objects no
+//! pending on an instance whose registration has expired (it is gone: see
+//! `identity`), multipart uploads no pending record explains, and objects no
 //! record explains that are older than `sweep_after`. It never removes an
 //! object a name points at: the names are read after the objects are
 //! listed, so an object named meanwhile is seen as named.
@@ -20,8 +21,14 @@ use crate::storage::StorageError;
 /// How long a replaced object stays for downloads in flight.
 const REPLACED_GRACE: u64 = 300;
 
-/// A pending upload older than this belongs to an instance that is gone.
-const ABANDONED: u64 = 24 * 3600;
+/// An instance unregistered this long (its lease expired: it is gone) has
+/// its pending uploads removed by the others. Measured on this process's
+/// monotonic clock, between passes: no clock across instances is compared.
+const GONE_FOR: Duration = Duration::from_secs(2 * super::identity::LEASE_TTL);
+
+/// Pending records of unregistered instances, and when this sweeper first
+/// saw each so.
+pub(super) type Unregistered = std::collections::HashMap<String, tokio::time::Instant>;
 
 /// What one pass removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -38,8 +45,9 @@ pub(super) struct Swept {
 pub(super) fn start(shared: Arc<Shared>) {
     let every = (shared.sweep_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     tokio::spawn(async move {
+        let mut unregistered = Unregistered::new();
         loop {
-            match pass(&shared, now_secs()).await {
+            match pass(&shared, now_secs(), &mut unregistered).await {
                 Ok(s) if s != Swept::default() => {
                     tracing::info!(
                         uploads = s.uploads,
@@ -114,7 +122,11 @@ fn born(id: &str) -> Option<u64> {
 }
 
 /// One pass.
-pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageError> {
+pub(super) async fn pass(
+    shared: &Shared,
+    now: u64,
+    unregistered: &mut Unregistered,
+) -> Result<Swept, StorageError> {
     let io = |e: io::Error| StorageError::Unavailable(e.to_string());
     let mut swept = Swept::default();
     let etcd = &shared.catalog.etcd;
@@ -140,17 +152,34 @@ pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageErro
                 .collect::<Vec<_>>()
         })
         .collect();
-    // Pending uploads: this instance's from an earlier run, anyone's after
-    // a day. A record whose upload was named after all (a claim whose
-    // answer was lost) only goes; its objects stay.
+    // Pending uploads: this instance's from an earlier run, and those of an
+    // instance unregistered (gone) for GONE_FOR. A record whose upload was
+    // named after all (a claim whose answer was lost) only goes; its
+    // objects stay. An instance wrongly taken for gone loses nothing: its
+    // claim requires the record, so it cannot name what was removed.
     let own = shared.catalog.pending_key("");
+    let live = super::identity::live(&shared.catalog).await.map_err(io)?;
+    let pending_prefix = shared.catalog.pending_prefix();
     let mut pending = HashSet::new();
+    let mut seen = HashSet::new();
     for kv in records {
         let Ok(p) = serde_json::from_slice::<Pending>(&kv.value) else {
             continue;
         };
         let earlier_run = kv.key.starts_with(&own) && p.run != shared.run;
-        if earlier_run || now.saturating_sub(p.since) > ABANDONED {
+        let instance = kv
+            .key
+            .strip_prefix(&pending_prefix)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        let gone = !live.contains(instance) && {
+            seen.insert(kv.key.clone());
+            let first = *unregistered
+                .entry(kv.key.clone())
+                .or_insert_with(tokio::time::Instant::now);
+            first.elapsed() >= GONE_FOR
+        };
+        if earlier_run || gone {
             if remove_pending(shared, &p, &named).await.is_ok() {
                 let _ = etcd.delete(&kv.key).await;
                 swept.uploads += 1;
@@ -159,6 +188,7 @@ pub(super) async fn pass(shared: &Shared, now: u64) -> Result<Swept, StorageErro
         }
         pending.insert(p.object);
     }
+    unregistered.retain(|k, _| seen.contains(k));
     swept.orphans = abort_orphans(shared, &pending, now).await.map_err(io)?;
     let mut replaced = HashSet::new();
     for kv in garbage {

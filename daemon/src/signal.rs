@@ -845,7 +845,7 @@ mod tests {
     use tokio::io::DuplexStream;
 
     use super::*;
-    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
+    use crate::tcp::pipe::{answer, ctx, last_attempt, visible, Pipe};
 
     fn connect(ctx: &Arc<Ctx>) -> Pipe {
         Pipe::serve(ctx, serve)
@@ -1051,11 +1051,7 @@ mod tests {
         client.shutdown().await.unwrap();
         let _ = answer(&mut client).await;
         served.await.unwrap();
-        let visible: Vec<_> = std::fs::read_dir(root.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
+        let visible = visible(root.path());
         assert!(visible.is_empty(), "{visible:?}");
         assert_eq!(last_attempt(&ctx).outcome, Outcome::Failed);
     }

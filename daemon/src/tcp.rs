@@ -432,6 +432,23 @@ pub(crate) mod pipe {
         got
     }
 
+    /// The files a student can see in the root (not the work area, the
+    /// lock or the ledger), with their contents, by name.
+    pub(crate) fn visible(root: &std::path::Path) -> Vec<(String, String)> {
+        let mut out: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| {
+                let bytes = std::fs::read(root.join(&n)).unwrap();
+                (n, String::from_utf8_lossy(&bytes).into_owned())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The newest attempt from [`PEER`], as the lab page has it.
     pub(crate) fn last_attempt(ctx: &Ctx) -> Attempt {
         let viewer = Viewer {

@@ -157,7 +157,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
+    use crate::tcp::pipe::{answer, ctx, last_attempt, visible, Pipe};
 
     fn connect(ctx: &Arc<Ctx>) -> Pipe {
         Pipe::serve(ctx, |ctx, conn| async move { serve(&ctx, conn).await })
@@ -203,11 +203,7 @@ mod tests {
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("go ahead"), "{text}");
         assert!(text.contains("ERROR: timed out waiting for data"), "{text}");
-        let visible: Vec<_> = std::fs::read_dir(root.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
+        let visible = visible(root.path());
         assert!(visible.is_empty(), "{visible:?}");
         let a = last_attempt(&ctx);
         assert_eq!(a.requested, "a.txthello");

@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod magic;
 pub mod names;
 pub mod service;
+pub mod show;
 pub mod signal;
 pub mod tcp_upload;
 pub mod udp_download;

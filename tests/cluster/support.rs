@@ -98,16 +98,11 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join("storage.toml")).unwrap()
     }
 
-    /// Removes every etcd key under `prefix` (what a sweeper that took an
-    /// instance for gone would do to its records).
-    pub fn etcd_delete_prefix(&self, prefix: &str) {
+    /// etcdctl against the three members; its standard output.
+    fn etcdctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")
-            .args([
-                "--endpoints=127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579",
-                "del",
-                "--prefix",
-                prefix,
-            ])
+            .arg("--endpoints=127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579")
+            .args(args)
             .env("ETCDCTL_API", "3")
             .output()
             .unwrap();
@@ -116,27 +111,18 @@ impl Cluster {
             "etcdctl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Removes every etcd key under `prefix` (what a sweeper that took an
+    /// instance for gone would do to its records).
+    pub fn etcd_delete_prefix(&self, prefix: &str) {
+        self.etcdctl(&["del", "--prefix", prefix]);
     }
 
     /// The etcd keys under `prefix`.
     pub fn etcd_keys(&self, prefix: &str) -> Vec<String> {
-        let out = Command::new("etcdctl")
-            .args([
-                "--endpoints=127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579",
-                "get",
-                "--prefix",
-                "--keys-only",
-                prefix,
-            ])
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "etcdctl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        self.etcdctl(&["get", "--prefix", "--keys-only", prefix])
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_owned)

@@ -1,29 +1,8 @@
 //! A check's report as text lines, JSON and JUnit XML.
 
+use ferry_proto::show::{hex, printable};
+
 use super::{Checked, Report, Verdict};
-
-/// Bytes as spaced hex pairs.
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Bytes as text: printable ASCII kept, anything else a `.`.
-fn printable(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '.'
-            }
-        })
-        .collect()
-}
 
 impl Checked {
     /// `pass`, `FAIL`, `advice` (an advice rule not met) or `skip`.

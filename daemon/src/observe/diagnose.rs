@@ -5,6 +5,7 @@
 
 use ferry_config::{ServiceId, Transport};
 use ferry_proto::names::NameError;
+pub(crate) use ferry_proto::show::{hex, printable as text};
 use ferry_proto::signal::handout::HandoutError;
 use ferry_proto::tcp_upload::TcpUploadError;
 use ferry_proto::udp_upload::UdpUploadError;
@@ -536,29 +537,6 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
     }
-}
-
-/// Bytes as spaced hex pairs.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Bytes as text: printable ASCII kept, anything else a `.`.
-pub(crate) fn text(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '.'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -685,7 +685,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
-    use crate::tcp::pipe::{answer, ctx, last_attempt, Pipe};
+    use crate::tcp::pipe::{answer, ctx, last_attempt, visible, Pipe};
 
     const LAB1: (&str, &[u8]) = ("lab1.py", b"print('lab 1')\n");
     const LAB2: (&str, &[u8]) = ("lab2.py", b"print('lab 2')\n");
@@ -713,22 +713,6 @@ mod tests {
         let got = answer(&mut pipe.client).await;
         pipe.served.await.unwrap();
         got
-    }
-
-    /// The files a student can see in the root, with their contents.
-    fn visible(root: &std::path::Path) -> Vec<(String, String)> {
-        let mut out: Vec<_> = std::fs::read_dir(root)
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .map(|n| {
-                let bytes = std::fs::read(root.join(&n)).unwrap();
-                (n, String::from_utf8_lossy(&bytes).into_owned())
-            })
-            .collect();
-        out.sort();
-        out
     }
 
     fn files(list: &[(&str, &[u8])]) -> Vec<(String, String)> {

@@ -93,8 +93,10 @@ up() {
     ids+=("$("$GARAGE" -c "$dir/garage/n$n.toml" node id -q)")
   done
   printf '%s\n' "${ids[@]}" >"$dir/garage/ids"
-  g node connect "${ids[1]}" >/dev/null
-  g node connect "${ids[2]}" >/dev/null
+  # `node id` answers from the metadata before the node listens: connect
+  # until its RPC port takes it (a busy machine starts slowly).
+  wait_for 30 g node connect "${ids[1]}" || die "garage n1 could not reach n2; see $dir/garage/n*.log"
+  wait_for 30 g node connect "${ids[2]}" || die "garage n1 could not reach n3; see $dir/garage/n*.log"
   for n in 1 2 3; do
     g layout assign -z "dc$n" -c 1G "${ids[$((n - 1))]%%@*}" >/dev/null
   done

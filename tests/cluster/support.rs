@@ -47,6 +47,10 @@ impl Cluster {
             .arg(dir.path())
             .output()
             .unwrap();
+        if !out.status.success() {
+            // What did start stops, so the next test finds its ports free.
+            let _ = Command::new(&script).arg("down").arg(dir.path()).status();
+        }
         assert!(
             out.status.success(),
             "cluster.sh up failed (are garage and etcd installed? .ci/run installs them):\n{}{}",

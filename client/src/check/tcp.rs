@@ -92,6 +92,10 @@ pub(super) const SIGNAL: &[Rule] = &[
     },
 ];
 
+/// The most a check keeps of one answer beyond what it expects: a server
+/// streaming without end fails the rule instead of filling memory.
+const SLACK: usize = 64 << 10;
+
 /// How long a read waits for the server's next bytes.
 const READ_WAIT: Duration = Duration::from_secs(2);
 /// The handout client's pause between its sends.
@@ -201,6 +205,7 @@ pub(super) async fn check_upload(addr: SocketAddr) -> Result<Vec<Verdict>> {
     let end = tokio::time::timeout(super::RULE_DEADLINE, async {
         loop {
             match read_once(&mut s, 4096).await {
+                Got::Bytes(_) if tail.len() > SLACK => break Got::Nothing,
                 Got::Bytes(b) => tail.extend(b),
                 other => break other,
             }
@@ -232,13 +237,15 @@ fn file_request(magic: [u8; 2], name: &[u8]) -> Vec<u8> {
     r
 }
 
-/// The whole answer to `request` (until the server closes or is quiet).
-async fn ask(addr: SocketAddr, request: &[u8]) -> Result<(Vec<u8>, Got)> {
+/// The whole answer to `request` (until the server closes or is quiet),
+/// at most `cap` bytes (past that, as if the server were quiet).
+async fn ask(addr: SocketAddr, request: &[u8], cap: usize) -> Result<(Vec<u8>, Got)> {
     let mut s = connect(addr).await?;
     write(&mut s, addr, request).await?;
     let mut got = Vec::new();
     loop {
         match read_once(&mut s, 64 << 10).await {
+            Got::Bytes(_) if got.len() > cap => return Ok((got, Got::Nothing)),
             Got::Bytes(b) => got.extend(b),
             end => return Ok((got, end)),
         }
@@ -259,7 +266,11 @@ pub(super) async fn check_magic(addr: SocketAddr, opts: &Options) -> Result<Vec<
         Some(file) => {
             let (got, end) = match tokio::time::timeout(
                 super::RULE_DEADLINE,
-                ask(addr, &file_request([0x49, 0x7E], file.as_bytes())),
+                ask(
+                    addr,
+                    &file_request([0x49, 0x7E], file.as_bytes()),
+                    opts.expect.as_ref().map_or(64 << 20, Vec::len) + 8 + SLACK,
+                ),
             )
             .await
             {
@@ -300,6 +311,7 @@ pub(super) async fn check_magic(addr: SocketAddr, opts: &Options) -> Result<Vec<
             let (got, _) = ask(
                 addr,
                 &file_request([0x49, 0x7E], unique("missing.txt").as_bytes()),
+                SLACK,
             )
             .await?;
             Ok(verdict(
@@ -313,7 +325,7 @@ pub(super) async fn check_magic(addr: SocketAddr, opts: &Options) -> Result<Vec<
     );
     out.push(
         within("the connection closed, no bytes", async {
-            let (got, end) = ask(addr, &file_request([0x7E, 0x49], b"a.txt")).await?;
+            let (got, end) = ask(addr, &file_request([0x7E, 0x49], b"a.txt"), SLACK).await?;
             Ok(verdict(
                 got.is_empty() && !matches!(end, Got::Nothing),
                 "the connection closed, no bytes",
@@ -352,7 +364,7 @@ struct Fetched {
 /// The handout client's RAF: tag, pause, name; the signal (one recv of
 /// 36); then pieces (one recv of 1024 each, a PON after each) until a
 /// piece that is `DON`.
-async fn raf(s: &mut TcpStream, addr: SocketAddr, name: &str) -> Result<Fetched> {
+async fn raf(s: &mut TcpStream, addr: SocketAddr, name: &str, cap: usize) -> Result<Fetched> {
     write(s, addr, b"RAF").await?;
     tokio::time::sleep(PAUSE).await;
     write(s, addr, name.as_bytes()).await?;
@@ -375,6 +387,13 @@ async fn raf(s: &mut TcpStream, addr: SocketAddr, name: &str) -> Result<Fetched>
                     signal,
                     data,
                     don_alone: true,
+                })
+            }
+            Got::Bytes(_) if data.len() > cap => {
+                return Ok(Fetched {
+                    signal,
+                    data,
+                    don_alone: false,
                 })
             }
             Got::Bytes(piece) => {
@@ -418,7 +437,7 @@ pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
         for (i, file) in files.iter().enumerate() {
             let name = unique(&format!("trip-{i}.txt"));
             saf(&mut s, addr, &name, file).await?;
-            results.push((file, raf(&mut s, addr, &name).await?));
+            results.push((file, raf(&mut s, addr, &name, file.len() + SLACK).await?));
             tokio::time::sleep(PAUSE).await;
         }
         Ok::<_, crate::Error>(results)
@@ -478,7 +497,7 @@ pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
     out.push(
         within("ERR", async {
             let mut s = connect(addr).await?;
-            let got = raf(&mut s, addr, &unique("missing.txt")).await?;
+            let got = raf(&mut s, addr, &unique("missing.txt"), SLACK).await?;
             Ok(verdict(
                 got.signal.starts_with(b"ERR"),
                 "ERR",

@@ -236,15 +236,25 @@ pub(super) async fn check_upload(addr: SocketAddr) -> Result<Vec<Verdict>> {
 /// Asks for `name` and reads datagrams until a short one (or silence),
 /// then a moment more for any that should not have followed it: each
 /// datagram's bytes, whether a short one came, and how many came after it.
-async fn download(addr: SocketAddr, name: &[u8]) -> Result<(Vec<Vec<u8>>, bool, usize)> {
+async fn download(
+    addr: SocketAddr,
+    name: &[u8],
+    cap: usize,
+) -> Result<(Vec<Vec<u8>>, bool, usize)> {
     let sock = socket(addr).await?;
     send(&sock, addr, name).await?;
     let mut got = Vec::new();
+    let mut bytes = 0;
     loop {
+        // A server that never ends fails the rule, not the checker's memory.
+        if bytes > cap {
+            return Ok((got, false, 0));
+        }
         match reply(&sock, addr, REPLY_WAIT).await? {
             None => return Ok((got, false, 0)),
             Some(d) => {
                 let last = d.len() < CHUNK;
+                bytes += d.len();
                 got.push(d);
                 if last {
                     break;
@@ -256,6 +266,9 @@ async fn download(addr: SocketAddr, name: &[u8]) -> Result<(Vec<Vec<u8>>, bool, 
     while let Some(d) = reply(&sock, addr, Duration::from_millis(300)).await? {
         got.push(d);
         after += 1;
+        if after > 64 {
+            break;
+        }
     }
     Ok((got, true, after))
 }
@@ -268,11 +281,19 @@ pub(super) async fn check_download(addr: SocketAddr, opts: &Options) -> Result<V
         out.push(missing(addr).await?);
         return Ok(out);
     };
-    let (datagrams, ended, after) =
-        match tokio::time::timeout(super::RULE_DEADLINE, download(addr, file.as_bytes())).await {
-            Ok(r) => r?,
-            Err(_) => (Vec::new(), false, 0),
-        };
+    let (datagrams, ended, after) = match tokio::time::timeout(
+        super::RULE_DEADLINE,
+        download(
+            addr,
+            file.as_bytes(),
+            opts.expect.as_ref().map_or(64 << 20, Vec::len) + 64 * CHUNK,
+        ),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => (Vec::new(), false, 0),
+    };
     let joined: Vec<u8> = datagrams.concat();
     let sizes_ok = datagrams
         .iter()

@@ -216,6 +216,13 @@ impl Etcd {
         Ok(int(&v["result"]["TTL"]).unwrap_or(0))
     }
 
+    /// Ends `lease` now: the keys put with it go.
+    pub(super) async fn revoke(&self, lease: i64) -> io::Result<()> {
+        self.post("/v3/lease/revoke", &json!({ "ID": lease.to_string() }))
+            .await
+            .map(|_| ())
+    }
+
     /// Removes `key`.
     pub(super) async fn delete(&self, key: &str) -> io::Result<()> {
         self.post("/v3/kv/deleterange", &json!({ "key": B64.encode(key) }))

@@ -268,12 +268,14 @@ impl S3Backend {
             S3OpenError::Unreachable(format!("etcd ({}): {e}", cat.etcd.join(", ")))
         })?;
         let run = fresh_id("");
-        let lease = identity::take(&catalog, &run).await.map_err(|e| match e {
-            e @ identity::TakeError::Held { .. } => S3OpenError::InstanceInUse(e.to_string()),
-            identity::TakeError::Etcd(e) => {
-                S3OpenError::Unreachable(format!("etcd ({}): {e}", cat.etcd.join(", ")))
-            }
-        })?;
+        let lease = identity::take(&catalog, &state, &run)
+            .await
+            .map_err(|e| match e {
+                e @ identity::TakeError::Held { .. } => S3OpenError::InstanceInUse(e.to_string()),
+                identity::TakeError::Etcd(e) => {
+                    S3OpenError::Unreachable(format!("etcd ({}): {e}", cat.etcd.join(", ")))
+                }
+            })?;
         let budget = (s3.memory_budget.0 / UNIT) as usize;
         Ok(S3Backend {
             shared: Arc::new(Shared {
@@ -376,9 +378,10 @@ impl Backend for S3Backend {
     async fn flush_background(&self, limit: Duration) {
         self.shared.tasks.close();
         let _ = tokio::time::timeout(limit, self.shared.tasks.wait()).await;
-        // Stopped cleanly: the id is free at once, not when the lease runs out.
-        let key = self.shared.catalog.instance_key();
-        let _ = tokio::time::timeout(limit, self.shared.catalog.etcd.delete(&key)).await;
+        // Stopped cleanly: the id is free at once, not when the lease runs
+        // out. Revoking the lease removes only what this run holds.
+        let lease = self.shared.lease.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::time::timeout(limit, self.shared.catalog.etcd.revoke(lease)).await;
     }
 
     async fn begin_write(

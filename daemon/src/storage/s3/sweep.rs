@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::catalog::{Garbage, Pending};
+use super::etcd::{Compare, Op};
 use super::{now_secs, Shared};
 use crate::storage::StorageError;
 
@@ -172,7 +173,9 @@ pub(super) async fn pass(
             .strip_prefix(&pending_prefix)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        let gone = !live.contains(instance) && {
+        // Never this instance's own records of this run, whatever its
+        // lease did: they are its uploads in flight.
+        let gone = !kv.key.starts_with(&own) && !live.contains(instance) && {
             seen.insert(kv.key.clone());
             let first = *unregistered
                 .entry(kv.key.clone())
@@ -180,8 +183,18 @@ pub(super) async fn pass(
             first.elapsed() >= GONE_FOR
         };
         if earlier_run || gone {
-            if remove_pending(shared, &p, &named).await.is_ok() {
-                let _ = etcd.delete(&kv.key).await;
+            // The record goes first, and only as it was listed: a claim
+            // needs the record, so once it is gone no name can be given to
+            // these objects, and a claim made since leaves it changed (or
+            // gone) and the objects alone. Objects whose removal then fails
+            // are no record's, and go by the age rule below.
+            let unchanged = Compare::ModRevision(kv.key.clone(), kv.mod_revision);
+            if etcd
+                .txn(&[unchanged], &[Op::Delete(kv.key.clone())])
+                .await
+                .unwrap_or(false)
+            {
+                let _ = remove_pending(shared, &p, &named).await;
                 swept.uploads += 1;
             }
             continue;

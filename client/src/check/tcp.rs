@@ -252,7 +252,8 @@ async fn ask(addr: SocketAddr, request: &[u8], cap: usize) -> Result<(Vec<u8>, G
     }
 }
 
-pub(super) async fn check_magic(addr: SocketAddr, opts: &Options) -> Result<Vec<Verdict>> {
+/// The present file's two rules: the FileResponse header, then the bytes.
+async fn present(addr: SocketAddr, opts: &Options) -> Result<Vec<Verdict>> {
     let mut out = Vec::new();
     match &opts.file {
         None => {
@@ -306,6 +307,11 @@ pub(super) async fn check_magic(addr: SocketAddr, opts: &Options) -> Result<Vec<
             });
         }
     }
+    Ok(out)
+}
+
+pub(super) async fn check_magic(addr: SocketAddr, opts: &Options) -> Result<Vec<Verdict>> {
+    let mut out = present(addr, opts).await?;
     out.push(
         within("49 7E 02 00 00 00 00 00", async {
             let (got, _) = ask(
@@ -411,6 +417,66 @@ async fn raf(s: &mut TcpStream, addr: SocketAddr, name: &str, cap: usize) -> Res
     }
 }
 
+/// The round trip's two verdicts (the bytes back; DON alone) from what
+/// each file's RAF brought.
+fn judge_round_trip(results: &[(&Vec<u8>, Fetched)]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let wrong = results.iter().find(|(sent, got)| {
+        got.data != **sent || got.signal.starts_with(b"ERR") || got.signal.is_empty()
+    });
+    out.push(match wrong {
+        None => Verdict::Pass,
+        Some((sent, got)) => Verdict::Fail(Evidence::new(
+            format!("{} bytes back, as sent", sent.len()),
+            if got.signal.is_empty() || got.signal.starts_with(b"ERR") {
+                &got.signal
+            } else {
+                &got.data
+            },
+            if got.signal.is_empty() {
+                "no answer to RAF".to_owned()
+            } else if got.signal.starts_with(b"ERR") {
+                "RAF of the file just sent was answered ERR".to_owned()
+            } else {
+                format!("{} bytes came back for {} sent", got.data.len(), sent.len())
+            },
+        )),
+    });
+    let glued = results.iter().find(|(sent, got)| {
+        !got.don_alone && got.data.len() == sent.len() + 3 && got.data.ends_with(b"DON")
+    });
+    out.push(match (glued, results.iter().all(|(_, g)| g.don_alone)) {
+        (Some((_, got)), _) => Verdict::Fail(Evidence::new(
+            "the last piece, a pause, then DON alone",
+            &got.data[got.data.len().saturating_sub(16)..],
+            "DON came glued to the file's last piece: a handout client writes it into the file",
+        )),
+        (None, true) => Verdict::Pass,
+        (None, false) => Verdict::Skipped("a file did not come back to see its DON".into()),
+    });
+    out
+}
+
+/// `signal.cls`: CLS, then the connection closes.
+async fn cls(addr: SocketAddr) -> Result<Verdict> {
+    within("the connection closed", async {
+        let mut s = connect(addr).await?;
+        write(&mut s, addr, b"CLS").await?;
+        let got = read_once(&mut s, 64).await;
+        let bytes = match &got {
+            Got::Bytes(b) => b.clone(),
+            _ => Vec::new(),
+        };
+        Ok(verdict(
+            matches!(got, Got::End | Got::Reset),
+            "the connection closed",
+            &bytes,
+            "still open after CLS",
+        ))
+    })
+    .await
+}
+
 pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
     let mut out = Vec::new();
     out.push(
@@ -458,41 +524,7 @@ pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
             )));
             out.push(Verdict::Skipped("the round trip did not end".into()));
         }
-        Ok(Ok(results)) => {
-            let wrong = results.iter().find(|(sent, got)| {
-                got.data != **sent || got.signal.starts_with(b"ERR") || got.signal.is_empty()
-            });
-            out.push(match wrong {
-                None => Verdict::Pass,
-                Some((sent, got)) => Verdict::Fail(Evidence::new(
-                    format!("{} bytes back, as sent", sent.len()),
-                    if got.signal.is_empty() || got.signal.starts_with(b"ERR") {
-                        &got.signal
-                    } else {
-                        &got.data
-                    },
-                    if got.signal.is_empty() {
-                        "no answer to RAF".to_owned()
-                    } else if got.signal.starts_with(b"ERR") {
-                        "RAF of the file just sent was answered ERR".to_owned()
-                    } else {
-                        format!("{} bytes came back for {} sent", got.data.len(), sent.len())
-                    },
-                )),
-            });
-            let glued = results.iter().find(|(sent, got)| {
-                !got.don_alone && got.data.len() == sent.len() + 3 && got.data.ends_with(b"DON")
-            });
-            out.push(match (glued, results.iter().all(|(_, g)| g.don_alone)) {
-                (Some((_, got)), _) => Verdict::Fail(Evidence::new(
-                    "the last piece, a pause, then DON alone",
-                    &got.data[got.data.len().saturating_sub(16)..],
-                    "DON came glued to the file's last piece: a handout client writes it into the file",
-                )),
-                (None, true) => Verdict::Pass,
-                (None, false) => Verdict::Skipped("a file did not come back to see its DON".into()),
-            });
-        }
+        Ok(Ok(results)) => out.extend(judge_round_trip(&results)),
     }
     out.push(
         within("ERR", async {
@@ -507,23 +539,6 @@ pub(super) async fn check_signal(addr: SocketAddr) -> Result<Vec<Verdict>> {
         })
         .await?,
     );
-    out.push(
-        within("the connection closed", async {
-            let mut s = connect(addr).await?;
-            write(&mut s, addr, b"CLS").await?;
-            let got = read_once(&mut s, 64).await;
-            let bytes = match &got {
-                Got::Bytes(b) => b.clone(),
-                _ => Vec::new(),
-            };
-            Ok(verdict(
-                matches!(got, Got::End | Got::Reset),
-                "the connection closed",
-                &bytes,
-                "still open after CLS",
-            ))
-        })
-        .await?,
-    );
+    out.push(cls(addr).await?);
     Ok(out)
 }

@@ -267,6 +267,7 @@ fn not_found(f: &Failed<'_>, section: &'static str) -> Option<Explained> {
     })
 }
 
+/// (Name refusals that are not run-on data were told by `name_problem`.)
 fn tcp_upload(f: &Failed<'_>) -> Explained {
     const SECTION: &str = "tcp_upload (9003/tcp)";
     let name_ran_on = f.requested.len() > 255
@@ -278,7 +279,6 @@ fn tcp_upload(f: &Failed<'_>) -> Explained {
                     TcpUploadError::HeaderTooLong { .. } | TcpUploadError::NotUtf8
                 ))
         );
-    // (Name refusals that are not run-on data were told by `name_problem`.)
     if f.bytes == 0 && name_ran_on {
         let read = if f.requested.is_empty() {
             text(f.head)

@@ -328,6 +328,24 @@ impl Catalog {
         self.etcd.delete(&self.pending_key(id)).await
     }
 
+    /// After a claim's transaction failed: the names changed (try again),
+    /// or the upload's record is gone, swept (this instance seemed gone to
+    /// another), and its objects with it: the upload fails. A claim needs
+    /// the record, so a name never points at objects that are gone.
+    async fn still_recorded(&self, pending_id: &str) -> Result<(), StorageError> {
+        let record = self
+            .etcd
+            .get(&self.pending_key(pending_id))
+            .await
+            .map_err(unavailable)?;
+        match record {
+            Some(_) => Ok(()),
+            None => Err(StorageError::Io(io::Error::other(
+                "the upload's record was swept (its instance seemed gone): nothing was stored; send it again",
+            ))),
+        }
+    }
+
     /// Puts `entry` under `name` (or where `policy` sends it) and removes
     /// the upload's pending record, in one transaction. Returns the name
     /// and whether an identical file was already there (then `entry`'s
@@ -393,26 +411,10 @@ impl Catalog {
             };
             ops.push(Op::Put(self.name_key(&target), value.clone()));
             ops.push(Op::Delete(self.pending_key(pending_id)));
-            // The upload's record must still be there: a sweeper that took
-            // this instance for gone may have removed its objects, and a
-            // name must never point at objects that are gone.
-            let record = Compare::Present(self.pending_key(pending_id));
+            let record = Compare::Present(self.pending_key(pending_id)); // see `still_recorded`
             match self.etcd.txn(&[compare, record], &ops).await {
                 Ok(true) => return Ok((target, false)),
-                Ok(false) => {
-                    if self
-                        .etcd
-                        .get(&self.pending_key(pending_id))
-                        .await
-                        .map_err(unavailable)?
-                        .is_none()
-                    {
-                        return Err(StorageError::Io(io::Error::other(
-                            "the upload's record was swept (its instance seemed gone): nothing was stored; send it again",
-                        )));
-                    }
-                    continue;
-                }
+                Ok(false) => self.still_recorded(pending_id).await?,
                 // The answer was lost: the claim may have been made.
                 Err(e) => {
                     return match self.lookup(&target).await {

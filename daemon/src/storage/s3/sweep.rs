@@ -153,16 +153,50 @@ pub(super) async fn pass(
                 .collect::<Vec<_>>()
         })
         .collect();
-    // Pending uploads: this instance's from an earlier run, and those of an
-    // instance unregistered (gone) for GONE_FOR. A record whose upload was
-    // named after all (a claim whose answer was lost) only goes; its
-    // objects stay. An instance wrongly taken for gone loses nothing: its
-    // claim requires the record, so it cannot name what was removed.
-    let own = shared.catalog.pending_key("");
     let live = super::identity::live(&shared.catalog).await.map_err(io)?;
+    let (pending, uploads) = sweep_pending(shared, records, &named, &live, unregistered).await;
+    swept.uploads = uploads;
+    swept.orphans = abort_orphans(shared, &pending, now).await.map_err(io)?;
+    let (replaced, objects_gone) = sweep_garbage(shared, garbage, &named, now).await;
+    swept.objects = objects_gone;
+    for key in objects {
+        let Some(rest) = key.strip_prefix(shared.objects.as_str()) else {
+            continue;
+        };
+        let tree_prefix = rest
+            .split_once('/')
+            .map(|(t, _)| format!("{}{t}/", shared.objects));
+        let explained = named.contains(&key)
+            || pending.contains(&key)
+            || replaced.contains(&key)
+            || tree_prefix.is_some_and(|t| pending.contains(&t));
+        let old = born(rest).is_some_and(|b| now.saturating_sub(b) > shared.sweep_after.as_secs());
+        if !explained && old && shared.store.delete(&key).await.is_ok() {
+            swept.objects += 1;
+        }
+    }
+    Ok(swept)
+}
+
+/// Pending uploads: this instance's from an earlier run, and those of an
+/// instance unregistered (gone) for [`GONE_FOR`], removed. A record whose
+/// upload was named after all (a claim whose answer was lost) only goes;
+/// its objects stay. An instance wrongly taken for gone loses nothing: its
+/// claim requires the record, so it cannot name what was removed. Returns
+/// the objects of the records kept (uploads in flight) and how many were
+/// removed.
+async fn sweep_pending(
+    shared: &Shared,
+    records: Vec<super::etcd::Kv>,
+    named: &HashSet<String>,
+    live: &HashSet<String>,
+    unregistered: &mut Unregistered,
+) -> (HashSet<String>, usize) {
+    let own = shared.catalog.pending_key("");
     let pending_prefix = shared.catalog.pending_prefix();
     let mut pending = HashSet::new();
     let mut seen = HashSet::new();
+    let mut removed = 0;
     for kv in records {
         let Ok(p) = serde_json::from_slice::<Pending>(&kv.value) else {
             continue;
@@ -182,28 +216,41 @@ pub(super) async fn pass(
                 .or_insert_with(tokio::time::Instant::now);
             first.elapsed() >= GONE_FOR
         };
-        if earlier_run || gone {
-            // The record goes first, and only as it was listed: a claim
-            // needs the record, so once it is gone no name can be given to
-            // these objects, and a claim made since leaves it changed (or
-            // gone) and the objects alone. Objects whose removal then fails
-            // are no record's, and go by the age rule below.
-            let unchanged = Compare::ModRevision(kv.key.clone(), kv.mod_revision);
-            if etcd
-                .txn(&[unchanged], &[Op::Delete(kv.key.clone())])
-                .await
-                .unwrap_or(false)
-            {
-                let _ = remove_pending(shared, &p, &named).await;
-                swept.uploads += 1;
-            }
+        if !(earlier_run || gone) {
+            pending.insert(p.object);
             continue;
         }
-        pending.insert(p.object);
+        // The record goes first, and only as it was listed: a claim needs
+        // the record, so once it is gone no name can be given to these
+        // objects, and a claim made since leaves it changed (or gone) and
+        // the objects alone. Objects whose removal then fails are no
+        // record's, and go by the age rule.
+        let unchanged = Compare::ModRevision(kv.key.clone(), kv.mod_revision);
+        let etcd = &shared.catalog.etcd;
+        if etcd
+            .txn(&[unchanged], &[Op::Delete(kv.key.clone())])
+            .await
+            .unwrap_or(false)
+        {
+            let _ = remove_pending(shared, &p, named).await;
+            removed += 1;
+        }
     }
     unregistered.retain(|k, _| seen.contains(k));
-    swept.orphans = abort_orphans(shared, &pending, now).await.map_err(io)?;
+    (pending, removed)
+}
+
+/// Objects `overwrite` replaced, removed once their grace is over (but for
+/// any a name points at again). Returns every replaced object still listed
+/// and how many were removed.
+async fn sweep_garbage(
+    shared: &Shared,
+    garbage: Vec<super::etcd::Kv>,
+    named: &HashSet<String>,
+    now: u64,
+) -> (HashSet<String>, usize) {
     let mut replaced = HashSet::new();
+    let mut removed = 0;
     for kv in garbage {
         let Ok(g) = serde_json::from_slice::<Garbage>(&kv.value) else {
             continue;
@@ -215,27 +262,11 @@ pub(super) async fn pass(
             gone &= old && shared.store.delete(o).await.is_ok();
         }
         if gone {
-            let _ = etcd.delete(&kv.key).await;
-            swept.objects += g.objects.len();
+            let _ = shared.catalog.etcd.delete(&kv.key).await;
+            removed += g.objects.len();
         }
     }
-    for key in objects {
-        let Some(rest) = key.strip_prefix(shared.objects.as_str()) else {
-            continue;
-        };
-        let tree_prefix = rest
-            .split_once('/')
-            .map(|(t, _)| format!("{}{t}/", shared.objects));
-        let explained = named.contains(&key)
-            || pending.contains(&key)
-            || replaced.contains(&key)
-            || tree_prefix.is_some_and(|t| pending.contains(&t));
-        let old = born(rest).is_some_and(|b| now.saturating_sub(b) > shared.sweep_after.as_secs());
-        if !explained && old && shared.store.delete(&key).await.is_ok() {
-            swept.objects += 1;
-        }
-    }
-    Ok(swept)
+    (replaced, removed)
 }
 
 #[cfg(test)]

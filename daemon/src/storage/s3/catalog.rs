@@ -328,6 +328,25 @@ impl Catalog {
         self.etcd.delete(&self.pending_key(id)).await
     }
 
+    /// The claim's transaction: `target` named `value` and the upload's
+    /// pending record removed, if `compare` holds and the record is still
+    /// there (see [`Catalog::still_recorded`]).
+    async fn put_name(
+        &self,
+        compare: Compare,
+        mut ops: Vec<Op>,
+        target: &str,
+        value: &[u8],
+        pending_id: &str,
+    ) -> io::Result<bool> {
+        let record = self.pending_key(pending_id);
+        ops.push(Op::Put(self.name_key(target), value.to_vec()));
+        ops.push(Op::Delete(record.clone()));
+        self.etcd
+            .txn(&[compare, Compare::Present(record)], &ops)
+            .await
+    }
+
     /// After a claim's transaction failed: the names changed (try again),
     /// or the upload's record is gone, swept (this instance seemed gone to
     /// another), and its objects with it: the upload fails. A claim needs
@@ -373,7 +392,7 @@ impl Catalog {
                 let _ = self.remove_pending(pending_id).await;
                 return Ok((n.clone(), false));
             }
-            let (target, compare, mut ops) = match decide(name, policy, entry, &taken) {
+            let (target, compare, ops) = match decide(name, policy, entry, &taken) {
                 Decision::Same(n) => {
                     let _ = self.remove_pending(pending_id).await;
                     return Ok((n, true));
@@ -409,10 +428,8 @@ impl Catalog {
                     (n.clone(), Compare::ModRevision(self.name_key(&n), rev), ops)
                 }
             };
-            ops.push(Op::Put(self.name_key(&target), value.clone()));
-            ops.push(Op::Delete(self.pending_key(pending_id)));
-            let record = Compare::Present(self.pending_key(pending_id)); // see `still_recorded`
-            match self.etcd.txn(&[compare, record], &ops).await {
+            let made = self.put_name(compare, ops, &target, &value, pending_id);
+            match made.await {
                 Ok(true) => return Ok((target, false)),
                 Ok(false) => self.still_recorded(pending_id).await?,
                 // The answer was lost: the claim may have been made.

@@ -109,14 +109,16 @@ impl fmt::Display for Dur {
     }
 }
 
+/// A size or a duration as the file writes it: a bare integer, or text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Raw {
+    Int(u64),
+    Text(String),
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
         match Raw::deserialize(d) {
             // `shutdown_grace = 10`: a number without its unit.
             Ok(Raw::Int(n)) => Err(de::Error::custom(UnitError::NoUnit {
@@ -191,12 +193,6 @@ impl fmt::Display for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
         match Raw::deserialize(d) {
             Ok(Raw::Int(n)) => Ok(Size(n)),
             Ok(Raw::Text(s)) => s.parse().map_err(de::Error::custom),

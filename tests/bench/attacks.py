@@ -8,8 +8,10 @@ before each attack through /proc/PID/clear_refs).
 Run it through tests/bench/attacks.sh (builds the release binaries).
 Results: docs/bench/attacks.md and docs/bench/attacks.json.
 """
+import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +24,7 @@ import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FERRYD = os.path.join(REPO, "target", "release", "ferryd")
+FERRY = os.path.join(REPO, "target", "release", "ferry")
 OUT = os.environ.get("BENCH_OUT", os.path.join(REPO, "docs", "bench"))
 SERVICES = ["udp_upload", "udp_download", "udp_sum", "tcp_upload", "magic_download", "signal"]
 
@@ -30,20 +33,36 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+RUNNING = []
+
+
+def kill_all():
+    """No ferryd outlives the run, even when an attack fails."""
+    for p in RUNNING:
+        if p.poll() is None:
+            p.kill()
+
+
+atexit.register(kill_all)
+
+
 class Ferryd:
     """A release ferryd on `root` with every service on 127.0.0.1:0 and JSON
     logs, which are kept (events are what some attacks measure)."""
 
-    def __init__(self, root, extra=""):
+    def __init__(self, root, extra="", bind="127.0.0.1:0"):
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.conf = os.path.join(os.path.dirname(root), "ferryd.toml")
-        text = extra + "\n" + "".join(f'[{s}]\nbind = "127.0.0.1:0"\n' for s in SERVICES)
+        text = extra + "\n" + "".join(f'[{s}]\nbind = "{bind}"\n' for s in SERVICES)
         with open(self.conf, "w") as f:
             f.write(text)
         self.t0 = time.monotonic()
+        if "[http]" not in extra:
+            text += '[http]\nbind = "127.0.0.1:0"\n'
         self.proc = subprocess.Popen([FERRYD, "--config", self.conf, "--storage", root, "--log-format", "json",
                                       "--log-level", "warn,ferryd=info"], stderr=subprocess.PIPE, text=True)
+        RUNNING.append(self.proc)
         self.events = []
         self.bound = None
         for line in self.proc.stderr:
@@ -62,8 +81,11 @@ class Ferryd:
                 pass
 
     def addr(self, service):
+        """Where to reach `service`: its address, or loopback's when it is
+        bound to all addresses."""
         host, port = self.bound[service].rsplit(":", 1)
-        return host, int(port)
+        host = host.strip("[]")
+        return ("127.0.0.1" if host in ("::", "0.0.0.0") else host), int(port)
 
     def reset_peak(self):
         with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
@@ -185,9 +207,12 @@ def abandoned_trees(d):
         s.sendall(body)
         time.sleep(0.3)
         s.close()
-    time.sleep(3)
     work = os.path.join(d.root, ".ferry-work")
-    return f"3 trees of 3,000 entries cut before DON: removed by the reaper; {len(os.listdir(work))} entries left in the work area"
+    t = time.monotonic()
+    while os.listdir(work) and time.monotonic() - t < 60:
+        time.sleep(0.1)
+    return (f"3 trees of 3,000 entries cut before DON: removed by the reaper; {len(os.listdir(work))} entries left "
+            f"in the work area {time.monotonic() - t:.1f} s after the last was cut")
 
 
 def forged_crc(d):
@@ -353,6 +378,7 @@ def udp_hold(d):
 def second_daemon(d):
     r = subprocess.run([FERRYD, "--config", d.conf, "--storage", d.root], capture_output=True, text=True, timeout=30)
     last = r.stderr.strip().splitlines()[-1].replace(d.root, "<root>")
+    last = re.sub(r"^\S+Z\s+", "", last)  # the log line's timestamp
     last = last.replace(f"pid {d.proc.pid}", "pid <its pid>")
     return f"exit {r.returncode}: `{last}`"
 
@@ -491,6 +517,153 @@ def classmate_download(d):
             f"with {len(magic) - 8} bytes, udp_download `{udp[:40].decode(errors='replace')}…`; 0 bytes of it sent")
 
 
+def tmpfs(path, size):
+    """A tmpfs of `size` at `path` (needs root), or None where mounting fails."""
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True)
+    return path if r.returncode == 0 else None
+
+
+def tiny_root(tmp):
+    root = tmpfs(os.path.join(tmp, "tiny"), "256k")
+    if root is None:
+        raise RuntimeError("cannot mount a tmpfs here (needs root)")
+    return Ferryd(root, '[http]\nbind = "127.0.0.1:0"\n')
+
+
+def ledger_tear(d):
+    """A full disk while the ledger's page is full: no torn line, and no
+    acknowledgement without its line."""
+    ledger = os.path.join(d.root, ".ferry-ledger.jsonl")
+    size = lambda: os.path.getsize(ledger) if os.path.exists(ledger) else 0
+    s = conn(d.addr("signal"))
+    i = 0
+    while size() % 4096 < 3800:
+        s.sendall(saf(f"f{i}.txt", b""))
+        assert reply(s)[0] == "DON"
+        i += 1
+    fd = os.open(os.path.join(d.root, "filler"), os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    os.close(fd)
+    long = "b" * 200 + ".txt"
+    s.sendall(saf(long, b""))
+    full = reply(s)
+    os.remove(os.path.join(d.root, "filler"))
+    s.close()
+    s = conn(d.addr("signal"))
+    s.sendall(saf(long, b""))
+    again = reply(s)
+    s.sendall(saf("after.txt", b""))
+    after = reply(s)
+    s.close()
+    lines = open(ledger, "rb").read().splitlines()
+    torn = 0
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            torn += 1
+    acked = [n for n, r in ((long, again), ("after.txt", after)) if r[0] == "DON"]
+    recorded = all(any(f'"{n}"'.encode() in line for line in lines) for n in acked)
+    subprocess.run(["umount", "-l", d.root])
+    return (f"a 256 KiB tmpfs filled while the ledger's page was full: the upload whose line did not fit got "
+            f"`{full[0]} {full[1][:70]}…`; sent again with room: `{again[0]}`; {len(lines)} ledger lines, "
+            f"{torn} torn; every acknowledged upload has its line: {recorded}")
+
+
+NEIGHBOURS = ("fd00:f::a", "fd00:f::b")
+
+
+def neighbours_root(tmp):
+    for a in NEIGHBOURS:
+        subprocess.run(["ip", "-6", "addr", "add", f"{a}/64", "dev", "lo", "nodad"], capture_output=True)
+    return Ferryd(os.path.join(tmp, "v6", "data"), '[http]\nbind = "[::]:0"\n', bind="[::]:0")
+
+
+def ipv6_neighbours(d):
+    """Two hosts of one /64: the second never sees the first's files."""
+    import urllib.request
+    a, b = NEIGHBOURS
+    port = d.addr("signal")[1]
+    for src, name in ((a, "A-thesis-draft-v3.docx"), (b, "B-lab3.py")):
+        s = socket.socket(socket.AF_INET6)
+        s.bind((src, 0))
+        s.settimeout(20)
+        s.connect((a, port))
+        s.sendall(saf(name, name.encode()))
+        reply(s)
+        s.close()
+    http = d.bound["http"].rsplit(":", 1)[1]
+    seen, own = 0, 0
+    for path in ("/", "/api/attempts", "/api/ledger"):
+        # As neighbour b: the request leaves from b's address.
+        s = socket.socket(socket.AF_INET6)
+        s.bind((b, 0))
+        s.settimeout(20)
+        s.connect((a, int(http)))
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        body = b""
+        while chunk := s.recv(65536):
+            body += chunk
+        s.close()
+        seen += body.count(b"A-thesis-draft-v3.docx")
+        own += body.count(b"B-lab3.py") > 0
+    for x in NEIGHBOURS:
+        subprocess.run(["ip", "-6", "addr", "del", f"{x}/64", "dev", "lo"], capture_output=True)
+    return (f"a neighbour in the same /64 ({b}) reads the page, /api/attempts and /api/ledger after {a} "
+            f"uploaded `A-thesis-draft-v3.docx`: named {seen} times; the neighbour's own upload shown in {own} of 3")
+
+
+def drip_server(reply_bytes, drip):
+    """A signal server that answers `reply_bytes`, then a byte every 2 s."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen()
+
+    def serve():
+        while True:
+            c, _ = lst.accept()
+            c.recv(256)
+            c.sendall(reply_bytes)
+            try:
+                while drip:
+                    time.sleep(2)
+                    c.sendall(b"x")
+                c.recv(256)
+            except OSError:
+                pass
+            c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lst.getsockname()[1]
+
+
+def malicious_server(d):
+    """ferry against a server that drips, and one whose ERR would retitle and
+    clear the terminal."""
+    cwd = tempfile.mkdtemp(prefix="ferry-attacks-client-")
+    header = b"SAF" + struct.pack(">H", 5) + b"a.bin" + struct.pack(">Q", 1000)
+    port = drip_server(header, True)
+    t = time.monotonic()
+    held = subprocess.run([FERRY, "--timeout", "3s", "--signal-port", str(port), "get", "a.bin"], cwd=cwd,
+                          capture_output=True, timeout=120)
+    took = time.monotonic() - t
+    evil = "\x1b]0;owned\x07\x1b[2Jgone".encode()
+    port = drip_server(frame(b"ERR", evil), False)
+    err = subprocess.run([FERRY, "--signal-port", str(port), "get", "b.bin"], cwd=cwd, capture_output=True,
+                         timeout=60)
+    raw = b"\x1b" in err.stderr or b"\x07" in err.stderr
+    left = os.listdir(cwd)
+    shutil.rmtree(cwd, ignore_errors=True)
+    return (f"a server dripping a byte every 2 s: `ferry --timeout 3s get` cut after {took:.1f} s, exit "
+            f"{held.returncode}, files left {len(left)}; an ERR that would retitle and clear the terminal: "
+            f"exit {err.returncode}, shown escaped: {not raw}")
+
+
 ATTACKS = [
     ("deep-tree", "SAR entries 511 directories deep", "24 connections", deep_trees),
     ("abandoned-trees", "SAR trees cut before DON", "3 x 3,000 entries", abandoned_trees),
@@ -508,6 +681,10 @@ ATTACKS = [
     ("ledger-flush", "forged deduplicated retries flushing the ledger", "42,000 datagrams", ledger_flush),
     ("tree-inodes", "a tree spending inodes past the quota", "5,000 entries", tree_inodes),
     ("classmate", "a classmate downloading another's hand-in", "3 requests", classmate_download),
+    ("ledger-tear", "a full disk tearing the ledger", "256 KiB tmpfs", ledger_tear, tiny_root),
+    ("ipv6-neighbours", "an IPv6 neighbour reading the page", "2 hosts of one /64", ipv6_neighbours,
+     neighbours_root),
+    ("malicious-server", "`ferry` against a dripping or retitling server", "2 servers", malicious_server),
 ]
 
 
@@ -535,15 +712,20 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ferry-attacks-")
     try:
         d = Ferryd(os.path.join(tmp, "data"), "[limits]\nmax_uploads_per_ip = 2000\n")
-        for key, what, size, run in ATTACKS:
-            d.reset_peak()
-            p = Pinger(d.addr("signal"))
+        for key, what, size, run, *own in ATTACKS:
+            # An attack with a daemon of its own (a tiny disk, IPv6) is
+            # measured on that one.
+            target = own[0](tmp) if own else d
+            target.reset_peak()
+            p = Pinger(target.addr("signal"))
             t = time.monotonic()
-            did = run(d)
+            did = run(target)
             took = time.monotonic() - t
             ping = p.result()
             row = {"attack": key, "what": what, "size": size, "ferry": did, "seconds": round(took, 1),
-                   "peak_rss_mib": round(d.peak_mib(), 1), **ping}
+                   "peak_rss_mib": round(target.peak_mib(), 1), **ping}
+            if own:
+                target.stop()
             log(json.dumps(row))
             rows.append(row)
         d.stop()

@@ -33,7 +33,19 @@ const PAGE_THREAD: &str = "ferry-page";
 /// The page thread's niceness, relative to the process's: below the transfers'.
 const PAGE_NICE: i32 = 5;
 
+/// udp_upload's receive loop's thread: it drains the socket ahead of the
+/// transfers' work (at the control thread's priority), so that a crowd of
+/// handout clients' datagrams does not wait in the socket buffer for the
+/// main runtime (the lab day, docs/BENCHMARKS.md). The sessions' disk work
+/// runs on the main runtime.
+const UDP_THREAD: &str = "ferry-udp";
+
 impl Control {
+    /// Starts udp_upload's receive thread and its runtime.
+    pub(crate) fn start_udp() -> std::io::Result<Control> {
+        Self::start_thread(UDP_THREAD, CONTROL_NICE)
+    }
+
     /// Starts the control thread and its runtime.
     pub(crate) fn start() -> std::io::Result<Control> {
         Self::start_thread(CONTROL_THREAD, CONTROL_NICE)

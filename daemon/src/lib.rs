@@ -364,13 +364,23 @@ impl Daemon {
         let _ = ctx.main.set(tokio::runtime::Handle::current());
         // Held until serving ends: dropping one ends its thread.
         let (page, control) = start_threads(&ctx, http.is_some());
+        let udp = match control::Control::start_udp() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "no udp_upload thread: its datagrams are read among the transfers");
+                None
+            }
+        };
         if let Some(l) = http {
             serve_on(&ctx, page.as_ref(), l, http::Service);
         }
         for (id, bound) in sockets {
             let c = Arc::clone(&ctx);
             match (id, bound) {
-                (ServiceId::UdpUpload, Bound::Udp(s)) => ctx.tracker.spawn(udp_upload::serve(c, s)),
+                (ServiceId::UdpUpload, Bound::Udp(s)) => {
+                    udp_on(&ctx, udp.as_ref(), s);
+                    continue;
+                }
                 (ServiceId::UdpDownload, Bound::Udp(s)) => {
                     ctx.tracker.spawn(udp_download::serve(c, s))
                 }
@@ -477,6 +487,29 @@ fn serve_on<S: tcp::TcpService>(
         }),
         Err(e) => {
             tracing::error!(service = S::NAME, error = %e, "cannot move the listener to its thread");
+        }
+    }
+}
+
+/// udp_upload's receive loop on a thread of its own when there is one (its
+/// socket moved to that thread's runtime), else on the main runtime.
+fn udp_on(ctx: &Arc<Ctx>, thread: Option<&control::Control>, s: UdpSocket) {
+    let c = Arc::clone(ctx);
+    let Some(thread) = thread else {
+        ctx.tracker.spawn(udp_upload::serve(c, s));
+        return;
+    };
+    match s.into_std() {
+        Ok(std) => thread.spawn(&ctx.tracker, async move {
+            match UdpSocket::from_std(std) {
+                Ok(s) => udp_upload::serve(c, s).await,
+                Err(e) => {
+                    tracing::error!(service = "udp_upload", error = %e, "cannot read on its thread")
+                }
+            }
+        }),
+        Err(e) => {
+            tracing::error!(service = "udp_upload", error = %e, "cannot move the socket to its thread");
         }
     }
 }

@@ -525,7 +525,8 @@ impl Receiver {
             buffer_size,
         };
         let ended = self.ended_tx.clone();
-        self.ctx.tracker.spawn(async move {
+        // Its disk work belongs on the main runtime, whichever thread reads.
+        self.ctx.spawn_main(async move {
             session.run(rx, why_ended).await;
             let _ = ended.send((peer, id));
         });

@@ -15,6 +15,7 @@ p50/p99 and ferryd's peak RSS.
 
     python3 tests/bench/labday.py                    # 20 and 60 students, quiet and busy
     BENCH_LABDAY_STUDENTS=200 python3 tests/bench/labday.py
+    BENCH_LABDAY_ONLY=udp_upload BENCH_LABDAY_WHY=1 ...   # one kind of client
 Prints a Markdown table (docs/BENCHMARKS.md quotes it)."""
 import json
 import os
@@ -33,6 +34,10 @@ SIZES = [1 * KIB, 16 * KIB, 256 * KIB, 1 * MIB, 4 * MIB, 20 * MIB]
 STUDENTS = [int(n) for n in os.environ.get("BENCH_LABDAY_STUDENTS", "20,60").split(",")]
 STUDENT = os.path.join(harness.PEERS, "lab_student.py")
 LABS = ["000", "001-download", "001-sum", "002", "003", "004"]
+# BENCH_LABDAY_ONLY=udp_upload,signal runs only those clients (the others
+# count as failed): to look at one lab under the crowd of its own kind.
+BOXES = [b == "busy" for b in os.environ.get("BENCH_LABDAY_BOXES", "quiet,busy").split(",")]
+ONLY = [x for x in os.environ.get("BENCH_LABDAY_ONLY", "").split(",") if x]
 
 
 def size_of(s, lab):
@@ -94,6 +99,8 @@ def one_day(n, busy):
         # Each lab's client a program of its own, as on a student's machine.
         # Their output goes to a file, drained as a terminal would be.
         for one in ports.split(","):
+            if ONLY and one.split("=")[0] not in ONLY:
+                continue
             out = os.path.join(work, f"s{s:03}", f"out-{one.split('=')[0]}.txt")
             with open(out, "w") as f:
                 procs.append((s, out, subprocess.Popen(
@@ -166,7 +173,7 @@ def main():
           + " | all done (s) | PIN p50 / p99 (ms) | PIN unanswered | ferryd peak RSS |")
     print("|---|---|" + "---|" * len(LABS) + "---|---|---|---|")
     for n in STUDENTS:
-        for busy in (False, True):
+        for busy in BOXES:
             rows, took, p50, p99, lost, pings, rss = one_day(n, busy)
             cells = " | ".join(f"{a}/{b}/{c}" for a, b, c in (rows[lab] for lab in LABS))
             print(f"| {n} | {'2 CPU-bound processes' if busy else 'quiet'} | {cells} | {took:.1f} | "

@@ -384,8 +384,21 @@ impl Receiver {
         match self.table.classify(peer, datagram, max_header) {
             Datagram::FileInfo(info) => {
                 let requested = info.name.clone();
-                if let Err(why) = self.on_file_info(now, peer, info, datagram) {
-                    self.refused(now, peer, datagram, requested, why).await;
+                match self.on_file_info(now, peer, info, datagram) {
+                    // Answered here, on the receive thread, not once the
+                    // session's file exists: the handout client waits only
+                    // 1 s for it, and the main runtime may be busy for
+                    // longer on a lab day. The data waits in the session's
+                    // queue; a file that cannot be made is told as the
+                    // reply to the data (`ERROR: ...`).
+                    Ok(Some(buffer_size)) => {
+                        let _ = self
+                            .socket
+                            .send_to(&encode_buffer_size(buffer_size), peer)
+                            .await;
+                    }
+                    Ok(None) => {}
+                    Err(why) => self.refused(now, peer, datagram, requested, why).await,
                 }
                 ControlFlow::Continue(())
             }
@@ -399,17 +412,18 @@ impl Receiver {
         }
     }
 
-    /// A `file_info`: starts a session, or says why not (the reply).
+    /// A `file_info`: starts a session (its buffer size, to announce), or
+    /// ignores a duplicate (`None`), or says why not (the reply).
     fn on_file_info(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         info: FileInfo,
         datagram: &[u8],
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<usize>, Failure> {
         if self.table.is_duplicate(peer, &info) {
             tracing::debug!(peer = %peer, "duplicate file_info ignored");
-            return Ok(());
+            return Ok(None);
         }
         if self.stopping {
             return Err(Failure::Refused(FailureRefusal::ShuttingDown));
@@ -443,8 +457,9 @@ impl Receiver {
             tracing::warn!(service = SERVICE, peer = %peer, reason = %why, "session refused");
             why
         })?;
+        let buffer_size = config.udp_upload.buffer_size;
         self.start(config, now, peer, (info, name, datagram), permit);
-        Ok(())
+        Ok(Some(buffer_size))
     }
 
     /// A place under the caps and the quota for `info`, or why not.
@@ -522,7 +537,6 @@ impl Receiver {
             info,
             name,
             head: datagram.to_vec(),
-            buffer_size,
         };
         let ended = self.ended_tx.clone();
         // Its disk work belongs on the main runtime, whichever thread reads.
@@ -581,7 +595,6 @@ struct Session {
     name: SafeName,
     /// The `file_info` datagram, for a failure's diagnosis.
     head: Vec<u8>,
-    buffer_size: usize,
 }
 
 impl Session {
@@ -634,9 +647,6 @@ impl Session {
                 self.info.size,
                 self.ctx.origin_for(self.peer.ip()),
             )
-            .await?;
-        self.socket
-            .send_to(&encode_buffer_size(self.buffer_size), self.peer)
             .await?;
         let mut progress = UploadProgress::new(&self.info);
         loop {

@@ -847,3 +847,49 @@ async fn pin_is_answered_when_every_slot_is_busy() {
     drop(busy);
     d.stop().await;
 }
+
+/// Issue 22 (the lab day): udp_upload answers a `file_info` with its buffer
+/// size at once even while the main runtime is busy for longer than the
+/// handout client waits for it (1 s): the reply comes from the receive
+/// thread, the data waits for its session, and the upload is stored and
+/// acknowledged once the runtime is free. (The reply came from the session's
+/// task on the main runtime, 1.5 s late here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_main_runtime_does_not_delay_udp_uploads_buffer_size() {
+    let d = TestDaemon::start().await;
+    let addr = d.addrs[ServiceId::UdpUpload].unwrap();
+    let file = data::bytes(16 * 1024, 22);
+    let sent = file.clone();
+    // Both of the runtime's workers held for 1.5 s, as a lab day's transfers
+    // can hold them; the client is a thread of its own, as a student's is.
+    for _ in 0..2 {
+        tokio::spawn(async {
+            // Real: the stall is what is tested.
+            std::thread::sleep(Duration::from_millis(1500));
+        });
+    }
+    let client = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The handout's wait for the buffer size.
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.send_to(&handout::file_info("busy.bin", &sent), addr)
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = s
+            .recv(&mut buf)
+            .expect("the buffer size within the handout's 1 s");
+        let size: usize = std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap();
+        for chunk in sent.chunks(size) {
+            s.send_to(chunk, addr).unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let n = s.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(reply, b"OK");
+    assert_same_bytes(&d.read("busy.bin"), &file, "busy.bin");
+    d.stop().await;
+}

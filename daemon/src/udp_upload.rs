@@ -539,8 +539,12 @@ impl Receiver {
             head: datagram.to_vec(),
         };
         let ended = self.ended_tx.clone();
-        // Its disk work belongs on the main runtime, whichever thread reads.
-        self.ctx.spawn_main(async move {
+        // On the receive loop's runtime (its thread, and the blocking
+        // threads it starts, at its priority): the handout client waits 1 s
+        // for the `OK` after its last datagram, and on a lab day the main
+        // runtime's queue is longer than that (docs/BENCHMARKS.md). TCP
+        // uploads, flow-controlled and patient, stay there.
+        self.ctx.tracker.spawn(async move {
             session.run(rx, why_ended).await;
             let _ = ended.send((peer, id));
         });

@@ -33,17 +33,17 @@ const PAGE_THREAD: &str = "ferry-page";
 /// The page thread's niceness, relative to the process's: below the transfers'.
 const PAGE_NICE: i32 = 5;
 
-/// udp_upload's receive loop's thread: it drains the socket ahead of the
-/// transfers' work (at the control thread's priority), so that a crowd of
+/// udp_upload's thread: it drains the socket ahead of the transfers' work
+/// ([`UDP_NICE`]), so that a crowd of
 /// handout clients' datagrams does not wait in the socket buffer for the
-/// main runtime (the lab day, docs/BENCHMARKS.md). The sessions' disk work
-/// runs on the main runtime.
+/// main runtime (the lab day, docs/BENCHMARKS.md). Its sessions run here
+/// too, their file work on this runtime's blocking threads.
 const UDP_THREAD: &str = "ferry-udp";
 
 impl Control {
     /// Starts udp_upload's receive thread and its runtime.
     pub(crate) fn start_udp() -> std::io::Result<Control> {
-        Self::start_thread(UDP_THREAD, CONTROL_NICE)
+        Self::start_thread(UDP_THREAD, UDP_NICE)
     }
 
     /// Starts the control thread and its runtime.
@@ -59,6 +59,10 @@ impl Control {
     fn start_thread(name: &'static str, nice: i32) -> std::io::Result<Control> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // Its file work (udp_upload's sessions) on a few threads, which
+            // inherit its priority: a burst of sessions must not start
+            // hundreds of them ahead of everything else.
+            .max_blocking_threads(BLOCKING_THREADS)
             .build()?;
         let handle = runtime.handle().clone();
         let attention = crate::attention::Shared::new();
@@ -87,6 +91,19 @@ impl Control {
         tracker.spawn_on(task, &self.handle);
     }
 }
+
+/// udp_upload's thread's niceness, relative to the process's: ahead of
+/// the transfers (its handout client waits 1 s for each reply), behind the
+/// control thread (a burst of forged `file_info`s must not delay a PIN as
+/// much: during the attacks table's 2,100-datagram burst PIN p99 was
+/// 31-36 ms with this thread at the control thread's own priority, 4-25 ms
+/// here, 10-13 ms with udp_upload on the main runtime).
+const UDP_NICE: i32 = -5;
+
+/// Blocking threads of each of these runtimes, at most: the main
+/// runtime's number (with 8, a lab day's handout udp_uploads were 44 of 60
+/// stored in time, with 16, 60 of 60).
+const BLOCKING_THREADS: usize = 16;
 
 /// How much ahead of the rest of ferryd the control thread runs when it may
 /// (root, CAP_SYS_NICE, or an `RLIMIT_NICE` that allows it: the unit's

@@ -16,6 +16,7 @@ p50/p99 and ferryd's peak RSS.
     python3 tests/bench/labday.py                    # 20 and 60 students, quiet and busy
     BENCH_LABDAY_STUDENTS=200 python3 tests/bench/labday.py
     BENCH_LABDAY_ONLY=udp_upload BENCH_LABDAY_WHY=1 ...   # one kind of client
+    BENCH_LABDAY_SERVER=peers ...                         # against tests/peers' handout servers
 Prints a Markdown table (docs/BENCHMARKS.md quotes it)."""
 import json
 import os
@@ -58,6 +59,36 @@ def pinger(port, rtts, stop):
         stop.wait(0.05)
 
 
+# BENCH_LABDAY_SERVER=peers runs the same lab against the handout servers of
+# tests/peers (each lab's own, one client at a time, as students write them).
+SERVER = os.environ.get("BENCH_LABDAY_SERVER", "ferry")
+PEER_SCRIPTS = [("udp_upload", "udp_upload_server.py", ["1452"]), ("udp_download", "udp_download_server.py", []),
+                ("udp_sum", "udp_sum_server.py", []), ("tcp_upload", "tcp_upload_server.py", []),
+                ("magic", "magic_server.py", []), ("signal", "signal_server.py", [])]
+
+
+def peer_servers(root):
+    """Each lab's handout server on a port of its own, storing in `root`: the
+    servers and the ports argument of lab_student.py."""
+    servers, ports = [], []
+    for key, script, extra in PEER_SCRIPTS:
+        srv = harness.Server("python", [sys.executable, os.path.join(harness.PEERS, script), "0", root, *extra],
+                             ready="stdout")
+        servers.append(srv)
+        ports.append(f"{key}={srv.lines[-1].split()[1]}")
+    return servers, ",".join(ports)
+
+
+def stored_path(root, lab, s):
+    """Where the server under test keeps student `s`'s upload of `lab`: ferry
+    under its name; the handout servers as they write it (seed 000 adds
+    `new_`, the seed 002 server keeps its `.temp`)."""
+    name = f"u{lab}-{s}.bin"
+    if SERVER == "peers":
+        name = {"000": f"new_{name}", "002": f"{name}.temp"}.get(lab, name)
+    return os.path.join(root, name)
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
@@ -85,13 +116,18 @@ def one_day(n, busy):
     # BENCH_LABDAY_NICE=-10 runs ferryd at that niceness (as a unit's Nice=).
     nice = os.environ.get("BENCH_LABDAY_NICE")
     prefix = ("nice", "-n", nice) if nice else ()
-    srv = harness.ferryd(root, prefix=prefix, udp_upload={"buffer_size": "1452"})
-    ports = ",".join(f"{k}={harness.port_of(srv, svc)}" for k, svc in (
-        ("udp_upload", "udp_upload"), ("udp_download", "udp_download"), ("udp_sum", "udp_sum"),
-        ("tcp_upload", "tcp_upload"), ("magic", "magic_download"), ("signal", "signal")))
     rtts, stop = [], threading.Event()
-    pin = threading.Thread(target=pinger, args=(harness.port_of(srv, "signal"), rtts, stop), daemon=True)
-    pin.start()
+    if SERVER == "peers":
+        # No pinger: the handout's signal server serves one client at a time.
+        peers, ports = peer_servers(root)
+        srv = None
+    else:
+        peers = []
+        srv = harness.ferryd(root, prefix=prefix, udp_upload={"buffer_size": "1452"})
+        ports = ",".join(f"{k}={harness.port_of(srv, svc)}" for k, svc in (
+            ("udp_upload", "udp_upload"), ("udp_download", "udp_download"), ("udp_sum", "udp_sum"),
+            ("tcp_upload", "tcp_upload"), ("magic", "magic_download"), ("signal", "signal")))
+        threading.Thread(target=pinger, args=(harness.port_of(srv, "signal"), rtts, stop), daemon=True).start()
     t0 = time.perf_counter()
     procs = []
     for s in range(n):
@@ -116,9 +152,9 @@ def one_day(n, busy):
     took = time.perf_counter() - t0
     time.sleep(1)  # the last uploads are stored a moment after their end
     stop.set()
-    pin.join()
-    rss, _ = srv.stop()
-    if os.environ.get("BENCH_LABDAY_WHY"):
+    # The handout servers' peak RSS summed (they are six processes).
+    rss = srv.stop()[0] if srv else sum(p.stop()[0] for p in peers)
+    if srv and os.environ.get("BENCH_LABDAY_WHY"):
         for line in srv.tail:
             if '"WARN"' in line or '"ERROR"' in line or '"udp_upload"' in line:
                 print("  ferryd:", line.strip()[:400], file=sys.stderr)
@@ -132,10 +168,10 @@ def one_day(n, busy):
             r = results.get((s, lab), {"ok": False})
             d = os.path.join(work, f"s{s:03}")
             if lab in ("000", "002"):
-                stored = os.path.join(root, f"u{lab}-{s}.bin")
+                stored = stored_path(root, lab, s)
                 have = open(stored, "rb").read() if os.path.exists(stored) else None
             elif lab == "004":
-                stored = os.path.join(root, f"u004-{s}.bin")
+                stored = stored_path(root, lab, s)
                 have = open(stored, "rb").read() if os.path.exists(stored) else None
                 back = os.path.join(d, "got-004.bin")
                 got = open(back, "rb").read() if os.path.exists(back) else None
@@ -176,8 +212,9 @@ def main():
         for busy in BOXES:
             rows, took, p50, p99, lost, pings, rss = one_day(n, busy)
             cells = " | ".join(f"{a}/{b}/{c}" for a, b, c in (rows[lab] for lab in LABS))
-            print(f"| {n} | {'2 CPU-bound processes' if busy else 'quiet'} | {cells} | {took:.1f} | "
-                  f"{p50 * 1000:.1f} / {p99 * 1000:.1f} | {lost} of {pings} | {rss:.0f} MiB |", flush=True)
+            box = ("2 CPU-bound processes" if busy else "quiet") + (", handout servers" if SERVER == "peers" else "")
+            ping = f"{p50 * 1000:.1f} / {p99 * 1000:.1f} | {lost} of {pings}" if pings else "— | —"
+            print(f"| {n} | {box} | {cells} | {took:.1f} | {ping} | {rss:.0f} MiB |", flush=True)
 
 
 if __name__ == "__main__":

@@ -471,46 +471,70 @@ fn serve_on<S: tcp::TcpService>(
     l: TcpListener,
     service: S,
 ) {
-    let c = Arc::clone(ctx);
-    let Some(thread) = thread else {
-        ctx.tracker.spawn(tcp::serve(c, l, service));
-        return;
-    };
-    match l.into_std() {
-        Ok(std) => thread.spawn(&ctx.tracker, async move {
-            match TcpListener::from_std(std) {
-                Ok(l) => tcp::serve(c, l, service).await,
-                Err(e) => {
-                    tracing::error!(service = S::NAME, error = %e, "cannot listen on its thread")
-                }
-            }
-        }),
-        Err(e) => {
-            tracing::error!(service = S::NAME, error = %e, "cannot move the listener to its thread");
-        }
+    run_on(ctx, thread, l, S::NAME, move |c, l| {
+        tcp::serve(c, l, service)
+    });
+}
+
+/// udp_upload's receive loop on a thread of its own when there is one.
+fn udp_on(ctx: &Arc<Ctx>, thread: Option<&control::Control>, s: UdpSocket) {
+    run_on(ctx, thread, s, "udp_upload", udp_upload::serve);
+}
+
+/// A socket the runtimes can hand to each other (registered anew with the
+/// receiving runtime's reactor).
+trait Movable: Sized + Send + 'static {
+    type Std: Send + 'static;
+    fn into_std(self) -> std::io::Result<Self::Std>;
+    fn from_std(std: Self::Std) -> std::io::Result<Self>;
+}
+
+impl Movable for TcpListener {
+    type Std = std::net::TcpListener;
+    fn into_std(self) -> std::io::Result<Self::Std> {
+        TcpListener::into_std(self)
+    }
+    fn from_std(std: Self::Std) -> std::io::Result<Self> {
+        TcpListener::from_std(std)
     }
 }
 
-/// udp_upload's receive loop on a thread of its own when there is one (its
-/// socket moved to that thread's runtime), else on the main runtime.
-fn udp_on(ctx: &Arc<Ctx>, thread: Option<&control::Control>, s: UdpSocket) {
+impl Movable for UdpSocket {
+    type Std = std::net::UdpSocket;
+    fn into_std(self) -> std::io::Result<Self::Std> {
+        UdpSocket::into_std(self)
+    }
+    fn from_std(std: Self::Std) -> std::io::Result<Self> {
+        UdpSocket::from_std(std)
+    }
+}
+
+/// `serve(ctx, socket)` on `thread` when there is one (the socket moved to
+/// that thread's runtime), else on the main runtime.
+fn run_on<M, F, Fut>(
+    ctx: &Arc<Ctx>,
+    thread: Option<&control::Control>,
+    socket: M,
+    service: &'static str,
+    serve: F,
+) where
+    M: Movable,
+    F: FnOnce(Arc<Ctx>, M) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let c = Arc::clone(ctx);
     let Some(thread) = thread else {
-        ctx.tracker.spawn(udp_upload::serve(c, s));
+        ctx.tracker.spawn(serve(c, socket));
         return;
     };
-    match s.into_std() {
+    match socket.into_std() {
         Ok(std) => thread.spawn(&ctx.tracker, async move {
-            match UdpSocket::from_std(std) {
-                Ok(s) => udp_upload::serve(c, s).await,
-                Err(e) => {
-                    tracing::error!(service = "udp_upload", error = %e, "cannot read on its thread")
-                }
+            match M::from_std(std) {
+                Ok(socket) => serve(c, socket).await,
+                Err(e) => tracing::error!(service, error = %e, "cannot serve on its thread"),
             }
         }),
-        Err(e) => {
-            tracing::error!(service = "udp_upload", error = %e, "cannot move the socket to its thread");
-        }
+        Err(e) => tracing::error!(service, error = %e, "cannot move the socket to its thread"),
     }
 }
 

@@ -316,6 +316,16 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, socket: UdpSocket) {
     tracing::debug!(service = SERVICE, "receive loop ended");
 }
 
+/// A `file_info` admitted: what its session starts with.
+struct Admitted {
+    /// The configuration, taken once for the session.
+    config: Arc<Config>,
+    info: FileInfo,
+    name: SafeName,
+    /// Its place under the caps.
+    permit: Permit,
+}
+
 /// The driver over the session table: replies, caps, session tasks.
 struct Receiver {
     ctx: Arc<Ctx>,
@@ -384,18 +394,18 @@ impl Receiver {
         match self.table.classify(peer, datagram, max_header) {
             Datagram::FileInfo(info) => {
                 let requested = info.name.clone();
-                match self.on_file_info(now, peer, info, datagram) {
-                    // Answered here, on the receive thread, not once the
-                    // session's file exists: the handout client waits only
-                    // 1 s for it, and the main runtime may be busy for
-                    // longer on a lab day. The data waits in the session's
-                    // queue; a file that cannot be made is told as the
-                    // reply to the data (`ERROR: ...`).
-                    Ok(Some(buffer_size)) => {
-                        let _ = self
-                            .socket
-                            .send_to(&encode_buffer_size(buffer_size), peer)
-                            .await;
+                match self.on_file_info(now, peer, info) {
+                    // Answered here, before the session starts (so before
+                    // its `OK`), not once its file exists: the handout
+                    // client waits only 1 s for it, and making the file
+                    // waits for a blocking thread, which a lab day keeps
+                    // busy. The data waits in the session's queue; a file
+                    // that cannot be made is told as the reply to the data
+                    // (`ERROR: ...`).
+                    Ok(Some(admitted)) => {
+                        let size = encode_buffer_size(admitted.config.udp_upload.buffer_size);
+                        let _ = self.socket.send_to(&size, peer).await;
+                        self.start(now, peer, admitted, datagram);
                     }
                     Ok(None) => {}
                     Err(why) => self.refused(now, peer, datagram, requested, why).await,
@@ -412,15 +422,14 @@ impl Receiver {
         }
     }
 
-    /// A `file_info`: starts a session (its buffer size, to announce), or
-    /// ignores a duplicate (`None`), or says why not (the reply).
+    /// A `file_info`: admitted (the session to start), or a duplicate to
+    /// ignore (`None`), or why not (the reply).
     fn on_file_info(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         info: FileInfo,
-        datagram: &[u8],
-    ) -> Result<Option<usize>, Failure> {
+    ) -> Result<Option<Admitted>, Failure> {
         if self.table.is_duplicate(peer, &info) {
             tracing::debug!(peer = %peer, "duplicate file_info ignored");
             return Ok(None);
@@ -457,9 +466,12 @@ impl Receiver {
             tracing::warn!(service = SERVICE, peer = %peer, reason = %why, "session refused");
             why
         })?;
-        let buffer_size = config.udp_upload.buffer_size;
-        self.start(config, now, peer, (info, name, datagram), permit);
-        Ok(Some(buffer_size))
+        Ok(Some(Admitted {
+            config,
+            info,
+            name,
+            permit,
+        }))
     }
 
     /// A place under the caps and the quota for `info`, or why not.
@@ -510,14 +522,13 @@ impl Receiver {
     }
 
     /// Puts a session in the table and starts its task.
-    fn start(
-        &mut self,
-        config: Arc<Config>,
-        now: Instant,
-        peer: SocketAddr,
-        (info, name, datagram): (FileInfo, SafeName, &[u8]),
-        permit: Permit,
-    ) {
+    fn start(&mut self, now: Instant, peer: SocketAddr, admitted: Admitted, datagram: &[u8]) {
+        let Admitted {
+            config,
+            info,
+            name,
+            permit,
+        } = admitted;
         let buffer_size = config.udp_upload.buffer_size;
         let (tx, rx) = mpsc::channel((QUEUE_BYTES / buffer_size).max(8));
         let (ended_by_loop, why_ended) = oneshot::channel();

@@ -489,25 +489,21 @@ trait Movable: Sized + Send + 'static {
     fn from_std(std: Self::Std) -> std::io::Result<Self>;
 }
 
-impl Movable for TcpListener {
-    type Std = std::net::TcpListener;
-    fn into_std(self) -> std::io::Result<Self::Std> {
-        TcpListener::into_std(self)
-    }
-    fn from_std(std: Self::Std) -> std::io::Result<Self> {
-        TcpListener::from_std(std)
-    }
+/// tokio's sockets already have both conversions, under the same names.
+macro_rules! movable {
+    ($($tokio:ident => $std:ty),*) => {$(
+        impl Movable for $tokio {
+            type Std = $std;
+            fn into_std(self) -> std::io::Result<Self::Std> {
+                $tokio::into_std(self)
+            }
+            fn from_std(std: Self::Std) -> std::io::Result<Self> {
+                $tokio::from_std(std)
+            }
+        }
+    )*};
 }
-
-impl Movable for UdpSocket {
-    type Std = std::net::UdpSocket;
-    fn into_std(self) -> std::io::Result<Self::Std> {
-        UdpSocket::into_std(self)
-    }
-    fn from_std(std: Self::Std) -> std::io::Result<Self> {
-        UdpSocket::from_std(std)
-    }
-}
+movable!(TcpListener => std::net::TcpListener, UdpSocket => std::net::UdpSocket);
 
 /// `serve(ctx, socket)` on `thread` when there is one (the socket moved to
 /// that thread's runtime), else on the main runtime.

@@ -363,14 +363,7 @@ impl Daemon {
         } = self;
         let _ = ctx.main.set(tokio::runtime::Handle::current());
         // Held until serving ends: dropping one ends its thread.
-        let (page, control) = start_threads(&ctx, http.is_some());
-        let udp = match control::Control::start_udp() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!(error = %e, "no udp_upload thread: its datagrams are read among the transfers");
-                None
-            }
-        };
+        let Threads { page, control, udp } = start_threads(&ctx, http.is_some());
         if let Some(l) = http {
             serve_on(&ctx, page.as_ref(), l, http::Service);
         }
@@ -436,13 +429,10 @@ impl Daemon {
     }
 }
 
-/// The lab page's thread (when the page is served) and the control thread,
-/// each `None` if it could not start (its listener then runs on the main
-/// runtime, and says so).
-fn start_threads(
-    ctx: &Arc<Ctx>,
-    page: bool,
-) -> (Option<control::Control>, Option<control::Control>) {
+/// The lab page's thread (when the page is served), the control thread and
+/// udp_upload's, each `None` if it could not start (its socket then is
+/// served on the main runtime, and says so).
+fn start_threads(ctx: &Arc<Ctx>, page: bool) -> Threads {
     let page = match page.then(control::Control::start_page) {
         Some(Err(e)) => {
             tracing::warn!(error = %e, "no page thread: the lab page is served among the transfers");
@@ -450,6 +440,9 @@ fn start_threads(
         }
         other => other.and_then(Result::ok),
     };
+    let udp = control::Control::start_udp()
+        .map_err(|e| tracing::warn!(error = %e, "no udp_upload thread: its datagrams are read among the transfers"))
+        .ok();
     let control = match control::Control::start() {
         Ok(c) => {
             let _ = ctx.attention.set(Arc::clone(&c.attention));
@@ -460,7 +453,15 @@ fn start_threads(
             None
         }
     };
-    (page, control)
+    Threads { page, control, udp }
+}
+
+/// The threads with runtimes of their own, held until serving ends
+/// (dropping one ends its thread).
+struct Threads {
+    page: Option<control::Control>,
+    control: Option<control::Control>,
+    udp: Option<control::Control>,
 }
 
 /// A TCP listener served on a thread of its own when there is one (its

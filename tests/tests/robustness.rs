@@ -849,11 +849,11 @@ async fn pin_is_answered_when_every_slot_is_busy() {
 }
 
 /// Issue 22 (the lab day): udp_upload answers a `file_info` with its buffer
-/// size at once even while the main runtime is busy for longer than the
-/// handout client waits for it (1 s): the reply comes from the receive
-/// thread, the data waits for its session, and the upload is stored and
-/// acknowledged once the runtime is free. (The reply came from the session's
-/// task on the main runtime, 1.5 s late here.)
+/// size in time even while the main runtime is busy for longer than the
+/// handout client waits for it (1 s), and stores and acknowledges the
+/// upload: its receive loop and sessions run on a thread of their own.
+/// (The reply came from the session's task on the main runtime, 1.5 s late
+/// here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_main_runtime_does_not_delay_udp_uploads_buffer_size() {
     let d = TestDaemon::start().await;

@@ -6,10 +6,8 @@
 use ferry_config::ServiceId;
 use std::path::Path;
 
-use ferry_proto::udp_upload::{encode_file_info, parse_buffer_size, parse_reply, FileInfo, Reply};
-use tokio::io::AsyncReadExt;
-
 use crate::{Client, Error, Progress, Result, Sent};
+use ferry_proto::udp_upload::{encode_file_info, parse_buffer_size, parse_reply, FileInfo, Reply};
 
 /// How one attempt ended, when it did not end the upload.
 enum Attempt {
@@ -128,21 +126,71 @@ pub(crate) async fn send(
     Err(Error::Timeout(format!("after {attempts} attempts: {last}")))
 }
 
-/// One pass over the file for the CRC-32 and size the header needs.
+/// Pieces of the file read ahead of the sends: about this many bytes each
+/// (a whole number of datagrams), at most [`READ_AHEAD`] of them queued.
+const PIECE: usize = 1 << 20;
+const READ_AHEAD: usize = 4;
+
+/// One pass over the file for the CRC-32 and size the header needs, on a
+/// blocking thread in 1 MiB reads (not one blocking-pool round trip and a
+/// second copy per 256 KiB, as an async file read costs).
 async fn checksum(path: &Path) -> Result<(u32, u64)> {
-    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
-    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
-    let mut crc = ferry_proto::crc::Crc32::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).await.map_err(local)?;
-        if n == 0 {
-            return Ok((crc.value(), size));
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let local =
+            |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+        let mut file = std::fs::File::open(&path).map_err(local)?;
+        let mut crc = ferry_proto::crc::Crc32::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(local(e)),
+            };
+            if n == 0 {
+                return Ok((crc.value(), size));
+            }
+            crc.update(&buf[..n]);
+            size += n as u64;
         }
-        crc.update(&buf[..n]);
-        size += n as u64;
-    }
+    })
+    .await
+    .map_err(|e| Error::Local(format!("the checksum thread failed: {e}")))?
+}
+
+/// Reads `size` bytes of `path` on a thread of its own, in pieces of whole
+/// datagrams of `chunk` bytes, queued for the sender: the sends never wait
+/// for a file read. The thread ends when the receiver is dropped.
+fn read_ahead(
+    path: &Path,
+    size: u64,
+    chunk: usize,
+) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>> {
+    use std::io::Read;
+    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(local)?;
+    let piece = chunk.max(1) * (PIECE / chunk.max(1)).max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    std::thread::Builder::new()
+        .name("ferry-reader".into())
+        .spawn(move || {
+            let mut left = size;
+            while left > 0 {
+                let want = piece.min(usize::try_from(left).unwrap_or(usize::MAX));
+                let mut buf = vec![0u8; want];
+                let read = file.read_exact(&mut buf).map(|()| buf);
+                let failed = read.is_err();
+                if tx.blocking_send(read).is_err() || failed {
+                    return;
+                }
+                left -= want as u64;
+            }
+        })
+        .map_err(|e| Error::Local(format!("cannot start a reader thread: {e}")))?;
+    Ok(rx)
 }
 
 /// One attempt from a new socket: `file_info`, the buffer size, the data,
@@ -187,23 +235,31 @@ async fn attempt_once(
             }
         },
     };
-    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
-    let mut block = vec![0u8; chunk];
-    let mut left = info.size;
+    let mut pieces = read_ahead(path, info.size, chunk)?;
     // The lab protocol has no flow control: `--rate`, and after a lost
     // attempt [`Backoff`], keep a big upload from overrunning a busy server
     // or a slow link.
     let mut pace = crate::Pacer::new(rate);
     let started = std::time::Instant::now();
+    let mut left = info.size;
     while left > 0 {
-        let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
-        file.read_exact(&mut block[..want]).await.map_err(local)?;
-        sock.send(&block[..want])
-            .await
-            .map_err(|e| Error::io("sending data", e))?;
-        left -= want as u64;
-        progress.advance(want as u64);
-        pace.sent(want).await;
+        let piece = match pieces.recv().await {
+            Some(Ok(piece)) => piece,
+            Some(Err(e)) => return Err(local(e)),
+            None => {
+                return Err(local(std::io::Error::other(
+                    "the reader thread ended early",
+                )))
+            }
+        };
+        for datagram in piece.chunks(chunk) {
+            sock.send(datagram)
+                .await
+                .map_err(|e| Error::io("sending data", e))?;
+            progress.advance(datagram.len() as u64);
+            pace.sent(datagram.len()).await;
+        }
+        left -= piece.len() as u64;
     }
     Ok(
         match tokio::time::timeout(wait, sock.recv(&mut reply)).await {

@@ -285,7 +285,6 @@ impl Local {
             exact,
             written: 0,
             crc: Crc32::new(),
-            hash: Some(blake3::Hasher::new()),
             pipe: None,
             origin,
         };

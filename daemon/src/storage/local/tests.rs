@@ -192,8 +192,18 @@ async fn each_file_keeps_its_sender_and_no_sender_replaces_anothers() {
         std::fs::read(dir.path().join("handout.txt")).unwrap(),
         b"admin"
     );
-    // A file ferry received with no sender on record is no one's to take.
+    // A file with no sender on record: put there by an admin, unless a
+    // ferryd from before senders were recorded received it (it kept a
+    // BLAKE3 digest beside it): then it is no one's to take.
     rustix::fs::removexattr(dir.path().join("a"), "user.ferry.from").unwrap();
+    assert_eq!(origin_of(&s, "a").await, Origin::Placed);
+    rustix::fs::setxattr(
+        dir.path().join("a"),
+        "user.ferry.blake3",
+        &[7u8; 52],
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     assert_eq!(origin_of(&s, "a").await, Origin::Unrecorded);
 }
 
@@ -221,7 +231,7 @@ async fn failed_uploads_leave_nothing() {
 }
 
 /// Large uploads go through a writer thread (a lane): stored byte for byte,
-/// an identical retry deduplicated by the digest the thread computed, a
+/// an identical retry deduplicated (the bytes compared), a
 /// wrong CRC or a short upload leaves nothing, and more than the lanes at
 /// once write in line, equally right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,6 @@ impl LocalTree {
             exact: true,
             written: 0,
             crc: Crc32::new(),
-            hash: None,
             pipe: None,
             origin: self.origin,
         })

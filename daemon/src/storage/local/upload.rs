@@ -1,5 +1,8 @@
 //! Uploads into the local root: streamed into the work area, checked,
-//! fsynced, placed; the BLAKE3 digest and CRC-32 recorded beside the data.
+//! fsynced, placed; the CRC-32 recorded beside the data (with the size and
+//! modification time it is for). An identical retry is found by size, CRC-32
+//! and sender, then confirmed by comparing the bytes: nothing is hashed on
+//! the way in.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,30 +32,43 @@ pub(crate) const PIPE_LANES: usize = 4;
 /// most [`crate::conn::READ_CHUNK_LARGE`]: 2 MiB per lane).
 const PIPE_DEPTH: usize = 8;
 
-/// What a lane's thread hands back: the file and the digest, or why not.
-type Piped = io::Result<(std::fs::File, Option<blake3::Hasher>)>;
+/// A large upload's written data is handed to the disk (without waiting)
+/// every this many bytes, so the fsync before the acknowledgement waits
+/// for the last of it only.
+const WRITE_BEHIND: u64 = 8 << 20;
 
-/// A large upload's writer thread: it hashes (BLAKE3) and writes what the
-/// connection hands it, in order, while the connection reads on.
+/// What a lane's thread hands back: the file, or why not.
+type Piped = io::Result<std::fs::File>;
+
+/// A large upload's writer thread: it writes what the connection hands it,
+/// in order, while the connection reads on.
 pub(crate) struct Pipe {
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
     done: tokio::sync::oneshot::Receiver<Piped>,
     _lane: tokio::sync::OwnedSemaphorePermit,
 }
 
-fn pipe_thread(
-    mut file: std::fs::File,
-    mut hash: Option<blake3::Hasher>,
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> Piped {
+fn pipe_thread(mut file: std::fs::File, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> Piped {
     use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (mut written, mut flushed) = (0u64, 0u64);
     while let Some(data) = rx.blocking_recv() {
-        if let Some(h) = hash.as_mut() {
-            h.update(&data);
-        }
         file.write_all(&data)?;
+        written += data.len() as u64;
+        if written - flushed >= WRITE_BEHIND {
+            // SAFETY: a plain syscall on an fd this thread owns.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    flushed as i64,
+                    (written - flushed) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            flushed = written;
+        }
     }
-    Ok((file, hash))
+    Ok(file)
 }
 
 /// Where a finished upload goes.
@@ -75,10 +91,6 @@ pub(crate) struct LocalUpload {
     pub(super) exact: bool,
     pub(super) written: u64,
     pub(super) crc: Crc32,
-    /// BLAKE3 of the data, for uploads into the root: what makes a retry
-    /// "identical" (CRC-32 is trivially forged). Trees are never deduplicated.
-    /// With a pipe, the pipe's thread holds it (and the file).
-    pub(super) hash: Option<blake3::Hasher>,
     /// A large upload's writer thread, when it has a lane.
     pub(super) pipe: Option<Pipe>,
     /// Who sent it: recorded on the file before it is made durable.
@@ -86,19 +98,18 @@ pub(crate) struct LocalUpload {
 }
 
 impl LocalUpload {
-    /// Hands the file and the hash to a writer thread holding `lane`.
+    /// Hands the file to a writer thread holding `lane`.
     pub(super) async fn pipe(&mut self, lane: tokio::sync::OwnedSemaphorePermit) {
         let Some(file) = self.file.take() else {
             return;
         };
         let file = file.into_std().await;
-        let hash = self.hash.take();
         let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("ferry-writer".into())
             .spawn(move || {
-                let _ = done_tx.send(pipe_thread(file, hash, rx));
+                let _ = done_tx.send(pipe_thread(file, rx));
             });
         match spawned {
             Ok(_) => {
@@ -116,7 +127,6 @@ impl LocalUpload {
             if let Some(temp) = &self.temp {
                 if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(temp).await {
                     self.file = Some(f);
-                    self.hash = Some(blake3::Hasher::new());
                 }
             }
         }
@@ -197,17 +207,16 @@ impl LocalUpload {
         })
     }
 
-    /// Ends the writer thread: the file and the hash back, in line.
+    /// Ends the writer thread: the file back, in line.
     async fn finish_pipe(&mut self) -> Result<(), StorageError> {
         let Some(mut pipe) = self.pipe.take() else {
             return Ok(());
         };
         pipe.tx = None;
-        let (file, hash) = (&mut pipe.done)
+        let file = (&mut pipe.done)
             .await
             .map_err(|_| io::Error::other("the writer thread died"))??;
         self.file = Some(File::from_std(file));
-        self.hash = hash;
         Ok(())
     }
 
@@ -248,10 +257,6 @@ impl LocalUpload {
             });
         }
         self.crc.update(data);
-        // With a pipe, its thread hashes.
-        if let Some(h) = self.hash.as_mut() {
-            h.update(data);
-        }
         self.written = total;
         Ok(())
     }
@@ -297,11 +302,8 @@ impl LocalUpload {
             .take()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
         file.flush().await?;
-        let digest = self.hash.take().map(|h| *h.finalize().as_bytes());
-        if let Some(digest) = digest {
-            // Kept beside the data, durable with it (the sync below).
-            set_digest(&file, &digest).await;
-        }
+        // Kept beside the data, durable with it (the sync below): what a
+        // retry is first matched by, and `STAT` answers without a read.
         set_crc(&file, self.crc.value()).await;
         set_origin(&file, self.origin)?;
         file.sync_all().await?;
@@ -325,7 +327,7 @@ impl LocalUpload {
             .clone()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
         let (stored, dedup) =
-            place_file(self.storage.clone(), temp, name, self.origin, size, digest).await?;
+            place_file(self.storage.clone(), temp, name, self.origin, size, crc).await?;
         self.temp = None;
         Ok(Stored {
             name: stored,
@@ -353,13 +355,12 @@ async fn place_file(
     name: ferry_proto::names::SafeName,
     from: Origin,
     size: u64,
-    digest: Option<[u8; 32]>,
+    crc: u32,
 ) -> Result<(String, bool), StorageError> {
     tokio::task::spawn_blocking(move || {
         // A retry is the same bytes from the same sender.
         let same = |existing: &Path| {
-            digest.is_some_and(|d| same_file(existing, size, &d))
-                && origin_at(existing) == Some(from)
+            origin_at(existing) == Some(from) && same_file(existing, &temp, size, crc)
         };
         let placed = storage.place(&temp, &name, from, &same)?;
         if placed.1 {
@@ -373,35 +374,16 @@ async fn place_file(
     .map_err(|e| io::Error::other(e.to_string()))?
 }
 
-/// The extended attribute holding a stored file's BLAKE3 digest.
+/// The extended attribute a ferryd before 2026-12-04 kept a stored file's
+/// BLAKE3 digest in: still read as the mark of an upload (see
+/// [`super::origin`]), no longer written.
 pub(super) const DIGEST_XATTR: &str = "user.ferry.blake3";
-
-/// Records the digest on the file (best effort: a file system without user
-/// extended attributes just never deduplicates).
-async fn set_digest(file: &File, digest: &[u8; 32]) {
-    let Ok(meta) = file.metadata().await else {
-        return;
-    };
-    if let Err(e) = set_xattr(file, DIGEST_XATTR, &digest_record(digest, &meta)) {
-        tracing::debug!(error = %e, "no digest attribute: retries of this file will be stored again");
-    }
-}
 
 /// The extended attribute caching a stored file's CRC-32, with the size and
 /// modification time it was computed for (so a file edited in place by an
 /// admin is read again): crc u32, size u64, mtime seconds i64, nanoseconds
 /// u32, big-endian, 24 bytes.
 const CRC_XATTR: &str = "user.ferry.crc32";
-
-/// The digest attribute: BLAKE3 (32 bytes), then the size and modification
-/// time it was computed for, as in [`crc_record`]: a file an admin edited in
-/// place is never taken for a copy of what was uploaded.
-fn digest_record(digest: &[u8; 32], meta: &std::fs::Metadata) -> [u8; 52] {
-    let mut v = [0u8; 52];
-    v[..32].copy_from_slice(digest);
-    v[32..].copy_from_slice(&crc_record(0, meta)[4..]);
-    v
-}
 
 fn crc_record(crc: u32, meta: &std::fs::Metadata) -> [u8; 24] {
     use std::os::unix::fs::MetadataExt;
@@ -432,17 +414,50 @@ impl LocalFile {
 }
 
 /// True when `path` is a regular file (not a link) of `size` bytes whose
-/// recorded BLAKE3 digest is `digest`: identical bytes, with no read of the
-/// file. A file without a digest (stored by an admin, or on a file system
-/// without user attributes) is never taken for a copy.
-fn same_file(path: &Path, size: u64, digest: &[u8; 32]) -> bool {
+/// recorded CRC-32 (still valid for its size and modification time) is
+/// `crc`, and whose bytes are those of `temp`. The CRC-32 is trivially
+/// forged, so it only picks the candidates; the comparison decides, and it
+/// reads files only for a retry that matched on all three. A file without a
+/// record (stored by an admin, edited in place, or on a file system without
+/// user attributes) is never taken for a copy.
+fn same_file(path: &Path, temp: &Path, size: u64, crc: u32) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
     };
     if !meta.is_file() || meta.len() != size {
         return false;
     }
-    xattr_at::<52>(path, DIGEST_XATTR).is_some_and(|stored| stored == digest_record(digest, &meta))
+    let recorded = xattr_at::<24>(path, CRC_XATTR).is_some_and(|v| v == crc_record(crc, &meta));
+    recorded && same_bytes(path, temp, size).unwrap_or(false)
+}
+
+/// Whether the regular file at `path` (never through a link) and `temp`
+/// hold the same `size` bytes.
+fn same_bytes(path: &Path, temp: &Path, size: u64) -> io::Result<bool> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut a = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let mut b = std::fs::File::open(temp)?;
+    let meta = a.metadata()?;
+    if !meta.is_file() || meta.len() != size || b.metadata()?.len() != size {
+        return Ok(false);
+    }
+    const PIECE: usize = 256 * 1024;
+    let (mut x, mut y) = (vec![0u8; PIECE], vec![0u8; PIECE]);
+    let mut left = size;
+    while left > 0 {
+        let n = PIECE.min(usize::try_from(left).unwrap_or(PIECE));
+        a.read_exact(&mut x[..n])?;
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        left -= n as u64;
+    }
+    Ok(true)
 }
 
 /// A stored file opened for reading.

@@ -659,7 +659,7 @@ def svg_lines(path, title, xs, series, xlabel, ylabel, log_x=True):
     x0, x1 = fx(xs[0]), fx(xs[-1]) if len(xs) > 1 else fx(xs[0]) + 1
     px = lambda x: ml + (fx(x) - x0) / ((x1 - x0) or 1) * (w - ml - mr)
     py = lambda y: mt + (1 - y / ymax) * (h - mt - mb)
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
            f'<rect width="{w}" height="{h}" fill="white"/>',
            f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',

@@ -17,6 +17,7 @@ p50/p99 and ferryd's peak RSS.
     BENCH_LABDAY_STUDENTS=200 python3 tests/bench/labday.py
     BENCH_LABDAY_ONLY=udp_upload BENCH_LABDAY_WHY=1 ...   # one kind of client
     BENCH_LABDAY_SERVER=peers ...                         # against tests/peers' handout servers
+    BENCH_LABDAY_OUT=docs/bench ...                       # also labday.json and a plot per box
 Prints a Markdown table (docs/BENCHMARKS.md quotes it)."""
 import json
 import os
@@ -203,8 +204,30 @@ def one_day(n, busy):
     return rows, took, pct(finite, 0.5), pct(finite, 0.99), len(rtts) - len(finite), len(rtts), rss
 
 
+def plot(out, results):
+    """`labday.json` and, per box, `labday-<box>.svg` (the share of students
+    each lab served intact, against the number of students) into `out`."""
+    import json
+    os.makedirs(out, exist_ok=True)
+    tag = "-handout" if SERVER == "peers" else ""
+    with open(os.path.join(out, f"labday{tag}.json"), "w") as f:
+        json.dump({"server": SERVER, "nice": os.environ.get("BENCH_LABDAY_NICE"), "rows": results}, f, indent=1)
+    for busy in BOXES:
+        rows = [r for r in results if r["busy"] == busy]
+        if not rows:
+            continue
+        xs = [r["students"] for r in rows]
+        series = {lab: [100.0 * r["labs"][lab][0] / r["students"] for r in rows] for lab in LABS}
+        box = "busy" if busy else "quiet"
+        who = "the handout servers" if SERVER == "peers" else "ferryd"
+        harness.svg_lines(os.path.join(out, f"labday{tag}-{box}.svg"),
+                          f"Lab day, {who}, {'2 CPU-bound processes' if busy else 'quiet box'}", xs, series,
+                          "students at once", "% of students served intact", log_x=False)
+
+
 def main():
     os.makedirs(harness.WORK, exist_ok=True)
+    results = []
     print("| students | box | " + " | ".join(f"{lab} intact/failed/wrong" for lab in LABS)
           + " | all done (s) | PIN p50 / p99 (ms) | PIN unanswered | ferryd peak RSS |")
     print("|---|---|" + "---|" * len(LABS) + "---|---|---|---|")
@@ -215,6 +238,13 @@ def main():
             box = ("2 CPU-bound processes" if busy else "quiet") + (", handout servers" if SERVER == "peers" else "")
             ping = f"{p50 * 1000:.1f} / {p99 * 1000:.1f} | {lost} of {pings}" if pings else "— | —"
             print(f"| {n} | {box} | {cells} | {took:.1f} | {ping} | {rss:.0f} MiB |", flush=True)
+            results.append({"students": n, "busy": busy, "labs": {lab: list(rows[lab]) for lab in LABS},
+                             "seconds": round(took, 1), "pin_p50_ms": round(p50 * 1000, 2) if pings else None,
+                             "pin_p99_ms": round(p99 * 1000, 2) if pings else None, "pin_unanswered": lost,
+                             "pings": pings, "peak_rss_mib": round(rss)})
+    # BENCH_LABDAY_OUT=<dir> writes the figures and a plot per box there.
+    if os.environ.get("BENCH_LABDAY_OUT"):
+        plot(os.environ["BENCH_LABDAY_OUT"], results)
 
 
 if __name__ == "__main__":

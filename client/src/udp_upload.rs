@@ -17,8 +17,11 @@ enum Attempt {
     Error(String),
     /// Silence or something else: why, for the next try.
     Retry(String),
-    /// The data went out (`bytes` in `took`) and no `OK` came: most likely
-    /// datagrams were lost on the way or at the server.
+    /// The data went out and no `OK` came: most likely datagrams were lost
+    /// on the way or at the server. `took` is the whole attempt, the wait
+    /// for `OK` included: the rate it gives is what the next attempt halves,
+    /// and halving the sending rate alone was measured too fast for a
+    /// default kernel's 4 MiB receive buffer (docs/BENCHMARKS.md).
     Lost {
         why: String,
         bytes: u64,
@@ -272,6 +275,7 @@ async fn attempt_once(
                 )),
             },
             Ok(Err(e)) => Attempt::Retry(e.to_string()),
+            // The whole attempt, the wait for `OK` included (see `Lost`).
             Err(_) => Attempt::Lost {
                 why: "no OK within the reply timeout".into(),
                 bytes: info.size,

@@ -487,3 +487,67 @@ async fn trees_appear_whole_or_not_at_all() {
     s.start_reaper();
     reaped(dir.path()).await;
 }
+
+/// A retry is judged by its bytes: the same sender, name, size and CRC-32
+/// with other bytes (five XORed bytes forge that) is stored beside the
+/// first, small or large (a writer lane); the true retry is deduplicated;
+/// a stored file an admin rewrote in place (same size, new mtime) is never
+/// taken for a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_judged_by_its_bytes_not_its_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_local(dir.path(), OnConflict::Rename).unwrap();
+    s.start_reaper();
+    let forge = |data: &[u8]| {
+        let mut out = data.to_vec();
+        for (i, b) in [0x41u8, 0x06, 0x71, 0xDB, 0x01].iter().enumerate() {
+            out[100 + i] ^= b;
+        }
+        assert_eq!(
+            ferry_proto::crc::checksum(&out),
+            ferry_proto::crc::checksum(data)
+        );
+        out
+    };
+    for size in [5000usize, super::upload::PIPE_MIN as usize + 777] {
+        let n = format!("f{size}.bin");
+        let honest: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+        let forged = forge(&honest);
+        let first = put(&s, &n, &forged).await.unwrap();
+        assert_eq!(
+            (first.name.as_str(), first.deduplicated),
+            (n.as_str(), false)
+        );
+        let second = put(&s, &n, &honest).await.unwrap();
+        let numbered = format!("f{size} (1).bin");
+        assert_eq!(
+            (second.name.as_str(), second.deduplicated),
+            (numbered.as_str(), false),
+            "same size and CRC, other bytes: not a retry"
+        );
+        let retry = put(&s, &n, &honest).await.unwrap();
+        assert_eq!(
+            (retry.name.as_str(), retry.deduplicated),
+            (numbered.as_str(), true)
+        );
+        assert_eq!(std::fs::read(dir.path().join(&n)).unwrap(), forged);
+        assert_eq!(std::fs::read(dir.path().join(&numbered)).unwrap(), honest);
+    }
+    // An admin rewrites a stored file in place with the same bytes: its
+    // CRC record no longer matches its mtime, so an upload is stored anew.
+    let data = b"print('lab 1')\n".to_vec();
+    put(&s, "lab.py", &data).await.unwrap();
+    std::fs::write(dir.path().join("lab.py"), &data).unwrap();
+    let edited = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("lab.py"))
+        .unwrap()
+        .set_modified(edited)
+        .unwrap();
+    let again = put(&s, "lab.py", &data).await.unwrap();
+    assert_eq!(
+        (again.name.as_str(), again.deduplicated),
+        ("lab (1).py", false)
+    );
+}

@@ -205,7 +205,6 @@ async fn attempt_once(
     rate: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<Attempt> {
-    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
     let wait = client.udp_reply_timeout;
     let (sock, server) = client.udp(client.ports[ServiceId::UdpUpload]).await?;
     sock.send(&encode_file_info(info))
@@ -216,34 +215,66 @@ async fn attempt_once(
         Err(_) => return Ok(Attempt::Retry("the server did not answer file_info".into())),
         Ok(r) => r.map_err(|e| Error::udp_recv(server, "reading the buffer size", e))?,
     };
-    let chunk = match parse_buffer_size(&reply[..n]) {
-        Ok(c) => c,
-        Err(_) => match parse_reply(&reply[..n]) {
-            // Another service's refusal: the wrong port, not a refusal.
-            Reply::Error(_) if wrong_port(client, &reply[..n]).is_some() => {
-                return Err(Error::Protocol(format!(
-                    "expected a buffer size, got {:?}",
-                    String::from_utf8_lossy(&reply[..n])
-                ))
-                .hinted(wrong_port(client, &reply[..n])))
-            }
-            // A refusal of the header (bad name, too large, busy) is final.
-            Reply::Error(reason) => return Err(Error::Refused(reason.into())),
-            _ => {
-                return Err(Error::Protocol(format!(
-                    "expected a buffer size, got {:?}",
-                    String::from_utf8_lossy(&reply[..n])
-                ))
-                .hinted(wrong_port(client, &reply[..n])))
-            }
-        },
-    };
-    let mut pieces = read_ahead(path, info.size, chunk)?;
-    // The lab protocol has no flow control: `--rate`, and after a lost
-    // attempt [`Backoff`], keep a big upload from overrunning a busy server
-    // or a slow link.
-    let mut pace = crate::Pacer::new(rate);
+    let chunk = buffer_size(client, &reply[..n])?;
     let started = std::time::Instant::now();
+    send_file(&sock, path, info, chunk, rate, progress).await?;
+    Ok(
+        match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
+            Ok(Ok(n)) => match parse_reply(&reply[..n]) {
+                Reply::Ok => Attempt::Ok,
+                Reply::Error(reason) => Attempt::Error(reason),
+                Reply::Other => Attempt::Retry(format!(
+                    "unexpected reply {:?}",
+                    String::from_utf8_lossy(&reply[..n])
+                )),
+            },
+            Ok(Err(e)) => Attempt::Retry(e.to_string()),
+            // The whole attempt, the wait for `OK` included (see `Lost`).
+            Err(_) => Attempt::Lost {
+                why: "no OK within the reply timeout".into(),
+                bytes: info.size,
+                took: started.elapsed(),
+            },
+        },
+    )
+}
+
+/// The server's answer to `file_info`: the buffer size, or why not (a
+/// refusal of the header is final; another service's answer says the port
+/// is wrong).
+fn buffer_size(client: &Client, reply: &[u8]) -> Result<usize> {
+    if let Ok(size) = parse_buffer_size(reply) {
+        return Ok(size);
+    }
+    match parse_reply(reply) {
+        // A refusal of the header (bad name, too large, busy) is final,
+        // unless it is another service's: the wrong port.
+        Reply::Error(reason) if wrong_port(client, reply).is_none() => {
+            Err(Error::Refused(reason.into()))
+        }
+        _ => Err(Error::Protocol(format!(
+            "expected a buffer size, got {:?}",
+            String::from_utf8_lossy(reply)
+        ))
+        .hinted(wrong_port(client, reply))),
+    }
+}
+
+/// The file's `info.size` bytes in datagrams of `chunk` bytes, read ahead on
+/// a thread of its own. The lab protocol has no flow control: `rate`
+/// (`--rate`, and after a lost attempt [`Backoff`]) keeps a big upload from
+/// overrunning a busy server or a slow link.
+async fn send_file(
+    sock: &tokio::net::UdpSocket,
+    path: &Path,
+    info: &FileInfo,
+    chunk: usize,
+    rate: Option<u64>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let mut pieces = read_ahead(path, info.size, chunk)?;
+    let mut pace = crate::Pacer::new(rate);
     let mut left = info.size;
     while left > 0 {
         let piece = match pieces.recv().await {
@@ -264,25 +295,7 @@ async fn attempt_once(
         }
         left -= piece.len() as u64;
     }
-    Ok(
-        match tokio::time::timeout(wait, sock.recv(&mut reply)).await {
-            Ok(Ok(n)) => match parse_reply(&reply[..n]) {
-                Reply::Ok => Attempt::Ok,
-                Reply::Error(reason) => Attempt::Error(reason),
-                Reply::Other => Attempt::Retry(format!(
-                    "unexpected reply {:?}",
-                    String::from_utf8_lossy(&reply[..n])
-                )),
-            },
-            Ok(Err(e)) => Attempt::Retry(e.to_string()),
-            // The whole attempt, the wait for `OK` included (see `Lost`).
-            Err(_) => Attempt::Lost {
-                why: "no OK within the reply timeout".into(),
-                bytes: info.size,
-                took: started.elapsed(),
-            },
-        },
-    )
+    Ok(())
 }
 
 /// What a reply that is another service's says about the port.

@@ -141,9 +141,8 @@ async fn checksum(path: &Path) -> Result<(u32, u64)> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let local =
-            |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
-        let mut file = std::fs::File::open(&path).map_err(local)?;
+        let local = unreadable(&path);
+        let mut file = std::fs::File::open(&path).map_err(&local)?;
         let mut crc = ferry_proto::crc::Crc32::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; PIECE];
@@ -164,6 +163,11 @@ async fn checksum(path: &Path) -> Result<(u32, u64)> {
     .map_err(|e| Error::Local(format!("the checksum thread failed: {e}")))?
 }
 
+/// The client's error for a file it cannot read.
+fn unreadable(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Local(format!("cannot read {}: {e}", path.display()))
+}
+
 /// Reads `size` bytes of `path` on a thread of its own, in pieces of whole
 /// datagrams of `chunk` bytes, queued for the sender: the sends never wait
 /// for a file read. The thread ends when the receiver is dropped.
@@ -173,9 +177,10 @@ fn read_ahead(
     chunk: usize,
 ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>> {
     use std::io::Read;
-    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let local = unreadable(path);
     let mut file = std::fs::File::open(path).map_err(local)?;
-    let piece = chunk.max(1) * (PIECE / chunk.max(1)).max(1);
+    // `chunk` is a parsed buffer size: at least 1.
+    let piece = chunk * (PIECE / chunk).max(1);
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
     std::thread::Builder::new()
         .name("ferry-reader".into())
@@ -272,7 +277,7 @@ async fn send_file(
     rate: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let local = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", path.display()));
+    let local = unreadable(path);
     let mut pieces = read_ahead(path, info.size, chunk)?;
     let mut pace = crate::Pacer::new(rate);
     let mut left = info.size;

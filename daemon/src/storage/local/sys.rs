@@ -61,6 +61,27 @@ pub(super) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Opens the regular file at `path` to read, never following a final link
+/// (non-blocking, so a FIFO put there meanwhile cannot hang the open).
+pub(super) fn open_file(path: &Path) -> io::Result<std::fs::File> {
+    let fd = rustix::fs::open(path, NO_FOLLOW | OFlags::NONBLOCK, Mode::empty())?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Starts writing `len` bytes of `file` from `offset` to the disk, without
+/// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); best effort,
+/// the fsync that follows reports any error.
+pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on an open descriptor the caller holds.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// What [`open_at`] opens.
 #[derive(Clone, Copy)]
 pub(super) enum At {

@@ -15,7 +15,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::origin::{origin_at, origin_of, set_origin};
-use super::sys::{fsync_dir, set_xattr, xattr, xattr_at};
+use super::sys::{fsync_dir, open_file, set_xattr, start_writeback, xattr, xattr_at};
 use super::Local;
 use crate::storage::{Origin, Reader, StorageError, Stored, UploadSink};
 
@@ -50,21 +50,12 @@ pub(crate) struct Pipe {
 
 fn pipe_thread(mut file: std::fs::File, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> Piped {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     let (mut written, mut flushed) = (0u64, 0u64);
     while let Some(data) = rx.blocking_recv() {
         file.write_all(&data)?;
         written += data.len() as u64;
         if written - flushed >= WRITE_BEHIND {
-            // SAFETY: a plain syscall on an fd this thread owns.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    flushed as i64,
-                    (written - flushed) as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            start_writeback(&file, flushed, written - flushed);
             flushed = written;
         }
     }
@@ -435,11 +426,7 @@ fn same_file(path: &Path, temp: &Path, size: u64, crc: u32) -> bool {
 /// hold the same `size` bytes.
 fn same_bytes(path: &Path, temp: &Path, size: u64) -> io::Result<bool> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut a = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
+    let mut a = open_file(path)?;
     let mut b = std::fs::File::open(temp)?;
     let meta = a.metadata()?;
     if !meta.is_file() || meta.len() != size || b.metadata()?.len() != size {
